@@ -1,0 +1,40 @@
+# make test / make demo / make dev / make bench: each creates .venv and installs on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export PIPELINE_DATA_LAKE ?= $(CURDIR)/data_lake
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install test demo dev bench lint
+
+install: $(STAMP)
+
+# torch first: on a machine without a GPU the pinned CPU build; with one, the default (CUDA) build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch; \
+	else $(PY) -m pip install -q torch==2.13.0; fi
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+demo: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(PY) -m pipeline.demo
+
+dev: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+bench: $(STAMP)
+	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/features.py
+	$(PY) benchmarks/env_throughput.py
+	$(PY) benchmarks/train_throughput.py

@@ -1,0 +1,90 @@
+"""Column contracts of the raw tables (shared/DESIGN.md §3): names, polars dtypes, and natural keys.
+
+Every source returns frames with exactly these columns (in this order); validation, the lake writer and the
+features read them from here, so a column is named in one place only.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+UTC_TS = pl.Datetime("us", "UTC")
+
+RAW_COLUMNS: dict[str, dict[str, pl.DataType]] = {
+    "trades": {
+        "symbol": pl.Utf8,
+        "ts": UTC_TS,
+        "price": pl.Float64,
+        "size": pl.Float64,
+        "exchange": pl.Utf8,
+        "conditions": pl.Utf8,
+        "source": pl.Utf8,
+        "trading_day": pl.Date,
+    },
+    "quotes": {
+        "symbol": pl.Utf8,
+        "ts": UTC_TS,
+        "bid": pl.Float64,
+        "ask": pl.Float64,
+        "bid_size": pl.Float64,
+        "ask_size": pl.Float64,
+        "source": pl.Utf8,
+        "trading_day": pl.Date,
+    },
+    "bars": {
+        "symbol": pl.Utf8,
+        "ts": UTC_TS,
+        "interval": pl.Utf8,
+        "open": pl.Float64,
+        "high": pl.Float64,
+        "low": pl.Float64,
+        "close": pl.Float64,
+        "volume": pl.Float64,
+        "source": pl.Utf8,
+        "trading_day": pl.Date,
+    },
+    "option_snapshots": {
+        "underlying": pl.Utf8,
+        "underlying_price": pl.Float64,
+        "contract": pl.Utf8,
+        "expiry": pl.Date,
+        "strike": pl.Float64,
+        "right": pl.Utf8,
+        "ts": UTC_TS,
+        "bid": pl.Float64,
+        "ask": pl.Float64,
+        "last": pl.Float64,
+        "volume": pl.Float64,
+        "open_interest": pl.Float64,
+        "iv": pl.Float64,
+        "delta": pl.Float64,
+        "gamma": pl.Float64,
+        "theta": pl.Float64,
+        "vega": pl.Float64,
+        "source": pl.Utf8,
+        "trading_day": pl.Date,
+    },
+}
+
+# Natural keys: two rows with the same key are duplicates (the second one is quarantined).
+RAW_KEYS: dict[str, tuple[str, ...]] = {
+    "trades": ("symbol", "ts", "price", "size", "exchange"),
+    "quotes": ("symbol", "ts"),
+    "bars": ("symbol", "interval", "ts"),
+    "option_snapshots": ("contract", "ts"),
+}
+
+RAW_TABLES: tuple[str, ...] = tuple(RAW_COLUMNS)
+
+
+def empty_frame(table: str) -> pl.DataFrame:
+    """An empty frame with the table's columns and dtypes."""
+    return pl.DataFrame(schema=RAW_COLUMNS[table])
+
+
+def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """Select the table's columns in contract order, casting to contract dtypes (strict: bad casts raise)."""
+    missing = [c for c in RAW_COLUMNS[table] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{table}: missing columns {missing}; expected {list(RAW_COLUMNS[table])}")
+    return frame.select([pl.col(c).cast(t) for c, t in RAW_COLUMNS[table].items()])
