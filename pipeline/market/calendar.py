@@ -1,0 +1,97 @@
+"""The NYSE trading calendar (exchange_calendars XNYS): trading days, holidays and session open/close in UTC.
+
+Partitions, sources and the synthetic market all ask this module which days trade and when, so early closes
+(e.g. the day after Thanksgiving closes at 13:00 New York time) are handled in one place. The calendar object is
+built lazily on first use and cached; importing this module does no I/O.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import pandas as pd
+
+from pipeline.market.source import TradingSession
+
+NY_TZ = "America/New_York"
+EXCHANGE = "XNYS"
+# A fixed span keeps answers independent of today's date (the library's default window moves with the clock).
+CALENDAR_START = date(2000, 1, 3)
+CALENDAR_END = date(2030, 12, 31)
+
+
+@lru_cache(maxsize=1)
+def xnys() -> xcals.ExchangeCalendar:
+    """The cached XNYS calendar covering CALENDAR_START..CALENDAR_END."""
+    # exchange_calendars trips a pandas deprecation warning inside its own construction; nothing for us to fix.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
+        return xcals.get_calendar(EXCHANGE, start=CALENDAR_START.isoformat(), end=CALENDAR_END.isoformat())
+
+
+def _as_date(day: date | datetime | str) -> date:
+    if isinstance(day, datetime):
+        return day.date()
+    if isinstance(day, date):
+        return day
+    try:
+        return date.fromisoformat(str(day))
+    except ValueError as exc:
+        raise ValueError(f"{day!r} is not a date; pass a datetime.date or an ISO string like '2024-07-05'") from exc
+
+
+def _check_span(start: date, end: date) -> None:
+    if start > end:
+        raise ValueError(f"start {start} is after end {end}; pass start <= end")
+    if start < CALENDAR_START or end > CALENDAR_END:
+        raise ValueError(
+            f"{start}..{end} is outside the supported calendar span {CALENDAR_START}..{CALENDAR_END}; "
+            "pick dates inside it"
+        )
+
+
+def trading_days(start: date | str, end: date | str) -> list[date]:
+    """The XNYS sessions from start to end, both inclusive, in order."""
+    start, end = _as_date(start), _as_date(end)
+    _check_span(start, end)
+    sessions = xnys().sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))
+    return [ts.date() for ts in sessions]
+
+
+def is_trading_day(day: date | str) -> bool:
+    """True when the day is an XNYS session (False for weekends, holidays and days outside the span)."""
+    day = _as_date(day)
+    if not CALENDAR_START <= day <= CALENDAR_END:
+        return False
+    return bool(xnys().is_session(pd.Timestamp(day)))
+
+
+def holidays(start: date | str, end: date | str) -> list[date]:
+    """Weekdays from start to end (inclusive) on which XNYS does not trade, e.g. 2024-07-04 and 2024-12-25."""
+    start, end = _as_date(start), _as_date(end)
+    _check_span(start, end)
+    sessions = set(trading_days(start, end))
+    days = (start + timedelta(days=i) for i in range((end - start).days + 1))
+    return [d for d in days if d.weekday() < 5 and d not in sessions]
+
+
+def trading_session(day: date | str) -> TradingSession:
+    """The session of one trading day with UTC open and close (early closes included).
+
+    Raises ValueError naming the day when it is not an XNYS session.
+    """
+    day = _as_date(day)
+    if not is_trading_day(day):
+        raise ValueError(
+            f"{day} ({day.strftime('%A')}) is not an XNYS session (weekend, exchange holiday, or outside "
+            f"{CALENDAR_START}..{CALENDAR_END}); use pipeline.market.calendar.trading_days() to pick one"
+        )
+    open_ts, close_ts = xnys().session_open_close(pd.Timestamp(day))
+    return TradingSession(
+        trading_day=day,
+        open=open_ts.to_pydatetime().astimezone(UTC),
+        close=close_ts.to_pydatetime().astimezone(UTC),
+    )
