@@ -1,0 +1,157 @@
+"""The file market source: CSV and Parquet files dropped into `<landing_dir>/<table>/` (DESIGN §3, file imports).
+
+Values are parsed non-strictly (see `landing_parse`): a bad value keeps its row, with nulls and a `_parse_error`
+reason, so validation quarantines it. The returned frames therefore carry the raw table's columns plus the Utf8
+column `_parse_error` (null when the row parsed cleanly).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.market.landing_parse import EXCHANGE_TZ, PARSE_ERROR, parse_landed, ts_expr
+from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES, empty_frame
+from pipeline.market.source import SourceError, TradingSession
+
+logger = logging.getLogger(__name__)
+
+LANDING_SUFFIXES = (".csv", ".parquet")
+# Columns a landed file may leave out (they come back null); every other contract column is required.
+_OPTIONAL: dict[str, frozenset[str]] = {
+    "trades": frozenset({"exchange", "conditions"}),
+    "quotes": frozenset(),
+    "bars": frozenset(),
+    "option_snapshots": frozenset(
+        {"underlying_price", "last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega"}
+    ),
+}
+# Set by the source, never read from the file.
+_SET_BY_SOURCE = frozenset({"source", "trading_day"})
+
+
+def required_columns(table: str) -> list[str]:
+    """Columns a landed file of `table` must have."""
+    return [c for c in RAW_COLUMNS[table] if c not in _OPTIONAL[table] and c not in _SET_BY_SOURCE]
+
+
+def _check_table(table: str) -> None:
+    if table not in RAW_TABLES:
+        raise SourceError(f"unknown table {table!r}: landed files go under one of {list(RAW_TABLES)}")
+
+
+def _landing_files(landing_dir: Path, table: str) -> list[Path]:
+    folder = landing_dir / table
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in LANDING_SUFFIXES)
+
+
+def _read(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """Read a landed file: CSV as all-text, Parquet with its own types. Empty files give 0 rows and a warning."""
+    if path.stat().st_size == 0:
+        logger.warning("landed file %s is empty (0 bytes); it contributes no rows", path)
+        return pl.DataFrame()
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pl.read_csv(path, infer_schema=False, columns=columns)
+        else:
+            frame = pl.read_parquet(path, columns=columns)
+    except pl.exceptions.ColumnNotFoundError as exc:
+        raise SourceError(f"landed file {path} has no column {columns}: {exc}") from exc
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise SourceError(
+            f"could not read landed file {path}: {type(exc).__name__}: {exc}. "
+            "Replace it with a valid UTF-8 CSV (header row) or Parquet file, or remove it."
+        ) from exc
+    if frame.height == 0:
+        logger.warning("landed file %s has a header but no rows; it contributes no rows", path)
+    return frame
+
+
+def _with_trading_day(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add the New York trading day of each row; rows whose ts failed get the file's first day.
+
+    Assigning unparseable rows to one covered day sends each of them to quarantine exactly once.
+    """
+    day = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+    frame = frame.with_columns(day.alias("trading_day"))
+    first_day = frame["trading_day"].min()
+    return frame.with_columns(pl.col("trading_day").fill_null(first_day))
+
+
+class FileSource:
+    """Reads `landing/<table>/*.csv|*.parquet`; `fetch` returns the rows of one trading day."""
+
+    name = "files"
+
+    def __init__(self, landing_dir: str | Path) -> None:
+        self.landing_dir = Path(landing_dir)
+
+    def __repr__(self) -> str:
+        return f"FileSource(landing_dir={str(self.landing_dir)!r})"
+
+    def landing_files(self, table: str) -> list[Path]:
+        """The landed files of `table`, sorted by name."""
+        _check_table(table)
+        return _landing_files(self.landing_dir, table)
+
+    def read_file(self, table: str, path: Path) -> pl.DataFrame:
+        """One landed file parsed to the table's columns plus `trading_day` and `_parse_error`."""
+        raw = _read(path)
+        if raw.width == 0 or raw.height == 0:
+            return empty_frame(table).with_columns(pl.lit(None, pl.Utf8).alias(PARSE_ERROR))
+        missing = [c for c in required_columns(table) if c not in raw.columns]
+        if missing:
+            raise SourceError(
+                f"landed file {path} lacks required columns {missing} for table {table!r}; it has {raw.columns}. "
+                f"Expected at least {required_columns(table)} (see DESIGN §3)."
+            )
+        parsed = parse_landed(table, raw, skip=set(_SET_BY_SOURCE))
+        return _with_trading_day(parsed).with_columns(pl.lit(self.name).alias("source"))
+
+    def fetch(self, table: str, session: TradingSession, symbols: Sequence[str]) -> pl.DataFrame:
+        """Rows of every landed file of `table` whose New York date is `session.trading_day`.
+
+        `symbols` filters by symbol (by underlying for option_snapshots); an empty sequence keeps all symbols.
+        Rows with a null symbol are kept so validation can quarantine them.
+        """
+        _check_table(table)
+        columns = [*RAW_COLUMNS[table], PARSE_ERROR]
+        frames = [self.read_file(table, path).select(columns) for path in self.landing_files(table)]
+        if not frames:
+            return empty_frame(table).with_columns(pl.lit(None, pl.Utf8).alias(PARSE_ERROR))
+        frame = pl.concat(frames).filter(pl.col("trading_day") == session.trading_day)
+        if symbols:
+            key = "underlying" if table == "option_snapshots" else "symbol"
+            frame = frame.filter(pl.col(key).is_null() | pl.col(key).is_in(list(symbols)))
+        return frame
+
+
+def landing_partitions(landing_dir: str | Path) -> dict[str, set[date]]:
+    """Which trading days the landed files cover, per table (every table a key; reads only the ts column).
+
+    Files that cannot be read, or lack a ts column, are skipped with a warning: `fetch` reports them in full.
+    """
+    covered: dict[str, set[date]] = {}
+    for table in RAW_TABLES:
+        days: set[date] = set()
+        for path in _landing_files(Path(landing_dir), table):
+            try:
+                frame = _read(path, columns=["ts"])
+            except SourceError as exc:
+                logger.warning("skipping %s when listing landed partitions: %s", path, exc)
+                continue
+            if frame.height == 0:
+                continue
+            ts = frame.select(ts_expr("ts", frame.schema["ts"], allow_date_only=table == "bars").alias("ts"))
+            file_days = ts.select(pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date().drop_nulls().unique())
+            if file_days.height == 0:
+                logger.warning("no row of landed file %s has a parseable ts; it covers no trading day", path)
+            days.update(file_days.to_series().to_list())
+        covered[table] = days
+    return covered
