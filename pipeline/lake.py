@@ -1,0 +1,298 @@
+"""The DuckDB warehouse: every DuckDB access of the project goes through `Warehouse`.
+
+A partition write is one transaction (BEGIN; DELETE the partition; INSERT the new rows; COMMIT), so readers see
+the old or the new content of a partition, never an empty or half-written one, and a re-run adds no duplicates.
+Connections are short-lived and serialized across processes by a file lock (see `pipeline.lake_lock`): DuckDB
+allows one read-write process per file, and holding no connection between calls lets many processes share it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from pipeline.lake_lock import WarehouseLockTimeout, file_lock, open_with_retry
+from pipeline.market.schemas import RAW_COLUMNS
+
+__all__ = ["Warehouse", "WarehouseLockTimeout", "WriteStats", "lake_dir", "warehouse_path"]
+
+SCHEMAS: tuple[str, ...] = ("raw", "quarantine", "features", "models", "evaluation")
+# Schemas whose tables are created from the first frame written to them (their columns belong to other stages).
+_AUTO_CREATE_SCHEMAS = frozenset({"features", "models", "evaluation"})
+_TABLE_NAME = re.compile(r"^(raw|quarantine|features|models|evaluation)\.([a-z_][a-z0-9_]*)$")
+_STAGING = "_pipeline_incoming"
+
+_SQL_TYPES: dict[pl.DataType, str] = {
+    pl.Utf8: "VARCHAR",
+    pl.Float64: "DOUBLE",
+    pl.Date: "DATE",
+    pl.Datetime("us", "UTC"): "TIMESTAMPTZ",
+}
+
+QUARANTINE_TABLE = "quarantine.rejected_rows"
+QUARANTINE_COLUMNS: dict[str, pl.DataType] = {
+    "source_table": pl.Utf8,
+    "trading_day": pl.Date,
+    "reason": pl.Utf8,
+    "payload": pl.Utf8,
+    "ingested_at": pl.Datetime("us", "UTC"),
+}
+
+
+def lake_dir() -> Path:
+    """The data lake folder: `$PIPELINE_DATA_LAKE` (read at call time), default `./data_lake`."""
+    return Path(os.environ.get("PIPELINE_DATA_LAKE", "data_lake"))
+
+
+def warehouse_path() -> Path:
+    """The DuckDB file of the data lake."""
+    return lake_dir() / "warehouse.duckdb"
+
+
+@dataclass(frozen=True)
+class WriteStats:
+    """What one partition write did."""
+
+    table: str
+    trading_days: tuple[date, ...]
+    rows_deleted: int
+    rows_inserted: int
+    rejected_deleted: int
+    rejected_inserted: int
+
+
+def _check_table_name(table: str) -> tuple[str, str]:
+    match = _TABLE_NAME.match(table)
+    if match is None:
+        raise ValueError(
+            f"table name {table!r} is not '<schema>.<name>' with schema one of {SCHEMAS} and a lowercase "
+            "snake_case name (e.g. 'raw.trades', 'features.bars_1m')"
+        )
+    return match.group(1), match.group(2)
+
+
+def _raw_table_ddl(name: str) -> str:
+    columns = ", ".join(f'"{col}" {_SQL_TYPES[dtype]}' for col, dtype in RAW_COLUMNS[name].items())
+    return f"CREATE TABLE IF NOT EXISTS raw.{name} ({columns})"
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> int:
+    # fetchall() drains the result: DuckDB 2.0 refuses new work on a connection with an unfinished result.
+    rows = con.execute(sql, params).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _day_list(trading_days: Sequence[date]) -> list[date]:
+    days = sorted(set(trading_days))
+    if not days:
+        raise ValueError("trading_days is empty: name at least one trading day (the partition) to write or read")
+    return days
+
+
+class Warehouse:
+    """One DuckDB warehouse file; each method opens, uses and closes its own connection under the lock."""
+
+    def __init__(self, path: str | Path | None = None, lock_timeout_s: float = 600.0) -> None:
+        self.path = Path(path) if path is not None else warehouse_path()
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock_timeout_s = lock_timeout_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._create_contract_tables()
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection held under the inter-process lock; closed on exit. Keep the block short."""
+        with file_lock(self.lock_path, self.lock_timeout_s):
+            con = open_with_retry(self.path, self.lock_timeout_s)
+            try:
+                # TIMESTAMPTZ values come back in the session time zone: keep everything in UTC.
+                con.execute("SET TimeZone = 'UTC'")
+                yield con
+            finally:
+                con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """`connect()` inside BEGIN ... COMMIT; any exception rolls everything back."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.rollback()
+                raise
+            con.execute("COMMIT")
+
+    def _create_contract_tables(self) -> None:
+        with self.connect() as con:
+            for schema in SCHEMAS:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            for name in RAW_COLUMNS:
+                con.execute(_raw_table_ddl(name))
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} (source_table VARCHAR, trading_day DATE, "
+                "reason VARCHAR, payload JSON, ingested_at TIMESTAMPTZ)"
+            )
+
+    def write_partition(
+        self,
+        table: str,
+        trading_days: Sequence[date],
+        accepted: pl.DataFrame,
+        rejected: pl.DataFrame | None = None,
+        source_table: str | None = None,
+    ) -> WriteStats:
+        """Replace the rows of `trading_days` in `table` by `accepted` (and their quarantined rows by `rejected`).
+
+        One transaction: the partition is the old or the new content, never empty or half-written. Tables under
+        features/models/evaluation are created from `accepted`'s schema on first write; raw tables are fixed.
+        `source_table` (default: the table name without schema) keys the rows replaced in the quarantine.
+        """
+        schema, name = _check_table_name(table)
+        days = _day_list(trading_days)
+        if schema == "quarantine":
+            raise ValueError(f"{table}: write rejected rows through write_partition(..., rejected=...) instead")
+        if "trading_day" not in accepted.columns:
+            raise ValueError(f"{table}: the frame has no 'trading_day' column; every partitioned table needs one")
+        stray = accepted.filter(~pl.col("trading_day").is_in(days))
+        if stray.height:
+            found = sorted(set(stray["trading_day"].to_list()), key=str)[:5]
+            raise ValueError(
+                f"{table}: {stray.height} rows have trading_day {found} outside the partition {days}; a re-run "
+                "would not replace them. Write each row under its own trading day."
+            )
+        if schema == "raw" and list(accepted.columns) != list(RAW_COLUMNS[name]):
+            raise ValueError(
+                f"{table}: columns {accepted.columns} differ from the contract {list(RAW_COLUMNS[name])}; "
+                "pass the `accepted` frame of pipeline.market.validation.validate"
+            )
+        source_table = source_table or name
+        rejected_frame = self._conform_rejected(rejected, days)
+
+        with self.transaction() as con:
+            self._create_if_new(con, table, accepted)
+            deleted = self._delete_days(con, table, days)
+            self._insert(con, table, accepted)
+            rejected_deleted = self._delete_days(con, QUARANTINE_TABLE, days, source_table)
+            if rejected_frame.height:
+                self._insert(con, QUARANTINE_TABLE, rejected_frame.with_columns(source_table=pl.lit(source_table)))
+        return WriteStats(
+            table=table,
+            trading_days=tuple(days),
+            rows_deleted=deleted,
+            rows_inserted=accepted.height,
+            rejected_deleted=rejected_deleted,
+            rejected_inserted=rejected_frame.height,
+        )
+
+    @staticmethod
+    def _conform_rejected(rejected: pl.DataFrame | None, days: list[date]) -> pl.DataFrame:
+        if rejected is None:
+            return pl.DataFrame(schema=QUARANTINE_COLUMNS)
+        missing = [c for c in QUARANTINE_COLUMNS if c not in rejected.columns]
+        if missing:
+            raise ValueError(f"rejected rows lack columns {missing}; pass the `rejected` frame of validate()")
+        frame = rejected.select([pl.col(c).cast(t) for c, t in QUARANTINE_COLUMNS.items()])
+        if frame.filter(~pl.col("trading_day").is_in(days)).height:
+            raise ValueError(f"rejected rows have a trading_day outside the partition {days}")
+        return frame
+
+    @staticmethod
+    def _delete_days(
+        con: duckdb.DuckDBPyConnection, table: str, days: list[date], source_table: str | None = None
+    ) -> int:
+        sql = f"DELETE FROM {table} WHERE list_contains(?::DATE[], trading_day)"
+        params: list[Any] = [days]
+        if source_table is not None:
+            sql += " AND source_table = ?"
+            params.append(source_table)
+        return _scalar(con, sql, params)
+
+    @staticmethod
+    def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+        sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
+        return bool(_scalar(con, sql, [schema, name]))
+
+    def append(self, table: str, frame: pl.DataFrame) -> int:
+        """Insert rows into a non-partitioned use of a table (e.g. one model in models.registry); creates it if new."""
+        _check_table_name(table)
+        with self.transaction() as con:
+            self._create_if_new(con, table, frame)
+            self._insert(con, table, frame)
+        return frame.height
+
+    def _create_if_new(self, con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+        schema, name = _check_table_name(table)
+        if self._table_exists(con, schema, name):
+            return
+        if schema not in _AUTO_CREATE_SCHEMAS:
+            raise ValueError(f"{table} does not exist; raw tables are fixed by pipeline.market.schemas")
+        con.register(_STAGING, frame)
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM {_STAGING} LIMIT 0")
+        con.unregister(_STAGING)
+
+    @staticmethod
+    def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+        # Arrow scan of the polars frame (zero-copy); BY NAME so column order in the frame does not matter.
+        # On error the view is left registered: the aborted transaction refuses unregister, and close drops it.
+        con.register(_STAGING, frame)
+        try:
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {_STAGING}")
+        except duckdb.BinderException as exc:
+            raise ValueError(f"{table}: the frame's columns {frame.columns} do not fit the table: {exc}") from exc
+        con.unregister(_STAGING)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement (e.g. an UPDATE of a model's status) in its own transaction."""
+        with self.connect() as con:
+            con.execute(sql, list(params))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+        """Run a SELECT and return its rows as a polars frame (timestamps in UTC)."""
+        with self.connect() as con:
+            return con.sql(sql, params=list(params) or None).pl()
+
+    def read_partition(
+        self, table: str, trading_days: Sequence[date], columns: Sequence[str] | None = None
+    ) -> pl.DataFrame:
+        """The rows of `trading_days` in `table`, in insertion order."""
+        _check_table_name(table)
+        days = _day_list(trading_days)
+        selected = "*" if not columns else ", ".join(f'"{c}"' for c in columns)
+        with self.connect() as con:
+            self._require_table(con, table)
+            return con.sql(
+                f"SELECT {selected} FROM {table} WHERE list_contains(?::DATE[], trading_day)", params=[days]
+            ).pl()
+
+    def table_exists(self, table: str) -> bool:
+        """Whether `<schema>.<name>` exists."""
+        schema, name = _check_table_name(table)
+        with self.connect() as con:
+            return self._table_exists(con, schema, name)
+
+    def row_count(self, table: str, trading_days: Sequence[date] | None = None) -> int:
+        """Rows in `table`, or in its `trading_days` partitions."""
+        _check_table_name(table)
+        with self.connect() as con:
+            self._require_table(con, table)
+            if trading_days is None:
+                return _scalar(con, f"SELECT count(*) FROM {table}", [])
+            sql = f"SELECT count(*) FROM {table} WHERE list_contains(?::DATE[], trading_day)"
+            return _scalar(con, sql, [_day_list(trading_days)])
+
+    def _require_table(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
+        schema, name = _check_table_name(table)
+        if not self._table_exists(con, schema, name):
+            raise ValueError(
+                f"{table} does not exist in {self.path}: materialize the asset that writes it first"
+            )
