@@ -1,0 +1,37 @@
+"""The Dagster code location: one `Definitions` with the assets, checks, resources, sensor, schedule and jobs.
+
+`dagster dev -w workspace.yaml` and `dagster asset materialize -m pipeline.definitions` load `defs` from here.
+Environment read while building (PIPELINE_PARTITIONS_START) happens here, once, when the location loads.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.features import build_feature_assets
+from assets.ingest import INGEST_GROUP, build_ingest_assets
+from pipeline.partitions import partitions_start_from_env, trading_day_partitions
+from pipeline.schedules import build_daily_job, build_daily_schedule
+from pipeline.sensors import build_landing_sensor
+from resources.market_data import MarketDataResource, alpaca_key_fields
+from resources.warehouse import WarehouseResource
+
+
+def build_definitions() -> dg.Definitions:
+    """Build the code location; PIPELINE_PARTITIONS_START sets the first partition (default 2024-01-02)."""
+    partitions_def = trading_day_partitions(partitions_start_from_env())
+    assets = [*build_ingest_assets(partitions_def), *build_feature_assets(partitions_def)]
+    daily_job = build_daily_job(partitions_def)
+    return dg.Definitions(
+        assets=assets,
+        jobs=[daily_job],
+        schedules=[build_daily_schedule(daily_job)],
+        sensors=[build_landing_sensor(dg.AssetSelection.groups(INGEST_GROUP, "features"), partitions_def)],
+        resources={
+            "warehouse": WarehouseResource(),
+            "market_data": MarketDataResource(**alpaca_key_fields()),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,56 @@
+"""The daily schedule: after the close of each trading day, run the daily job for that day's partition.
+
+The job is an asset selection (today ingest -> features); later stages (training, evaluation, deployment) join
+it by adding their groups to DAILY_GROUPS, not by writing a new schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from pipeline.market.calendar import NY_TZ, is_trading_day
+
+DAILY_JOB_NAME = "daily_pipeline"
+DAILY_GROUPS: tuple[str, ...] = ("ingest", "features")
+# 17:30 New York: after the 16:00 close (and after early closes) with time for vendors to settle the day.
+AFTER_CLOSE_CRON = "30 17 * * 1-5"
+
+
+def daily_selection(groups: Sequence[str] = DAILY_GROUPS) -> dg.AssetSelection:
+    return dg.AssetSelection.groups(*groups)
+
+
+def build_daily_job(
+    partitions_def: dg.PartitionsDefinition, groups: Sequence[str] = DAILY_GROUPS
+) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        DAILY_JOB_NAME,
+        selection=daily_selection(groups),
+        partitions_def=partitions_def,
+        description="One trading day through the pipeline: " + " -> ".join(groups) + ".",
+    )
+
+
+def build_daily_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="daily_after_close",
+        job=job,
+        cron_schedule=AFTER_CLOSE_CRON,
+        execution_timezone=NY_TZ,
+        description="After the close, materializes the daily job for the trading day that just ended.",
+    )
+    def daily_after_close(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        day = context.scheduled_execution_time.astimezone(ZoneInfo(NY_TZ)).date()
+        return request_for_day(day.isoformat())
+
+    return daily_after_close
+
+
+def request_for_day(day: str) -> dg.RunRequest | dg.SkipReason:
+    """The run for one day's partition, or a skip on exchange holidays (the cron only knows weekdays)."""
+    if not is_trading_day(day):
+        return dg.SkipReason(f"{day} is not an XNYS trading day (exchange holiday)")
+    return dg.RunRequest(run_key=f"daily:{day}", partition_key=day)

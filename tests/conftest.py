@@ -1,0 +1,56 @@
+"""Shared fixtures: every test gets its own data lake and Dagster instance (temp dirs, set through the env)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+INSTANCE_TEMPLATE = REPO_ROOT / "dagster_home" / "dagster.yaml"
+# Two symbols keep Dagster-level tests fast; the core tests cover the full synthetic universe.
+TEST_SYMBOLS = "SPY,QQQ"
+# Env vars a developer's shell may set that would change what the tests ingest.
+_PIPELINE_VARS = (
+    "PIPELINE_SOURCE", "PIPELINE_PARTITIONS_START", "PIPELINE_SYNTHETIC_SEED", "PIPELINE_SYNTHETIC_ALPHA",
+    "PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES", "ALPACA_API_KEY", "ALPACA_SECRET_KEY",
+)
+
+
+def pipeline_env(root: Path) -> dict[str, str]:
+    """Env for one isolated pipeline under `root`: a lake, a Dagster home with the repo's instance config."""
+    lake, home = root / "data_lake", root / "dagster_home"
+    lake.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(INSTANCE_TEMPLATE, home / "dagster.yaml")
+    return {
+        "PIPELINE_DATA_LAKE": str(lake),
+        "DAGSTER_HOME": str(home),
+        "PIPELINE_SYNTHETIC_SYMBOLS": TEST_SYMBOLS,
+    }
+
+
+def _apply(mp: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for name in _PIPELINE_VARS:
+        mp.delenv(name, raising=False)
+    for name, value in env.items():
+        mp.setenv(name, value)
+
+
+@pytest.fixture
+def lake_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A fresh lake and Dagster home for one test (PIPELINE_DATA_LAKE, DAGSTER_HOME set)."""
+    env = pipeline_env(tmp_path)
+    _apply(monkeypatch, env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def module_lake_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Like lake_env, shared by a module's tests so they can share one (slow) materialization."""
+    env = pipeline_env(tmp_path_factory.mktemp("pipeline"))
+    with pytest.MonkeyPatch.context() as mp:
+        _apply(mp, env)
+        yield env
