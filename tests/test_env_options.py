@@ -1,0 +1,153 @@
+"""OptionsTrading: fills at the next snapshot's bid/ask, fees, mark-to-market at mid, expiry settlement."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv
+from pipeline.envs.options_actions import ACTION_TABLE, CALL, PUT, action_index, action_table
+from pipeline.envs.options_chain import OptionChainTensors, black_scholes_chain
+
+FEE = 0.65
+
+
+def hand_chain() -> OptionChainTensors:
+    """One day, 4 snapshots, 2 expiries (the front settles at snapshot 2), strikes 95/100/105.
+
+    mid[s, e, k, r] = 1 + s + 2e + 0.5k + 0.25r; half-spread 0.05 * (s + 1), so every snapshot's
+    quotes differ and a fill at the wrong snapshot shows up in the cash.
+    """
+    s, e, k, r = torch.meshgrid(torch.arange(4.0), torch.arange(2.0), torch.arange(3.0), torch.arange(2.0),
+                                indexing="ij")
+    mid = (1 + s + 2 * e + 0.5 * k + 0.25 * r)[None]
+    half = (0.05 * (s + 1))[None]
+    return OptionChainTensors(
+        bid=mid - half, ask=mid + half, mid=mid, iv=torch.full_like(mid, 0.2),
+        delta=torch.where(torch.arange(2) == 0, 0.5, -0.5).expand_as(mid).clone(),
+        strike=torch.tensor([[[95.0, 100.0, 105.0], [95.0, 100.0, 105.0]]]),
+        expiry_days=torch.tensor([[[0.5, 7.5], [0.25, 7.25], [0.0, 7.0], [0.0, 6.75]]]),
+        underlying=torch.tensor([[100.0, 102.0, 104.0, 103.0]]),
+    )
+
+
+def make_env(action_set: int = 31) -> OptionsTradingEnv:
+    cfg = OptionsTradingConfig(action_set=action_set, window=4, fee_per_contract=FEE, reward_scale=0.01)
+    return OptionsTradingEnv(hand_chain(), num_envs=1, config=cfg)
+
+
+def step(env: OptionsTradingEnv, name: str) -> tuple[float, bool, dict]:
+    _, reward, terminated, _, info = env.step(torch.tensor([action_index(name)]))
+    return float(reward[0]), bool(terminated[0]), info
+
+
+def test_action_table_sizes_and_flat_first() -> None:
+    assert len(action_table(31)) == 31 and len(action_table(91)) == 91
+    assert ACTION_TABLE[0].legs == () and ACTION_TABLE[0].shares == 0
+    assert all(len(s.legs) == 1 and s.legs[0].quantity == 1 for s in ACTION_TABLE[1:31])
+    with pytest.raises(ValueError, match="action_set"):
+        action_table(45)
+
+
+def test_long_call_fills_at_next_ask_and_settles_intrinsic() -> None:
+    env = make_env()
+    env.reset(seed=0)
+    # Observe snapshot 0, buy the front ATM call (K=100): fill at snapshot 1's ask 2.60 (mid 2.5 + 0.10),
+    # not at the observed snapshot's ask 1.55.
+    reward, done, info = step(env, "long_call_k+0_e0")
+    assert env.cash.item() == pytest.approx(-260.0 - FEE, abs=1e-3)
+    assert env.cash.item() != pytest.approx(-155.0 - FEE, abs=1e-3)
+    # Marked at snapshot 1's mid 2.5: equity = -260.65 + 250.
+    assert info["equity"].item() == pytest.approx(-10.65, abs=1e-3)
+    assert reward == pytest.approx(-0.1065, abs=1e-5) and not done
+    # Hold: at snapshot 2 the front expiry settles at intrinsic (104 - 100) * 100, not at its mid 3.5.
+    reward, done, info = step(env, "long_call_k+0_e0")
+    assert info["equity"].item() == pytest.approx(400.0 - 260.65, abs=1e-3)
+    assert reward == pytest.approx(1.5, abs=1e-5) and not done
+    assert env.qty.abs().sum().item() == 0 and env.action.item() == 0  # book empty -> flat
+
+
+def test_long_put_expiring_out_of_the_money_settles_at_zero() -> None:
+    env = make_env()
+    env.reset(seed=0)
+    step(env, "long_put_k+0_e0")  # put K=100 at snapshot 1's ask: mid 1 + 1 + 0.5 + 0.25 = 2.75, +0.10
+    _, _, info = step(env, "long_put_k+0_e0")  # spot 104 at expiry: worthless
+    assert info["equity"].item() == pytest.approx(-285.0 - FEE, abs=1e-3)
+
+
+def test_mark_to_market_at_mid_then_liquidation_at_bid_with_fees() -> None:
+    env = make_env()
+    env.reset(seed=0)
+    # Back-month ATM call: ask at s1 = 1 + 1 + 2 + 0.5 + 0.10 = 4.60.
+    step(env, "long_call_k+0_e1")
+    _, done, info = step(env, "long_call_k+0_e1")
+    assert not done
+    assert info["equity"].item() == pytest.approx(-460.0 - FEE + 550.0, abs=1e-3)  # mid at s2 = 5.5
+    assert info["pnl"].item() == pytest.approx(550.0 - 450.0, abs=1e-3)  # mid 4.5 -> 5.5, one contract
+    # Last snapshot: liquidated at s3's bid 6.5 - 0.20, one more fee; the episode terminates.
+    _, done, info = step(env, "long_call_k+0_e1")
+    assert done
+    assert info["equity"].item() == pytest.approx(-460.0 + 630.0 - 2 * FEE, abs=1e-3)
+    assert info["fees"].item() == pytest.approx(FEE, abs=1e-6)
+
+
+def test_short_straddle_sells_at_bid_buys_back_at_ask_same_strike() -> None:
+    env = make_env(action_set=91)
+    env.reset(seed=0)
+    step(env, "short_straddle_e1")
+    legs = env.qty[0] != 0
+    assert int(legs.sum()) == 2
+    assert torch.equal(env.leg_strike[0, legs], torch.tensor([1, 1]))  # both legs at the ATM strike (100)
+    assert sorted((env.contract[0, legs] % 2).tolist()) == [CALL, PUT]
+    # Sold at s1 bids: call 4.5 - 0.10, put 4.75 - 0.10.
+    assert env.cash.item() == pytest.approx(440.0 + 465.0 - 2 * FEE, abs=1e-3)
+    step(env, "short_straddle_e1")
+    _, done, info = step(env, "short_straddle_e1")
+    # Bought back at s3 asks: call 6.5 + 0.20, put 6.75 + 0.20.
+    assert done
+    assert info["equity"].item() == pytest.approx(905.0 - 670.0 - 695.0 - 4 * FEE, abs=1e-3)
+
+
+def test_straddles_are_one_strike_in_every_state() -> None:
+    env = OptionsTradingEnv(black_scholes_chain(days=3, seed=3), num_envs=8,
+                            config=OptionsTradingConfig(action_set=91))
+    env.reset(seed=1)
+    names = [s.name for s in ACTION_TABLE if "straddle" in s.name]
+    for _ in range(10):
+        actions = torch.tensor([action_index(names[i % len(names)]) for i in range(8)])
+        env.step(actions)
+        held = env.qty != 0
+        for n in range(8):
+            if int(held[n].sum()) == 2:
+                assert env.leg_strike[n, held[n]].unique().numel() == 1
+
+
+def test_autoreset_returns_final_obs_and_new_episode() -> None:
+    env = OptionsTradingEnv(black_scholes_chain(days=2, snapshots=5), num_envs=3)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (3, 16, env.obs_shape[1]) and obs.dtype == torch.float32
+    for _ in range(4):
+        obs, reward, terminated, truncated, info = env.step(torch.tensor([1, 2, 0]))
+    assert terminated.all() and not truncated.any()
+    assert not torch.equal(info["final_obs"], obs)
+    assert (env.snap == 0).all() and (env.qty == 0).all() and (env.cash == 0).all()
+
+
+def test_invalid_action_says_range() -> None:
+    env = make_env()
+    env.reset()
+    with pytest.raises(ValueError, match=r"\[0, 31\)"):
+        env.step(torch.tensor([31]))
+
+
+@pytest.mark.parametrize("action_set", [31, 91])
+def test_gym_id_passes_check_env(action_set: int) -> None:
+    import pipeline.envs  # noqa: F401 - registers the ids
+
+    env = gym.make("pipeline/OptionsTrading-v0", action_set=action_set)
+    assert env.action_space.n == action_set
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
