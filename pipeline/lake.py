@@ -80,7 +80,8 @@ def _check_table_name(table: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def _raw_table_ddl(name: str) -> str:
+def raw_table_ddl(name: str) -> str:
+    """CREATE TABLE for raw.<name> with the contract's columns and DuckDB types."""
     columns = ", ".join(f'"{col}" {_SQL_TYPES[dtype]}' for col, dtype in RAW_COLUMNS[name].items())
     return f"CREATE TABLE IF NOT EXISTS raw.{name} ({columns})"
 
@@ -137,7 +138,7 @@ class Warehouse:
             for schema in SCHEMAS:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             for name in RAW_COLUMNS:
-                con.execute(_raw_table_ddl(name))
+                con.execute(raw_table_ddl(name))
             con.execute(
                 f"CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} (source_table VARCHAR, trading_day DATE, "
                 "reason VARCHAR, payload JSON, ingested_at TIMESTAMPTZ)"
