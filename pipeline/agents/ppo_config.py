@@ -1,0 +1,105 @@
+"""Every CLSTM-PPO hyperparameter in one dataclass, with what each one does."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class PPOConfig:
+    """Hyperparameters of CLSTM-PPO. Pass any of them as keyword arguments to `CLSTMPPO(env, **hparams)`."""
+
+    seed: int = 0
+    """Seed for torch, numpy, random and the environment reset (rank r of a DDP run uses seed + r)."""
+    device: str = "cpu"
+    """Torch device for the network, buffers and (native) environments: "cpu", "cuda", "cuda:1", "auto"."""
+    num_envs: int = 8
+    """Parallel environments when the agent builds them from a gymnasium id (ignored for env instances)."""
+    num_steps: int = 128
+    """Rollout length per environment per update; one update consumes num_steps * num_envs transitions."""
+    window: int = 16
+    """T, bars per observation window, for 1-D observations (the agent keeps the last T obs as its state).
+    Windowed (T, F) observations from the trading envs use their own T."""
+    hidden: int = 64
+    """Width of the encoder MLP, of every LSTM and of the heads."""
+    encoder_layers: int = 1
+    """Number of Linear+Tanh layers of the per-timestep encoder."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda (bias/variance trade-off of the advantages)."""
+    clip_eps: float = 0.10
+    """PPO ratio clipping epsilon."""
+    actor_lr: float = 1e-4
+    """Adam learning rate of the actor (shared encoder + shared LSTM + actor trunk)."""
+    critic_lr: float = 4e-4
+    """Adam learning rate of the critic trunk (higher than the actor's: the critic must track a moving policy)."""
+    anneal_lr: bool = True
+    """Linearly anneal both learning rates to 0 over total_timesteps."""
+    policy_epochs: int = 1
+    """Epochs over the rollout that update the actor (the critic is updated with it)."""
+    extra_critic_epochs: int = 4
+    """Additional critic-only epochs after the policy epochs."""
+    num_minibatches: int = 4
+    """Minibatches per epoch; split along the env axis x time so every sample keeps its whole obs window."""
+    critic_warmup_rollouts: int = 1
+    """Rollouts collected before PPO starts whose Monte-Carlo returns pre-train the critic (0: no warm-up)."""
+    critic_warmup_epochs: int = 10
+    """Epochs of critic regression on each warm-up rollout."""
+    ent_coef_start: float = 0.02
+    """Entropy bonus coefficient at the start of training."""
+    ent_coef_end: float = 0.005
+    """Entropy bonus coefficient at the end (linear decay in between)."""
+    max_grad_norm: float = 0.5
+    """Gradient-norm clip applied to the actor and to the critic separately."""
+    normalize_advantages: bool = True
+    """Normalize advantages per minibatch."""
+    normalize_obs: bool = True
+    """Running mean/var observation normalization (RunningNormalizer, on device)."""
+    scale_rewards: bool = True
+    """Divide rewards by the running std of the discounted return (RunningNormalizer)."""
+    clip_obs: float = 10.0
+    """Clip normalized observations to +-clip_obs."""
+    clip_reward: float = 10.0
+    """Clip scaled rewards to +-clip_reward."""
+    init_log_std: float = -0.5
+    """Initial log std of the Gaussian head (continuous actions)."""
+    amp: bool = True
+    """bf16 autocast of encoder and LSTMs on CUDA (log-probs and ratios stay fp32); ignored on CPU."""
+    compile: bool = False
+    """torch.compile the encoder and the heads (CUDA; first update pays the compile time)."""
+    torch_threads: int | None = None
+    """torch.set_num_threads for CPU runs (None: leave torch's default)."""
+    divergence_threshold: float = 1e6
+    """A loss or gradient norm above this (or NaN/inf) raises TrainingDivergedError."""
+    checkpoint_dir: str | None = None
+    """Folder for latest/best_* checkpoints written during learn() (None: no checkpoints)."""
+    checkpoint_every: int = 1
+    """Write `latest` every this many updates."""
+    min_episodes_for_best: int = 2
+    """Episodes that must finish in an update before its metrics can set a best_* checkpoint."""
+    early_stop_patience: int | None = None
+    """Stop learn() after this many updates without a new best composite score (None: never)."""
+    tensorboard_dir: str | None = None
+    """TensorBoard log folder (None: no TensorBoard; diagnostics are still returned by learn())."""
+    verbose: int = 0
+    """1: print one line of diagnostics per update."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form metadata saved with checkpoints (e.g. the data window the model was trained on)."""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PPOConfig:
+        """Build a config, rejecting unknown keys with the list of valid ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown CLSTM-PPO hyperparameter(s) {unknown}; valid names are {sorted(known)}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        return dataclasses.asdict(self)
