@@ -74,3 +74,34 @@ def daily_bar(symbol: str, session: TradingSession = SESSION) -> pl.DataFrame:
 
 def empty(table: str) -> pl.DataFrame:
     return pl.DataFrame(schema=RAW_COLUMNS[table])
+
+
+NEAR_IV, FAR_IV, SHORT_IV = 0.20, 0.24, 0.50
+EXPIRY_DAYS = (3, 10, 38)  # the 3-day expiry is too close to count as "near"
+STRIKES = (90.0, 95.0, 100.0, 105.0, 110.0)
+
+
+def option_chain(underlying: str = "SPY", spot: float = 101.0, session: TradingSession = SESSION,
+                 snapshot_minutes: tuple[int, ...] = (30, 90)) -> pl.DataFrame:
+    """A hand-checkable chain: IV = expiry level + 0.001 * (100 - K); call delta 0.5 - 0.05 (K - 100).
+
+    Calls trade 10 and hold 100 OI per contract, puts 20 and 300, so the put/call ratios are 2 and 3.
+    """
+    rows = []
+    levels = dict(zip(EXPIRY_DAYS, (SHORT_IV, NEAR_IV, FAR_IV), strict=True))
+    for minute in snapshot_minutes:
+        ts = session.open + timedelta(minutes=minute)
+        for days, level in levels.items():
+            expiry = session.trading_day + timedelta(days=days)
+            for strike in STRIKES:
+                call_delta = 0.5 - 0.05 * (strike - 100.0)
+                for right, delta, volume, oi in (("C", call_delta, 10.0, 100.0), ("P", call_delta - 1, 20.0, 300.0)):
+                    rows.append({
+                        "underlying": underlying, "underlying_price": spot,
+                        "contract": f"{underlying}{expiry:%y%m%d}{right}{int(strike * 1000):08d}",
+                        "expiry": expiry, "strike": strike, "right": right, "ts": ts, "bid": 1.0, "ask": 1.1,
+                        "last": 1.05, "volume": volume, "open_interest": oi, "iv": level + 0.001 * (100 - strike),
+                        "delta": delta, "gamma": 0.02, "theta": -0.05, "vega": 0.1, "source": "test",
+                        "trading_day": session.trading_day,
+                    })
+    return conform("option_snapshots", pl.DataFrame(rows))

@@ -25,6 +25,16 @@ BARS_1M_COLUMNS: tuple[str, ...] = (
 )
 
 
+def utc_ts(frame: pl.DataFrame, column: str = "ts") -> pl.DataFrame:
+    """`column` as microsecond UTC timestamps, whatever zone or unit it arrived in (naive means UTC)."""
+    dtype = frame.schema[column]
+    if not isinstance(dtype, pl.Datetime):
+        raise TypeError(f"column {column!r} must be a datetime, got {dtype}; parse it before computing features")
+    expr = pl.col(column)
+    expr = expr.dt.replace_time_zone("UTC") if dtype.time_zone is None else expr.dt.convert_time_zone("UTC")
+    return frame.with_columns(expr.cast(UTC_TS))
+
+
 def session_grid(symbols: list[str], session: TradingSession) -> pl.DataFrame:
     """Every (symbol, minute end) of the session: open + 1 min, ..., close."""
     minutes = pl.datetime_range(
@@ -116,8 +126,8 @@ def bars_1m(trades: pl.DataFrame, quotes: pl.DataFrame, session: TradingSession)
     the price is the quote mid at the minute end (null when there is no quote either). bid/ask/sizes are the
     quote in force at the minute end.
     """
-    trades = _in_session(trades.select("symbol", "ts", "price", "size"), session)
-    quotes = _in_session(quotes.select("symbol", "ts", "bid", "ask", "bid_size", "ask_size"), session)
+    trades = _in_session(utc_ts(trades.select("symbol", "ts", "price", "size")), session)
+    quotes = _in_session(utc_ts(quotes.select("symbol", "ts", "bid", "ask", "bid_size", "ask_size")), session)
     symbols = sorted(set(trades["symbol"].unique()) | set(quotes["symbol"].unique()))
     grid = session_grid(symbols, session)
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 import polars as pl
 
-from pipeline.features.bars import BARS_1M_COLUMNS, session_grid
+from pipeline.features.bars import BARS_1M_COLUMNS, session_grid, utc_ts
 from pipeline.features.catalog import market_feature_names
 from pipeline.features.microstructure import add_microstructure
 from pipeline.features.momentum import add_momentum
@@ -47,7 +47,7 @@ def _bar_rows(bars: pl.DataFrame, session: TradingSession, bar_ts: Literal["end"
     close = pl.lit(session.close).cast(UTC_TS)
     shift = pl.duration(minutes=pl.col("interval").replace_strict(minutes, return_dtype=pl.Int64))
     end = pl.col("ts") + shift if bar_ts == "start" else pl.col("ts")
-    rows = bars.with_columns(
+    rows = utc_ts(bars).with_columns(
         ts=pl.when(pl.col("interval").replace_strict(minutes, return_dtype=pl.Int64) >= 24 * 60)
         .then(close).otherwise(end),
         bar_interval=pl.col("interval"),
@@ -87,7 +87,7 @@ def market_features(bars_1m: pl.DataFrame, session: TradingSession, bars: pl.Dat
     """
     if bar_ts not in ("end", "start"):
         raise ValueError(f"bar_ts must be 'end' or 'start', got {bar_ts!r}")
-    ticks = bars_1m.select(BARS_1M_COLUMNS).with_columns(bar_interval=pl.lit("1m"))
+    ticks = utc_ts(bars_1m.select(BARS_1M_COLUMNS)).with_columns(bar_interval=pl.lit("1m"))
     bar_only = _bar_rows(bars if bars is not None else pl.DataFrame(), session, bar_ts)
     bar_only = bar_only.filter(~pl.col("symbol").is_in(ticks["symbol"].unique().implode()))
     every = pl.concat([ticks, bar_only.cast(ticks.schema)], how="vertical")  # type: ignore[arg-type]
