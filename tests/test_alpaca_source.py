@@ -1,0 +1,238 @@
+"""AlpacaSource against a local fake of Alpaca's HTTP API, through the real alpaca-py clients."""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import traceback
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+
+import polars as pl
+import pytest
+
+from pipeline.market.alpaca_rows import parse_occ
+from pipeline.market.alpaca_source import AlpacaSource
+from pipeline.market.retry import RetryPolicy
+from pipeline.market.schemas import RAW_COLUMNS
+from pipeline.market.source import (
+    MarketSource,
+    SourceAuthError,
+    SourceError,
+    SourceUnavailableError,
+    TradingSession,
+)
+from tests.fakes.alpaca_server import DROP, HANG, FakeAlpacaState, fake_alpaca
+
+KEY, SECRET = "PKTESTKEY123", "s3cr3t-VALUE-never-printed"
+DAY = date(2024, 7, 5)
+SESSION = TradingSession(DAY, datetime(2024, 7, 5, 13, 30, tzinfo=UTC), datetime(2024, 7, 5, 20, 0, tzinfo=UTC))
+
+
+def _trade(t: str, price: float, i: int) -> dict:
+    return {"t": t, "x": "V", "p": price, "s": 10, "c": ["@", "I"], "i": i, "z": "C"}
+
+
+def _quote(t: str, bid: float) -> dict:
+    return {"t": t, "ax": "V", "ap": bid + 0.02, "as": 3, "bx": "Q", "bp": bid, "bs": 4, "c": ["R"], "z": "C"}
+
+
+def _state(**kwargs: object) -> FakeAlpacaState:
+    state = FakeAlpacaState(api_key=KEY, secret_key=SECRET, **kwargs)
+    state.trades = {
+        "AAPL": [_trade(f"2024-07-05T13:3{m}:00.123456789Z", 100 + m, m) for m in range(3)],
+        "MSFT": [_trade("2024-07-05T14:00:00Z", 400, 10), _trade("2024-07-05T20:00:00Z", 401, 11)],
+    }
+    state.quotes = {"AAPL": [_quote("2024-07-05T13:30:00Z", 100.0), _quote("2024-07-05T13:30:01Z", 100.01)]}
+    state.bars = {"SPY": [{"t": "2024-07-05T13:30:00Z", "o": 1, "h": 2, "l": 0.5, "c": 1.5, "v": 100, "n": 3,
+                           "vw": 1.2}]}
+    return state
+
+
+class SleepRecorder:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> SleepRecorder:
+    return SleepRecorder()
+
+
+def _source(url: str, sleeps: SleepRecorder, secret: str = SECRET, **kwargs: object) -> AlpacaSource:
+    retry = RetryPolicy(max_attempts=5, base_delay_s=1.0, sleep=sleeps, rng=random.Random(0))
+    return AlpacaSource(KEY, secret, url_override=url, retry=retry, request_timeout_s=0.2, **kwargs)
+
+
+@pytest.fixture
+def state() -> FakeAlpacaState:
+    return _state()
+
+
+@pytest.fixture
+def url(state: FakeAlpacaState) -> Iterator[str]:
+    with fake_alpaca(state) as base:
+        yield base
+
+
+def test_trades_consume_every_page(state: FakeAlpacaState, url: str, sleeps: SleepRecorder) -> None:
+    source = _source(url, sleeps)
+    assert isinstance(source, MarketSource)
+    frame = source.fetch("trades", SESSION, ["AAPL", "MSFT"])
+    pages = [params.get("page_token") for path, params in state.requests if path == "/v2/stocks/trades"]
+    assert pages == [None, "2", "4"]  # 5 trades, 2 per page: three pages, all read
+    assert frame.columns == list(RAW_COLUMNS["trades"])
+    # The MSFT trade at 20:00 is the close itself: outside [open, close).
+    assert frame["price"].to_list() == [100.0, 101.0, 102.0, 400.0]
+    assert frame["ts"][0] == datetime(2024, 7, 5, 13, 30, 0, 123456, tzinfo=UTC)
+    assert frame.schema["ts"] == pl.Datetime("us", "UTC")
+    assert set(frame["exchange"]) == {"V"} and set(frame["conditions"]) == {"@,I"}
+    assert set(frame["source"]) == {"alpaca"} and set(frame["trading_day"]) == {DAY}
+    assert sleeps.calls == []
+
+
+def test_quotes_and_bars(url: str, sleeps: SleepRecorder) -> None:
+    source = _source(url, sleeps)
+    quotes = source.fetch("quotes", SESSION, ["AAPL"])
+    assert quotes.select("bid", "ask", "bid_size", "ask_size").rows() == [(100.0, 100.02, 4.0, 3.0),
+                                                                           (100.01, 100.03, 4.0, 3.0)]
+    bars = source.fetch("bars", SESSION, ["SPY"])
+    assert bars.select("interval", "open", "high", "low", "close", "volume").rows() == [
+        ("1m", 1.0, 2.0, 0.5, 1.5, 100.0)
+    ]
+
+
+def _snapshot(bid: float, with_trade: bool = True) -> dict:
+    snap = {
+        "latestQuote": _quote("2024-07-05T18:59:00Z", bid),
+        "impliedVolatility": 0.21,
+        "greeks": {"delta": 0.5, "gamma": 0.02, "rho": 0.1, "theta": -0.3, "vega": 0.4},
+    }
+    if with_trade:
+        snap["latestTrade"] = _trade("2024-07-05T18:58:00Z", bid + 0.01, 1)
+    return snap
+
+
+def test_option_chain_snapshot(state: FakeAlpacaState, url: str, sleeps: SleepRecorder) -> None:
+    state.chains = {
+        "SPY": {"SPY240719C00550000": _snapshot(5.0), "SPY240719P00545500": _snapshot(4.0, with_trade=False),
+                "SPY240816C00560000": _snapshot(3.0)},
+        "QQQ": {"QQQ240719C00480000": _snapshot(6.0)},
+    }
+    state.latest_trades = {"SPY": _trade("2024-07-05T18:59:59Z", 551.25, 9)}
+    state.latest_quotes = {"SPY": _quote("2024-07-05T18:59:59Z", 551.0), "QQQ": _quote("2024-07-05T18:59:59Z", 480.0)}
+    snapshot_time = datetime(2024, 7, 5, 19, 0, tzinfo=UTC)
+    frame = _source(url, sleeps, clock=lambda: snapshot_time).fetch("option_snapshots", SESSION, ["SPY", "QQQ"])
+    chain_pages = [p.get("page_token") for path, p in state.requests if path.endswith("/options/snapshots/SPY")]
+    assert chain_pages == [None, "2"]
+    assert frame.columns == list(RAW_COLUMNS["option_snapshots"])
+    assert frame["contract"].to_list() == [
+        "SPY240719C00550000", "SPY240719P00545500", "SPY240816C00560000", "QQQ240719C00480000"
+    ]
+    spy_put = frame.row(1, named=True)
+    assert spy_put["expiry"] == date(2024, 7, 19) and spy_put["strike"] == 545.5 and spy_put["right"] == "P"
+    assert spy_put["bid"] == 4.0 and spy_put["last"] is None and spy_put["iv"] == 0.21
+    assert (spy_put["delta"], spy_put["gamma"], spy_put["theta"], spy_put["vega"]) == (0.5, 0.02, -0.3, 0.4)
+    assert set(frame["ts"]) == {snapshot_time}
+    # SPY from its last trade; QQQ has no latest trade, so its quote midpoint.
+    assert frame["underlying_price"].to_list() == [551.25, 551.25, 551.25, 480.01]
+
+
+def test_option_chain_for_another_day_is_empty_with_a_warning(
+    url: str, sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = _source(url, sleeps, clock=lambda: datetime(2024, 7, 9, 15, 0, tzinfo=UTC))
+    with caplog.at_level(logging.WARNING):
+        frame = source.fetch("option_snapshots", SESSION, ["SPY"])
+    assert frame.height == 0 and frame.columns == list(RAW_COLUMNS["option_snapshots"])
+    assert any("live snapshots only" in r.getMessage() for r in caplog.records)
+
+
+def test_parse_occ() -> None:
+    assert parse_occ("SPY240719C00550000") == (date(2024, 7, 19), 550.0, "C")
+    assert parse_occ("BRKB  250117P00412500") == (date(2025, 1, 17), 412.5, "P")
+    assert parse_occ("not-an-option") is None
+
+
+@pytest.mark.parametrize(("key", "secret", "env"), [("", SECRET, "ALPACA_API_KEY"), (KEY, None, "ALPACA_SECRET_KEY")])
+def test_missing_key_names_the_env_var(state: FakeAlpacaState, url: str, key: str, secret: str | None,
+                                       env: str) -> None:
+    source = AlpacaSource(key, secret, url_override=url)
+    with pytest.raises(SourceAuthError, match=f"{env} is not set"):
+        source.fetch("trades", SESSION, ["AAPL"])
+    assert state.requests == []
+
+
+def test_rejected_keys_name_both_variables(state: FakeAlpacaState, url: str, sleeps: SleepRecorder) -> None:
+    with pytest.raises(SourceAuthError) as err:
+        _source(url, sleeps, secret="wrong-secret").fetch("trades", SESSION, ["AAPL"])
+    text = str(err.value)
+    assert "rejected" in text and "ALPACA_API_KEY" in text and "ALPACA_SECRET_KEY" in text and "403" in text
+    assert len(state.requests) == 1 and sleeps.calls == []  # an auth failure is not retried
+
+
+def test_transient_failures_are_retried_with_backoff(state: FakeAlpacaState, url: str, sleeps: SleepRecorder) -> None:
+    state.failures = [429, 503, DROP, HANG]
+    state.hang_s = 0.4
+    frame = _source(url, sleeps).fetch("quotes", SESSION, ["AAPL"])
+    assert frame.height == 2
+    assert len(sleeps.calls) == 4
+    # Full jitter: each delay lies under its doubling cap.
+    assert all(0 <= s <= cap for s, cap in zip(sleeps.calls, [1, 2, 4, 8], strict=True))
+
+
+def test_retries_are_bounded_then_unavailable(state: FakeAlpacaState, url: str, sleeps: SleepRecorder) -> None:
+    state.failures = [500] * 10
+    with pytest.raises(SourceUnavailableError, match="HTTP 500 after 5 attempts"):
+        _source(url, sleeps).fetch("bars", SESSION, ["SPY"])
+    assert len(state.requests) == 5 and len(sleeps.calls) == 4
+
+
+def test_client_error_is_not_retried(state: FakeAlpacaState, url: str, sleeps: SleepRecorder) -> None:
+    state.failures = [422]
+    with pytest.raises(SourceError, match="HTTP 422") as err:
+        _source(url, sleeps).fetch("trades", SESSION, ["AAPL"])
+    assert not isinstance(err.value, SourceUnavailableError | SourceAuthError)
+    assert sleeps.calls == []
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_is_unavailable(sleeps: SleepRecorder) -> None:
+    source = _source(f"http://127.0.0.1:{_closed_port()}", sleeps)
+    with pytest.raises(SourceUnavailableError, match="could not reach Alpaca"):
+        source.fetch("trades", SESSION, ["AAPL"])
+    assert len(sleeps.calls) == 4
+
+
+def test_secret_never_appears_in_logs_errors_or_reprs(
+    state: FakeAlpacaState, url: str, sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    texts: list[str] = []
+    for name in ("", "alpaca", "urllib3", "pipeline"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    source = _source(url, sleeps)
+    texts += [repr(source), str(source), repr(vars(source))]
+    source.fetch("trades", SESSION, ["AAPL", "MSFT"])  # success
+    state.failures = [429, DROP, 502]
+    source.fetch("quotes", SESSION, ["AAPL"])  # retry path
+    # Auth failure (a rotated secret that contains the real one) and retries running out.
+    failures = [(_source(url, sleeps, secret=SECRET + "-rotated"), []), (source, [500] * 5)]
+    for failing, script in failures:
+        state.failures = list(script)
+        with pytest.raises(SourceError) as err:
+            failing.fetch("bars", SESSION, ["SPY"])
+        texts += [str(err.value), repr(err.value), "".join(traceback.format_exception(err.value))]
+    texts += [caplog.text] + [r.getMessage() for r in caplog.records]
+    assert any(r.name.startswith("urllib3") for r in caplog.records)  # the HTTP stack's logs were captured
+    assert any(r.name.startswith("pipeline") for r in caplog.records)
+    for text in texts:
+        assert SECRET not in text
