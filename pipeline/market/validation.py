@@ -162,8 +162,8 @@ def validate(table: str, frame: pl.DataFrame, session: TradingSession) -> Valida
     _check_table_and_columns(table, frame)
     day = session.trading_day
     if frame.is_empty():
-        return ValidationResult(table, day, frame.select(RAW_COLUMNS[table]).cast(RAW_COLUMNS[table]),
-                                pl.DataFrame(schema=REJECTED_COLUMNS), 0)
+        accepted = pl.DataFrame(schema=RAW_COLUMNS[table])
+        return ValidationResult(table, day, accepted, pl.DataFrame(schema=REJECTED_COLUMNS), 0)
     typed, coerce_error = _coerce(table, frame)
     schema = raw_schema(table, session)
     reasons = _failure_reasons(schema, typed)

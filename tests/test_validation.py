@@ -1,0 +1,205 @@
+"""Row validation: each malformed kind is quarantined with a reason naming it; rows_read = accepted + rejected."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from pipeline.market.schemas import RAW_COLUMNS
+from pipeline.market.source import TradingSession
+from pipeline.market.validation import ValidationResult, rejected_share, validate
+
+DAY = date(2024, 7, 5)
+SESSION = TradingSession(DAY, datetime(2024, 7, 5, 13, 30, tzinfo=UTC), datetime(2024, 7, 5, 20, 0, tzinfo=UTC))
+T0 = datetime(2024, 7, 5, 14, 0, tzinfo=UTC)
+
+
+def frame(table: str, rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=RAW_COLUMNS[table])
+
+
+def trade(**overrides: object) -> dict:
+    row = {"symbol": "SPY", "ts": T0, "price": 500.0, "size": 100.0, "exchange": "P", "conditions": None,
+           "source": "test", "trading_day": DAY}
+    return row | overrides
+
+
+def quote(**overrides: object) -> dict:
+    row = {"symbol": "SPY", "ts": T0, "bid": 499.9, "ask": 500.1, "bid_size": 3.0, "ask_size": 4.0,
+           "source": "test", "trading_day": DAY}
+    return row | overrides
+
+
+def bar(**overrides: object) -> dict:
+    row = {"symbol": "SPY", "ts": T0, "interval": "1m", "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5,
+           "volume": 1000.0, "source": "test", "trading_day": DAY}
+    return row | overrides
+
+
+def option(**overrides: object) -> dict:
+    row = {"underlying": "SPY", "underlying_price": 500.0, "contract": "SPY240719C00500000",
+           "expiry": date(2024, 7, 19), "strike": 500.0, "right": "C", "ts": T0, "bid": 5.0, "ask": 5.2,
+           "last": 5.1, "volume": 10.0, "open_interest": 100.0, "iv": 0.15, "delta": 0.5, "gamma": 0.02,
+           "theta": -0.1, "vega": 0.3, "source": "test", "trading_day": DAY}
+    return row | overrides
+
+
+def check_invariant(result: ValidationResult) -> None:
+    assert result.rows_read == result.accepted.height + result.rejected.height
+    assert result.accepted.schema == pl.Schema(RAW_COLUMNS[result.table])
+
+
+def only_reason(result: ValidationResult) -> str:
+    check_invariant(result)
+    assert result.rejected.height == 1, result.rejected
+    return result.rejected["reason"].item()
+
+
+def test_clean_rows_are_all_accepted() -> None:
+    cases = {
+        "trades": [trade(), trade(ts=T0 + timedelta(seconds=1))],
+        "quotes": [quote(), quote(ts=T0 + timedelta(seconds=1))],
+        "bars": [bar(), bar(ts=T0 + timedelta(minutes=1))],
+        "option_snapshots": [option(), option(contract="SPY240719P00500000", right="P", delta=-0.5)],
+    }
+    for table, rows in cases.items():
+        result = validate(table, frame(table, rows), SESSION)
+        check_invariant(result)
+        assert (result.accepted.height, result.rejected.height) == (2, 0), table
+        assert rejected_share(result) == 0.0
+
+
+def test_nan_and_inf_are_rejected() -> None:
+    result = validate("trades", frame("trades", [trade(), trade(price=float("nan"), ts=T0 + timedelta(seconds=1)),
+                                                trade(size=float("inf"), ts=T0 + timedelta(seconds=2))]), SESSION)
+    check_invariant(result)
+    reasons = result.rejected["reason"].to_list()
+    assert "price is null or NaN" in reasons[0] and "price is not finite (NaN/inf)" in reasons[0]
+    assert "size is not finite (NaN/inf)" in reasons[1]
+    assert json.loads(result.rejected["payload"][0])["price"] == "NaN"
+
+
+def test_negative_price_and_size() -> None:
+    result = validate("trades", frame("trades", [trade(price=-1.0, size=-5.0)]), SESSION)
+    assert only_reason(result) == "price > 0; size >= 0"
+
+
+def test_crossed_quote() -> None:
+    result = validate("quotes", frame("quotes", [quote(), quote(bid=501.0, ts=T0 + timedelta(seconds=1))]), SESSION)
+    assert only_reason(result) == "crossed quote: bid > ask"
+    payload = json.loads(result.rejected["payload"].item())
+    assert payload["bid"] == 501.0 and payload["ts"].startswith("2024-07-05T14:00:01")
+
+
+def test_duplicate_keeps_the_first() -> None:
+    rows = [trade(conditions="first"), trade(conditions="second"), trade(price=501.0)]
+    result = validate("trades", frame("trades", rows), SESSION)
+    assert only_reason(result) == "duplicate key"
+    assert result.accepted["conditions"].to_list() == ["first", None]
+    assert json.loads(result.rejected["payload"].item())["conditions"] == "second"
+
+
+def test_out_of_session_timestamps() -> None:
+    rows = [trade(ts=SESSION.open - timedelta(seconds=1)), trade(ts=SESSION.close), trade(ts=SESSION.open),
+            trade(ts=SESSION.close + timedelta(microseconds=1))]
+    result = validate("trades", frame("trades", rows), SESSION)
+    check_invariant(result)
+    assert result.accepted.height == 2
+    assert all(r.startswith("ts outside the session 13:30-20:00 UTC") for r in result.rejected["reason"])
+
+
+def test_daily_bar_may_carry_the_session_date_but_not_another() -> None:
+    midnight_utc = datetime(2024, 7, 5, tzinfo=UTC)
+    midnight_ny = datetime(2024, 7, 5, 4, tzinfo=UTC)
+    rows = [bar(interval="1d", ts=midnight_utc), bar(interval="1d", ts=midnight_ny, symbol="QQQ"),
+            bar(interval="1d", ts=datetime(2024, 7, 8, tzinfo=UTC), symbol="IWM"),
+            bar(interval="1m", ts=midnight_utc, symbol="DIA")]
+    result = validate("bars", frame("bars", rows), SESSION)
+    check_invariant(result)
+    assert result.accepted["symbol"].to_list() == ["SPY", "QQQ"]
+    assert result.rejected.height == 2
+
+
+def test_ohlc_consistency_and_volume() -> None:
+    rows = [bar(high=9.5), bar(ts=T0 + timedelta(minutes=1), low=10.8), bar(ts=T0 + timedelta(minutes=2), volume=-1)]
+    result = validate("bars", frame("bars", rows), SESSION)
+    check_invariant(result)
+    reasons = result.rejected["reason"].to_list()
+    assert reasons[0] == reasons[1] == "OHLC inconsistent: need low <= open, close <= high"
+    assert reasons[2] == "volume >= 0"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"iv": 0.0}, "iv > 0"),
+        ({"delta": 1.2}, "|delta| > 1"),
+        ({"gamma": -0.01}, "gamma >= 0"),
+        ({"vega": -0.1}, "vega >= 0"),
+        ({"right": "X"}, "right not in {C, P}"),
+        ({"strike": 0.0}, "strike > 0"),
+        ({"expiry": date(2024, 7, 3)}, "expiry before trading_day"),
+        ({"bid": 6.0}, "crossed quote: bid > ask"),
+    ],
+)
+def test_option_fields_out_of_range(overrides: dict, reason: str) -> None:
+    result = validate("option_snapshots", frame("option_snapshots", [option(**overrides)]), SESSION)
+    assert only_reason(result) == reason
+
+
+def test_option_without_greeks_is_accepted() -> None:
+    row = option(iv=None, delta=None, gamma=None, theta=None, vega=None, last=None)
+    result = validate("option_snapshots", frame("option_snapshots", [row]), SESSION)
+    check_invariant(result)
+    assert result.accepted.height == 1
+
+
+def test_parse_errors_and_uncastable_types() -> None:
+    raw = frame("trades", [trade(), trade(ts=T0 + timedelta(seconds=1), price=None)]).with_columns(
+        _parse_error=pl.Series([None, "bad value for column price: 'abc'"], dtype=pl.Utf8)
+    )
+    result = validate("trades", raw, SESSION)
+    assert only_reason(result) == "bad value for column price: 'abc'; price is null or NaN"
+    assert "_parse_error" not in json.loads(result.rejected["payload"].item())
+
+    as_text = frame("trades", [trade(), trade(ts=T0 + timedelta(seconds=1))]).with_columns(
+        pl.Series("size", ["100", "lots"])
+    )
+    result = validate("trades", as_text, SESSION)
+    assert only_reason(result).startswith("size is not a Float64: 'lots'")
+    assert result.accepted["size"].to_list() == [100.0]
+
+
+def test_null_keys_and_wrong_trading_day() -> None:
+    rows = [trade(symbol=None), trade(exchange=None, ts=T0 + timedelta(seconds=1)),
+            trade(trading_day=date(2024, 7, 8), ts=T0 + timedelta(seconds=2))]
+    result = validate("trades", frame("trades", rows), SESSION)
+    check_invariant(result)
+    assert result.rejected["reason"].to_list() == ["symbol is null", "exchange is null", "trading_day is not 2024-07-05"]
+    assert result.rejected["trading_day"].to_list() == [DAY] * 3
+
+
+def test_missing_columns_and_unknown_table_raise() -> None:
+    with pytest.raises(ValueError, match=r"lacks columns \['bid_size', 'ask_size'\]"):
+        validate("quotes", frame("quotes", [quote()]).drop("bid_size", "ask_size"), SESSION)
+    with pytest.raises(ValueError, match="unknown raw table"):
+        validate("ticks", frame("trades", [trade()]), SESSION)
+
+
+def test_empty_frame_is_valid() -> None:
+    result = validate("quotes", pl.DataFrame(schema=RAW_COLUMNS["quotes"]), SESSION)
+    check_invariant(result)
+    assert (result.rows_read, result.accepted.height, result.rejected.height) == (0, 0, 0)
+    assert rejected_share(result) == 0.0
+
+
+def test_many_failures_keep_the_invariant_and_the_share() -> None:
+    rows = [trade(ts=T0 + timedelta(seconds=i), price=-1.0 if i % 4 == 0 else 500.0) for i in range(400)]
+    result = validate("trades", frame("trades", rows), SESSION)
+    check_invariant(result)
+    assert result.rejected.height == 100
+    assert rejected_share(result) == pytest.approx(0.25)
+    assert result.reason_counts() == {"price > 0": 100}
