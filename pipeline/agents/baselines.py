@@ -1,0 +1,166 @@
+"""Stable-baselines3 baselines: PPO (discrete envs) and SAC (continuous, e.g. the portfolio env).
+
+`train_baseline(env_id, path, config)` trains on a registered gymnasium id with Monitor + VecNormalize and writes
+a folder: `model.zip` (SB3's own format, weights only we wrote), `vecnormalize.safetensors` + `vecnormalize.json`
+(see baselines_vecnorm; no pickle), `baseline.json` (algo, env id and kwargs, spaces, training summary).
+`load_baseline(path)` returns a `BaselinePolicy` with `predict` and, for discrete actions, `action_probs`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import stable_baselines3
+import torch
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from pipeline.agents.baselines_vecnorm import load_vecnormalize, save_vecnormalize
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
+MODEL_FILE = "model.zip"
+META_FILE = "baseline.json"
+
+
+@dataclass
+class BaselineConfig:
+    """How a baseline is trained."""
+
+    algo: str = "ppo"
+    """'ppo' (discrete or continuous actions) or 'sac' (continuous only)."""
+    total_timesteps: int = 50_000
+    """Environment steps over all parallel envs."""
+    n_envs: int = 1
+    """Parallel copies of the env (DummyVecEnv, each wrapped in Monitor)."""
+    seed: int = 0
+    """Seeds the model, the envs and the action sampling."""
+    gamma: float = 0.99
+    """Discount of the algorithm and of VecNormalize's return scaling."""
+    norm_obs: bool = True
+    norm_reward: bool = True
+    clip_obs: float = 10.0
+    clip_reward: float = 10.0
+    hparams: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of the SB3 constructor (n_steps, batch_size, policy_kwargs, ...)."""
+
+
+class BaselinePolicy:
+    """A trained SB3 model plus frozen VecNormalize statistics: raw observations in, actions out."""
+
+    def __init__(self, model: BaseAlgorithm, vec_normalize: VecNormalize, meta: dict[str, Any]) -> None:
+        self.model = model
+        self.vec_normalize = vec_normalize
+        self.meta = meta
+        self.observation_space = model.observation_space
+        self.action_space = model.action_space
+        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
+
+    def _batch(self, obs: Any) -> tuple[np.ndarray, bool]:
+        obs = np.asarray(obs, dtype=np.float32)
+        single = obs.shape == self.observation_space.shape
+        return (obs[None] if single else obs), single
+
+    def normalize_obs(self, obs: Any) -> np.ndarray:
+        """Observations as the model sees them (normalized and clipped with the training statistics)."""
+        batch, _ = self._batch(obs)
+        return self.vec_normalize.normalize_obs(batch)
+
+    def predict(self, obs: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """(action, None), SB3-style; a single obs gives a single action, a batch gives a batch."""
+        batch, single = self._batch(obs)
+        actions, _ = self.model.predict(self.vec_normalize.normalize_obs(batch), deterministic=deterministic)
+        return (actions[0] if single else actions), None
+
+    def action_probs(self, obs: Any, state: Any = None, episode_start: Any = None) -> np.ndarray:
+        """Action probabilities [n, n_actions] of a discrete policy."""
+        if not self.discrete:
+            raise ValueError("action_probs needs a discrete action space; use predict() for continuous actions")
+        batch, _ = self._batch(obs)
+        obs_tensor, _ = self.model.policy.obs_to_tensor(self.vec_normalize.normalize_obs(batch))
+        with torch.no_grad():
+            dist = self.model.policy.get_distribution(obs_tensor)
+        return dist.distribution.probs.cpu().numpy()
+
+
+def _check_algo(algo: str, action_space: gym.Space) -> type[BaseAlgorithm]:
+    if algo not in ALGOS:
+        raise ValueError(f"algo={algo!r} is not a baseline; use one of {sorted(ALGOS)}")
+    if algo == "sac" and not isinstance(action_space, gym.spaces.Box):
+        raise ValueError(f"SAC needs a continuous (Box) action space, the env has {action_space}; use algo='ppo'")
+    return ALGOS[algo]
+
+
+def train_baseline(env_id: str, path: str | Path, config: BaselineConfig | None = None,
+                   env_kwargs: dict[str, Any] | None = None) -> BaselinePolicy:
+    """Train on `gym.make(env_id, **env_kwargs)` with Monitor + VecNormalize, save to `path`, return the policy."""
+    cfg = config or BaselineConfig()
+    env_kwargs = dict(env_kwargs or {})
+    venv = make_vec_env(env_id, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=env_kwargs)
+    algo_cls = _check_algo(cfg.algo, venv.action_space)
+    vec_normalize = VecNormalize(venv, norm_obs=cfg.norm_obs, norm_reward=cfg.norm_reward, clip_obs=cfg.clip_obs,
+                                 clip_reward=cfg.clip_reward, gamma=cfg.gamma)
+    model = algo_cls("MlpPolicy", vec_normalize, gamma=cfg.gamma, seed=cfg.seed, device="cpu", verbose=0,
+                     **cfg.hparams)
+    model.learn(total_timesteps=cfg.total_timesteps)
+    vec_normalize.training = False  # freeze: the saved stats are the ones the returned policy uses
+    episode_returns = [float(e["r"]) for e in model.ep_info_buffer]
+    meta = {
+        "algo": cfg.algo, "env_id": env_id, "env_kwargs": env_kwargs, "config": asdict(cfg),
+        "discrete": isinstance(venv.action_space, gym.spaces.Discrete),
+        "obs_shape": list(venv.observation_space.shape),
+        "n_actions": int(venv.action_space.n) if isinstance(venv.action_space, gym.spaces.Discrete) else None,
+        "action_dim": None if isinstance(venv.action_space, gym.spaces.Discrete) else int(venv.action_space.shape[0]),
+        "num_timesteps": int(model.num_timesteps),
+        "mean_episode_return": float(np.mean(episode_returns)) if episode_returns else None,
+        "sb3_version": stable_baselines3.__version__,
+    }
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save(path / MODEL_FILE)
+    save_vecnormalize(vec_normalize, path)
+    (path / META_FILE).write_text(json.dumps(meta, indent=2))
+    return BaselinePolicy(model, vec_normalize, meta)
+
+
+class _SpacesOnlyVecEnv(VecEnv):
+    """A VecEnv that only carries spaces: VecNormalize needs one to wrap, inference needs no simulator."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        super().__init__(1, observation_space, action_space)
+
+    def _no_simulator(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("this VecEnv holds spaces only; pass env= to load_baseline to step a real env")
+
+    reset = step_async = step_wait = set_attr = env_method = _no_simulator
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [None]  # only asked for render_mode, which a spaces-only env does not have
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False]
+
+    def close(self) -> None:
+        return None
+
+
+def load_baseline(path: str | Path, env: VecEnv | None = None) -> BaselinePolicy:
+    """Load a folder written by train_baseline; `env` (optional) is wrapped by the inference VecNormalize."""
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{path} has no {META_FILE}; is it a folder written by train_baseline()?")
+    meta = json.loads(meta_path.read_text())
+    algo_cls = ALGOS[meta["algo"]]
+    # Schedules are only needed to keep training; replacing them avoids unpickling closures from the zip.
+    custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    model = algo_cls.load(path / MODEL_FILE, device="cpu", custom_objects=custom)
+    venv = env if env is not None else _SpacesOnlyVecEnv(model.observation_space, model.action_space)
+    return BaselinePolicy(model, load_vecnormalize(path, venv), meta)
