@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 export PIPELINE_DATA_LAKE ?= $(CURDIR)/data_lake
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install test demo dev bench lint
+.PHONY: install test demo dev bench lint dagster-home
 
 install: $(STAMP)
 
@@ -25,12 +25,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-demo: $(STAMP)
+# The instance config (DuckDB writers' concurrency pool of 1) is copied into DAGSTER_HOME on first use.
+dagster-home:
 	mkdir -p $(DAGSTER_HOME)
-	$(PY) -m pipeline.demo
+	test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster_home/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-dev: $(STAMP)
-	mkdir -p $(DAGSTER_HOME)
+demo: $(STAMP) dagster-home
+	$(PY) scripts/demo.py
+
+dev: $(STAMP) dagster-home
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 bench: $(STAMP)

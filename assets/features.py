@@ -1,8 +1,6 @@
 """Feature assets: read the raw partitions of each trading day, call the framework-free feature code, write
 `features.bars_1m`, `features.market` and `features.options` (one transaction per run, like the raw tables)."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from datetime import date
 

@@ -4,8 +4,6 @@ One asset per raw table (`raw/trades`, `raw/quotes`, `raw/bars`, `raw/option_sna
 backfill handles every day of the range in one write, so a partition is always either its old or its new content.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 import polars as pl
 from pydantic import Field

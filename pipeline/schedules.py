@@ -4,14 +4,16 @@ The job is an asset selection (today ingest -> features); later stages (training
 it by adding their groups to DAILY_GROUPS, not by writing a new schedule.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from pipeline.market.calendar import NY_TZ, is_trading_day
+
+# define_asset_job's return type is not exported by dagster; name it here once.
+DailyJob = Any
 
 DAILY_JOB_NAME = "daily_pipeline"
 DAILY_GROUPS: tuple[str, ...] = ("ingest", "features")
@@ -25,7 +27,7 @@ def daily_selection(groups: Sequence[str] = DAILY_GROUPS) -> dg.AssetSelection:
 
 def build_daily_job(
     partitions_def: dg.PartitionsDefinition, groups: Sequence[str] = DAILY_GROUPS
-) -> dg.UnresolvedAssetJobDefinition:
+) -> DailyJob:
     return dg.define_asset_job(
         DAILY_JOB_NAME,
         selection=daily_selection(groups),
@@ -34,7 +36,7 @@ def build_daily_job(
     )
 
 
-def build_daily_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def build_daily_schedule(job: DailyJob) -> dg.ScheduleDefinition:
     @dg.schedule(
         name="daily_after_close",
         job=job,

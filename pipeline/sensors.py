@@ -5,8 +5,6 @@ file the sensor reads its `ts` column, and requests one run per trading day it c
 tables that have new files that day (so a day of trades never blanks that day's quotes) plus the features.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 from collections import defaultdict

@@ -7,7 +7,6 @@ ALPACA_SECRET_KEY. Credentials are only read when their source is chosen, and ne
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from pipeline.market.source import MarketSource, SourceAuthError
+from pipeline.market.synthetic_config import SyntheticMarketConfig
 
 SOURCES = ("synthetic", "files", "alpaca", "ibkr")
 
@@ -53,18 +53,15 @@ class MarketDataResource(dg.ConfigurableResource):
             )
         return name
 
-    def synthetic_config(self):
+    def synthetic_config(self) -> SyntheticMarketConfig:
         """The synthetic market config: environment defaults, overridden by the fields that are set."""
-        from pipeline.market.synthetic import SyntheticMarketConfig
-
-        config = SyntheticMarketConfig.from_env()
         overrides = {
             "seed": self.seed,
             "symbols": tuple(self.symbols) if self.symbols is not None else None,
             "alpha": self.alpha,
             "snapshot_minutes": self.snapshot_minutes,
         }
-        return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        return SyntheticMarketConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
     def universe(self) -> list[str]:
         """The symbols every source is asked for (the synthetic universe unless `symbols` is set)."""
@@ -84,12 +81,11 @@ class MarketDataResource(dg.ConfigurableResource):
 
             return FileSource(Path(self.landing_dir) if self.landing_dir else lake_dir / "landing")
         if name == "alpaca":
+            api_key = _secret(self.alpaca_api_key, "ALPACA_API_KEY")
+            secret_key = _secret(self.alpaca_secret_key, "ALPACA_SECRET_KEY")
             from pipeline.market.alpaca_source import AlpacaSource
 
-            return AlpacaSource(
-                api_key=_secret(self.alpaca_api_key, "ALPACA_API_KEY"),
-                secret_key=_secret(self.alpaca_secret_key, "ALPACA_SECRET_KEY"),
-            )
+            return AlpacaSource(api_key=api_key, secret_key=secret_key)
         from pipeline.market.ibkr_source import IBKRSource
 
         return IBKRSource(host=self.ibkr_host, port=self.ibkr_port, client_id=self.ibkr_client_id)

@@ -1,0 +1,108 @@
+"""The code location loads, and its assets, checks, resources, job, schedule and sensor are wired as designed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+
+from pipeline.market.source import SourceAuthError
+from resources.market_data import MarketDataResource
+
+RAW_KEYS = [dg.AssetKey(["raw", t]) for t in ("trades", "quotes", "bars", "option_snapshots")]
+FEATURE_KEYS = [dg.AssetKey(["features", t]) for t in ("bars_1m", "market", "options")]
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    from pipeline.definitions import build_definitions
+
+    return build_definitions()
+
+
+@pytest.fixture(scope="module")
+def asset_graph(defs: dg.Definitions):
+    return defs.resolve_asset_graph()
+
+
+def test_definitions_load(defs: dg.Definitions) -> None:
+    dg.Definitions.validate_loadable(defs)
+    assert set(defs.resolve_asset_graph().get_all_asset_keys()) == set(RAW_KEYS + FEATURE_KEYS)
+
+
+def test_assets_are_partitioned_single_run_in_the_duckdb_pool(asset_graph) -> None:
+    for key in RAW_KEYS + FEATURE_KEYS:
+        node = asset_graph.get(key)
+        assert node.group_name == ("ingest" if key.path[0] == "raw" else "features")
+        assert node.partitions_def is not None
+        assert node.partitions_def.has_partition_key("2024-07-05")
+        assert not node.partitions_def.has_partition_key("2024-07-04")
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
+        assert node.pools == {"duckdb"}
+        assert {"duckdb", "polars"} <= set(node.kinds)
+
+
+def test_raw_assets_have_blocking_rejected_share_checks(defs: dg.Definitions) -> None:
+    specs = {spec.key: spec for asset in defs.assets for spec in asset.check_specs}
+    assert set(specs) == {dg.AssetCheckKey(key, "rejected_share") for key in RAW_KEYS}
+    assert all(spec.blocking for spec in specs.values())
+
+
+def test_feature_lineage(asset_graph) -> None:
+    assert asset_graph.get(FEATURE_KEYS[0]).parent_keys == {RAW_KEYS[0], RAW_KEYS[1]}
+    assert asset_graph.get(FEATURE_KEYS[1]).parent_keys == {FEATURE_KEYS[0], RAW_KEYS[2]}
+    assert asset_graph.get(FEATURE_KEYS[2]).parent_keys == {RAW_KEYS[3]}
+
+
+def test_daily_schedule_targets_the_day_that_closed(defs: dg.Definitions) -> None:
+    schedule = defs.get_schedule_def("daily_after_close")
+    assert schedule.cron_schedule == "30 17 * * 1-5"
+    ny = ZoneInfo("America/New_York")
+    repo = defs.get_repository_def()
+    friday = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2024, 7, 5, 17, 30, tzinfo=ny), repository_def=repo
+    )
+    (request,) = schedule.evaluate_tick(friday).run_requests
+    assert request.partition_key == "2024-07-05"
+    holiday = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2024, 7, 4, 17, 30, tzinfo=ny), repository_def=repo
+    )
+    result = schedule.evaluate_tick(holiday)
+    assert not result.run_requests and "holiday" in result.skip_message
+    job = defs.resolve_job_def("daily_pipeline")
+    assert set(job.asset_layer.selected_asset_keys) == set(RAW_KEYS + FEATURE_KEYS)
+
+
+def test_partitions_start_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.definitions import build_definitions
+
+    monkeypatch.setenv("PIPELINE_PARTITIONS_START", "2024-06-03")
+    node = build_definitions().resolve_asset_graph().get(RAW_KEYS[0])
+    assert node.partitions_def.get_first_partition_key() == "2024-06-03"
+
+
+def test_source_from_env_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_SOURCE", "files")
+    assert MarketDataResource().source_name() == "files"
+    assert MarketDataResource(source="synthetic").source_name() == "synthetic"
+    monkeypatch.setenv("PIPELINE_SOURCE", "bloomberg")
+    with pytest.raises(ValueError, match="PIPELINE_SOURCE"):
+        MarketDataResource().source_name()
+
+
+def test_alpaca_without_keys_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.delenv("ALPACA_API_KEY", raising=False)
+    monkeypatch.delenv("ALPACA_SECRET_KEY", raising=False)
+    with pytest.raises(SourceAuthError, match="ALPACA_API_KEY"):
+        MarketDataResource(source="alpaca").build_source(tmp_path)
+
+
+def test_synthetic_fields_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_SYNTHETIC_SYMBOLS", "SPY,QQQ")
+    monkeypatch.setenv("PIPELINE_SYNTHETIC_SEED", "11")
+    assert MarketDataResource().universe() == ["SPY", "QQQ"]
+    config = MarketDataResource(seed=5, symbols=["IWM"]).synthetic_config()
+    assert (config.seed, tuple(config.symbols)) == (5, ("IWM",))
+    assert MarketDataResource().synthetic_config().seed == 11
