@@ -41,8 +41,6 @@ def interval_minutes(interval: str) -> int:
 
 def _bar_rows(bars: pl.DataFrame, session: TradingSession, bar_ts: Literal["end", "start"]) -> pl.DataFrame:
     """raw.bars rows as bars_1m-shaped rows stamped at bar end, inside the session; tick-only columns null."""
-    if bars.is_empty():
-        return pl.DataFrame(schema={**{c: pl.Float64 for c in BARS_1M_COLUMNS}, "bar_interval": pl.Utf8})
     minutes = {i: interval_minutes(i) for i in bars["interval"].unique().to_list()}
     close = pl.lit(session.close).cast(UTC_TS)
     shift = pl.duration(minutes=pl.col("interval").replace_strict(minutes, return_dtype=pl.Int64))
@@ -88,9 +86,11 @@ def market_features(bars_1m: pl.DataFrame, session: TradingSession, bars: pl.Dat
     if bar_ts not in ("end", "start"):
         raise ValueError(f"bar_ts must be 'end' or 'start', got {bar_ts!r}")
     ticks = utc_ts(bars_1m.select(BARS_1M_COLUMNS)).with_columns(bar_interval=pl.lit("1m"))
-    bar_only = _bar_rows(bars if bars is not None else pl.DataFrame(), session, bar_ts)
-    bar_only = bar_only.filter(~pl.col("symbol").is_in(ticks["symbol"].unique().implode()))
-    every = pl.concat([ticks, bar_only.cast(ticks.schema)], how="vertical")  # type: ignore[arg-type]
+    every = ticks
+    if bars is not None and not bars.is_empty():
+        bar_only = _bar_rows(bars, session, bar_ts)
+        bar_only = bar_only.filter(~pl.col("symbol").is_in(ticks["symbol"].unique().implode()))
+        every = pl.concat([ticks, bar_only.cast(ticks.schema)], how="vertical")  # type: ignore[arg-type]
     every = every.with_columns(
         _minutes=pl.col("bar_interval").replace_strict(
             {i: interval_minutes(i) for i in every["bar_interval"].unique().to_list()}, return_dtype=pl.Int64
