@@ -1,0 +1,47 @@
+"""Features on the embedded synthetic market: a real-shaped day (early close included) stays point in time."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+import pytest
+
+from pipeline.features import bars_1m, market_features
+from pipeline.features.catalog import market_feature_names
+from pipeline.market.calendar import trading_session
+from pipeline.market.synthetic import SyntheticMarket
+from pipeline.market.synthetic_config import SyntheticMarketConfig
+
+SYMBOLS = ["SYMA", "SYMB", "SYMC"]
+
+
+@pytest.fixture(scope="module", params=[date(2024, 7, 8), date(2024, 7, 3)], ids=["full-day", "early-close"])
+def synthetic_day(request: pytest.FixtureRequest) -> tuple:
+    session = trading_session(request.param)
+    market = SyntheticMarket(SyntheticMarketConfig())
+    trades = market.fetch("trades", session, SYMBOLS)
+    quotes = market.fetch("quotes", session, SYMBOLS)
+    return session, trades, quotes, market_features(bars_1m(trades, quotes, session), session)
+
+
+def test_one_row_per_symbol_minute_and_filled_after_the_longest_window(synthetic_day: tuple) -> None:
+    session, _, _, features = synthetic_day
+    assert features.height == len(SYMBOLS) * session.minutes
+    assert features["ts"].max() == session.close
+    # After the longest window (60 min + MACD/ADX warm-up) every feature of a liquid symbol is set.
+    settled = features.filter(pl.col("ts") > session.open + timedelta(minutes=80))
+    nulls = {c: settled[c].null_count() for c in market_feature_names() if settled[c].null_count()}
+    assert nulls == {}
+    for column, dtype in features.schema.items():
+        if dtype == pl.Float64:
+            assert features[column].is_nan().sum() == 0 and features[column].is_infinite().sum() == 0, column
+
+
+def test_deleting_ticks_after_t_leaves_earlier_rows_identical(synthetic_day: tuple) -> None:
+    session, trades, quotes, features = synthetic_day
+    cut = session.open + timedelta(minutes=session.minutes // 2)
+    early = pl.col("ts") <= cut
+    truncated = market_features(bars_1m(trades.filter(early), quotes.filter(early), session), session)
+    assert truncated.filter(early).equals(features.filter(early))
+    assert not truncated.filter(~early).equals(features.filter(~early))
