@@ -1,0 +1,72 @@
+"""Execution-cost model shared by the trading envs: cross the spread, pay a per-unit fee and slippage in bps.
+
+Every order is a market order filled at a later bar's quote: buys lift the ask, sells hit the bid, and slippage
+moves the price further against the trader. Functions are elementwise on tensors so a whole batch of envs
+(or of option legs) fills in one call, on any device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Fees and slippage of one market order.
+
+    `multiplier` converts a quantity to units of the underlying (1 for shares, 100 for equity options):
+    notional = qty * price * multiplier, while the fee is charged per traded unit of `qty` (per share or contract).
+    """
+
+    fee_per_unit: float = 0.005
+    """Commission per share (or per contract), in dollars."""
+    slippage_bps: float = 1.0
+    """Extra adverse price move beyond the quote, in basis points of the quote."""
+    multiplier: float = 1.0
+    """Units of the underlying per unit of quantity (100 for a standard equity option)."""
+
+
+@dataclass(frozen=True)
+class Fill:
+    """The result of filling signed quantities `qty` (positive buys) against bid/ask quotes."""
+
+    price: torch.Tensor
+    """Per-unit execution price including slippage (the quote where qty == 0)."""
+    cash_delta: torch.Tensor
+    """Change of cash: -qty * price * multiplier - fees."""
+    fees: torch.Tensor
+    """Commission paid, in dollars (>= 0)."""
+    slippage: torch.Tensor
+    """Dollars lost to slippage beyond the quote (>= 0)."""
+    spread_paid: torch.Tensor
+    """Dollars paid versus the mid price by crossing the spread (half-spread times quantity, >= 0)."""
+
+
+def fill_at_quote(qty: torch.Tensor, bid: torch.Tensor, ask: torch.Tensor, costs: CostModel) -> Fill:
+    """Fill signed quantities at the given quotes: buys at ask, sells at bid, plus slippage and fees."""
+    buy = qty > 0
+    quote = torch.where(buy, ask, bid)
+    slip_per_unit = quote * (costs.slippage_bps * 1e-4)
+    price = torch.where(buy, quote + slip_per_unit, quote - slip_per_unit)
+    units = qty.abs() * costs.multiplier
+    fees = qty.abs() * costs.fee_per_unit
+    cash_delta = -qty * price * costs.multiplier - fees
+    return Fill(
+        price=price,
+        cash_delta=cash_delta,
+        fees=fees,
+        slippage=units * slip_per_unit,
+        spread_paid=units * (ask - bid) * 0.5,
+    )
+
+
+def turnover_cost(
+    turnover: torch.Tensor, half_spread_frac: torch.Tensor | float, cost_bps: float
+) -> torch.Tensor:
+    """Fraction of portfolio value lost when trading `turnover` (sum of |weight changes|).
+
+    Crossing the spread costs half of it on every traded dollar, and `cost_bps` covers fees and slippage.
+    """
+    return turnover * (half_spread_frac + cost_bps * 1e-4)
