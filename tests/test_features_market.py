@@ -186,3 +186,14 @@ def test_output_columns_and_group_sizes(day: dict[str, pl.DataFrame]) -> None:
     flags = day["market"]["regime_trending"].drop_nulls().unique().sort().to_list()
     assert set(flags) <= {0, 1} and flags
     assert day["market"].select(pl.len().over("symbol", "ts").max()).item() == 1
+
+
+def test_a_bar_only_symbol_with_several_intervals_keeps_its_finest(day: dict[str, pl.DataFrame]) -> None:
+    both = pl.concat([raw_bars("DDD", "5m", 5), raw_bars("DDD", "1m", 1)])
+    rows = _symbol(market_features(day["bars_1m"], SESSION, bars=both), "DDD")
+    assert rows.height == 390 and rows["bar_interval"].unique().to_list() == ["1m"]
+
+
+def test_no_ticks_and_no_bars_give_an_empty_frame_with_every_column(day: dict[str, pl.DataFrame]) -> None:
+    out = market_features(day["bars_1m"].clear(), SESSION, bars=day["bars"].clear())
+    assert out.is_empty() and out.columns == [*KEY_COLUMNS, *market_feature_names()]

@@ -40,22 +40,28 @@ def interval_minutes(interval: str) -> int:
 
 
 def _bar_rows(bars: pl.DataFrame, session: TradingSession, bar_ts: Literal["end", "start"]) -> pl.DataFrame:
-    """raw.bars rows as bars_1m-shaped rows stamped at bar end, inside the session; tick-only columns null."""
+    """raw.bars rows as bars_1m-shaped rows stamped at bar end, inside the session; tick-only columns null.
+
+    A symbol with several intervals keeps only its finest one, so it has one row per bar end.
+    """
     minutes = {i: interval_minutes(i) for i in bars["interval"].unique().to_list()}
     close = pl.lit(session.close).cast(UTC_TS)
-    shift = pl.duration(minutes=pl.col("interval").replace_strict(minutes, return_dtype=pl.Int64))
-    end = pl.col("ts") + shift if bar_ts == "start" else pl.col("ts")
-    rows = utc_ts(bars).with_columns(
-        ts=pl.when(pl.col("interval").replace_strict(minutes, return_dtype=pl.Int64) >= 24 * 60)
-        .then(close).otherwise(end),
-        bar_interval=pl.col("interval"),
-        vwap=pl.lit(None, dtype=pl.Float64),
-        trade_count=pl.lit(None, dtype=pl.Int64),
-    ).filter(pl.col("ts").is_between(session.open, session.close, closed="right"))
+    end = pl.col("ts") + pl.duration(minutes=pl.col("_minutes")) if bar_ts == "start" else pl.col("ts")
+    rows = (
+        utc_ts(bars)
+        .with_columns(_minutes=pl.col("interval").replace_strict(minutes, return_dtype=pl.Int64))
+        .filter(pl.col("_minutes") == pl.col("_minutes").min().over("symbol"))
+        .with_columns(
+            # A daily bar (often stamped with the bare date) is known at the close.
+            ts=pl.when(pl.col("_minutes") >= 24 * 60).then(close).otherwise(end),
+            bar_interval=pl.col("interval"),
+        )
+        .filter(pl.col("ts").is_between(session.open, session.close, closed="right"))
+    )
     present = set(rows.columns)
     return rows.select(
         *[pl.col(c) if c in present else pl.lit(None, dtype=pl.Float64).alias(c) for c in BARS_1M_COLUMNS],
-        "bar_interval",
+        "bar_interval", "_minutes",
     ).with_columns(
         trade_count=pl.col("trade_count").cast(pl.Int64), quote_count=pl.col("quote_count").cast(pl.Int64),
         trading_day=pl.lit(session.trading_day, dtype=pl.Date),
@@ -85,23 +91,18 @@ def market_features(bars_1m: pl.DataFrame, session: TradingSession, bars: pl.Dat
     """
     if bar_ts not in ("end", "start"):
         raise ValueError(f"bar_ts must be 'end' or 'start', got {bar_ts!r}")
-    ticks = utc_ts(bars_1m.select(BARS_1M_COLUMNS)).with_columns(bar_interval=pl.lit("1m"))
+    ticks = utc_ts(bars_1m.select(BARS_1M_COLUMNS)).with_columns(
+        bar_interval=pl.lit("1m"), _minutes=pl.lit(1, dtype=pl.Int64)
+    )
     every = ticks
     if bars is not None and not bars.is_empty():
         bar_only = _bar_rows(bars, session, bar_ts)
         bar_only = bar_only.filter(~pl.col("symbol").is_in(ticks["symbol"].unique().implode()))
         every = pl.concat([ticks, bar_only.cast(ticks.schema)], how="vertical")  # type: ignore[arg-type]
-    every = every.with_columns(
-        _minutes=pl.col("bar_interval").replace_strict(
-            {i: interval_minutes(i) for i in every["bar_interval"].unique().to_list()}, return_dtype=pl.Int64
-        )
-    )
     parts = [
         _features(part.drop("_minutes"), int(minutes))
         for (minutes,), part in every.partition_by("_minutes", as_dict=True).items()
-    ]
-    if not parts:
-        parts = [_features(every.drop("_minutes"), 1)]
+    ] or [_features(every.drop("_minutes"), 1)]
     frame = pl.concat(pl.collect_all(parts), how="vertical")
 
     minute_rows = frame.join(every.filter(pl.col("_minutes") == 1).select("symbol", "ts"), on=["symbol", "ts"])
