@@ -271,9 +271,12 @@ class Warehouse:
         selected = "*" if not columns else ", ".join(f'"{c}"' for c in columns)
         with self.connect() as con:
             self._require_table(con, table)
-            return con.sql(
-                f"SELECT {selected} FROM {table} WHERE list_contains(?::DATE[], trading_day)", params=[days]
-            ).pl()
+            try:
+                return con.sql(
+                    f"SELECT {selected} FROM {table} WHERE list_contains(?::DATE[], trading_day)", params=[days]
+                ).pl()
+            except duckdb.BinderException as exc:
+                raise ValueError(f"{table}: cannot select columns {list(columns or [])}: {exc}") from exc
 
     def table_exists(self, table: str) -> bool:
         """Whether `<schema>.<name>` exists."""

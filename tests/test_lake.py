@@ -160,6 +160,8 @@ def test_bad_table_names_and_columns_say_what_to_do(warehouse: Warehouse) -> Non
         warehouse.read_partition("features.never_written", [DAY])
     with pytest.raises(ValueError, match="empty"):
         warehouse.read_partition("raw.trades", [])
+    with pytest.raises(ValueError, match="cannot select columns"):
+        warehouse.read_partition("raw.trades", [DAY], columns=["no_such_column"])
 
 
 def test_append_and_execute(warehouse: Warehouse) -> None:
