@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
-from ib_async import IB
+from ib_async import IB, RequestError
 from ib_async.objects import BarData
 
 from pipeline.market.ibkr_source import IBKRSource
@@ -134,3 +134,26 @@ def test_real_ib_client_against_a_closed_port() -> None:
 def test_unknown_table() -> None:
     with pytest.raises(SourceError, match="unknown table"):
         _source(FakeIB(), FakeClock()).fetch("ticks", SESSION, ["AAPL"])
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "expected"),
+    [
+        (200, "No security definition has been found for the request", "no security definition for 'AAPL'"),
+        (354, "Requested market data is not subscribed.", "no market data subscription"),
+        (162, "Historical Market Data Service error message:API historical data query cancelled: pacing violation",
+         "pacing violation"),
+    ],
+)
+def test_tws_request_errors_are_explained(code: int, message: str, expected: str) -> None:
+    ib = FakeIB(request_error=RequestError(7, code, message))
+    with pytest.raises(SourceError, match=expected):
+        _source(ib, FakeClock()).fetch("trades", SESSION, ["AAPL"])
+    assert ib.disconnect_calls == 1
+
+
+def test_no_data_answer_is_an_empty_day() -> None:
+    ib = FakeIB(request_error=RequestError(7, 162, "Historical Market Data Service error message:HMDS query returned "
+                                                   "no data: AAPL@SMART Trades"))
+    frame = _source(ib, FakeClock()).fetch("trades", SESSION, ["AAPL"])
+    assert frame.height == 0 and frame.columns == list(RAW_COLUMNS["trades"])

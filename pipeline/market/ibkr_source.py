@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
-from ib_async import IB, Stock
+from ib_async import IB, RequestError, Stock
 from ib_async.objects import HistoricalTickBidAsk, HistoricalTickLast
 
 from pipeline.market.pacing import Pacer
@@ -29,6 +29,28 @@ logger = logging.getLogger(__name__)
 MAX_TICKS_PER_REQUEST = 1000
 _TICK_TYPES = {"trades": "TRADES", "quotes": "BID_ASK"}
 _UNREACHABLE = (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError)
+# TWS error codes meaning the account lacks a market data subscription for the request.
+_NO_SUBSCRIPTION = frozenset({354, 10089, 10090, 10168, 10197})
+
+
+def _request_failure(exc: RequestError, symbol: str, what: str) -> SourceError | None:
+    """The SourceError for a TWS request error, or None when it only means "no data for this window"."""
+    text = str(exc.message)
+    if exc.code == 162 and "no data" in text.lower():
+        return None
+    if exc.code == 162 and "pacing" in text.lower():
+        return SourceUnavailableError(
+            f"IBKR pacing violation on {what} for {symbol} (error 162): wait 10 minutes, then retry with a "
+            f"stricter Pacer (fewer max_requests); TWS said: {text}"
+        )
+    if exc.code == 200:
+        return SourceError(f"IBKR has no security definition for {symbol!r} (error 200): check the symbol.")
+    if exc.code in _NO_SUBSCRIPTION:
+        return SourceError(
+            f"the IBKR account has no market data subscription for {what} of {symbol} (error {exc.code}): "
+            f"subscribe in Client Portal or use another source; TWS said: {text}"
+        )
+    return SourceError(f"IBKR refused {what} for {symbol} (error {exc.code}): {text}")
 
 
 def _utc(ts: datetime) -> datetime:
@@ -125,8 +147,10 @@ class IBKRSource:
                 f"(TWS: Configure > API > Settings > Enable ActiveX and Socket Clients; check the port, and that "
                 f"no other session uses client id {self.client_id}.) Cause: {type(exc).__name__}: {exc}"
             ) from exc
-        # ib_async waits forever for a historical answer unless RequestTimeout is set.
+        # ib_async waits forever for a historical answer unless RequestTimeout is set, and by default turns a
+        # failed request into an empty answer; raising lets us tell "no data" from "not allowed".
         ib.RequestTimeout = self.request_timeout_s
+        ib.RaiseRequestErrors = True
 
     def _tick_rows(
         self, ib: IB, table: str, symbol: str, contract: Stock, session: TradingSession
@@ -142,10 +166,15 @@ class IBKRSource:
         while True:
             request = (contract.symbol, what, start)
             self.pacer.wait(request, group=(contract.symbol, what))
-            page = ib.reqHistoricalTicks(
-                contract, startDateTime=start, endDateTime="", numberOfTicks=self.ticks_per_request,
-                whatToShow=what, useRth=True,
-            )
+            try:
+                page = ib.reqHistoricalTicks(
+                    contract, startDateTime=start, endDateTime="", numberOfTicks=self.ticks_per_request,
+                    whatToShow=what, useRth=True,
+                )
+            except RequestError as exc:
+                if (failure := _request_failure(exc, contract.symbol, what)) is not None:
+                    raise failure from exc
+                page = []
             fresh = []
             for tick in page:
                 key = _tick_key(tick)
@@ -171,10 +200,15 @@ class IBKRSource:
         seconds = int((session.close - session.open).total_seconds())
         request = (symbol, "bars", session.close)
         self.pacer.wait(request, group=(symbol, "TRADES bars"))
-        bars = ib.reqHistoricalData(
-            contract, endDateTime=session.close, durationStr=f"{seconds} S", barSizeSetting="1 min",
-            whatToShow="TRADES", useRTH=True, formatDate=2,
-        )
+        try:
+            bars = ib.reqHistoricalData(
+                contract, endDateTime=session.close, durationStr=f"{seconds} S", barSizeSetting="1 min",
+                whatToShow="TRADES", useRTH=True, formatDate=2,
+            )
+        except RequestError as exc:
+            if (failure := _request_failure(exc, symbol, "1-minute bars")) is not None:
+                raise failure from exc
+            return []
         rows = []
         for bar in bars:
             ts = _utc(bar.date) if isinstance(bar.date, datetime) else None

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ib_async import RequestError
 from ib_async.objects import (
     BarData,
     HistoricalTickBidAsk,
@@ -68,6 +69,7 @@ class FakeIB:
     connected: bool = False
     disconnect_calls: int = 0
     RequestTimeout: float = 0.0
+    RaiseRequestErrors: bool = False
 
     def connect(self, host: str, port: int, clientId: int, timeout: float, readonly: bool) -> None:  # noqa: N803
         if self.connect_error is not None:
@@ -86,6 +88,7 @@ class FakeIB:
         self.requests.append({"symbol": contract.symbol, "what": whatToShow, "start": startDateTime,
                               "at": self.clock()})
         if self.request_error is not None:
+            assert self.RaiseRequestErrors or not isinstance(self.request_error, RequestError)
             raise self.request_error
         # TWS resolves to whole seconds.
         start = startDateTime.astimezone(UTC).replace(microsecond=0)
