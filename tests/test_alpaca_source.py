@@ -95,8 +95,8 @@ def test_trades_consume_every_page(state: FakeAlpacaState, url: str, sleeps: Sle
     assert sleeps.calls == []
 
 
-def test_quotes_and_bars(url: str, sleeps: SleepRecorder) -> None:
-    source = _source(url, sleeps)
+def test_quotes_and_bars(state: FakeAlpacaState, url: str, sleeps: SleepRecorder) -> None:
+    source = _source(url, sleeps, feed="iex")
     quotes = source.fetch("quotes", SESSION, ["AAPL"])
     assert quotes.select("bid", "ask", "bid_size", "ask_size").rows() == [(100.0, 100.02, 4.0, 3.0),
                                                                            (100.01, 100.03, 4.0, 3.0)]
@@ -104,6 +104,8 @@ def test_quotes_and_bars(url: str, sleeps: SleepRecorder) -> None:
     assert bars.select("interval", "open", "high", "low", "close", "volume").rows() == [
         ("1m", 1.0, 2.0, 0.5, 1.5, 100.0)
     ]
+    assert {p.get("feed") for _, p in state.requests} == {"iex"}
+    assert [p.get("timeframe") for path, p in state.requests if path == "/v2/stocks/bars"] == ["1Min"]
 
 
 def _snapshot(bid: float, with_trade: bool = True) -> dict:
@@ -236,3 +238,9 @@ def test_secret_never_appears_in_logs_errors_or_reprs(
     assert any(r.name.startswith("pipeline") for r in caplog.records)
     for text in texts:
         assert SECRET not in text
+
+
+def test_unknown_feed_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="'iex' on free plans"):
+        AlpacaSource(KEY, SECRET, feed="nasdaq")
+    assert AlpacaSource(KEY, SECRET, feed="iex").feed.value == "iex"

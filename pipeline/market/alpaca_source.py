@@ -115,6 +115,9 @@ class AlpacaSource:
         """
         self._api_key = api_key or ""
         self._secret = _Secret(secret_key)
+        feeds = [f.value for f in DataFeed]
+        if feed and feed not in feeds:
+            raise ValueError(f"unknown Alpaca feed {feed!r}: use one of {feeds} ('iex' on free plans), or None")
         self.feed = DataFeed(feed) if feed else None
         self.url_override = url_override
         self.retry = retry or RetryPolicy()
