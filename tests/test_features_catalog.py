@@ -8,14 +8,14 @@ import polars as pl
 from features_testdata import SESSION, daily_bar, option_chain, ticks
 
 from pipeline.features import FEATURE_CATALOG, bars_1m, market_features, options_features
-from pipeline.features.catalog import BARS, MARKET, OPTIONS, features_of, render_markdown
+from pipeline.features.catalog import BARS, MARKET, OPTIONS, REGENERATE, features_of, render_markdown
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "FEATURES.md"
 
 
 def test_docs_are_generated_from_the_catalog() -> None:
     assert DOCS.read_text() == render_markdown(), (
-        "docs/FEATURES.md is stale: run `python -m pipeline.features.catalog > docs/FEATURES.md`"
+        f"docs/FEATURES.md is stale: run `{REGENERATE}`"
     )
     for feature in FEATURE_CATALOG:
         assert f"`{feature.name}`" in DOCS.read_text()

@@ -197,3 +197,10 @@ def test_a_bar_only_symbol_with_several_intervals_keeps_its_finest(day: dict[str
 def test_no_ticks_and_no_bars_give_an_empty_frame_with_every_column(day: dict[str, pl.DataFrame]) -> None:
     out = market_features(day["bars_1m"].clear(), SESSION, bars=day["bars"].clear())
     assert out.is_empty() and out.columns == [*KEY_COLUMNS, *market_feature_names()]
+
+
+def test_a_date_only_daily_bar_is_one_row_at_the_close(day: dict[str, pl.DataFrame]) -> None:
+    dated = daily_bar("FFF").with_columns(pl.col("ts").dt.date())
+    rows = _symbol(market_features(day["bars_1m"], SESSION, bars=dated), "FFF")
+    assert rows["ts"].to_list() == [SESSION.close]
+    assert rows["bar_range_bps"][0] == pytest.approx(1e4 * 1.5 / 10.5)

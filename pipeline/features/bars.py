@@ -26,11 +26,13 @@ BARS_1M_COLUMNS: tuple[str, ...] = (
 
 
 def utc_ts(frame: pl.DataFrame, column: str = "ts") -> pl.DataFrame:
-    """`column` as microsecond UTC timestamps, whatever zone or unit it arrived in (naive means UTC)."""
+    """`column` as microsecond UTC timestamps, whatever zone or unit it arrived in (naive and dates mean UTC)."""
     dtype = frame.schema[column]
+    expr = pl.col(column)
+    if dtype == pl.Date:  # a date-only daily bar: midnight UTC of that day
+        expr, dtype = expr.cast(pl.Datetime("us")), pl.Datetime("us")
     if not isinstance(dtype, pl.Datetime):
         raise TypeError(f"column {column!r} must be a datetime, got {dtype}; parse it before computing features")
-    expr = pl.col(column)
     expr = expr.dt.replace_time_zone("UTC") if dtype.time_zone is None else expr.dt.convert_time_zone("UTC")
     return frame.with_columns(expr.cast(UTC_TS))
 

@@ -1,17 +1,19 @@
 """Every feature column in one table: name, group, formula, window, unit, and the table it lands in.
 
-`docs/FEATURES.md` is generated from `FEATURE_CATALOG` (`python -m pipeline.features.catalog > docs/FEATURES.md`);
-a test checks that the two agree and that every output column of bars_1m, market_features and options_features
+`docs/FEATURES.md` is generated from `FEATURE_CATALOG` by `write_docs()`; a test checks that the two agree and that every output column of bars_1m, market_features and options_features
 is listed here. Windows are in minutes of the session (bars for coarser bar-only symbols, rounded up).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 BARS = "features.bars_1m"
 MARKET = "features.market"
 OPTIONS = "features.options"
+DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "FEATURES.md"
+REGENERATE = "python -c 'from pipeline.features.catalog import write_docs; write_docs()'"
 
 
 @dataclass(frozen=True)
@@ -180,9 +182,20 @@ def render_markdown() -> str:
     lines = [
         "# Features",
         "",
-        "Generated from `pipeline/features/catalog.py` by `python -m pipeline.features.catalog > docs/FEATURES.md`;",
+        f"Generated from `pipeline/features/catalog.py` by `{REGENERATE}`;",
         "do not edit by hand. Windows are minutes of the session (bars, rounded up, for coarser bar-only symbols);",
         "every value at `ts` uses only data at or before `ts`, and is null (never NaN) until its window has filled.",
+        "",
+        "- `ts` is a bar's END: the one-minute bar at `ts` covers (ts - 1 min, ts]. Minutes without trades repeat",
+        "  the last price with volume 0, so windows count minutes.",
+        "- Trades are signed by the quote in force (at or above the ask = buy, at or below the bid = sell, else",
+        "  the side of the mid), and by the tick rule at the mid or without a quote.",
+        "- Symbols with only `raw.bars` get `features.market` rows too (one per bar, finest interval per symbol):",
+        "  features built from OHLCV are filled, tick-only ones (spreads, depth, signed flow) are null. Raw bars",
+        "  are taken as stamped at their end; pass `bar_ts=\"start\"` for start-stamped bars. A daily bar is",
+        "  one row at the session close.",
+        "- The turbulence index is computed over the symbols with one-minute rows and copied to every row at",
+        "  that minute (bar-only rows included).",
     ]
     for table in (BARS, MARKET, OPTIONS):
         lines += ["", f"## {table}", "", "| name | group | formula | window | unit |", "|---|---|---|---|---|"]
@@ -193,5 +206,7 @@ def render_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
-    print(render_markdown(), end="")
+def write_docs(path: Path = DOCS_PATH) -> Path:
+    """Regenerate docs/FEATURES.md from the catalog."""
+    path.write_text(render_markdown())
+    return path
