@@ -126,11 +126,15 @@ def test_parquet_with_native_types(tmp_path: Path) -> None:
     ).with_columns(pl.col("ts").dt.convert_time_zone("America/New_York"))
     (tmp_path / "trades").mkdir()
     frame.write_parquet(tmp_path / "trades" / "t.parquet")
-    _land(tmp_path, "trades", "epoch.parquet", b"")  # 0-byte file next to it: skipped, not fatal
-    out = FileSource(tmp_path).fetch("trades", SESSION, ["AAPL"])
-    assert out["ts"].to_list() == [datetime(2024, 7, 5, 14, 0, tzinfo=UTC)]
-    assert out["price"].to_list() == [100.0]
-    assert out["_parse_error"].to_list() == [None]
+    # Epoch nanoseconds as int64, and a 0-byte file beside them (skipped, not fatal).
+    epoch = frame.with_columns(pl.col("ts").dt.epoch("ns"), pl.lit("MSFT").alias("symbol"))
+    epoch.write_parquet(tmp_path / "trades" / "epoch.parquet")
+    _land(tmp_path, "trades", "empty.parquet", b"")
+    out = FileSource(tmp_path).fetch("trades", SESSION, ["AAPL", "MSFT"])
+    assert out["symbol"].to_list() == ["MSFT", "AAPL"]  # files in name order: epoch.parquet, t.parquet
+    assert out["ts"].to_list() == [datetime(2024, 7, 5, 14, 0, tzinfo=UTC)] * 2
+    assert out["price"].to_list() == [100.0, 100.0]
+    assert out["_parse_error"].to_list() == [None, None]
 
 
 def test_missing_required_columns_name_file_and_columns(tmp_path: Path) -> None:
