@@ -26,9 +26,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--day", default="2024-07-08", help="trading day (YYYY-MM-DD)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--trades-per-minute", type=float, default=SyntheticMarketConfig.trades_per_minute,
+                        help="synthetic trades per symbol-minute (quotes are about twice that)")
     args = parser.parse_args()
 
-    config = SyntheticMarketConfig()
+    config = SyntheticMarketConfig(trades_per_minute=args.trades_per_minute)
     market = SyntheticMarket(config)
     session = trading_session(date.fromisoformat(args.day))
     symbols = list(config.symbols)
@@ -52,6 +54,7 @@ def main() -> None:
         "trading_day": args.day,
         "session_minutes": session.minutes,
         "symbols": len(symbols),
+        "trades_per_minute": args.trades_per_minute,
         "trades": trades.height,
         "quotes": quotes.height,
         "feature_rows": rows,

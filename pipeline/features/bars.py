@@ -50,11 +50,15 @@ def session_grid(symbols: list[str], session: TradingSession) -> pl.DataFrame:
 
 
 def _in_session(frame: pl.DataFrame, session: TradingSession) -> pl.DataFrame:
-    """Rows inside [open, close], sorted; a tick at exactly the open belongs to the first bar."""
+    """Rows inside [open, close], sorted; a tick at exactly the open belongs to the first bar.
+
+    Ticks with the same timestamp keep their input order (stable sort), which decides open/close among them.
+    """
+    first_bar = pl.lit(session.open + timedelta(microseconds=1)).cast(UTC_TS)
     return (
         frame.filter(pl.col("ts").is_between(session.open, session.close, closed="both"))
-        .with_columns(pl.max_horizontal(pl.col("ts"), pl.lit(session.open + timedelta(microseconds=1)).cast(UTC_TS)))
-        .sort("symbol", "ts")
+        .with_columns(pl.max_horizontal(pl.col("ts"), first_bar))
+        .sort("symbol", "ts", maintain_order=True)
     )
 
 
