@@ -84,8 +84,8 @@ def _status(exc: BaseException) -> int | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """429, 5xx, timeouts and connection errors are worth retrying; anything else is not."""
-    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+    """429, 5xx, timeouts, connection errors and bodies cut short are worth retrying; anything else is not."""
+    if isinstance(exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError):
         return True
     status = _status(exc)
     return status is not None and (status == 429 or status >= 500)
@@ -159,7 +159,10 @@ class AlpacaSource:
         return self._option
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        """Run one SDK call under the retry policy and turn its failures into actionable SourceErrors."""
+        """Run one SDK call under the retry policy and turn its failures into actionable SourceErrors.
+
+        A retry repeats the whole paged call from its first page: the SDK keeps no page state between calls.
+        """
         try:
             return self.retry.call(fn, is_transient, f"alpaca {what}")
         except (APIError, requests.RequestException) as exc:

@@ -161,7 +161,7 @@ class IBKRSource:
     def _ticks(self, ib: IB, contract: Stock, what: str, session: TradingSession) -> list[Any]:
         """Every tick of the session, page by page, without duplicates at page edges."""
         collected: list[Any] = []
-        edge = Counter()  # ticks already collected at the latest second (the next page repeats that second)
+        edge: Counter[tuple] = Counter()  # ticks already collected at the latest second (the next page repeats that second)
         start = session.open
         while True:
             request = (contract.symbol, what, start)
