@@ -61,11 +61,14 @@ def _refuse_pickles(target: Path) -> None:
             "in them, or load from a clean folder."
         )
     with open(target, "rb") as fh:
-        head = fh.read(2)
-    # Pickle protocol 2+ starts with 0x80; torch.save zips start with "PK".
-    if head[:1] == b"\x80" or head == b"PK":
+        head = fh.read(9)
+    # A safetensors file is an 8-byte little-endian header length, then a JSON header starting with "{".
+    header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    if not (0 < header_len < target.stat().st_size and head[8:9] == b"{"):
+        kind = "a pickle/torch.save archive" if head[:1] == b"\x80" or head[:2] == b"PK" else "not safetensors"
         raise UnsafeCheckpointError(
-            f"{target} is a pickle/torch.save archive, not a safetensors checkpoint; refusing to load it"
+            f"{target} is {kind}, not a safetensors checkpoint; refusing to load it (this project never "
+            "unpickles checkpoints)"
         )
 
 

@@ -61,6 +61,10 @@ class CLSTMPPO:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         set_seed(cfg.seed + self.rank)
+        # The agent's own RNG (action sampling, minibatch order): checkpointed, and independent of other
+        # agents in the same process, so a resumed run draws exactly what the uninterrupted one would.
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(cfg.seed + self.rank)
         self.env = env
         self.obs_shape, self.action_dim, self.discrete = obs_shape, action_dim, discrete
         self.window_shape = ObsWindow(1, obs_shape, cfg.window, torch.device("cpu")).shape
@@ -135,7 +139,7 @@ class CLSTMPPO:
         Continuous spaces return the Gaussian mean when deterministic."""
         windows, new_state, single = self._windows(obs, state, episode_start)
         out = self.policy.actor_out(self.policy.shared(windows))
-        actions = sample_actions(out, self.policy.log_std, deterministic).cpu().numpy()
+        actions = sample_actions(out, self.policy.log_std, deterministic, self.generator).cpu().numpy()
         return (actions[0] if single else actions), new_state
 
     @torch.no_grad()
@@ -159,6 +163,7 @@ class CLSTMPPO:
         critic_t, critic_m = ckpt.optimizer_to_flat("optim.critic", self.critic_optimizer)
         rng_t, rng_m = ckpt.rng_to_flat()
         tensors.update(actor_t | critic_t | rng_t)
+        tensors["rng.agent"] = self.generator.get_state()
         meta = {
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
@@ -206,6 +211,7 @@ class CLSTMPPO:
         ckpt.optimizer_from_flat("optim.actor", agent.actor_optimizer, tensors, meta["optim"]["actor"])
         ckpt.optimizer_from_flat("optim.critic", agent.critic_optimizer, tensors, meta["optim"]["critic"])
         ckpt.rng_from_flat(tensors, meta["rng"])
+        agent.generator.set_state(tensors["rng.agent"])
         for key in ("num_timesteps", "num_updates", "total_timesteps", "critic_warmed_up",
                     "initial_entropy", "best", "updates_since_best"):
             setattr(agent, key, meta[key])

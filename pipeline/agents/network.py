@@ -124,14 +124,18 @@ def distribution_stats(
 
 
 def sample_actions(
-    out: torch.Tensor, log_std: torch.Tensor | None, deterministic: bool = False
+    out: torch.Tensor,
+    log_std: torch.Tensor | None,
+    deterministic: bool = False,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Sample without a host sync: Gumbel-max for logits, mean + std * noise for a Gaussian."""
     if log_std is None:
         if deterministic:
             return out.argmax(-1)
-        uniform = torch.rand_like(out).clamp_(1e-10, 1.0)
+        uniform = torch.rand(out.shape, device=out.device, generator=generator).clamp_(1e-10, 1.0)
         return (out - torch.log(-torch.log(uniform))).argmax(-1)
     if deterministic:
         return out
-    return out + torch.exp(log_std.float()) * torch.randn_like(out)
+    noise = torch.randn(out.shape, device=out.device, generator=generator)
+    return out + torch.exp(log_std.float()) * noise

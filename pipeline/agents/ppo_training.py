@@ -66,7 +66,7 @@ def collect_rollout(agent: CLSTMPPO, buf: RolloutBuffer, stop: _StopRequested) -
         windows = window.push(_normalize_obs(agent, st["obs"], True), st["episode_start"])
         seq = policy.shared(windows)
         out = policy.actor_out(seq)
-        action = sample_actions(out, policy.log_std)
+        action = sample_actions(out, policy.log_std, generator=agent.generator)
         logp, _ = distribution_stats(out, policy.log_std, action)
         buf.windows[t] = windows
         buf.actions[t] = action
@@ -112,8 +112,9 @@ def _diverged(message: str) -> Exception:
     )
 
 
-def _minibatches(total: int, count: int, device: torch.device) -> list[torch.Tensor]:
-    return list(torch.randperm(total, device=device).chunk(max(1, count)))
+def _minibatches(agent: CLSTMPPO, total: int) -> list[torch.Tensor]:
+    perm = torch.randperm(total, device=agent.device, generator=agent.generator)
+    return list(perm.chunk(max(1, agent.config.num_minibatches)))
 
 
 def _critic_step(agent: CLSTMPPO, windows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -141,7 +142,7 @@ def ppo_update(
     sums: dict[str, list[torch.Tensor]] = {k: [] for k in
                                             ("kl", "clipfrac", "entropy", "pg", "vf", "pg_norm", "vf_norm")}
     for _ in range(cfg.policy_epochs):
-        for mb in _minibatches(total, cfg.num_minibatches, agent.device):
+        for mb in _minibatches(agent, total):
             seq = policy.shared(windows[mb])
             logp, entropy = distribution_stats(policy.actor_out(seq), policy.log_std, actions[mb])
             log_ratio = logp - old_logp[mb]
@@ -172,7 +173,7 @@ def ppo_update(
                 sums["pg_norm"].append(pg_norm)
                 sums["vf_norm"].append(vf_norm)
     for _ in range(cfg.extra_critic_epochs):
-        for mb in _minibatches(total, cfg.num_minibatches, agent.device):
+        for mb in _minibatches(agent, total):
             sums["vf_norm"].append(_critic_step(agent, windows[mb], ret[mb]))
     return {k: float(torch.stack(v).float().mean()) for k, v in sums.items() if v}
 
@@ -183,7 +184,7 @@ def _critic_warmup(agent: CLSTMPPO, buf: RolloutBuffer, mc_returns: torch.Tensor
     windows = buf.windows.reshape(total, *buf.windows.shape[2:])
     targets = mc_returns.reshape(-1)
     for _ in range(agent.config.critic_warmup_epochs):
-        for mb in _minibatches(total, agent.config.num_minibatches, agent.device):
+        for mb in _minibatches(agent, total):
             _critic_step(agent, windows[mb], targets[mb])
 
 

@@ -1,0 +1,194 @@
+"""CLSTM-PPO checkpoints: atomic writes, pickle refusal, best_* files, exact resume, early stopping,
+SIGTERM (in-process and through the trainer CLI) and divergence handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.agents import checkpoints as ckpt
+from pipeline.agents.clstm_ppo import CLSTMPPO, TrainingDivergedError
+
+ROLLOUT = 8  # steps per env per update = episode length of CountingEnv
+TINY = dict(num_steps=ROLLOUT, hidden=8, torch_threads=1, critic_warmup_epochs=1, num_minibatches=2)
+
+
+class CountingEnv:
+    """Native BatchedEnv: (3, 2) windows, reward 1 for action 1 else -0.5, episodes truncated after 8 steps.
+
+    Hooks: `nan_after` makes rewards NaN after that many steps; `sigterm_at` sends SIGTERM to this process.
+    """
+
+    discrete = True
+    action_dim = 2
+
+    def __init__(self, num_envs: int = 4, nan_after: int | None = None, sigterm_at: int | None = None) -> None:
+        self.num_envs, self.device, self.obs_shape = num_envs, torch.device("cpu"), (3, 2)
+        self.t = torch.zeros(num_envs)
+        self.steps, self.nan_after, self.sigterm_at = 0, nan_after, sigterm_at
+
+    def _obs(self) -> torch.Tensor:
+        row = torch.stack([self.t / ROLLOUT, torch.ones_like(self.t)], dim=-1)
+        return row.unsqueeze(1).expand(-1, 3, -1).contiguous()
+
+    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict]:
+        self.t.zero_()
+        return self._obs(), {}
+
+    def step(self, actions: torch.Tensor):
+        self.steps += 1
+        if self.steps == self.sigterm_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        self.t += 1
+        reward = torch.where(actions == 1, 1.0, -0.5)
+        if self.nan_after is not None and self.steps > self.nan_after:
+            reward = reward * float("nan")
+        truncated = self.t >= ROLLOUT
+        final = self._obs()
+        self.t = self.t.masked_fill(truncated, 0.0)
+        return self._obs(), reward, torch.zeros_like(truncated), truncated, {"final_obs": final}
+
+
+def test_write_is_atomic_and_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch) -> None:
+    target = ckpt.write_checkpoint(tmp_path / "latest", {"w": torch.arange(3.0)}, {"step": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.safetensors"]
+    tensors, meta = ckpt.read_checkpoint(tmp_path)
+    assert meta == {"step": 1} and torch.equal(tensors["w"], torch.arange(3.0))
+
+    def crash(tensors, filename, metadata):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.write_checkpoint(target, {"w": torch.zeros(3)}, {"step": 2})
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.safetensors"]
+    assert ckpt.read_checkpoint(target)[1] == {"step": 1}
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["H7_MARKER"]),))
+
+
+def test_loading_refuses_a_planted_pickle(tmp_path, monkeypatch) -> None:
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("H7_MARKER", str(marker))
+    agent = CLSTMPPO(CountingEnv(), **TINY)
+    folder = tmp_path / "ckpts"
+    agent.save(folder / "latest")
+    assert CLSTMPPO.load(folder).num_updates == 0
+    (folder / "normalizer.pkl").write_bytes(pickle.dumps(_Exploit()))
+    with pytest.raises(ckpt.UnsafeCheckpointError, match="normalizer.pkl"):
+        CLSTMPPO.load(folder)
+    disguised = tmp_path / "clean" / "latest.safetensors"
+    disguised.parent.mkdir()
+    disguised.write_bytes(pickle.dumps(_Exploit()))
+    with pytest.raises(ckpt.UnsafeCheckpointError, match="pickle"):
+        CLSTMPPO.load(disguised)
+    assert not marker.exists()
+
+
+def _steps(agent_updates: int, num_envs: int = 4) -> int:
+    return agent_updates * ROLLOUT * num_envs
+
+
+def test_learn_writes_latest_and_best_checkpoints_with_metrics(tmp_path) -> None:
+    agent = CLSTMPPO(CountingEnv(), checkpoint_dir=str(tmp_path), **TINY)
+    agent.learn(_steps(3))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"{n}.safetensors" for n in ckpt.CHECKPOINT_NAMES)
+    _, meta = ckpt.read_checkpoint(tmp_path / "best_composite.safetensors")
+    assert meta["metrics"]["composite"] == agent.best["composite"]
+    assert meta["metrics"]["episodes"] == 4
+    assert set(agent.history[-1]) >= {"charts/SPS", "losses/approx_kl", "losses/clipfrac",
+                                      "losses/entropy_pct_of_initial", "losses/policy_grad_norm",
+                                      "losses/value_grad_norm", "losses/explained_variance",
+                                      "critic/value_mc_corr", "charts/actor_learning_rate"}
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path) -> None:
+    fixed = dict(TINY, anneal_lr=False, ent_coef_start=0.01, ent_coef_end=0.01, seed=5)
+    straight = CLSTMPPO(CountingEnv(), **fixed)
+    straight.learn(_steps(4))
+    first = CLSTMPPO(CountingEnv(), checkpoint_dir=str(tmp_path), **fixed)
+    first.learn(_steps(2))
+    resumed = [CLSTMPPO.load(tmp_path, env=CountingEnv()) for _ in range(2)]
+    assert resumed[0].num_updates == first.num_updates == 1 and resumed[0].critic_warmed_up
+    for key, value in first.actor_optimizer.state_dict()["state"][0].items():
+        torch.testing.assert_close(resumed[0].actor_optimizer.state_dict()["state"][0][key], value)
+    for key, value in first.normalizer.state_dict().items():
+        torch.testing.assert_close(resumed[0].normalizer.state_dict()[key], value)
+    for agent in resumed:
+        agent.learn(_steps(2), reset_num_timesteps=False)
+        assert agent.num_updates == 3 and agent.num_timesteps == straight.num_timesteps
+    for p, q, r in zip(straight.policy.parameters(), resumed[0].policy.parameters(),
+                       resumed[1].policy.parameters(), strict=True):
+        torch.testing.assert_close(q, r, rtol=0, atol=0)
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_early_stopping_after_patience_updates_without_improvement() -> None:
+    class FlatEnv(CountingEnv):
+        def step(self, actions):
+            obs, reward, term, trunc, info = super().step(actions)
+            return obs, torch.ones_like(reward), term, trunc, info
+
+    agent = CLSTMPPO(FlatEnv(), early_stop_patience=2, **TINY)
+    agent.learn(_steps(20))
+    assert agent.num_updates == 3  # first update sets the best, two more without improvement stop it
+    assert agent.num_timesteps == _steps(4)
+
+
+def test_sigterm_during_learn_saves_and_exits_zero_and_restores_the_handler(tmp_path) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    agent = CLSTMPPO(CountingEnv(sigterm_at=3 * ROLLOUT + 2), checkpoint_dir=str(tmp_path), **TINY)
+    with pytest.raises(SystemExit) as exit_info:
+        agent.learn(_steps(50))
+    assert exit_info.value.code == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+    _, meta = ckpt.read_checkpoint(tmp_path)
+    assert meta["num_updates"] == 2  # the rollout cut short by SIGTERM is not trained on
+
+
+def test_trainer_cli_exits_zero_on_sigterm_with_a_checkpoint(tmp_path) -> None:
+    config = {
+        "env": "CartPole-v1",
+        "total_timesteps": 10_000_000,
+        "hparams": {"num_envs": 2, "num_steps": 16, "hidden": 8, "window": 2, "verbose": 1,
+                    "torch_threads": 1, "checkpoint_dir": str(tmp_path / "ckpt")},
+        "output": str(tmp_path / "final"),
+    }
+    (tmp_path / "cfg.json").write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.agents.trainer", "--config", str(tmp_path / "cfg.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("global_step="):
+                break
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "SIGTERM: saved" in output
+    assert CLSTMPPO.load(tmp_path / "ckpt").num_updates >= 1
+
+
+def test_nan_rewards_raise_training_diverged_and_keep_the_last_good_checkpoint(tmp_path) -> None:
+    agent = CLSTMPPO(CountingEnv(nan_after=3 * ROLLOUT), checkpoint_dir=str(tmp_path), **TINY)
+    with pytest.raises(TrainingDivergedError, match="NaN"):
+        agent.learn(_steps(10))
+    good = CLSTMPPO.load(tmp_path)
+    assert good.num_updates == 2
+    assert all(torch.isfinite(p).all() for p in good.policy.parameters())
