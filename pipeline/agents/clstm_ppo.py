@@ -28,13 +28,16 @@ class TrainingDivergedError(RuntimeError):
 
 
 def make_normalizer(obs_shape: tuple[int, ...], cfg: PPOConfig, device: torch.device) -> Any | None:
-    """The envs' RunningNormalizer for obs and rewards, or None when both are switched off."""
+    """The envs' RunningNormalizer for obs and rewards, or None when both are switched off.
+
+    Statistics are per feature (the last obs dim): the T rows of a window share them.
+    """
     if not (cfg.normalize_obs or cfg.scale_rewards):
         return None
     from pipeline.envs.normalize import RunningNormalizer
 
     return RunningNormalizer(
-        obs_shape, device=device, gamma=cfg.gamma, clip_obs=cfg.clip_obs, clip_reward=cfg.clip_reward
+        obs_shape[-1:], device=device, gamma=cfg.gamma, clip_obs=cfg.clip_obs, clip_reward=cfg.clip_reward
     )
 
 

@@ -217,7 +217,7 @@ def _sync_normalizer(agent: CLSTMPPO) -> None:
     """Keep per-rank normalizer statistics identical across DDP ranks (mean of each statistic)."""
     if agent.normalizer is None or not is_distributed():
         return
-    state = agent.normalizer.state_dict()
+    state = {k: v.to(agent.device) for k, v in agent.normalizer.state_dict().items()}
     average_tensors(state.values())
     agent.normalizer.load_state_dict(state)
 
