@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import polars as pl
 import pytest
 
-from pipeline.features import bars_1m, market_features
+from pipeline.features import bars_1m, market_features, options_features
 from pipeline.features.catalog import market_feature_names
 from pipeline.market.calendar import trading_session
 from pipeline.market.synthetic import SyntheticMarket
@@ -45,3 +45,20 @@ def test_deleting_ticks_after_t_leaves_earlier_rows_identical(synthetic_day: tup
     truncated = market_features(bars_1m(trades.filter(early), quotes.filter(early), session), session)
     assert truncated.filter(early).equals(features.filter(early))
     assert not truncated.filter(~early).equals(features.filter(~early))
+
+
+def test_options_features_on_synthetic_chains_match_a_direct_lookup() -> None:
+    session = trading_session(date(2024, 7, 8))
+    chain = SyntheticMarket(SyntheticMarketConfig()).fetch("option_snapshots", session, SYMBOLS[:2])
+    out = options_features(chain)
+    assert out.height == chain.select("underlying", "ts").n_unique()
+    # The synthetic surface has a put skew, so 25-delta puts are richer than 25-delta calls.
+    assert (out["skew_25d"] > 0).all() and out["atm_iv"].is_not_null().all()
+    assert (out["near_expiry_days"] >= 7).all()
+    for row in out.head(3).iter_rows(named=True):
+        snap = chain.filter((pl.col("underlying") == row["underlying"]) & (pl.col("ts") == row["ts"]))
+        near = snap.filter((pl.col("expiry") - pl.lit(session.trading_day)).dt.total_days() >= 7)
+        near = near.filter(pl.col("expiry") == near["expiry"].min())
+        strike = near.sort((pl.col("strike") - pl.col("underlying_price")).abs())["strike"][0]
+        assert row["atm_iv"] == pytest.approx(near.filter(pl.col("strike") == strike)["iv"].mean())
+        assert row["contract_count"] == snap.height
