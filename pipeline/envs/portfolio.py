@@ -144,7 +144,7 @@ class PortfolioAllocationEnv:
             traded = traded[:, :-1]
         turnover = traded.sum(dim=1)
         cost = turnover_cost(traded, self._half_spread[now + 1], cfg.cost_bps).sum(dim=1)
-        net = (1.0 + gross) * (1.0 - cost) - 1.0
+        net = gross - cost - gross * cost  # (1 + gross)(1 - cost) - 1 without float32 cancellation
         value, costs_paid, ret_sum, ret_sq, steps = self._stats.unbind(dim=1)
         ret_sum, ret_sq, steps = ret_sum + net, ret_sq + net * net, steps + 1.0
         std = (ret_sq / steps - (ret_sum / steps) ** 2).clamp(min=cfg.std_floor**2).sqrt()
