@@ -169,3 +169,10 @@ def test_config_from_env_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -
 def test_bad_alpha_is_rejected_with_the_limit() -> None:
     with pytest.raises(ValueError, match="alpha=0.5 is outside"):
         SyntheticMarketConfig(alpha=0.5)
+
+
+def test_symbol_selection(market: SyntheticMarket) -> None:
+    assert market.minute_bars(DAY, []).is_empty() and market.fetch("trades", DAY, []).is_empty()
+    assert market.minute_bars(DAY, None)["symbol"].unique().sort().to_list() == list(market.config.symbols)
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        market.minute_bars(DAY, "SYMA")

@@ -17,9 +17,13 @@ import polars as pl
 from pipeline.market.schemas import RAW_COLUMNS, UTC_TS, conform, empty_frame
 from pipeline.market.source import TradingSession
 from pipeline.market.synthetic_config import DEFAULT_SYMBOLS, SyntheticMarketConfig, stream
+from pipeline.market.synthetic_oracle import OracleSharpe, oracle_positions, oracle_returns, oracle_sharpe
 from pipeline.market.synthetic_paths import CENTS_PER_DOLLAR, US_PER_MINUTE, SymbolDay, symbol_day
 
-__all__ = ["DEFAULT_SYMBOLS", "SyntheticMarket", "SyntheticMarketConfig"]
+__all__ = [
+    "DEFAULT_SYMBOLS", "OracleSharpe", "SyntheticMarket", "SyntheticMarketConfig",
+    "oracle_positions", "oracle_returns", "oracle_sharpe",
+]
 
 BAR_COLUMNS: dict[str, pl.DataType] = {
     "symbol": pl.Utf8,
@@ -55,10 +59,10 @@ class SyntheticMarket:
         self.config = config or SyntheticMarketConfig()
 
     def _symbols(self, symbols: Sequence[str] | None) -> list[str]:
-        chosen = list(symbols) if symbols else list(self.config.symbols)
+        """None means the configured universe; an empty list means no symbols."""
         if isinstance(symbols, str):
             raise TypeError(f"symbols must be a sequence of tickers, not the string {symbols!r}; wrap it in a list")
-        return chosen
+        return list(self.config.symbols) if symbols is None else list(symbols)
 
     def symbol_day(self, session: TradingSession, symbol: str) -> SymbolDay:
         """The raw arrays of one symbol-day (cached)."""
@@ -100,8 +104,8 @@ class SyntheticMarket:
             "ask": sd.ask_cents / cents,
         }
 
-    def fetch(self, table: str, session: TradingSession, symbols: Sequence[str]) -> pl.DataFrame:
-        """Raw rows for one day; "bars" is empty (the synthetic market is tick-level)."""
+    def fetch(self, table: str, session: TradingSession, symbols: Sequence[str] | None) -> pl.DataFrame:
+        """Raw rows for one day (symbols None: the configured universe); "bars" is empty (tick-level source)."""
         if table not in RAW_COLUMNS:
             raise ValueError(f"unknown table {table!r}; the synthetic market serves {sorted(RAW_COLUMNS)}")
         chosen = self._symbols(symbols)
