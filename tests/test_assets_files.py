@@ -1,0 +1,67 @@
+"""Ingest from landed files: the blocking rejected-share check stops features, and a bar-only symbol still
+gets features.market rows once the check passes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipeline.definitions import build_definitions
+from pipeline.lake import Warehouse
+from resources.market_data import MarketDataResource
+from resources.warehouse import WarehouseResource
+
+DAY = "2024-07-05"
+OPEN_UTC = datetime(2024, 7, 5, 13, 30, tzinfo=UTC)
+BAD_ROWS = 20
+
+
+def _bars_csv(path: Path) -> None:
+    """390 one-minute bars of ZZZ (a bar-only symbol) plus BAD_ROWS rows whose price does not parse."""
+    lines = ["symbol,ts,interval,open,high,low,close,volume"]
+    for minute in range(390):
+        ts = (OPEN_UTC + timedelta(minutes=minute + 1)).isoformat()
+        price = 50 + 0.01 * (minute % 7)
+        lines.append(f"ZZZ,{ts},1m,{price},{price + 0.05},{price - 0.05},{price + 0.01},{1000 + minute}")
+    for minute in range(BAD_ROWS):
+        ts = (OPEN_UTC + timedelta(minutes=minute + 1, seconds=30)).isoformat()
+        lines.append(f"ZZZ,{ts},1m,not-a-price,1,1,1,1")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def files_setup(lake_env: dict[str, str]) -> tuple[list[dg.AssetsDefinition], dict, Warehouse]:
+    lake = Path(lake_env["PIPELINE_DATA_LAKE"])
+    _bars_csv(lake / "landing" / "bars" / "zzz.csv")
+    resources = {
+        "warehouse": WarehouseResource(),
+        "market_data": MarketDataResource(source="files", symbols=["ZZZ"]),
+    }
+    assets = [a for a in build_definitions().assets if a.key.path[-1] in ("bars", "bars_1m", "market")]
+    return assets, resources, Warehouse(lake / "warehouse.duckdb")
+
+
+def test_rejected_share_above_threshold_blocks_features(files_setup) -> None:
+    assets, resources, store = files_setup
+    result = dg.materialize(assets, resources=resources, partition_key=DAY, raise_on_error=False)
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["raw", "bars"]]
+    assert not evaluation.passed
+    assert "quarantine.rejected_rows" in evaluation.description
+    # Blocking: nothing downstream of raw.bars ran.
+    materialized = {e.asset_key.path[0] for e in result.get_asset_materialization_events()}
+    assert "features" not in materialized or not store.table_exists("features.market")
+    assert store.row_count("quarantine.rejected_rows") == BAD_ROWS
+
+
+def test_bar_only_symbol_gets_market_features(files_setup) -> None:
+    assets, resources, store = files_setup
+    config = dg.RunConfig(ops={"raw__bars": {"config": {"max_rejected_share": 0.1}}})
+    result = dg.materialize(assets, resources=resources, partition_key=DAY, run_config=config)
+    assert result.success
+    assert store.row_count("raw.bars") == 390
+    symbols = store.query("SELECT DISTINCT symbol FROM features.market")["symbol"].to_list()
+    assert symbols == ["ZZZ"]
