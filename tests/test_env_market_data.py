@@ -1,0 +1,114 @@
+"""MarketTensors: features computed in torch vs numpy references, building from polars frames (hand-made and the
+embedded synthetic market), external features, and the errors a user can cause."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from pipeline.envs.market_data import (
+    TURBULENCE_MIN_BARS,
+    TURBULENCE_WINDOW,
+    MarketTensors,
+    synthetic_market_tensors,
+)
+
+
+def test_return_and_spread_features_match_hand_values() -> None:
+    mid = np.array([100.0, 101.0, 99.0, 102.0, 103.0, 104.0, 100.0])
+    market = MarketTensors.from_arrays((mid - 0.05)[None, :, None], (mid + 0.05)[None, :, None])
+    feats = {n: market.features[0, :, 0, i].numpy() for i, n in enumerate(market.feature_names)}
+    np.testing.assert_allclose(feats["ret_1"][1:], np.diff(np.log(mid)) * 1e4, rtol=1e-5)
+    np.testing.assert_allclose(
+        feats["ret_5"], np.log(mid / mid[np.maximum(np.arange(7) - 5, 0)]) * 1e4, rtol=1e-5
+    )
+    np.testing.assert_allclose(feats["spread_bps"], 0.1 / mid * 1e4, rtol=1e-4)
+    assert feats["ret_1"][0] == 0.0 and feats["volume_z"].tolist() == [0.0] * 7
+
+
+def test_turbulence_is_mahalanobis_distance_from_trailing_window() -> None:
+    rng = np.random.default_rng(0)
+    minutes = TURBULENCE_WINDOW + 20
+    mid = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, (1, minutes, 3)), axis=1))
+    market = MarketTensors.from_arrays(mid * 0.9999, mid * 1.0001)
+    ret = np.diff(np.log(mid[0]), axis=0, prepend=np.log(mid[0, :1])) * 1e4
+    for t in (TURBULENCE_MIN_BARS - 1, TURBULENCE_MIN_BARS, 30, minutes - 1):
+        window = ret[max(t - TURBULENCE_WINDOW, 0) : t]
+        if len(window) < TURBULENCE_MIN_BARS:
+            assert float(market.turbulence[0, t]) == 0.0
+            continue
+        cov = np.cov(window, rowvar=False, bias=True)
+        cov += (np.diag(cov).mean() * 1e-3 + 1e-6) * np.eye(3)
+        diff = ret[t] - window.mean(axis=0)
+        assert float(market.turbulence[0, t]) == pytest.approx(diff @ np.linalg.solve(cov, diff), rel=1e-3)
+
+
+def bars_frame() -> pl.DataFrame:
+    """Two symbols on one New York day, naive UTC ts, no quotes; B misses its second bar."""
+    open_ts = datetime(2024, 7, 1, 13, 31)
+    rows = [("A", open_ts + timedelta(minutes=i), 10.0 + i) for i in range(4)]
+    rows += [("B", open_ts + timedelta(minutes=i), 20.0 + i) for i in (0, 2, 3)]
+    frame = pl.DataFrame(rows, schema=["symbol", "ts", "close"], orient="row")
+    return frame.with_columns(volume=pl.lit(100.0), high=pl.col("close") + 0.1, low=pl.col("close") - 0.1)
+
+
+def test_from_frames_pivots_forward_fills_and_spreads_the_close() -> None:
+    market = MarketTensors.from_frames(bars_frame(), default_spread_bps=10.0)
+    assert market.symbols == ("A", "B") and market.trading_days == ("2024-07-01",)
+    assert market.bid.shape == (1, 4, 2) and market.session_minutes.tolist() == [4]
+    np.testing.assert_allclose(market.mid[0, :, 1].numpy(), [20.0, 20.0, 22.0, 23.0], rtol=1e-6)
+    np.testing.assert_allclose((market.ask - market.bid)[0, 0].numpy(), [10.0e-3, 20.0e-3], rtol=1e-4)
+
+
+def test_from_frames_takes_external_features_and_their_turbulence() -> None:
+    bars = bars_frame()
+    features = bars.select(
+        "symbol",
+        pl.col("ts").dt.replace_time_zone("UTC"),
+        momentum=pl.col("close") * 2,
+        turbulence=pl.lit(7.0),
+    ).filter(pl.col("symbol") == "A")
+    market = MarketTensors.from_frames(bars, features)
+    assert market.feature_names == ("momentum", "turbulence")
+    np.testing.assert_allclose(market.features[0, :, 0, 0].numpy(), [20.0, 22.0, 24.0, 26.0])
+    assert market.features[0, :, 1, 0].abs().sum() == 0.0  # B has no feature rows: zeros, not NaN
+    assert torch.allclose(market.turbulence, torch.full((1, 4), 3.5))  # mean over symbols of 7 and 0
+
+
+def test_from_frames_on_the_embedded_synthetic_market() -> None:
+    market = synthetic_market_tensors(days=3, seed=1, symbols=("AAA", "BBB"), source="market")
+    # 2024-07-03 closes early at 13:00 New York.
+    assert market.trading_days == ("2024-07-01", "2024-07-02", "2024-07-03")
+    assert market.session_minutes.tolist() == [390, 390, 210]
+    assert (market.ask > market.bid).all() and torch.isfinite(market.features).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bid": np.ones((4, 2)), "ask": np.ones((4, 2))}, r"\[days, minutes, symbols\]"),
+        ({"bid": np.full((1, 4, 1), 2.0), "ask": np.ones((1, 4, 1))}, "bid <= ask"),
+        ({"bid": np.full((1, 4, 1), np.nan), "ask": np.ones((1, 4, 1))}, "forward-fill"),
+        ({"bid": np.ones((1, 4, 1)), "ask": np.ones((1, 4, 1)), "session_minutes": [9]}, "session_minutes"),
+    ],
+)
+def test_bad_arrays_say_what_to_fix(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MarketTensors.from_arrays(**kwargs)
+
+
+def test_bars_frame_without_close_says_which_columns_it_needs() -> None:
+    with pytest.raises(ValueError, match="needs symbol, ts, close"):
+        MarketTensors.from_frames(bars_frame().drop("close"))
+
+
+def test_subset_keeps_the_features_computed_on_the_full_market() -> None:
+    market = synthetic_market_tensors(days=3, symbols=("A", "B", "C"), minutes=30)
+    part = market.subset(days=[2], symbols=[1])
+    assert part.symbols == ("B",) and part.trading_days == (market.trading_days[2],)
+    assert torch.equal(part.features[0, :, 0], market.features[2, :, 1])
+    assert torch.equal(part.turbulence[0], market.turbulence[2])
