@@ -2,7 +2,7 @@
 
 `SyntheticMarket(config).minute_bars(session, symbols)` is the fast truth path the environments use;
 `fetch("trades" | "quotes" | "option_snapshots", ...)` returns raw-table frames whose aggregation reproduces the
-bars (same OHLC, volume, trade count and bar-end quote; vwap to the cent). The model, the planted alpha signal and
+bars (same OHLC, volume, trade count, vwap and bar-end quote). The model, the planted alpha signal and
 the oracle policy are described in docs/SYNTHETIC_MARKET.md.
 """
 
@@ -98,7 +98,7 @@ class SyntheticMarket:
             "low": np.minimum.reduceat(price, starts) / cents,
             "close": price[ends] / cents,
             "volume": volume.astype(np.float64),
-            "vwap": np.round(notional / volume) / cents,
+            "vwap": notional / volume / cents,
             "trade_count": sd.trade_counts,
             "bid": sd.bid_cents / cents,
             "ask": sd.ask_cents / cents,

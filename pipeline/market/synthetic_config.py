@@ -57,6 +57,9 @@ class SyntheticMarketConfig:
     """Continuously compounded annual rate for Black-Scholes."""
 
     def __post_init__(self) -> None:
+        # Tuples keep the config hashable (generated days are cached per config) even if lists were passed.
+        object.__setattr__(self, "symbols", tuple(self.symbols))
+        object.__setattr__(self, "option_expiry_days", tuple(self.option_expiry_days))
         if not self.symbols:
             raise ValueError("SyntheticMarketConfig.symbols is empty; give at least one ticker, e.g. ('SYMA',)")
         limit = 1.0 / math.sqrt(self.signal_minutes)

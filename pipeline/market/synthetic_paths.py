@@ -145,7 +145,8 @@ class SymbolDay:
         return np.cumsum(self.trade_counts) - self.trade_counts
 
 
-@lru_cache(maxsize=256)
+# About 1 MB per symbol-day: enough for bars, ticks and options of a few days, bounded for long backfills.
+@lru_cache(maxsize=32)
 def symbol_day(config: SyntheticMarketConfig, symbol: str, session: TradingSession) -> SymbolDay:
     """Generate (or fetch from cache) one symbol-day; pure function of (config, symbol, session)."""
     day, minutes = session.trading_day, session.minutes
