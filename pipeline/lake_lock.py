@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,10 +27,23 @@ class WarehouseLockTimeout(TimeoutError):
     """Another process kept the warehouse busy for longer than the lock timeout."""
 
 
+# Lock files this thread holds: a nested acquisition would wait on itself until the timeout.
+_held = threading.local()
+
+
 @contextmanager
 def file_lock(lock_path: Path, timeout_s: float) -> Iterator[None]:
     """Hold an exclusive flock on `lock_path`; released on exit and by the kernel if the process dies."""
+    held: set[str] = _held.__dict__.setdefault("paths", set())
+    key = str(lock_path.resolve())
+    if key in held:
+        raise RuntimeError(
+            f"nested access to the warehouse {lock_path.name.removesuffix('.lock')} while this thread already "
+            "holds it (e.g. calling a Warehouse method inside `with warehouse.connect()`): use the connection "
+            "you already have"
+        )
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    held.add(key)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -47,6 +61,7 @@ def file_lock(lock_path: Path, timeout_s: float) -> Iterator[None]:
                 time.sleep(_POLL_S * (1.0 + random.random()))
         yield
     finally:
+        held.discard(key)
         os.close(fd)
 
 

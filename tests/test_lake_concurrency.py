@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -93,11 +94,25 @@ def test_four_writers_and_readers_share_one_file(tmp_path: Path) -> None:
 
 def test_lock_timeout_names_the_lock_and_the_fix(tmp_path: Path) -> None:
     warehouse = Warehouse(tmp_path / "warehouse.duckdb", lock_timeout_s=0.3)
-    with file_lock(warehouse.lock_path, timeout_s=1.0):
+    # Another thread holds the lock, as another process would (flock conflicts between open file descriptions).
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with file_lock(warehouse.lock_path, timeout_s=1.0):
+            held.set()
+            release.wait(timeout=30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(timeout=10)
         started = time.monotonic()
         with pytest.raises(WarehouseLockTimeout, match=r"warehouse\.duckdb\.lock.*lock_timeout_s"):
             warehouse.row_count("raw.trades")
         assert time.monotonic() - started < 5.0
+    finally:
+        release.set()
+        holder.join()
     assert warehouse.row_count("raw.trades") == 0
 
 
@@ -124,3 +139,12 @@ def test_open_retries_while_a_foreign_process_holds_the_file(tmp_path: Path) -> 
     finally:
         holder.wait(timeout=30)
     assert holder.returncode == 0
+
+
+def test_nested_access_fails_at_once_instead_of_waiting_on_itself(tmp_path: Path) -> None:
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb", lock_timeout_s=60)
+    started = time.monotonic()
+    with warehouse.connect() as con, pytest.raises(RuntimeError, match="use the connection you already have"):
+        warehouse.row_count("raw.trades")
+    assert time.monotonic() - started < 5.0
+    assert con is not None and warehouse.row_count("raw.trades") == 0
