@@ -107,6 +107,15 @@ def test_trades_execute_at_the_quote_in_force(trades: pl.DataFrame, quotes: pl.D
     )
     at_touch = (joined["price"] == joined["bid"]) | (joined["price"] == joined["ask"])
     assert at_touch.all()
+    # Order flow follows the price: minutes with more buying than selling tend to go up.
+    signed = joined.with_columns(
+        (pl.when(pl.col("price") == pl.col("ask")).then(1.0).otherwise(-1.0) * pl.col("size")).alias("flow"),
+        ((pl.col("ts") - pl.duration(microseconds=1)).dt.truncate("1m")).alias("minute"),
+    )
+    per_minute = signed.group_by("symbol", "minute").agg(
+        pl.col("flow").sum(), (pl.col("price").last() / pl.col("price").first()).log().alias("move")
+    )
+    assert np.corrcoef(per_minute["flow"], per_minute["move"])[0, 1] > 0.2
 
 
 def test_aggregated_ticks_reproduce_the_bars(bars: pl.DataFrame, trades: pl.DataFrame, quotes: pl.DataFrame) -> None:

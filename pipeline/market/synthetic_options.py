@@ -106,8 +106,8 @@ def option_snapshots(config: SyntheticMarketConfig, sd: SymbolDay) -> pl.DataFra
     open_us = int(session.open.timestamp() * 1_000_000)
     snap_us = open_us + US_PER_MINUTE * snap_minutes
 
-    t = np.array([[(expiry_close[e].timestamp() * 1e6 - us) / 1e6 / SECONDS_PER_YEAR for e in expiry_col]
-                  for us in snap_us])
+    settle_us = np.array([expiry_close[e].timestamp() * 1e6 for e in expiry_col])
+    t = (settle_us[None, :] - snap_us[:, None]) / 1e6 / SECONDS_PER_YEAR
     t = np.maximum(t, 1.0 / (365 * 24 * 60))  # a contract expiring at this close still has a minute left
     spot_2d = np.repeat(spot[:, None], n_contracts, axis=1)
     forward = spot_2d * np.exp(config.risk_free_rate * t)
