@@ -37,7 +37,9 @@ def test_greeks_match_finite_differences() -> None:
     for is_call in (True, False):
         greeks = bs_greeks(spot, strike, t, RATE, vol, is_call)
 
-        def price(s=spot, tt=t, v=vol, call=is_call):  # noqa: ANN001, ANN202
+        def price(
+            s: np.ndarray = spot, tt: np.ndarray = t, v: np.ndarray = vol, call: bool = is_call
+        ) -> np.ndarray:
             return bs_price(s, strike, tt, RATE, v, call)
 
         h = 1e-4 * spot

@@ -11,22 +11,25 @@ import math
 
 import numpy as np
 
+ArrayLike = np.ndarray | float
 _erf = np.frompyfunc(math.erf, 1, 1)
 SQRT_2PI = math.sqrt(2 * math.pi)
 DAYS_PER_YEAR = 365.0
 
 
-def norm_cdf(x: np.ndarray | float) -> np.ndarray:
+def norm_cdf(x: ArrayLike) -> np.ndarray:
     """Standard normal CDF (exact, through math.erf)."""
     return 0.5 * (1.0 + np.asarray(_erf(np.asarray(x, dtype=np.float64) / math.sqrt(2)), dtype=np.float64))
 
 
-def norm_pdf(x: np.ndarray | float) -> np.ndarray:
+def norm_pdf(x: ArrayLike) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return np.exp(-0.5 * x * x) / SQRT_2PI
 
 
-def _d1_d2(spot, strike, t, rate, vol) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001 - arrays or floats
+def _d1_d2(
+    spot: ArrayLike, strike: ArrayLike, t: ArrayLike, rate: float, vol: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
     spot, strike, t, vol = (np.asarray(a, dtype=np.float64) for a in (spot, strike, t, vol))
     if np.any(t <= 0) or np.any(vol <= 0) or np.any(spot <= 0) or np.any(strike <= 0):
         raise ValueError("Black-Scholes needs spot, strike, time to expiry and vol all > 0; drop expired contracts")
@@ -36,11 +39,11 @@ def _d1_d2(spot, strike, t, rate, vol) -> tuple[np.ndarray, np.ndarray]:  # noqa
 
 
 def bs_price(
-    spot: np.ndarray | float,
-    strike: np.ndarray | float,
-    t: np.ndarray | float,
+    spot: ArrayLike,
+    strike: ArrayLike,
+    t: ArrayLike,
     rate: float,
-    vol: np.ndarray | float,
+    vol: ArrayLike,
     is_call: np.ndarray | bool,
 ) -> np.ndarray:
     """Option value; `is_call` False gives the put."""
@@ -52,11 +55,11 @@ def bs_price(
 
 
 def bs_greeks(
-    spot: np.ndarray | float,
-    strike: np.ndarray | float,
-    t: np.ndarray | float,
+    spot: ArrayLike,
+    strike: ArrayLike,
+    t: ArrayLike,
     rate: float,
-    vol: np.ndarray | float,
+    vol: ArrayLike,
     is_call: np.ndarray | bool,
 ) -> dict[str, np.ndarray]:
     """delta, gamma, theta (per calendar day) and vega (per vol point) in the module's conventions."""
@@ -76,10 +79,10 @@ def bs_greeks(
 
 
 def implied_vol(
-    price: np.ndarray | float,
-    spot: np.ndarray | float,
-    strike: np.ndarray | float,
-    t: np.ndarray | float,
+    price: ArrayLike,
+    spot: ArrayLike,
+    strike: ArrayLike,
+    t: ArrayLike,
     rate: float,
     is_call: np.ndarray | bool,
     iterations: int = 60,

@@ -46,6 +46,10 @@ def _epoch_us(moment: datetime) -> int:
     return round((moment - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1_000_000)
 
 
+def _interleave(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    return np.column_stack([before, after]).ravel()
+
+
 def _ts(us: np.ndarray) -> pl.Series:
     return pl.Series("ts", us.astype(np.int64)).cast(pl.Datetime("us", "UTC"))
 
@@ -157,16 +161,15 @@ class SyntheticMarket:
         ask_after = np.where(sd.trade_is_buy, np.maximum(100.0, depth[1] + depth[3] - hit), depth[1])
         bid_before = np.where(sd.trade_is_buy, depth[0], depth[0] + depth[2])
         ask_before = np.where(sd.trade_is_buy, depth[1] + depth[3], depth[1])
-        ts = np.column_stack([before, after]).ravel()
-        interleave = lambda a, b: np.column_stack([a, b]).ravel()  # noqa: E731
+        ts = _interleave(before, after)
         cents = float(CENTS_PER_DOLLAR)
         return pl.DataFrame(
             {
                 "symbol": [sd.symbol] * (2 * n),
                 "ts": _ts(ts),
-                "bid": interleave(sd.trade_bid_cents, sd.trade_bid_cents) / cents,
-                "ask": interleave(sd.trade_ask_cents, sd.trade_ask_cents) / cents,
-                "bid_size": interleave(bid_before, bid_after),
-                "ask_size": interleave(ask_before, ask_after),
+                "bid": _interleave(sd.trade_bid_cents, sd.trade_bid_cents) / cents,
+                "ask": _interleave(sd.trade_ask_cents, sd.trade_ask_cents) / cents,
+                "bid_size": _interleave(bid_before, bid_after),
+                "ask_size": _interleave(ask_before, ask_after),
             }
         )
