@@ -123,12 +123,14 @@ def oracle_sharpe(config: SyntheticMarketConfig, symbols: tuple[str, ...] | None
     )
 
 
-def oracle_positions(bars: pl.DataFrame, config: SyntheticMarketConfig) -> pl.DataFrame:
+def oracle_positions(bars: pl.DataFrame, config: SyntheticMarketConfig | None = None) -> pl.DataFrame:
     """Bars plus `mid`, `momentum_signal` (log mid(t) / mid(t-k)), `expected_return` (the planted E[next log
     return] = a * momentum_signal) and `oracle_position` in {-1, 0, 1}.
 
     Works on `SyntheticMarket.minute_bars` output (one or several days); the position at bar t is held to t+1.
+    `config` must be the one that generated the bars (default: SyntheticMarketConfig()).
     """
+    config = config or SyntheticMarketConfig()
     k = config.signal_minutes
     day = pl.col("ts").dt.date()
     mid = (pl.col("bid") + pl.col("ask")) / 2
@@ -151,7 +153,7 @@ def oracle_positions(bars: pl.DataFrame, config: SyntheticMarketConfig) -> pl.Da
     )
 
 
-def oracle_returns(bars: pl.DataFrame, config: SyntheticMarketConfig) -> pl.DataFrame:
+def oracle_returns(bars: pl.DataFrame, config: SyntheticMarketConfig | None = None) -> pl.DataFrame:
     """Per symbol-minute: the oracle's gross return, its cost (half-spread per unit traded) and the net return."""
     day = pl.col("ts").dt.date()
     held = pl.col("oracle_position").shift(1).over("symbol", day).fill_null(0)
