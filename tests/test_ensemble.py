@@ -11,6 +11,7 @@ import pytest
 
 import pipeline.envs  # noqa: F401 - registers the pipeline ids
 from pipeline.agents.baselines import BaselineConfig, train_baseline
+from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.ensemble import (
     MANIFEST_FILE,
     PolicyEnsemble,
@@ -113,30 +114,36 @@ def test_invalid_weights_and_mixed_members_are_refused() -> None:
         PolicyEnsemble([FixedProbs([1.0, 0.0]), FixedAction([1.0])], [0.5, 0.5])
 
 
-def test_sb3_members_validation_weights_and_manifest_round_trip(tmp_path: Path) -> None:
-    paths = []
+def test_sb3_and_clstm_members_validation_weights_and_manifest_round_trip(tmp_path: Path) -> None:
+    members: list[tuple[str, Path]] = []
     for seed in (0, 1):
         cfg = BaselineConfig(algo="ppo", total_timesteps=64, seed=seed, hparams=TINY_PPO)
         train_baseline(DISCRETE_ID, tmp_path / f"ppo_seed{seed}", cfg)
-        paths.append(tmp_path / f"ppo_seed{seed}")
-    members = [("sb3", p) for p in paths]
-    scores = [validation_sharpe(load_member("sb3", p), gym.make(DISCRETE_ID), n_steps=40, seed=7) for p in paths]
+        members.append(("sb3", tmp_path / f"ppo_seed{seed}"))
+    # An untrained CLSTM-PPO is enough to check the mixed-kind interface (probs + recurrent state, load by kind).
+    members.append(("clstm_ppo", CLSTMPPO(DISCRETE_ID, num_envs=1, hidden=8, seed=2).save(tmp_path / "clstm")))
+    scores = [validation_sharpe(load_member(k, p), gym.make(DISCRETE_ID), n_steps=40, seed=7) for k, p in members]
     assert all(np.isfinite(scores))
     ensemble = PolicyEnsemble.from_members(members, scores, weighting="softmax", temperature=0.5)
     np.testing.assert_allclose(ensemble.weights, ensemble_weights(scores, "softmax", 0.5))
 
     env = gym.make(DISCRETE_ID)
     obs = np.stack([env.reset(seed=s)[0] for s in range(6)])
-    member_probs = [p.action_probs(obs) for p in ensemble.policies]
-    mixed, _ = ensemble.action_probs(obs)
-    np.testing.assert_allclose(mixed, ensemble.weights[0] * member_probs[0] + ensemble.weights[1] * member_probs[1])
+    member_probs = [ensemble.policies[0].action_probs(obs), ensemble.policies[1].action_probs(obs),
+                    ensemble.policies[2].action_probs(obs)[0]]
+    mixed, states = ensemble.action_probs(obs)
+    np.testing.assert_allclose(mixed, sum(w * p for w, p in zip(ensemble.weights, member_probs, strict=True)),
+                               rtol=1e-6)
+    assert len(states) == 3
     np.testing.assert_array_equal(ensemble.predict(obs)[0], mixed.argmax(-1))
 
     manifest = ensemble.save(tmp_path)
     saved = json.loads(manifest.read_text())
     assert manifest.name == MANIFEST_FILE
-    assert [m["path"] for m in saved["members"]] == ["ppo_seed0", "ppo_seed1"]  # relative: the folder can move
+    # Relative paths: the folder can move.
+    assert [m["path"] for m in saved["members"]] == ["ppo_seed0", "ppo_seed1", "clstm.safetensors"]
+    assert [m["kind"] for m in saved["members"]] == ["sb3", "sb3", "clstm_ppo"]
     assert sum(m["weight"] for m in saved["members"]) == pytest.approx(1.0)
     loaded = PolicyEnsemble.load(tmp_path)
-    np.testing.assert_allclose(loaded.action_probs(obs)[0], mixed)
+    np.testing.assert_allclose(loaded.action_probs(obs)[0], mixed, rtol=1e-6)
     assert loaded.scores == pytest.approx(scores) and loaded.weighting == "softmax"

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import gymnasium as gym
+import polars as pl
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
 from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv
 from pipeline.envs.options_actions import ACTION_TABLE, CALL, PUT, action_index, action_table
-from pipeline.envs.options_chain import OptionChainTensors, black_scholes_chain
+from pipeline.envs.options_chain import OptionChainTensors, black_scholes_chain, chain_tensors_from_snapshots
+from pipeline.market.calendar import trading_session
+from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
 
 FEE = 0.65
 
@@ -133,6 +138,43 @@ def test_autoreset_returns_final_obs_and_new_episode() -> None:
     assert terminated.all() and not truncated.any()
     assert not torch.equal(info["final_obs"], obs)
     assert (env.snap == 0).all() and (env.qty == 0).all() and (env.cash == 0).all()
+
+
+@pytest.fixture(scope="module")
+def synthetic_frame() -> pl.DataFrame:
+    """One day of the synthetic market's option snapshots for one underlying."""
+    return SyntheticMarket(SyntheticMarketConfig(seed=3)).fetch(
+        "option_snapshots", trading_session(date(2024, 7, 2)), ["SYMA"])
+
+
+def test_chain_tensors_from_synthetic_snapshots_match_the_rows(synthetic_frame: pl.DataFrame) -> None:
+    frame = synthetic_frame
+    chain = chain_tensors_from_snapshots(frame, expiries=2, strikes=5)
+    times = sorted(frame["ts"].unique().to_list())
+    exps = sorted(frame["expiry"].unique().to_list())[:2]
+    assert chain.shape == (1, len(times), 2, 5)
+    strike = float(chain.strike[0, 1, 2])
+    row = frame.filter((pl.col("ts") == times[3]) & (pl.col("expiry") == exps[1]) & (pl.col("strike") == strike)
+                       & (pl.col("right") == "P"))
+    assert float(chain.bid[0, 3, 1, 2, PUT]) == pytest.approx(row["bid"][0], rel=1e-6)
+    assert float(chain.ask[0, 3, 1, 2, PUT]) == pytest.approx(row["ask"][0], rel=1e-6)
+    assert float(chain.underlying[0, 3]) == pytest.approx(row["underlying_price"][0], rel=1e-6)
+    spot0 = float(chain.underlying[0, 0])
+    assert float(chain.strike[0, 0].min()) < spot0 < float(chain.strike[0, 0].max())  # grid centred at the open
+    assert (chain.ask >= chain.bid).all() and (chain.expiry_days[0, 1:] < chain.expiry_days[0, :-1]).all()
+    env = OptionsTradingEnv(chain, num_envs=2, config=OptionsTradingConfig(action_set=91))
+    env.reset(seed=0)
+    _, reward, *_ = env.step(torch.tensor([action_index("long_straddle_e1"), 0]))
+    assert torch.isfinite(reward).all() and reward[0] < 0 and reward[1] == 0  # crossing the spread costs
+
+
+def test_chain_builder_errors_say_how_to_fix(synthetic_frame: pl.DataFrame) -> None:
+    with pytest.raises(ValueError, match="lower `expiries`"):
+        chain_tensors_from_snapshots(synthetic_frame, expiries=50)
+    with pytest.raises(ValueError, match="lower `strikes`"):
+        chain_tensors_from_snapshots(synthetic_frame, expiries=1, strikes=500)
+    with pytest.raises(ValueError, match="no option_snapshots rows"):
+        chain_tensors_from_snapshots(synthetic_frame.head(0))
 
 
 def test_invalid_action_says_range() -> None:

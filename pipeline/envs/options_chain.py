@@ -189,9 +189,10 @@ def datetime_at_close(day: date, tz: tzinfo) -> datetime:
     return datetime.combine(day, time(16, 0), tzinfo=tz)
 
 
-def synthetic_chain_tensors(days: int = 2, seed: int = 0, symbol: str = "SPY", expiries: int = 3,
+def synthetic_chain_tensors(days: int = 2, seed: int | None = None, symbol: str = "SYMA", expiries: int = 3,
                             strikes: int = 9, start: str = "2024-07-01") -> OptionChainTensors:
-    """Tensors from the embedded synthetic market's option snapshots for the first `days` trading days."""
+    """Tensors from the embedded synthetic market's option snapshots for the first `days` trading days from
+    `start` (seed None: the market's default seed)."""
     from datetime import timedelta
 
     import polars as pl
@@ -201,6 +202,6 @@ def synthetic_chain_tensors(days: int = 2, seed: int = 0, symbol: str = "SPY", e
 
     first = date.fromisoformat(start)
     sessions = [trading_session(d) for d in trading_days(first, first + timedelta(days=7 * days + 7))][:days]
-    market = SyntheticMarket(SyntheticMarketConfig(seed=seed))
-    frame = pl.concat([market.fetch("option_snapshots", s, [symbol]) for s in sessions])
+    config = SyntheticMarketConfig() if seed is None else SyntheticMarketConfig(seed=seed)
+    frame = pl.concat([SyntheticMarket(config).fetch("option_snapshots", s, [symbol]) for s in sessions])
     return chain_tensors_from_snapshots(frame, expiries=expiries, strikes=strikes)
