@@ -94,7 +94,8 @@ def vec_env_steps_per_s(make_gym: Callable[[], Any], total_steps: int, chunks: i
         vec.seed(0)
         vec.reset()
         impl = "stable_baselines3.DummyVecEnv"
-    actions = [np.stack([vec.action_space.sample() for _ in range(VEC_ENVS)]) for _ in range(4)]
+    space = getattr(vec, "single_action_space", vec.action_space)  # gymnasium's action_space is batched
+    actions = [np.stack([space.sample() for _ in range(VEC_ENVS)]) for _ in range(4)]
     vec.step(actions[0])
     calls = max(total_steps // VEC_ENVS // chunks, 1)
     rate = best_rate(lambda i: vec.step(actions[i % 4]), VEC_ENVS, calls, chunks, lambda: None)

@@ -1,0 +1,35 @@
+"""The env benchmark runs where the GPU machine runs it: without polars and SB3, and prints one JSON object."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Blocks polars/duckdb/SB3 imports the way a machine without them fails, then runs the benchmark tiny.
+SCRIPT = """
+import sys
+for name in ("polars", "duckdb", "stable_baselines3", "dagster"):
+    sys.modules[name] = None
+sys.argv = ["env_throughput.py", "--sizes", "1", "8", "--seconds", "0.05", "--vec-steps", "256", "--chunks", "1"]
+import runpy
+runpy.run_path("benchmarks/env_throughput.py", run_name="__main__")
+"""
+
+
+def test_benchmark_runs_without_polars_or_sb3_and_prints_one_json_object() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert {"intraday", "portfolio"} <= set(report["envs"])
+    intraday = report["envs"]["intraday"]
+    assert set(intraday["batched_steps_per_s"]) == {"1", "8", "256"}
+    assert intraday["vec_env"] == "gymnasium.vector.SyncVectorEnv"
+    assert intraday["ratio_batched_over_vec_env_at_256"] > 0
