@@ -1,0 +1,117 @@
+"""Training throughput on IntradayTrading: CLSTM-PPO (rollout + update, env-steps/s) vs SB3 PPO in the same run.
+
+Prints ONE JSON object. Needs only torch + numpy (+ gymnasium): the market is the numpy random walk
+(`synthetic_market_tensors(source="numpy")`, no polars), and the SB3 part is skipped with a note when
+stable-baselines3 is not installed (e.g. on the GPU machine).
+
+    python benchmarks/train_throughput.py                                  # CPU figures
+    python benchmarks/train_throughput.py --device cuda --num-envs 4096 --hidden 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
+from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
+from pipeline.envs.market_data import synthetic_market_tensors  # noqa: E402
+
+
+def clstm_ppo_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any]:
+    """Env-steps/s of CLSTMPPO.learn (rollout + PPO/critic epochs), after one untimed warm-up update."""
+    env = IntradayTradingEnv(market, num_envs=args.num_envs, device=args.device)
+    agent = CLSTMPPO(env, device=args.device, num_steps=args.num_steps, hidden=args.hidden, seed=0,
+                     critic_warmup_rollouts=1, critic_warmup_epochs=1, compile=args.compile,
+                     num_minibatches=args.num_minibatches)
+    per_update = args.num_steps * args.num_envs
+    agent.learn(2 * per_update)  # warm-up rollout + one update: allocations, cuDNN plans, compile
+    if agent.device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    agent.learn(args.updates * per_update, reset_num_timesteps=False)
+    if agent.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    return {
+        "env_steps_per_s": args.updates * per_update / seconds,
+        "env_steps": args.updates * per_update,
+        "seconds": seconds,
+        "updates": args.updates,
+        "num_steps": args.num_steps,
+        "parameters": sum(p.numel() for p in agent.policy.parameters()),
+        "last_update_sps": agent.history[-1]["charts/SPS"],
+    }
+
+
+def sb3_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any]:
+    """Env-steps/s of SB3 PPO (MlpPolicy) on a DummyVecEnv of the gymnasium adapter, same market."""
+    try:
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.vec_env import DummyVecEnv
+    except ImportError:
+        return {"skipped": "stable-baselines3 is not installed here; run on a machine with it for the ratio"}
+    from pipeline.envs.gym_adapter import make_intraday_gym
+
+    cpu_market = market.to("cpu")
+    vec = DummyVecEnv([lambda: make_intraday_gym(cpu_market) for _ in range(args.sb3_envs)])
+    n_steps = max(8, args.sb3_steps // args.sb3_envs // 2)
+    model = PPO("MlpPolicy", vec, n_steps=n_steps, batch_size=n_steps * args.sb3_envs // 4, n_epochs=1,
+                device="cpu", seed=0, verbose=0)
+    model.learn(n_steps * args.sb3_envs)  # warm-up
+    started = time.perf_counter()
+    model.learn(args.sb3_steps, reset_num_timesteps=False)
+    seconds = time.perf_counter() - started
+    return {"env_steps_per_s": args.sb3_steps / seconds, "env_steps": args.sb3_steps, "seconds": seconds,
+            "num_envs": args.sb3_envs, "n_steps": n_steps, "device": "cpu"}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--num-steps", type=int, default=32, help="rollout length per env per update")
+    parser.add_argument("--num-minibatches", type=int, default=4)
+    parser.add_argument("--updates", type=int, default=3, help="timed updates")
+    parser.add_argument("--days", type=int, default=4, help="days of the synthetic (numpy) market")
+    parser.add_argument("--compile", action="store_true", help="torch.compile encoder and heads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--sb3-envs", type=int, default=8)
+    parser.add_argument("--sb3-steps", type=int, default=4096)
+    parser.add_argument("--skip-sb3", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    market = synthetic_market_tensors(days=args.days, alpha=0.1, seed=0, source="numpy", device=args.device)
+    result: dict[str, Any] = {
+        "benchmark": "train_throughput",
+        "env": "IntradayTrading (numpy synthetic market)",
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
+        or platform.machine(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "num_envs": args.num_envs,
+        "hidden": args.hidden,
+        "obs_shape": list(IntradayTradingEnv(market, num_envs=1).obs_shape),
+        "clstm_ppo": clstm_ppo_throughput(args, market),
+    }
+    result["sb3_ppo"] = {"skipped": "--skip-sb3"} if args.skip_sb3 else sb3_throughput(args, market)
+    sb3 = result["sb3_ppo"].get("env_steps_per_s")
+    result["ratio_clstm_over_sb3"] = result["clstm_ppo"]["env_steps_per_s"] / sb3 if sb3 else None
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
