@@ -66,6 +66,13 @@ def test_reloaded_policy_normalizes_and_acts_like_the_trained_one(ppo: tuple[Bas
     assert np.ndim(single) == 0 and single == loaded.predict(obs)[0][0]
 
 
+def test_inference_reproduces_the_last_normalized_training_obs(ppo: tuple[BaselinePolicy, Path]) -> None:
+    trained, path = ppo
+    training_env = trained.model.get_env()
+    raw_last = training_env.get_original_obs()  # the raw obs behind the model's last (normalized) input
+    np.testing.assert_allclose(load_baseline(path).normalize_obs(raw_last), trained.model._last_obs, rtol=1e-6)
+
+
 def test_loading_stats_never_unpickles(ppo: tuple[BaselinePolicy, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     trained, path = ppo
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv
+from pipeline.envs.options import FEATURE_NAMES, OptionsTradingConfig, OptionsTradingEnv
 from pipeline.envs.options_actions import ACTION_TABLE, CALL, PUT, action_index, action_table
 from pipeline.envs.options_chain import OptionChainTensors, black_scholes_chain, chain_tensors_from_snapshots
 from pipeline.market.calendar import trading_session
@@ -127,6 +127,19 @@ def test_straddles_are_one_strike_in_every_state() -> None:
         for n in range(8):
             if int(held[n].sum()) == 2:
                 assert env.leg_strike[n, held[n]].unique().numel() == 1
+
+
+def test_position_greeks_in_the_observation_follow_the_position() -> None:
+    env = OptionsTradingEnv(black_scholes_chain(days=1, seed=2), num_envs=3, config=OptionsTradingConfig(action_set=91))
+    env.reset(seed=0)
+    actions = [action_index("long_straddle_e1"), action_index("short_straddle_e1"), 0]
+    obs, *_ = env.step(torch.tensor(actions))
+    col = {name: FEATURE_NAMES.index(name) for name in ("net_gamma_1pct", "net_vega_1pt", "flat", "net_delta")}
+    last = obs[:, -1]
+    assert last[0, col["net_vega_1pt"]] > 0 > last[1, col["net_vega_1pt"]]
+    assert last[0, col["net_gamma_1pct"]] > 0 > last[1, col["net_gamma_1pct"]]
+    assert last[2, col["net_vega_1pt"]] == 0 and last[2, col["flat"]] == 1
+    assert torch.allclose(obs[:, 0, col["net_delta"]], last[:, col["net_delta"]])  # state is on every row
 
 
 def test_autoreset_returns_final_obs_and_new_episode() -> None:

@@ -8,8 +8,8 @@ settle at intrinsic value. An episode is one trading day; at its last snapshot w
 bid/ask and the episode terminates. Reward = (change of equity in dollars) * reward_scale, clipped.
 
 Observation: a window [T, F] of the last T snapshots' chain summary (spot returns, ATM IV, term slope, skew, ATM
-spread, time of day, days to the front expiry) with the position state (net delta, gross contracts, unrealized
-PnL, current action, flat flag) appended to every row.
+spread, time of day, days to the front expiry) with the position state (net delta, gamma and vega, gross
+contracts, unrealized PnL, current action, flat flag) appended to every row.
 """
 
 from __future__ import annotations
@@ -23,8 +23,13 @@ from pipeline.envs.options_actions import MAX_LEGS, action_table
 from pipeline.envs.options_chain import OptionChainTensors
 
 MULTIPLIER = 100.0
-MARKET_FEATURES = 8
-STATE_FEATURES = 5
+MARKET_FEATURE_NAMES = ("spot_return", "return_from_open", "atm_iv", "term_slope", "skew", "atm_spread",
+                        "time_of_day", "log_front_days")
+STATE_FEATURE_NAMES = ("net_delta", "net_gamma_1pct", "net_vega_1pt", "gross_contracts", "unrealized_pnl",
+                       "action", "flat")
+FEATURE_NAMES = MARKET_FEATURE_NAMES + STATE_FEATURE_NAMES  # the F columns of an observation row
+MARKET_FEATURES = len(MARKET_FEATURE_NAMES)
+STATE_FEATURES = len(STATE_FEATURE_NAMES)
 
 
 @dataclass
@@ -71,6 +76,8 @@ class OptionsTradingEnv:
         flat = (d, s, e * k * 2)
         self._bid, self._ask = self.chain.bid.reshape(flat), self.chain.ask.reshape(flat)
         self._mid, self._delta = self.chain.mid.reshape(flat), self.chain.delta.reshape(flat)
+        gamma, vega = self._gamma_vega()
+        self._gamma, self._vega = gamma.reshape(flat), vega.reshape(flat)
         self._build_action_tensors()
         self._precompute_grid()
         self._features = self._market_features()
@@ -101,6 +108,20 @@ class OptionsTradingEnv:
         first = torch.where(alive.any(-1), alive.float().argmax(-1), torch.full_like(alive[..., 0], self.n_exp - 1,
                                                                                        dtype=torch.long))
         self._first_alive = first  # [D, S]
+
+    def _gamma_vega(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Black-Scholes gamma and vega per contract from the quoted IV ([D, S, E, K, 2]; 0 once expired)."""
+        c = self.chain
+        years = (c.expiry_days / 365.0)[..., None, None]
+        spot = c.underlying[:, :, None, None, None]
+        iv = c.iv.clamp_min(1e-4)
+        vol = iv * years.clamp_min(1e-9).sqrt()
+        d1 = (torch.log(spot / c.strike[:, None, :, :, None]) + 0.5 * iv**2 * years) / vol
+        pdf = torch.exp(-0.5 * d1**2) / (2 * torch.pi) ** 0.5
+        alive = years > 0
+        gamma = torch.where(alive, pdf / (spot * vol), torch.zeros_like(pdf))
+        vega = torch.where(alive, spot * pdf * years.sqrt(), torch.zeros_like(pdf))
+        return gamma, vega
 
     def _market_features(self) -> torch.Tensor:
         """[D, S, MARKET_FEATURES] chain summary per snapshot, computed once."""
@@ -254,8 +275,13 @@ class OptionsTradingEnv:
         rows = (self.snap[:, None] - t + 1 + torch.arange(t, device=self.device)).clamp_min(0)
         market = self._features[self.day[:, None], rows]  # [N, T, MARKET_FEATURES]
         delta = _gather_contract(self._delta, self.day, self.snap, self.contract)
+        gamma = _gather_contract(self._gamma, self.day, self.snap, self.contract)
+        vega = _gather_contract(self._vega, self.day, self.snap, self.contract)
+        spot = self._spot(self.snap)
         state = torch.stack([
-            (self.qty * delta).sum(-1) + self.shares,
+            (self.qty * delta).sum(-1) + self.shares,  # net delta, in contracts of 100 shares
+            (self.qty * gamma).sum(-1) * spot * 0.01,  # change of net delta for a 1% spot move
+            (self.qty * vega).sum(-1) * MULTIPLIER * 0.01 * self.config.reward_scale,  # PnL of +1 vol point
             self.qty.abs().sum(-1) / MAX_LEGS,
             (self.equity - self.entry_equity) * self.config.reward_scale,
             self.action.float() / max(self.action_dim - 1, 1),
