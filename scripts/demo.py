@@ -45,7 +45,9 @@ def report() -> None:
         days = store.query(f"SELECT count(DISTINCT trading_day) AS n FROM {table}")["n"][0]
         print(f"  {table:<28} {store.row_count(table):>10,} rows  {days} trading day(s)")
     print(f"\nDagster instance (run history): {os.environ.get('DAGSTER_HOME')}")
-    print(f"query it: duckdb {path} -c \"SELECT * FROM features.market LIMIT 5\"  (or `make dev` for the UI)")
+    print("query it:  .venv/bin/python -c \"from pipeline.lake import Warehouse; "
+          f"print(Warehouse('{path}').query('SELECT * FROM features.market LIMIT 5'))\"")
+    print("browse it: make dev  (the Dagster UI: lineage, metadata, checks, run history)")
 
 
 def main() -> None:

@@ -37,9 +37,10 @@ def _command(*partition_args: str) -> list[str]:
     ]
 
 
-def _env(root: Path) -> dict[str, str]:
+def _env(root: Path, symbols: str | None = None) -> dict[str, str]:
     # Hourly option snapshots keep the chains small; everything else is the default synthetic market.
-    return {**os.environ, **pipeline_env(root), "PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES": "60"}
+    env = {**os.environ, **pipeline_env(root), "PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES": "60"}
+    return env | ({"PIPELINE_SYNTHETIC_SYMBOLS": symbols} if symbols else {})
 
 
 def _materialize(env: dict[str, str], *partition_args: str) -> None:
@@ -83,7 +84,7 @@ def test_rerun_leaves_every_table_identical(one_day) -> None:
 
 
 def test_partition_range_is_one_run(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = _env(tmp_path, symbols="SPY")
     _materialize(env, "--partition-range", "2024-07-01...2024-07-09")
     store = Warehouse(Path(env["PIPELINE_DATA_LAKE"]) / "warehouse.duckdb")
     expected = trading_days("2024-07-01", "2024-07-09")
@@ -97,7 +98,7 @@ def test_partition_range_is_one_run(tmp_path: Path) -> None:
 
 
 def test_four_partitions_concurrently(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = _env(tmp_path, symbols="SPY")
     days = ["2024-07-08", "2024-07-09", "2024-07-10", "2024-07-11"]
     # Create the instance's SQLite storage once, as `dagster dev` would: four first-time inits race on migrations.
     dg.DagsterInstance.from_config(env["DAGSTER_HOME"]).dispose()
