@@ -70,10 +70,10 @@ def test_from_frames_takes_external_features_and_their_turbulence() -> None:
         "symbol",
         pl.col("ts").dt.replace_time_zone("UTC"),
         momentum=pl.col("close") * 2,
-        turbulence=pl.lit(7.0),
+        turbulence_index=pl.lit(7.0),
     ).filter(pl.col("symbol") == "A")
     market = MarketTensors.from_frames(bars, features)
-    assert market.feature_names == ("momentum", "turbulence")
+    assert market.feature_names == ("momentum", "turbulence_index")
     np.testing.assert_allclose(market.features[0, :, 0, 0].numpy(), [20.0, 22.0, 24.0, 26.0])
     assert market.features[0, :, 1, 0].abs().sum() == 0.0  # B has no feature rows: zeros, not NaN
     assert torch.allclose(market.turbulence, torch.full((1, 4), 3.5))  # mean over symbols of 7 and 0

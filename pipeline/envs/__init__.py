@@ -18,7 +18,8 @@ ENV_IDS: dict[str, str] = {
 }
 
 for _env_id, _entry_point in ENV_IDS.items():
-    if _env_id not in gym.registry:  # re-importing (e.g. importlib.reload) must not warn about re-registration
+    # Re-importing (e.g. importlib.reload) must not warn about re-registration.
+    if _env_id not in gym.registry:
         gym.register(id=_env_id, entry_point=_entry_point)
 
 __all__ = ["ENV_IDS", "BatchedEnv"]

@@ -21,6 +21,8 @@ RETURN_LAGS = (1, 5, 15)
 VOLUME_WINDOW = 30
 TURBULENCE_WINDOW = 60
 TURBULENCE_MIN_BARS = 10
+# Columns of an external features frame read as the turbulence index (features.market names it turbulence_index).
+TURBULENCE_COLUMNS = ("turbulence_index", "turbulence")
 
 
 def _f32(x: ArrayLike, device: torch.device | str) -> torch.Tensor:
@@ -251,7 +253,7 @@ class MarketTensors:
         Days are New York trading days (or the frame's `trading_day` column); bars missing for a symbol are
         forward-filled. Without bid/ask columns the quote is close -+ `default_spread_bps`/2. With a
         `features_frame` [symbol, ts, <numeric feature columns>] (e.g. features.market) its columns are the
-        features, and its `turbulence` column (if any) drives risk-off.
+        features, and its `turbulence_index` (or `turbulence`) column, if any, drives risk-off.
         """
         arrays = _frames_to_arrays(bars_frame, features_frame, default_spread_bps=default_spread_bps)
         return cls.from_arrays(**arrays, device=device)
@@ -410,8 +412,9 @@ def _pivot_features(bars: Any, features_frame: Any, pivot: Any) -> dict[str, Any
     )
     feats = np.nan_to_num(pivot(joined.select(pl.col(names).cast(pl.Float64)).to_numpy()))
     out: dict[str, Any] = {"features": feats, "feature_names": tuple(names)}
-    if "turbulence" in names:
-        out["turbulence"] = feats[..., names.index("turbulence")].mean(axis=-1)
+    column = next((c for c in TURBULENCE_COLUMNS if c in names), None)
+    if column is not None:
+        out["turbulence"] = feats[..., names.index(column)].mean(axis=-1)
     return out
 
 

@@ -86,16 +86,16 @@ class PortfolioAllocationEnv:
         self.day = torch.zeros(n, dtype=torch.int64, device=self.device)
         self.minute = torch.zeros(n, dtype=torch.int64, device=self.device)
         self._last_minute = torch.ones(n, dtype=torch.int64, device=self.device)
-        self.weights = self._initial_weights(n)
-        # Per env: portfolio value, costs paid (in value units), sum and sum of squares of net returns, steps.
-        self._stats = torch.zeros(n, 5, device=self.device)
-
-    def _initial_weights(self, n: int) -> torch.Tensor:
+        # Episodes start all in cash, or equally weighted without a cash asset.
         if self.config.cash_asset:
-            return torch.nn.functional.one_hot(
-                torch.full((n,), self.action_dim - 1, device=self.device), self.action_dim
-            ).float()
-        return torch.full((n, self.action_dim), 1.0 / self.action_dim, device=self.device)
+            self._initial_weights = torch.zeros(self.action_dim, device=self.device)
+            self._initial_weights[-1] = 1.0
+        else:
+            self._initial_weights = torch.full((self.action_dim,), 1.0 / self.action_dim, device=self.device)
+        self.weights = self._initial_weights.expand(n, -1).clone()
+        # Per env: portfolio value, costs paid (in value units), sum and sum of squares of net returns, steps.
+        self._fresh_stats = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0], device=self.device)
+        self._stats = self._fresh_stats.expand(n, -1).clone()
 
     def target_weights(self, actions: torch.Tensor) -> torch.Tensor:
         """Map raw actions [N, action_dim] to weights on the simplex."""
@@ -114,9 +114,8 @@ class PortfolioAllocationEnv:
         self.day = torch.where(mask, day, self.day)
         self.minute = self.minute.masked_fill(mask, 0)
         self._last_minute = self.market.session_minutes[self.day] - 1
-        self.weights = torch.where(mask.unsqueeze(1), self._initial_weights(self.num_envs), self.weights)
-        fresh = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0], device=self.device)
-        self._stats = torch.where(mask.unsqueeze(1), fresh, self._stats)
+        self.weights = torch.where(mask.unsqueeze(1), self._initial_weights, self.weights)
+        self._stats = torch.where(mask.unsqueeze(1), self._fresh_stats, self._stats)
 
     def _observe(self, weights: torch.Tensor) -> torch.Tensor:
         """[N, window, F]: all symbols' features of the last `window` bars + current weights + time of day."""
