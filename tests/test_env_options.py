@@ -190,6 +190,33 @@ def test_chain_builder_errors_say_how_to_fix(synthetic_frame: pl.DataFrame) -> N
         chain_tensors_from_snapshots(synthetic_frame.head(0))
 
 
+def test_same_seed_same_trajectory_and_batched_equals_single() -> None:
+    chain = black_scholes_chain(days=3, seed=4)
+    cfg = OptionsTradingConfig(action_set=91)
+    # One whole episode (14 snapshots -> 13 steps): after it the autoreset draws days from each env's own RNG.
+    actions = torch.randint(91, (13, 4), generator=torch.Generator().manual_seed(0))
+
+    def run(num_envs: int, columns: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        env = OptionsTradingEnv(chain, num_envs=num_envs, config=cfg)
+        env.reset(seed=11)
+        env.day[:] = torch.arange(num_envs) % 3 if num_envs > 1 else columns.start % 3  # pin days
+        rewards, final_obs = [], None
+        for a in actions[:, columns]:
+            _, reward, terminated, _, info = env.step(a)
+            rewards.append(reward)
+            final_obs = info["final_obs"]
+        assert terminated.all()
+        return torch.stack(rewards), final_obs
+
+    batched, obs_b = run(4, slice(0, 4))
+    again, _ = run(4, slice(0, 4))
+    assert torch.equal(batched, again)
+    for n in range(4):
+        single, obs_s = run(1, slice(n, n + 1))
+        assert torch.allclose(single[:, 0], batched[:, n], atol=1e-5)
+        assert torch.allclose(obs_s[0], obs_b[n], atol=1e-5)
+
+
 def test_invalid_action_says_range() -> None:
     env = make_env()
     env.reset()
@@ -206,3 +233,14 @@ def test_gym_id_passes_check_env(action_set: int) -> None:
     check_env(env.unwrapped, skip_render_check=True)
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
+
+
+def test_gym_make_rejects_unknown_fields_and_markets() -> None:
+    import pipeline.envs  # noqa: F401 - registers the ids
+
+    with pytest.raises(TypeError, match="fee_per_contract"):
+        gym.make("pipeline/OptionsTrading-v0", fee_per_contrct=1.0)
+    with pytest.raises(ValueError, match="black_scholes"):
+        gym.make("pipeline/OptionsTrading-v0", market="nasdaq")
+    env = gym.make("pipeline/OptionsTrading-v0", action_set=91, fee_per_contract=0.0, window=4)
+    assert env.observation_space.shape == (4, len(FEATURE_NAMES)) and env.action_space.n == 91
