@@ -81,6 +81,16 @@ def test_reward_adds_sharpe_term_and_turnover_penalty() -> None:
     assert float(reward[0]) == pytest.approx(100 * net + 0.5 * net / 1e-3 - 0.2 * turnover, rel=1e-5)
 
 
+def test_turbulence_risk_off_moves_to_cash() -> None:
+    mid = two_assets().mid.numpy()
+    turbulence = np.array([[0.0, 9.0, 0.0, 0.0]])
+    market = MarketTensors.from_arrays(mid - 0.05, mid + 0.05, turbulence=turbulence)
+    env = PortfolioAllocationEnv(market, num_envs=1, config=PortfolioConfig(turbulence_threshold=1.0))
+    env.reset(seed=0)
+    weights = [env.step(torch.tensor([[1.0, -1.0, -1.0]]))[4]["weights"][0].tolist() for _ in range(2)]
+    assert weights[0][0] > 0.9 and weights[1] == [0.0, 0.0, 1.0]  # bar 1 is turbulent: all cash
+
+
 def test_observation_holds_all_assets_weights_and_time() -> None:
     market = two_assets()
     env = PortfolioAllocationEnv(market, num_envs=1, config=PLAIN)

@@ -177,6 +177,12 @@ class IntradayTradingEnv:
     def step(
         self, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Act on the observed bar, fill at the next one; auto-resets finished envs.
+
+        info (per env, values of the step just taken, before any reset): pnl, cash, position, entry_price,
+        costs (fees + slippage, cumulative), fees, slippage, spread_paid (vs mid), fills (orders filled),
+        day, symbol (the episode's indices), final_obs (the obs after this step, before the reset).
+        """
         actions = torch.as_tensor(actions, device=self.device).long().reshape(self.num_envs)
         cfg, book = self.config, self._book
         quote_now = self._quotes[self._index()]

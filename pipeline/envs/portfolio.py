@@ -39,6 +39,8 @@ class PortfolioConfig:
     turnover_penalty: float = 0.01
     """Reward penalty per unit of turnover (sum of |weight changes|), beyond the costs already paid."""
     reward_clip: float = 10.0
+    turbulence_threshold: float | None = None
+    """Above this turbulence index at the observed bar the target is all cash (needs `cash_asset`)."""
 
 
 def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -67,6 +69,10 @@ class PortfolioAllocationEnv:
         self.config = config or PortfolioConfig()
         if self.config.weight_map not in ("softmax", "simplex"):
             raise ValueError(f"weight_map must be 'softmax' or 'simplex'; got {self.config.weight_map!r}")
+        if self.config.turbulence_threshold is not None and not self.config.cash_asset:
+            raise ValueError(
+                "turbulence_threshold moves the portfolio to cash: set cash_asset=True or drop it"
+            )
         market = market if market is not None else synthetic_market_tensors(days=4, alpha=0.1, seed=0)
         self.device = torch.device(device) if device is not None else market.device
         self.market = market.to(self.device)
@@ -79,6 +85,7 @@ class PortfolioAllocationEnv:
         self._mid = m.mid.reshape(-1, n_sym)
         self._half_spread = ((m.ask - m.bid) / (m.ask + m.bid)).reshape(-1, n_sym)
         self._features = m.features.reshape(m.num_days * m.num_minutes, -1)
+        self._turbulence = m.turbulence.reshape(-1)
         self._window_offsets = torch.arange(-self.config.window + 1, 1, device=self.device)
         self._gen = torch.Generator(device=self.device)
         self._gen.seed()
@@ -129,10 +136,18 @@ class PortfolioAllocationEnv:
     def step(
         self, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Earn bar t -> t+1 on the held weights, rebalance to the action's weights at t+1; auto-resets.
+
+        info (per env, before any reset): value (starts at 1), portfolio_return (net), turnover, costs
+        (cumulative, in value units), weights (after rebalancing), day, final_obs.
+        """
         cfg = self.config
         actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device).reshape(self.num_envs, -1)
         target = self.target_weights(actions)
         now = self.day * self.market.num_minutes + self.minute
+        if cfg.turbulence_threshold is not None:
+            risk_off = (self._turbulence[now] > cfg.turbulence_threshold).unsqueeze(1)
+            target = torch.where(risk_off, self._initial_weights, target)
         asset_ret = self._mid[now + 1] / self._mid[now] - 1.0
         if cfg.cash_asset:
             asset_ret = torch.cat([asset_ret, torch.zeros_like(asset_ret[:, :1])], dim=1)
