@@ -26,7 +26,7 @@ class RunningMeanStd:
 
     def update(self, batch: torch.Tensor) -> None:
         x = batch.to(self.mean.dtype).reshape(-1, *self.shape)
-        n = torch.tensor(float(x.shape[0]), device=x.device, dtype=x.dtype)
+        n = float(x.shape[0])  # a Python number: no host-to-device copy per update
         batch_mean = x.mean(dim=0)
         batch_var = x.var(dim=0, unbiased=False)
         total = self.count + n
