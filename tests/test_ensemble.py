@@ -22,6 +22,8 @@ from pipeline.agents.ensemble import (
 )
 
 DISCRETE_ID = "pipeline/IntradayTrading-v0"
+CONTINUOUS_ID = "pipeline/PortfolioAllocation-v0"
+TINY_SAC = {"learning_starts": 32, "batch_size": 32, "policy_kwargs": {"net_arch": [16]}}
 TINY_PPO = {"n_steps": 64, "batch_size": 32, "n_epochs": 1, "policy_kwargs": {"net_arch": [16]}}
 
 
@@ -147,3 +149,21 @@ def test_sb3_and_clstm_members_validation_weights_and_manifest_round_trip(tmp_pa
     loaded = PolicyEnsemble.load(tmp_path)
     np.testing.assert_allclose(loaded.action_probs(obs)[0], mixed, rtol=1e-6)
     assert loaded.scores == pytest.approx(scores) and loaded.weighting == "softmax"
+
+
+def test_continuous_sb3_members_round_trip(tmp_path: Path) -> None:
+    members = []
+    for algo, hparams in (("sac", TINY_SAC), ("ppo", TINY_PPO)):
+        train_baseline(CONTINUOUS_ID, tmp_path / algo, BaselineConfig(algo=algo, total_timesteps=64, hparams=hparams))
+        members.append(("sb3", tmp_path / algo))
+    ensemble = PolicyEnsemble.from_members(members, [0.5, -0.5], weighting="positive")
+    np.testing.assert_allclose(ensemble.weights, [1.0, 0.0])
+    ensemble = PolicyEnsemble.from_members(members, [1.0, 0.0], weighting="softmax", temperature=1.0)
+    env = gym.make(CONTINUOUS_ID)
+    obs = np.stack([env.reset(seed=s)[0] for s in range(3)])
+    each = [p.predict(obs)[0] for p in ensemble.policies]
+    expected = ensemble.weights[0] * each[0] + ensemble.weights[1] * each[1]
+    np.testing.assert_allclose(ensemble.predict(obs)[0], expected, rtol=1e-5)
+    assert ensemble.predict(obs)[0].shape == (3, *env.action_space.shape)
+    ensemble.save(tmp_path)
+    np.testing.assert_allclose(PolicyEnsemble.load(tmp_path).predict(obs)[0], expected, rtol=1e-5)
