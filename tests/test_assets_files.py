@@ -51,9 +51,11 @@ def test_rejected_share_above_threshold_blocks_features(files_setup) -> None:
     (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.asset_key.path == ["raw", "bars"]]
     assert not evaluation.passed
     assert "quarantine.rejected_rows" in evaluation.description
-    # Blocking: nothing downstream of raw.bars ran.
-    materialized = {e.asset_key.path[0] for e in result.get_asset_materialization_events()}
-    assert "features" not in materialized or not store.table_exists("features.market")
+    # Blocking: raw.bars was written, but features.market (downstream of it) did not run.
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert dg.AssetKey(["raw", "bars"]) in materialized
+    assert dg.AssetKey(["features", "market"]) not in materialized
+    assert not store.table_exists("features.market")
     assert store.row_count("quarantine.rejected_rows") == BAD_ROWS
 
 
