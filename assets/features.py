@@ -20,25 +20,27 @@ MARKET_KEY = dg.AssetKey(["features", "market"])
 OPTIONS_KEY = dg.AssetKey(["features", "options"])
 FEATURE_KEYS = (BARS_1M_KEY, MARKET_KEY, OPTIONS_KEY)
 
-# One trading day of one features table from what the warehouse already holds.
-DayBuilder = Callable[[Warehouse, date], pl.DataFrame]
+# One trading day of one features table from what the warehouse already holds: (rows out, input rows read).
+DayBuilder = Callable[[Warehouse, date], tuple[pl.DataFrame, int]]
 
 
-def _bars_1m_day(store: Warehouse, day: date) -> pl.DataFrame:
+def _bars_1m_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
     trades = store.read_partition("raw.trades", [day])
     quotes = store.read_partition("raw.quotes", [day])
-    return bars_1m(trades, quotes, trading_session(day))
+    return bars_1m(trades, quotes, trading_session(day)), trades.height + quotes.height
 
 
-def _market_day(store: Warehouse, day: date) -> pl.DataFrame:
+def _market_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
     # Symbols with only raw.bars (a bar-only source) still get rows: market_features uses `bars` for them.
     minute_bars = store.read_partition("features.bars_1m", [day])
     raw_bars = store.read_partition("raw.bars", [day])
-    return market_features(minute_bars, trading_session(day), bars=raw_bars)
+    features = market_features(minute_bars, trading_session(day), bars=raw_bars)
+    return features, minute_bars.height + raw_bars.height
 
 
-def _options_day(store: Warehouse, day: date) -> pl.DataFrame:
-    return options_features(store.read_partition("raw.option_snapshots", [day]))
+def _options_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
+    snapshots = store.read_partition("raw.option_snapshots", [day])
+    return options_features(snapshots), snapshots.height
 
 
 def _build_feature_asset(
@@ -63,7 +65,8 @@ def _build_feature_asset(
     def _features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         days = partition_days(context)
         store = warehouse.warehouse()
-        frames = [build_day(store, day) for day in days]
+        built = [build_day(store, day) for day in days]
+        frames = [frame for frame, _ in built]
         frame = pl.concat([f for f in frames if not f.is_empty()] or frames[:1], how="vertical_relaxed")
         store.write_partition(table, days, frame)
         symbols = frame["symbol" if "symbol" in frame.columns else "underlying"].n_unique() if frame.height else 0
@@ -73,6 +76,7 @@ def _build_feature_asset(
                 **window_metadata(days),
                 **frame_metadata(frame, store.row_count(table)),
                 "symbols": symbols,
+                "rows_read": sum(rows_read for _, rows_read in built),
             }
         )
 

@@ -74,3 +74,14 @@ def test_tables_hold_the_day(store: Warehouse) -> None:
     # A full regular session: one bar per minute per symbol.
     assert store.row_count("features.bars_1m") == 2 * 390
     assert store.row_count("features.options") > 0
+
+
+def test_feature_metadata(synthetic_run: dg.ExecuteInProcessResult, store: Warehouse) -> None:
+    bars = _metadata(synthetic_run, "features__bars_1m")
+    trades, quotes = _metadata(synthetic_run, "raw__trades"), _metadata(synthetic_run, "raw__quotes")
+    assert bars["rows_read"] == trades["rows_accepted"] + quotes["rows_accepted"]
+    assert bars["rows_written"] == bars["dagster/row_count"] == 2 * 390
+    assert bars["symbols"] == 2
+    market = _metadata(synthetic_run, "features__market")
+    assert market["dagster/row_count"] == store.row_count("features.market")
+    assert "symbol" in [c.name for c in market["dagster/column_schema"].columns]
