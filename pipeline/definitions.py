@@ -21,7 +21,7 @@ def build_definitions() -> dg.Definitions:
     """Build the code location; PIPELINE_PARTITIONS_START sets the first partition (default 2024-01-02)."""
     partitions_def = trading_day_partitions(partitions_start_from_env())
     assets = [*build_ingest_assets(partitions_def), *build_feature_assets(partitions_def)]
-    daily_job = build_daily_job(partitions_def)
+    daily_job = build_daily_job()
     return dg.Definitions(
         assets=assets,
         jobs=[daily_job],

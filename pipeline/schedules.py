@@ -25,13 +25,11 @@ def daily_selection(groups: Sequence[str] = DAILY_GROUPS) -> dg.AssetSelection:
     return dg.AssetSelection.groups(*groups)
 
 
-def build_daily_job(
-    partitions_def: dg.PartitionsDefinition, groups: Sequence[str] = DAILY_GROUPS
-) -> DailyJob:
+def build_daily_job(groups: Sequence[str] = DAILY_GROUPS) -> DailyJob:
+    """The job over the daily groups; its trading-day partitions come from the selected assets."""
     return dg.define_asset_job(
         DAILY_JOB_NAME,
         selection=daily_selection(groups),
-        partitions_def=partitions_def,
         description="One trading day through the pipeline: " + " -> ".join(groups) + ".",
     )
 
