@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--updates", type=int, default=3, help="timed updates")
     parser.add_argument("--days", type=int, default=4, help="days of the synthetic (numpy) market")
     parser.add_argument("--compile", action="store_true", help="torch.compile encoder and heads")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: small LSTMs gain little from more, and shared "
+                        "machines lose a lot to oversubscription); 0 leaves torch's default")
     parser.add_argument("--sb3-envs", type=int, default=8)
     parser.add_argument("--sb3-steps", type=int, default=4096)
     parser.add_argument("--skip-sb3", action="store_true")

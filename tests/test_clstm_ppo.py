@@ -115,3 +115,18 @@ def test_network_runs_one_lstm_call_per_trunk_over_whole_windows() -> None:
     seq = net.shared(torch.randn(7, 16, 5))
     net.actor_out(seq), net.critic_out(seq)
     assert calls == [(7, 16, 8)] * 3
+
+
+def test_diagnostics_go_to_tensorboard_and_to_the_returned_history(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    agent = CLSTMPPO("CartPole-v1", tensorboard_dir=str(tmp_path), **TINY)
+    agent.learn(3 * 4 * 32)
+    assert len(agent.history) == 2 and agent.history[-1]["update"] == 2
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"charts/SPS", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
+            "critic/value_mc_corr", "losses/entropy_pct_of_initial"} <= scalars
+    sps = events.Scalars("charts/SPS")
+    assert len(sps) == 2 and all(e.value > 0 for e in sps)
