@@ -32,9 +32,10 @@ def _bars_1m_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
 
 def _market_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
     # Symbols with only raw.bars (a bar-only source) still get rows: market_features uses `bars` for them.
+    # raw.bars ts is the bar's start, as Alpaca, IBKR and most files stamp it.
     minute_bars = store.read_partition("features.bars_1m", [day])
     raw_bars = store.read_partition("raw.bars", [day])
-    features = market_features(minute_bars, trading_session(day), bars=raw_bars)
+    features = market_features(minute_bars, trading_session(day), bars=raw_bars, bar_ts="start")
     return features, minute_bars.height + raw_bars.height
 
 

@@ -86,8 +86,8 @@ def market_features(bars_1m: pl.DataFrame, session: TradingSession, bars: pl.Dat
     """Point-in-time features per symbol and bar (columns: KEY_COLUMNS + the catalog's market features).
 
     `bars` are raw.bars rows; symbols already in `bars_1m` (tick data) ignore them. `bar_ts` says whether a raw
-    bar's ts is its end (the project's convention) or its start (shifted by the interval so no bar is seen
-    before it closed).
+    bar's ts is its end or its start (raw.bars stores vendors' start stamps; they are shifted by the interval so
+    no bar is seen before it closed).
     """
     if bar_ts not in ("end", "start"):
         raise ValueError(f"bar_ts must be 'end' or 'start', got {bar_ts!r}")

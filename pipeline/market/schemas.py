@@ -1,5 +1,9 @@
 """Column contracts of the raw tables (shared/DESIGN.md §3): names, polars dtypes, and natural keys.
 
+raw.bars `ts` is the bar's START (the vendors' convention: Alpaca, IBKR, most CSV exports; a daily bar may carry
+the bare date); features shift it to the bar's end so no bar is used before it closed. features.bars_1m `ts` is
+the minute's END: the bar covers (ts - 1 min, ts].
+
 Every source returns frames with exactly these columns (in this order); validation, the lake writer and the
 features read them from here, so a column is named in one place only.
 """
