@@ -3,19 +3,25 @@ embedded synthetic market), external features, and the errors a user can cause."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
 
+from pipeline.envs.intraday import HOLD, LONG, SHORT, IntradayConfig, IntradayTradingEnv
 from pipeline.envs.market_data import (
     TURBULENCE_MIN_BARS,
     TURBULENCE_WINDOW,
     MarketTensors,
+    random_walk_arrays,
     synthetic_market_tensors,
 )
+from pipeline.envs.synthetic_walk import SIGNAL_MINUTES
 
 
 def test_return_and_spread_features_match_hand_values() -> None:
@@ -112,3 +118,71 @@ def test_subset_keeps_the_features_computed_on_the_full_market() -> None:
     assert part.symbols == ("B",) and part.trading_days == (market.trading_days[2],)
     assert torch.equal(part.features[0, :, 0], market.features[2, :, 1])
     assert torch.equal(part.turbulence[0], market.turbulence[2])
+
+
+def _momentum_episode_pnl(alpha: float, seed: int) -> np.ndarray:
+    """Episode PnL (net of spread, fees, slippage) of holding sign(log mid(t) - log mid(t-k)) from bar t+1."""
+    market = synthetic_market_tensors(days=8, alpha=alpha, seed=seed, symbols=("A", "B", "C", "D"))
+    k = SIGNAL_MINUTES
+    log_mid = market.mid.double().log()
+    signal = torch.zeros_like(log_mid)
+    signal[:, k:] = log_mid[:, k:] - log_mid[:, :-k]
+    env = IntradayTradingEnv(market, num_envs=64, config=IntradayConfig(loss_cut=None, profit_lock=None))
+    env.reset(seed=seed)
+    finished = []
+    for _ in range(market.num_minutes - 1):  # one whole session per env: the last step truncates every env
+        s = signal[env.day, env.minute, env.symbol]
+        action = torch.where(s > 0, LONG, torch.where(s < 0, SHORT, HOLD))
+        _, _, terminated, truncated, info = env.step(action)
+        finished.append(info["pnl"][terminated | truncated])
+    return torch.cat(finished).numpy()
+
+
+def test_momentum_rule_earns_after_costs_with_alpha_and_loses_without() -> None:
+    planted = _momentum_episode_pnl(alpha=0.15, seed=0)
+    martingale = _momentum_episode_pnl(alpha=0.0, seed=0)
+    assert len(planted) == len(martingale) == 64
+    stderr = planted.std() / np.sqrt(len(planted))
+    assert planted.mean() > 2 * stderr, (planted.mean(), stderr)
+    assert martingale.mean() < 0, martingale.mean()
+
+
+def test_numpy_market_plants_the_documented_signal_and_spread() -> None:
+    arrays = random_walk_arrays(days=40, minutes=390, n_symbols=3, alpha=0.15, seed=2)
+    bid, ask = arrays["bid"], arrays["ask"]
+    ticks = (ask - bid) / 0.01
+    assert np.all(bid > 0) and np.all(ticks >= 1 - 1e-9)
+    np.testing.assert_allclose(ticks, np.rint(ticks), atol=1e-6)
+    log_mid = np.log((bid + ask) / 2)
+    k = SIGNAL_MINUTES
+    signal = (log_mid[:, k:-1] - log_mid[:, :-k - 1]).ravel()
+    nxt = np.diff(log_mid, axis=1)[:, k:].ravel()
+    slope = signal @ nxt / (signal @ signal)
+    # The quoted mid is the true mid rounded to half a tick, so the slope is near, not at, a = alpha/sqrt(k).
+    assert 0.6 * 0.15 / np.sqrt(k) < slope < 1.4 * 0.15 / np.sqrt(k), slope
+    flat = random_walk_arrays(days=40, minutes=390, n_symbols=3, alpha=0.0, seed=2)
+    log_mid = np.log((flat["bid"] + flat["ask"]) / 2)
+    signal = (log_mid[:, k:-1] - log_mid[:, :-k - 1]).ravel()
+    nxt = np.diff(log_mid, axis=1)[:, k:].ravel()
+    # Tick rounding makes the quoted mid bounce (negative lag-1 autocorrelation), never a positive edge.
+    assert np.corrcoef(signal, nxt)[0, 1] < 4 / np.sqrt(len(nxt))
+
+
+def test_alpha_beyond_the_stationary_range_says_how_to_fix() -> None:
+    with pytest.raises(ValueError, match="lower alpha"):
+        random_walk_arrays(days=1, minutes=30, n_symbols=1, alpha=0.5, seed=0)
+
+
+def test_split_modules_keep_the_public_names_and_import_without_polars() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['polars'] = None\n"
+        "from pipeline.envs.market_data import MarketTensors, random_walk_arrays, synthetic_market_tensors, "
+        "TURBULENCE_COLUMNS, compute_market_features\n"
+        "m = synthetic_market_tensors(days=1, minutes=30)\n"
+        "print(m.bid.shape[1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "30"

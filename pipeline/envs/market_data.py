@@ -1,8 +1,9 @@
 """Market data as device tensors for the batched envs: quotes and features laid out [days, minutes, symbols].
 
-Built ONCE from a bars frame (`MarketTensors.from_frames`), from arrays (`from_arrays`), or from a synthetic
-market (`synthetic_market_tensors`), then kept on the env's device. polars is imported only inside the frame
-builders, so the GPU path needs nothing beyond torch and numpy.
+Built ONCE from a bars frame (`MarketTensors.from_frames`, via `market_frames`), from arrays (`from_arrays`), or
+from a synthetic market (`synthetic_market_tensors`: the numpy one of `synthetic_walk`, or the embedded
+SyntheticMarket), then kept on the env's device. polars is imported only inside the frame builders, so the GPU
+path needs nothing beyond torch and numpy.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.envs.market_frames import TURBULENCE_COLUMNS, frames_to_arrays, synthetic_market_bars
+from pipeline.envs.synthetic_walk import random_walk_arrays
+
 ArrayLike = np.ndarray | torch.Tensor
 
 # Trailing windows (in bars) of the computed features.
@@ -21,8 +25,6 @@ RETURN_LAGS = (1, 5, 15)
 VOLUME_WINDOW = 30
 TURBULENCE_WINDOW = 60
 TURBULENCE_MIN_BARS = 10
-# Columns of an external features frame read as the turbulence index (features.market names it turbulence_index).
-TURBULENCE_COLUMNS = ("turbulence_index", "turbulence")
 
 
 def _f32(x: ArrayLike, device: torch.device | str) -> torch.Tensor:
@@ -255,42 +257,8 @@ class MarketTensors:
         `features_frame` [symbol, ts, <numeric feature columns>] (e.g. features.market) its columns are the
         features, and its `turbulence_index` (or `turbulence`) column, if any, drives risk-off.
         """
-        arrays = _frames_to_arrays(bars_frame, features_frame, default_spread_bps=default_spread_bps)
+        arrays = frames_to_arrays(bars_frame, features_frame, default_spread_bps=default_spread_bps)
         return cls.from_arrays(**arrays, device=device)
-
-
-def random_walk_arrays(
-    days: int, minutes: int, n_symbols: int, alpha: float, seed: int
-) -> dict[str, np.ndarray]:
-    """Numpy factor-model random walk with U-shaped volatility, cent quotes and a planted MA(1) component.
-
-    Log-returns are r_t = e_t + alpha * e_{t-1}: the previous bar's innovation predicts the next return, so the
-    lag-1 return autocorrelation is alpha / (1 + alpha^2); alpha = 0 is a martingale.
-    """
-    rng = np.random.default_rng(seed)
-    tod = (np.arange(minutes) + 0.5) / minutes
-    u_shape = 1.0 + 2.0 * (2.0 * tod - 1.0) ** 2
-    sigma = 4e-4 * u_shape / u_shape.mean()
-    beta = rng.uniform(0.5, 1.2, n_symbols)
-    factor = rng.standard_normal((days, minutes, 1))
-    z = (beta * factor + rng.standard_normal((days, minutes, n_symbols))) / np.sqrt(beta**2 + 1.0)
-    innov = sigma[None, :, None] * z
-    ret = innov.copy()
-    ret[:, 1:] += alpha * innov[:, :-1]
-    start = np.log(rng.uniform(40.0, 200.0, n_symbols))
-    mid = np.exp(start + np.cumsum(ret.reshape(days * minutes, n_symbols), axis=0)).reshape(ret.shape)
-    spread_bps = 1.0 + 1.5 * u_shape[None, :, None] * rng.exponential(1.0, ret.shape)
-    half = mid * spread_bps * 0.5e-4
-    bid = np.floor((mid - half) * 100.0) / 100.0
-    ask = np.maximum(np.ceil((mid + half) * 100.0) / 100.0, bid + 0.01)
-    wiggle = np.abs(rng.standard_normal((2, *ret.shape))) * sigma[None, None, :, None] * 0.7
-    return {
-        "bid": bid,
-        "ask": ask,
-        "high": mid * np.exp(wiggle[0]),
-        "low": mid * np.exp(-wiggle[1]),
-        "volume": rng.lognormal(np.log(2000.0 * u_shape)[None, :, None], 0.5, ret.shape).round(),
-    }
 
 
 def synthetic_market_tensors(
@@ -304,17 +272,18 @@ def synthetic_market_tensors(
     source: str = "numpy",
     device: torch.device | str = "cpu",
 ) -> MarketTensors:
-    """A small synthetic market with a planted predictable component of strength `alpha` (0: a martingale).
+    """A small synthetic market with the planted momentum signal of strength `alpha` (0: a martingale).
 
-    `source="numpy"` is a fast numpy random walk (`random_walk_arrays`; `minutes` bars a day); `"market"` the
-    embedded SyntheticMarket on the first `days` XNYS sessions from `start` (needs polars).
+    `source="numpy"` is the fast numpy market of `synthetic_walk` (same signal and spread model as SyntheticMarket,
+    `minutes` bars a day, no polars); `"market"` the embedded SyntheticMarket on the first `days` XNYS sessions
+    from `start` (needs polars).
     """
     if days < 1 or minutes < 2 or not symbols:
         raise ValueError(
             f"need days >= 1, minutes >= 2 and at least one symbol; got {days}, {minutes}, {symbols}"
         )
     if source == "market":
-        bars = _synthetic_market_bars(days, alpha, seed, tuple(symbols), start)
+        bars = synthetic_market_bars(days, alpha, seed, tuple(symbols), start)
         return MarketTensors.from_frames(bars, device=device)
     if source != "numpy":
         raise ValueError(f"source must be 'numpy' or 'market'; got {source!r}")
@@ -327,107 +296,14 @@ def synthetic_market_tensors(
     )
 
 
-def _fill_along_minutes(a: np.ndarray) -> np.ndarray:
-    """Forward-fill NaNs along axis 1 ([days, minutes, ...]), then back-fill the leading ones."""
-    pos = np.arange(a.shape[1]).reshape(1, -1, *([1] * (a.ndim - 2)))
-    idx = np.maximum.accumulate(np.where(np.isnan(a), 0, pos), axis=1)
-    out = np.take_along_axis(a, idx, axis=1)
-    idx = np.minimum.accumulate(np.where(np.isnan(out), a.shape[1] - 1, pos)[:, ::-1], axis=1)[:, ::-1]
-    return np.take_along_axis(out, idx, axis=1)
-
-
-def _frames_to_arrays(bars: Any, features_frame: Any | None, default_spread_bps: float) -> dict[str, Any]:
-    """Pivot long polars frames into the [days, minutes, symbols(, features)] numpy arrays of `from_arrays`."""
-    import polars as pl
-
-    missing = [c for c in ("symbol", "ts", "close") if c not in bars.columns]
-    if missing:
-        raise ValueError(
-            f"bars frame lacks columns {missing}; it needs symbol, ts, close (+ high, low, volume, bid, ask)"
-        )
-    if bars.is_empty():
-        raise ValueError("bars frame is empty: materialize the bars of at least one trading day first")
-    if bars.schema["ts"].time_zone is None:  # naive timestamps are taken as UTC, as in the raw tables
-        bars = bars.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
-    if "trading_day" not in bars.columns:
-        bars = bars.with_columns(trading_day=pl.col("ts").dt.convert_time_zone("America/New_York").dt.date())
-    bars = bars.with_columns(
-        _d=pl.col("trading_day").rank("dense") - 1,
-        _m=pl.col("ts").rank("dense").over("trading_day") - 1,
-        _s=pl.col("symbol").rank("dense") - 1,
-    )
-    d, m, s = (bars[c].to_numpy().astype(np.int64) for c in ("_d", "_m", "_s"))
-    shape = (int(d.max()) + 1, int(m.max()) + 1, int(s.max()) + 1)
-
-    def pivot(values: np.ndarray) -> np.ndarray:
-        out = np.full(shape + values.shape[1:], np.nan)
-        out[d, m, s] = values
-        return _fill_along_minutes(out)
-
-    arrays: dict[str, Any] = {
-        c: pivot(bars[c].cast(pl.Float64).to_numpy())
-        for c in ("close", "high", "low", "volume")
-        if c in bars.columns
-    }
-    close = arrays.pop("close")
-    if {"bid", "ask"} <= set(bars.columns):
-        arrays["bid"], arrays["ask"] = (pivot(bars[c].cast(pl.Float64).to_numpy()) for c in ("bid", "ask"))
-    else:
-        arrays["bid"], arrays["ask"] = (
-            close * (1 - default_spread_bps * 0.5e-4),
-            close * (1 + default_spread_bps * 0.5e-4),
-        )
-    if np.isnan(arrays["bid"]).any():
-        raise ValueError(
-            "some symbol has no bar on a whole trading day; drop that day or symbol from the frame"
-        )
-    keys = bars.select("_d", "_m").group_by("_d").agg(pl.col("_m").max()).sort("_d")
-    arrays["session_minutes"] = (keys["_m"].to_numpy() + 1).tolist()
-    arrays["symbols"] = tuple(bars.select("symbol", "_s").unique().sort("_s")["symbol"].to_list())
-    arrays["trading_days"] = tuple(
-        str(x) for x in bars.select("trading_day", "_d").unique().sort("_d")["trading_day"]
-    )
-    if features_frame is not None:
-        arrays.update(_pivot_features(bars, features_frame, pivot))
-    return arrays
-
-
-def _pivot_features(bars: Any, features_frame: Any, pivot: Any) -> dict[str, Any]:
-    import polars as pl
-
-    if features_frame.schema["ts"].time_zone is None:
-        features_frame = features_frame.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
-    names = [
-        c
-        for c, t in features_frame.schema.items()
-        if t.is_numeric() and c not in ("symbol", "ts", "trading_day")
-    ]
-    if not names:
-        raise ValueError("features frame has no numeric feature columns besides symbol/ts/trading_day")
-    joined = bars.select("symbol", "ts").join(
-        features_frame.select("symbol", pl.col("ts").dt.convert_time_zone("UTC"), *names),
-        on=["symbol", "ts"],
-        how="left",
-        maintain_order="left",
-    )
-    feats = np.nan_to_num(pivot(joined.select(pl.col(names).cast(pl.Float64)).to_numpy()))
-    out: dict[str, Any] = {"features": feats, "feature_names": tuple(names)}
-    column = next((c for c in TURBULENCE_COLUMNS if c in names), None)
-    if column is not None:
-        out["turbulence"] = feats[..., names.index(column)].mean(axis=-1)
-    return out
-
-
-def _synthetic_market_bars(days: int, alpha: float, seed: int, symbols: tuple[str, ...], start: str) -> Any:
-    """Minute bars of the embedded SyntheticMarket on `days` consecutive XNYS sessions from `start`."""
-    from datetime import date, timedelta
-
-    import polars as pl
-
-    from pipeline.market.calendar import trading_days, trading_session
-    from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
-
-    first = date.fromisoformat(start)
-    sessions = trading_days(first, first + timedelta(days=2 * days + 10))[:days]
-    market = SyntheticMarket(SyntheticMarketConfig(seed=seed, alpha=alpha))
-    return pl.concat([market.minute_bars(trading_session(day), symbols) for day in sessions])
+__all__ = [
+    "RETURN_LAGS",
+    "TURBULENCE_COLUMNS",
+    "TURBULENCE_MIN_BARS",
+    "TURBULENCE_WINDOW",
+    "VOLUME_WINDOW",
+    "MarketTensors",
+    "compute_market_features",
+    "random_walk_arrays",
+    "synthetic_market_tensors",
+]
