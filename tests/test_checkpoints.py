@@ -16,13 +16,15 @@ import torch
 
 from pipeline.agents import checkpoints as ckpt
 from pipeline.agents.clstm_ppo import CLSTMPPO, TrainingDivergedError
+from pipeline.envs.normalize import RETURNS_KEY
 
 ROLLOUT = 8  # steps per env per update = episode length of CountingEnv
 TINY = dict(num_steps=ROLLOUT, hidden=8, torch_threads=1, critic_warmup_epochs=1, num_minibatches=2)
 
 
 class CountingEnv:
-    """Native BatchedEnv: (3, 2) windows, reward 1 for action 1 else -0.5, episodes truncated after 8 steps.
+    """Native BatchedEnv: (3, 2) windows, reward 1 for action 1 else -0.5, episodes truncated after
+    `episode_length` steps (8 = ROLLOUT unless given).
 
     Hooks: `nan_after` makes rewards NaN after that many steps; `sigterm_at` sends SIGTERM to this process.
     """
@@ -30,8 +32,10 @@ class CountingEnv:
     discrete = True
     action_dim = 2
 
-    def __init__(self, num_envs: int = 4, nan_after: int | None = None, sigterm_at: int | None = None) -> None:
+    def __init__(self, num_envs: int = 4, nan_after: int | None = None, sigterm_at: int | None = None,
+                 episode_length: int = ROLLOUT) -> None:
         self.num_envs, self.device, self.obs_shape = num_envs, torch.device("cpu"), (3, 2)
+        self.episode_length = episode_length
         self.t = torch.zeros(num_envs)
         self.steps, self.nan_after, self.sigterm_at = 0, nan_after, sigterm_at
 
@@ -51,7 +55,7 @@ class CountingEnv:
         reward = torch.where(actions == 1, 1.0, -0.5)
         if self.nan_after is not None and self.steps > self.nan_after:
             reward = reward * float("nan")
-        truncated = self.t >= ROLLOUT
+        truncated = self.t >= self.episode_length
         final = self._obs()
         self.t = self.t.masked_fill(truncated, 0.0)
         return self._obs(), reward, torch.zeros_like(truncated), truncated, {"final_obs": final}
@@ -135,6 +139,26 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path) -> None:
                        resumed[1].policy.parameters(), strict=True):
         torch.testing.assert_close(q, r, rtol=0, atol=0)
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_resume_keeps_the_reward_scalers_discounted_return_and_old_checkpoints_still_load(tmp_path) -> None:
+    agent = CLSTMPPO(CountingEnv(episode_length=5), checkpoint_dir=str(tmp_path / "run"), **TINY)
+    agent.learn(_steps(2))  # 16 steps per env: episodes of 5 leave a running return at the checkpoint
+    returns = agent.normalizer.state_dict()[RETURNS_KEY]
+    assert returns.shape == (4,) and bool((returns != 0).all())
+    resumed = CLSTMPPO.load(tmp_path / "run", env=CountingEnv(episode_length=5))
+    torch.testing.assert_close(resumed.normalizer.state_dict()[RETURNS_KEY], returns, rtol=0, atol=0)
+
+    tensors, meta = ckpt.read_checkpoint(tmp_path / "run")
+    del tensors[f"normalizer.{RETURNS_KEY}"]  # a checkpoint written before the return was saved
+    ckpt.write_checkpoint(tmp_path / "old.safetensors", tensors, meta)
+    old = CLSTMPPO.load(tmp_path / "old.safetensors", env=CountingEnv(episode_length=5))
+    assert old.normalizer.state_dict()[RETURNS_KEY].numel() == 0
+    torch.testing.assert_close(old.normalizer.state_dict()["ret_var"], agent.normalizer.state_dict()["ret_var"])
+    old.learn(_steps(1), reset_num_timesteps=False)
+    assert old.num_updates == agent.num_updates + 1
+    assert old.normalizer.state_dict()[RETURNS_KEY].shape == (4,)
+    assert all(bool(torch.isfinite(p).all()) for p in old.policy.parameters())
 
 
 def test_early_stopping_after_patience_updates_without_improvement() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.envs.normalize import RunningNormalizer
+from pipeline.envs.normalize import RETURNS_KEY, RunningNormalizer
 
 
 def test_obs_statistics_match_numpy_over_batches() -> None:
@@ -74,3 +74,63 @@ def test_safetensors_round_trip_gives_identical_outputs(tmp_path) -> None:
         loaded.scale_reward(reward, done, update=False), norm.scale_reward(reward, done, update=False)
     )
     assert (loaded.gamma, loaded.clip_obs, loaded.clip_reward) == (0.95, 5.0, 2.0)
+
+
+def _reward_stream(steps: int, envs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(0.3, 1.5, size=(steps, envs)), rng.random((steps, envs)) < 0.05
+
+
+def test_discounted_return_is_saved_so_a_resumed_run_scales_like_an_uninterrupted_one(tmp_path) -> None:
+    rewards, dones = _reward_stream(40, 4, seed=3)
+    straight = RunningNormalizer(shape=(1,), gamma=0.9, clip_reward=1e9)
+    first = RunningNormalizer(shape=(1,), gamma=0.9, clip_reward=1e9)
+    for r, d in zip(rewards[:20], dones[:20], strict=True):
+        straight.scale_reward(torch.as_tensor(r), torch.as_tensor(d), update=True)
+        first.scale_reward(torch.as_tensor(r), torch.as_tensor(d), update=True)
+    assert first.state_dict()[RETURNS_KEY].shape == (4,)
+    first.save(tmp_path / "normalizer.safetensors")
+    resumed = RunningNormalizer.load(tmp_path / "normalizer.safetensors")
+    torch.testing.assert_close(resumed.state_dict()[RETURNS_KEY], first.state_dict()[RETURNS_KEY], rtol=0, atol=0)
+    for r, d in zip(rewards[20:], dones[20:], strict=True):
+        expected = straight.scale_reward(torch.as_tensor(r), torch.as_tensor(d), update=True)
+        got = resumed.scale_reward(torch.as_tensor(r), torch.as_tensor(d), update=True)
+        assert torch.equal(got, expected)
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+
+
+def _restarted_copy(state: dict[str, torch.Tensor]) -> RunningNormalizer:
+    """A normalizer with `state`'s statistics whose discounted returns restart at 0 (the old behaviour)."""
+    norm = RunningNormalizer(shape=(1,))
+    norm.load_state_dict({k: v for k, v in state.items() if k != RETURNS_KEY})
+    return norm
+
+
+def test_returns_restart_at_zero_when_loaded_into_a_different_num_envs() -> None:
+    rewards, dones = _reward_stream(10, 4, seed=4)
+    norm = RunningNormalizer(shape=(1,), gamma=0.9)
+    for r, d in zip(rewards, dones, strict=True):
+        norm.scale_reward(torch.as_tensor(r), torch.as_tensor(d), update=True)
+    state = norm.state_dict()
+    assert bool(state[RETURNS_KEY].abs().sum() > 0)
+    wider = RunningNormalizer(shape=(1,))
+    wider.load_state_dict(state)
+    reference = _restarted_copy(state)
+    reward, done = torch.linspace(-1, 1, 6, dtype=torch.float64), torch.zeros(6, dtype=torch.bool)
+    assert torch.equal(wider.scale_reward(reward, done, update=True), reference.scale_reward(reward, done, update=True))
+    assert wider.state_dict()[RETURNS_KEY].shape == (6,)
+    torch.testing.assert_close(wider.state_dict()[RETURNS_KEY], reward, rtol=0, atol=0)
+    torch.testing.assert_close(wider.state_dict()["ret_var"], reference.state_dict()["ret_var"], rtol=0, atol=0)
+
+
+def test_state_without_discounted_return_loads_with_returns_at_zero() -> None:
+    norm = RunningNormalizer(shape=(1,), gamma=0.9)
+    for r, d in zip(*_reward_stream(10, 3, seed=5), strict=True):
+        norm.scale_reward(torch.as_tensor(r), torch.as_tensor(d), update=True)
+    old = _restarted_copy(norm.state_dict())
+    assert old.state_dict()[RETURNS_KEY].numel() == 0
+    torch.testing.assert_close(old.state_dict()["ret_count"], norm.state_dict()["ret_count"], rtol=0, atol=0)
+    reward = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    old.scale_reward(reward, torch.zeros(3, dtype=torch.bool), update=True)
+    torch.testing.assert_close(old.state_dict()[RETURNS_KEY], reward, rtol=0, atol=0)

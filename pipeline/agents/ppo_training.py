@@ -21,6 +21,7 @@ from pipeline.agents.distributed import average_gradients, average_tensors, is_d
 from pipeline.agents.gae import compute_gae
 from pipeline.agents.network import distribution_stats, sample_actions
 from pipeline.agents.rollout import ObsWindow, RolloutBuffer
+from pipeline.envs.normalize import RETURNS_KEY
 
 if TYPE_CHECKING:
     from pipeline.agents.clstm_ppo import CLSTMPPO
@@ -218,7 +219,8 @@ def _sync_normalizer(agent: CLSTMPPO) -> None:
     if agent.normalizer is None or not is_distributed():
         return
     state = {k: v.to(agent.device) for k, v in agent.normalizer.state_dict().items()}
-    average_tensors(state.values())
+    # Each rank's discounted returns belong to its own envs' episodes: shared statistics, not shared returns.
+    average_tensors(v for k, v in state.items() if k != RETURNS_KEY)
     agent.normalizer.load_state_dict(state)
 
 

@@ -3,6 +3,13 @@
 Observations: running mean/variance merged batch by batch (Chan et al.'s parallel Welford update), then
 (obs - mean) / sqrt(var + eps) clipped to +-clip_obs. Rewards: divided by the running std of the discounted
 return of each env (as SB3's VecNormalize), clipped to +-clip_reward; the return restarts where an episode ended.
+
+The per-env discounted return is part of the state (`discounted_return`, shape [num_envs]), so a resumed run
+continues it instead of restarting every env's return at 0. It belongs to particular envs' episodes: when the
+first rewards after a load come from a different number of envs, it restarts at 0 for all of them (the return
+statistics ret_mean/ret_var/ret_count are kept). State written before it existed loads with the return at 0.
+A resumed trainer resets its envs, so the carried return runs on into new episodes: what it keeps is the scale of
+the stream ret_var is fitted to (a restart at 0 would bias it low for about 1/(1-gamma) steps).
 """
 
 from __future__ import annotations
@@ -13,6 +20,9 @@ from pathlib import Path
 import torch
 
 _CONFIG_KEYS = ("gamma", "epsilon", "clip_obs", "clip_reward")
+_STAT_KEYS = ("obs_mean", "obs_var", "obs_count", "ret_mean", "ret_var", "ret_count")
+RETURNS_KEY = "discounted_return"
+"""State key of the per-env discounted return ([num_envs]; [0] before the first reward). Optional on load."""
 
 
 class RunningMeanStd:
@@ -78,6 +88,7 @@ class RunningNormalizer:
         """Reward [num_envs] divided by the running std of the discounted return; `done` [num_envs] ends returns."""
         rms = self.ret_rms
         if update:
+            # Also the resume rule: returns loaded for a different num_envs restart at 0.
             if self._returns is None or self._returns.shape != reward.shape:
                 self._returns = torch.zeros(reward.shape, device=rms.mean.device, dtype=rms.mean.dtype)
             self._returns = self._returns * self.gamma + reward.to(rms.mean.dtype)
@@ -87,7 +98,7 @@ class RunningNormalizer:
         return scaled.clamp(-self.clip_reward, self.clip_reward).to(torch.float32)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """All statistics and settings as tensors (what `save` writes)."""
+        """All statistics, the per-env discounted return and the settings as tensors (what `save` writes)."""
         state = {
             "obs_mean": self.obs_rms.mean,
             "obs_var": self.obs_rms.var,
@@ -95,14 +106,15 @@ class RunningNormalizer:
             "ret_mean": self.ret_rms.mean,
             "ret_var": self.ret_rms.var,
             "ret_count": self.ret_rms.count,
+            RETURNS_KEY: self._returns if self._returns is not None else torch.zeros(0, dtype=torch.float64),
         }
         for key in _CONFIG_KEYS:
             state[key] = torch.tensor(float(getattr(self, key)), dtype=torch.float64)
         return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        keys = ("obs_mean", "obs_var", "obs_count", "ret_mean", "ret_var", "ret_count", *_CONFIG_KEYS)
-        missing = [k for k in keys if k not in state]
+        """Restore `state_dict()` output; without `discounted_return` (older files) the return restarts at 0."""
+        missing = [k for k in (*_STAT_KEYS, *_CONFIG_KEYS) if k not in state]
         if missing:
             raise ValueError(f"normalizer state lacks {missing}; was it written by RunningNormalizer.save?")
         if tuple(state["obs_mean"].shape) != self.obs_rms.shape:
@@ -117,7 +129,8 @@ class RunningNormalizer:
             rms.count = state[f"{prefix}_count"].to(self.device, dtype)
         for key in _CONFIG_KEYS:
             setattr(self, key, float(state[key]))
-        self._returns = None
+        returns = state.get(RETURNS_KEY)
+        self._returns = returns.to(self.device, dtype) if returns is not None and returns.numel() else None
 
     def save(self, path: str | Path) -> None:
         """Write the state to a safetensors file."""
