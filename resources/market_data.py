@@ -40,9 +40,21 @@ class MarketDataResource(dg.ConfigurableResource):
     )
     alpaca_api_key: str | None = Field(default=None, description="Alpaca key id; unset: ALPACA_API_KEY.")
     alpaca_secret_key: str | None = Field(default=None, description="Alpaca secret; unset: ALPACA_SECRET_KEY.")
+    alpaca_url_override: str | None = Field(
+        default=None,
+        description="Base URL the Alpaca SDK calls instead of Alpaca's data API (a proxy, or a local test server).",
+    )
+    alpaca_retry_base_delay_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Backoff cap before the first retry of a 429/5xx/network error; doubles per attempt (max 30 s).",
+    )
     ibkr_host: str = Field(default="127.0.0.1", description="TWS / IB Gateway host.")
     ibkr_port: int = Field(default=7497, description="TWS / IB Gateway port (7497 paper TWS, 4002 paper gateway).")
     ibkr_client_id: int = Field(default=17, description="API client id, unique per connection to TWS.")
+    ibkr_connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for TWS / IB Gateway to accept the API connection."
+    )
 
     def source_name(self) -> str:
         name = (self.source or os.environ.get("PIPELINE_SOURCE") or "synthetic").strip().lower()
@@ -84,11 +96,22 @@ class MarketDataResource(dg.ConfigurableResource):
             api_key = _secret(self.alpaca_api_key, "ALPACA_API_KEY")
             secret_key = _secret(self.alpaca_secret_key, "ALPACA_SECRET_KEY")
             from pipeline.market.alpaca_source import AlpacaSource
+            from pipeline.market.retry import RetryPolicy
 
-            return AlpacaSource(api_key=api_key, secret_key=secret_key)
+            return AlpacaSource(
+                api_key=api_key,
+                secret_key=secret_key,
+                url_override=self.alpaca_url_override,
+                retry=RetryPolicy(base_delay_s=self.alpaca_retry_base_delay_s),
+            )
         from pipeline.market.ibkr_source import IBKRSource
 
-        return IBKRSource(host=self.ibkr_host, port=self.ibkr_port, client_id=self.ibkr_client_id)
+        return IBKRSource(
+            host=self.ibkr_host,
+            port=self.ibkr_port,
+            client_id=self.ibkr_client_id,
+            connect_timeout_s=self.ibkr_connect_timeout_s,
+        )
 
 
 def _secret(value: str | None, env_var: str) -> str:
