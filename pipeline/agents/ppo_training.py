@@ -58,12 +58,28 @@ def _init_rollout_state(agent: CLSTMPPO) -> dict[str, Any]:
 @torch.no_grad()
 def collect_rollout(agent: CLSTMPPO, buf: RolloutBuffer, stop: _StopRequested) -> torch.Tensor | None:
     """Fill `buf`; returns next_values (num_steps, num_envs), or None if SIGTERM arrived mid-rollout."""
+    if not rollout_steps(agent, buf, stop):
+        return None
+    st, policy, window = agent._rollout_state, agent.policy, agent._rollout_state["window"]
+    last = window.peek(_normalize_obs(agent, st["obs"], False), st["episode_start"])
+    next_values = torch.cat([buf.values[1:], policy.critic_out(policy.shared(last)).unsqueeze(0)])
+    # Truncated episodes bootstrap from V(final obs); one host sync here, after the loop, to gather them.
+    idx = buf.truncated.nonzero(as_tuple=True)
+    if idx[0].numel():
+        final_values = policy.critic_out(policy.shared(buf.final_windows[idx]))
+        next_values[idx] = final_values
+    return next_values
+
+
+@torch.no_grad()
+def rollout_steps(agent: CLSTMPPO, buf: RolloutBuffer, stop: _StopRequested) -> bool:
+    """The env/policy loop of a rollout: fills `buf` without any host sync; False if SIGTERM arrived."""
     st, policy, env = agent._rollout_state, agent.policy, agent.env
     norm, scale = agent.normalizer, agent.config.scale_rewards and agent.normalizer is not None
     window: ObsWindow = st["window"]
     for t in range(buf.rewards.shape[0]):
         if stop.requested:
-            return None
+            return False
         windows = window.push(_normalize_obs(agent, st["obs"], True), st["episode_start"])
         seq = policy.shared(windows)
         out = policy.actor_out(seq)
@@ -88,14 +104,7 @@ def collect_rollout(agent: CLSTMPPO, buf: RolloutBuffer, stop: _StopRequested) -
         buf.terminated[t] = terminated
         buf.truncated[t] = truncated
         st["obs"], st["episode_start"] = next_obs.to(agent.device), done
-    last = window.peek(_normalize_obs(agent, st["obs"], False), st["episode_start"])
-    next_values = torch.cat([buf.values[1:], policy.critic_out(policy.shared(last)).unsqueeze(0)])
-    # Truncated episodes bootstrap from V(final obs); one host sync here, after the loop, to gather them.
-    idx = buf.truncated.nonzero(as_tuple=True)
-    if idx[0].numel():
-        final_values = policy.critic_out(policy.shared(buf.final_windows[idx]))
-        next_values[idx] = final_values
-    return next_values
+    return True
 
 
 def _check_finite(values: torch.Tensor, threshold: float, what: str) -> None:
