@@ -3,7 +3,8 @@
 Prints ONE JSON object: for each env (intraday, portfolio, and options when importable) the batched steps/s at
 1..4096 envs on `--device`, the steps/s of 256 gymnasium adapters under DummyVecEnv (CPU; gymnasium's
 SyncVectorEnv where SB3 is not installed), and their ratio at 256 envs, measured in the same run.
-Needs only torch, numpy and gymnasium: the market is the numpy synthetic one (no polars).
+Needs only torch, numpy and gymnasium: the market (`--market auto`) is the embedded SyntheticMarket where polars
+is installed and otherwise the numpy synthetic one (same planted signal, no polars).
 
     python benchmarks/env_throughput.py [--device cuda] [--sizes 1 64 256 1024 4096] [--seconds 1.0]
 """
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.envs.gym_adapter import make_intraday_gym, make_portfolio_gym  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
-from pipeline.envs.market_data import synthetic_market_tensors  # noqa: E402
+from pipeline.envs.market_data import embedded_market_available, synthetic_market_tensors  # noqa: E402
 from pipeline.envs.portfolio import PortfolioAllocationEnv  # noqa: E402
 
 VEC_ENVS = 256
@@ -103,9 +104,11 @@ def vec_env_steps_per_s(make_gym: Callable[[], Any], total_steps: int, chunks: i
     return rate, impl
 
 
-def env_builders(device: torch.device) -> dict[str, tuple[Callable[[int], Any], Callable[[], Any]]]:
+def env_builders(
+    device: torch.device, source: str = "numpy"
+) -> dict[str, tuple[Callable[[int], Any], Callable[[], Any]]]:
     """Per env name: (batched env of n envs on `device`, one gymnasium env on the CPU), sharing one market."""
-    market = synthetic_market_tensors(days=8, alpha=0.1, seed=0, symbols=("AAA", "BBB", "CCC", "DDD"))
+    market = synthetic_market_tensors(days=8, alpha=0.1, seed=0, symbols=("AAA", "BBB", "CCC", "DDD"), source=source)
     on_device, on_cpu = market.to(device), market.to("cpu")
     builders: dict[str, tuple[Callable[[int], Any], Callable[[], Any]]] = {
         "intraday": (
@@ -144,13 +147,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (small ops: 1 is fastest)")
     parser.add_argument("--envs", nargs="+", default=None, help="subset of intraday, portfolio, options")
+    parser.add_argument("--market", choices=("auto", "numpy", "market"), default="auto",
+                        help="synthetic market: embedded SyntheticMarket (needs polars), numpy, or auto (the "
+                        "embedded one where polars is installed, else numpy)")
     args = parser.parse_args(argv)
+    source = args.market if args.market != "auto" else ("market" if embedded_market_available() else "numpy")
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no CUDA GPU; use --device cpu")
     sizes = sorted(set(args.sizes) | {VEC_ENVS})
-    builders = env_builders(device)
+    builders = env_builders(device, source)
     unknown = set(args.envs or []) - set(builders)
     if unknown:
         parser.error(f"unknown or unavailable envs {sorted(unknown)}; choose from {sorted(builders)}")
@@ -171,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "benchmark": "env_throughput",
         "device": str(device),
+        "market": source,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

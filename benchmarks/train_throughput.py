@@ -1,8 +1,8 @@
 """Training throughput on IntradayTrading: CLSTM-PPO (rollout + update, env-steps/s) vs SB3 PPO in the same run.
 
-Prints ONE JSON object. Needs only torch + numpy (+ gymnasium): the market is the numpy random walk
-(`synthetic_market_tensors(source="numpy")`, no polars), and the SB3 part is skipped with a note when
-stable-baselines3 is not installed (e.g. on the GPU machine).
+Prints ONE JSON object. Needs only torch + numpy (+ gymnasium): the market (`--market auto`) is the embedded
+SyntheticMarket where polars is installed and otherwise the numpy synthetic market (same planted signal, no
+polars), and the SB3 part is skipped with a note when stable-baselines3 is not installed (e.g. on the GPU machine).
 
     python benchmarks/train_throughput.py                                  # CPU figures
     python benchmarks/train_throughput.py --device cuda --num-envs 4096 --hidden 256
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
-from pipeline.envs.market_data import synthetic_market_tensors  # noqa: E402
+from pipeline.envs.market_data import embedded_market_available, synthetic_market_tensors  # noqa: E402
 
 
 def clstm_ppo_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any]:
@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-steps", type=int, default=32, help="rollout length per env per update")
     parser.add_argument("--num-minibatches", type=int, default=4)
     parser.add_argument("--updates", type=int, default=3, help="timed updates")
-    parser.add_argument("--days", type=int, default=4, help="days of the synthetic (numpy) market")
+    parser.add_argument("--days", type=int, default=4, help="days of the synthetic market")
+    parser.add_argument("--market", choices=("auto", "numpy", "market"), default="auto",
+                        help="synthetic market: embedded SyntheticMarket (needs polars), numpy, or auto (the "
+                        "embedded one where polars is installed, else numpy)")
     parser.add_argument("--compile", action="store_true", help="torch.compile encoder and heads")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: small LSTMs gain little from more, and shared "
@@ -94,10 +97,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    market = synthetic_market_tensors(days=args.days, alpha=0.1, seed=0, source="numpy", device=args.device)
+    source = args.market if args.market != "auto" else ("market" if embedded_market_available() else "numpy")
+    market = synthetic_market_tensors(days=args.days, alpha=0.1, seed=0, source=source, device=args.device)
     result: dict[str, Any] = {
         "benchmark": "train_throughput",
-        "env": "IntradayTrading (numpy synthetic market)",
+        "env": "IntradayTrading on the " + ("embedded SyntheticMarket" if source == "market" else "numpy synthetic market"),
+        "market": source,
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
         or platform.machine(),

@@ -8,6 +8,7 @@ path needs nothing beyond torch and numpy.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -261,6 +262,11 @@ class MarketTensors:
         return cls.from_arrays(**arrays, device=device)
 
 
+def embedded_market_available() -> bool:
+    """Whether the embedded SyntheticMarket can be built here (it needs polars and exchange_calendars)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("polars", "exchange_calendars"))
+
+
 def synthetic_market_tensors(
     days: int = 5,
     alpha: float = 0.1,
@@ -276,17 +282,20 @@ def synthetic_market_tensors(
 
     `source="numpy"` is the fast numpy market of `synthetic_walk` (same signal and spread model as SyntheticMarket,
     `minutes` bars a day, no polars); `"market"` the embedded SyntheticMarket on the first `days` XNYS sessions
-    from `start` (needs polars).
+    from `start` (needs polars and exchange_calendars); `"auto"` the embedded one where those are installed,
+    else the numpy one (e.g. on a GPU machine with torch and numpy only).
     """
     if days < 1 or minutes < 2 or not symbols:
         raise ValueError(
             f"need days >= 1, minutes >= 2 and at least one symbol; got {days}, {minutes}, {symbols}"
         )
+    if source == "auto":
+        source = "market" if embedded_market_available() else "numpy"
     if source == "market":
         bars = synthetic_market_bars(days, alpha, seed, tuple(symbols), start)
         return MarketTensors.from_frames(bars, device=device)
     if source != "numpy":
-        raise ValueError(f"source must be 'numpy' or 'market'; got {source!r}")
+        raise ValueError(f"source must be 'numpy', 'market' or 'auto'; got {source!r}")
     arrays = random_walk_arrays(days=days, minutes=minutes, n_symbols=len(symbols), alpha=alpha, seed=seed)
     return MarketTensors.from_arrays(
         **arrays,
@@ -304,6 +313,7 @@ __all__ = [
     "VOLUME_WINDOW",
     "MarketTensors",
     "compute_market_features",
+    "embedded_market_available",
     "random_walk_arrays",
     "synthetic_market_tensors",
 ]
