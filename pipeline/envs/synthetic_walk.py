@@ -75,7 +75,8 @@ def random_walk_arrays(
     annual_vol = rng.uniform(0.18, 0.45, n_symbols)
     beta = rng.uniform(0.45, 0.75, n_symbols)
     regime = np.exp(REGIME_DISPERSION * rng.standard_normal((days, 1, 1)) - REGIME_DISPERSION**2 / 2)
-    u = np.concatenate([np.full(BURN_IN_MINUTES, intraday_vol_profile(minutes)[0]), intraday_vol_profile(minutes)])
+    profile = intraday_vol_profile(minutes)
+    u = np.concatenate([np.full(BURN_IN_MINUTES, profile[0]), profile])  # the burn-in runs at the opening vol
     # (1 - a*k) undoes the momentum's low-frequency amplification, so daily vol stays near vol_i for any alpha.
     sigma = annual_vol / math.sqrt(MINUTES_PER_YEAR) * (1.0 - a * k) * regime * u[None, :, None]
     factor = rng.standard_normal((days, steps, 1))
@@ -93,6 +94,6 @@ def random_walk_arrays(
         "ask": ask,
         "high": mid * np.exp(wiggle[0]),
         "low": mid * np.exp(-wiggle[1]),
-        "volume": rng.lognormal(np.log(2000.0 * u[BURN_IN_MINUTES:])[None, :, None], 0.5, ret.shape).round(),
+        "volume": rng.lognormal(np.log(2000.0 * profile)[None, :, None], 0.5, ret.shape).round(),
     }
 
