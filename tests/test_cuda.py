@@ -95,3 +95,19 @@ def test_rollout_loop_makes_no_host_sync() -> None:
         torch.cuda.set_sync_debug_mode("default")
     assert finished
     assert bool(torch.isfinite(buf.rewards).all()) and bool((buf.actions < env.action_dim).all())
+
+
+@pytest.mark.parametrize("name", ["intraday", "portfolio", "options"])
+def test_env_step_makes_no_host_sync(name: str) -> None:
+    env = _envs("cuda")[name]
+    env.reset(seed=0)
+    actions = [a.to("cuda") for a in _actions(env, STEPS)]
+    env.step(actions[0])  # warm: lazily built buffers and kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for action in actions[1:]:
+            obs, reward, *_ = env.step(action)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert bool(torch.isfinite(obs).all()) and bool(torch.isfinite(reward).all())

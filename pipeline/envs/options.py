@@ -174,7 +174,11 @@ class OptionsTradingEnv:
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                    dict[str, Any]]:
         actions = torch.as_tensor(actions, device=self.device).long().reshape(self.num_envs)
-        if bool(((actions < 0) | (actions >= self.action_dim)).any()):
+        invalid = (actions < 0) | (actions >= self.action_dim)
+        if self.device.type != "cpu":
+            # On an accelerator a host-side check would sync every step; the async assert fails the stream instead.
+            torch._assert_async(~invalid.any(), "OptionsTrading: action out of range")
+        elif bool(invalid.any()):
             raise ValueError(f"actions must be in [0, {self.action_dim}) for action_set={self.config.action_set}, "
                              f"got {actions.tolist()}")
         cfg, nxt = self.config, self.snap + 1
@@ -197,9 +201,9 @@ class OptionsTradingEnv:
         truncated = torch.zeros_like(terminated)
         obs = self._obs()
         info: dict[str, Any] = {"pnl": pnl, "fees": fees, "equity": equity.clone(), "final_obs": obs.clone()}
-        if bool(terminated.any()):
-            self._reset_envs(terminated)
-            obs = torch.where(terminated[:, None, None], self._obs(), obs)
+        # Unconditional masked reset: branching on terminated.any() would sync with the host every step.
+        self._reset_envs(terminated)
+        obs = torch.where(terminated[:, None, None], self._obs(), obs)
         return obs, reward, terminated, truncated, info
 
     # -- mechanics --------------------------------------------------------------------------------------------
