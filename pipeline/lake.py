@@ -21,7 +21,7 @@ import duckdb
 import polars as pl
 
 from pipeline.lake_lock import WarehouseLockTimeout, file_lock, open_with_retry
-from pipeline.market.schemas import RAW_COLUMNS
+from pipeline.market.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS
 
 __all__ = ["Warehouse", "WarehouseLockTimeout", "WriteStats", "lake_dir", "warehouse_path"]
 
@@ -39,13 +39,6 @@ _SQL_TYPES: dict[pl.DataType, str] = {
 }
 
 QUARANTINE_TABLE = "quarantine.rejected_rows"
-QUARANTINE_COLUMNS: dict[str, pl.DataType] = {
-    "source_table": pl.Utf8,
-    "trading_day": pl.Date,
-    "reason": pl.Utf8,
-    "payload": pl.Utf8,
-    "ingested_at": pl.Datetime("us", "UTC"),
-}
 
 
 def lake_dir() -> Path:

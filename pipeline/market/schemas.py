@@ -80,6 +80,15 @@ RAW_KEYS: dict[str, tuple[str, ...]] = {
 
 RAW_TABLES: tuple[str, ...] = tuple(RAW_COLUMNS)
 
+# quarantine.rejected_rows: one input row that failed validation, with the reason and the row as JSON.
+QUARANTINE_COLUMNS: dict[str, pl.DataType] = {
+    "source_table": pl.Utf8,
+    "trading_day": pl.Date,
+    "reason": pl.Utf8,
+    "payload": pl.Utf8,
+    "ingested_at": UTC_TS,
+}
+
 
 def empty_frame(table: str) -> pl.DataFrame:
     """An empty frame with the table's columns and dtypes."""

@@ -16,7 +16,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.config import ValidationDepth, config_context
 
-from pipeline.market.schemas import RAW_COLUMNS
+from pipeline.market.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS
 from pipeline.market.source import TradingSession
 from pipeline.market.validation_schemas import raw_schema
 
@@ -24,14 +24,6 @@ PARSE_ERROR = "_parse_error"
 _ROW = "_row"
 _REASON = "reason"
 _ORDER = "_order"
-
-REJECTED_COLUMNS: dict[str, pl.DataType] = {
-    "source_table": pl.Utf8,
-    "trading_day": pl.Date,
-    "reason": pl.Utf8,
-    "payload": pl.Utf8,
-    "ingested_at": pl.Datetime("us", "UTC"),
-}
 
 
 @dataclass(frozen=True)
@@ -163,7 +155,7 @@ def validate(table: str, frame: pl.DataFrame, session: TradingSession) -> Valida
     day = session.trading_day
     if frame.is_empty():
         accepted = pl.DataFrame(schema=RAW_COLUMNS[table])
-        return ValidationResult(table, day, accepted, pl.DataFrame(schema=REJECTED_COLUMNS), 0)
+        return ValidationResult(table, day, accepted, pl.DataFrame(schema=QUARANTINE_COLUMNS), 0)
     typed, coerce_error = _coerce(table, frame)
     schema = raw_schema(table, session)
     reasons = _failure_reasons(schema, typed)
@@ -177,7 +169,7 @@ def validate(table: str, frame: pl.DataFrame, session: TradingSession) -> Valida
         reasons = pl.concat([early, reasons])
 
     if reasons.is_empty():
-        return ValidationResult(table, day, typed, pl.DataFrame(schema=REJECTED_COLUMNS), frame.height)
+        return ValidationResult(table, day, typed, pl.DataFrame(schema=QUARANTINE_COLUMNS), frame.height)
 
     per_row = (
         reasons.with_row_index("_seq")
