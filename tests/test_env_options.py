@@ -8,6 +8,7 @@ import gymnasium as gym
 import polars as pl
 import pytest
 import torch
+from env_checks import assert_step_never_syncs
 from gymnasium.utils.env_checker import check_env
 
 from pipeline.envs.options import FEATURE_NAMES, OptionsTradingConfig, OptionsTradingEnv
@@ -222,6 +223,16 @@ def test_invalid_action_says_range() -> None:
     env.reset()
     with pytest.raises(ValueError, match=r"\[0, 31\)"):
         env.step(torch.tensor([31]))
+
+
+@pytest.mark.parametrize("action_set", [31, 91])
+def test_step_never_syncs_with_the_host(monkeypatch: pytest.MonkeyPatch, action_set: int) -> None:
+    env = OptionsTradingEnv(black_scholes_chain(days=3, seed=1), num_envs=8,
+                            config=OptionsTradingConfig(action_set=action_set))
+    # On CPU the range check reads the actions on purpose (a ValueError, tested above); accelerators assert
+    # asynchronously (tests/test_cuda.py). Everything else in step must stay on the device.
+    monkeypatch.setattr(env, "_check_actions", lambda actions: None)
+    assert_step_never_syncs(monkeypatch, env, lambda: torch.randint(0, action_set, (8,)), steps=30)
 
 
 @pytest.mark.parametrize("action_set", [31, 91])

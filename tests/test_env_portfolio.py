@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from env_checks import assert_step_never_syncs
 
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig, project_to_simplex
@@ -136,14 +137,4 @@ def test_batched_run_equals_independent_single_env_runs() -> None:
 
 def test_step_never_syncs_with_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     env = PortfolioAllocationEnv(synthetic_market_tensors(days=2, minutes=20), num_envs=8, device="cpu")
-    env.reset(seed=0)
-
-    def forbidden(*_args: object) -> None:
-        raise AssertionError("step must not read tensor values on the host (.item()/bool())")
-
-    monkeypatch.setattr(torch.Tensor, "item", forbidden)
-    monkeypatch.setattr(torch.Tensor, "__bool__", forbidden)
-    for _ in range(30):
-        obs, reward, *_ = env.step(torch.rand(8, 4) * 2 - 1)
-    monkeypatch.undo()
-    assert obs.device.type == "cpu" and torch.isfinite(obs).all() and torch.isfinite(reward).all()
+    assert_step_never_syncs(monkeypatch, env, lambda: torch.rand(8, 4) * 2 - 1, steps=30)

@@ -174,13 +174,7 @@ class OptionsTradingEnv:
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                    dict[str, Any]]:
         actions = torch.as_tensor(actions, device=self.device).long().reshape(self.num_envs)
-        invalid = (actions < 0) | (actions >= self.action_dim)
-        if self.device.type != "cpu":
-            # On an accelerator a host-side check would sync every step; the async assert fails the stream instead.
-            torch._assert_async(~invalid.any(), "OptionsTrading: action out of range")
-        elif bool(invalid.any()):
-            raise ValueError(f"actions must be in [0, {self.action_dim}) for action_set={self.config.action_set}, "
-                             f"got {actions.tolist()}")
+        self._check_actions(actions)
         cfg, nxt = self.config, self.snap + 1
         fees = torch.zeros(self.num_envs, device=self.device)
         trade = actions != self.action
@@ -207,6 +201,16 @@ class OptionsTradingEnv:
         return obs, reward, terminated, truncated, info
 
     # -- mechanics --------------------------------------------------------------------------------------------
+
+    def _check_actions(self, actions: torch.Tensor) -> None:
+        """Reject out-of-range actions: a ValueError on CPU, an async device assert elsewhere."""
+        invalid = (actions < 0) | (actions >= self.action_dim)
+        if self.device.type != "cpu":
+            # On an accelerator a host-side check would sync every step; the async assert fails the stream instead.
+            torch._assert_async(~invalid.any(), "OptionsTrading: action out of range")
+        elif bool(invalid.any()):
+            raise ValueError(f"actions must be in [0, {self.action_dim}) for action_set={self.config.action_set}, "
+                             f"got {actions.tolist()}")
 
     def _reset_envs(self, mask: torch.Tensor) -> None:
         days = torch.randint(self.n_days, (self.num_envs,), generator=self._rng, device=self.device)
