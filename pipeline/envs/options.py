@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from pipeline.envs.costs import CostModel, fill_at_quote
 from pipeline.envs.options_actions import MAX_LEGS, action_table
 from pipeline.envs.options_chain import OptionChainTensors
 
@@ -66,6 +67,9 @@ class OptionsTradingEnv:
                  device: torch.device | str = "cpu") -> None:
         self.config = config or OptionsTradingConfig()
         self.strategies = action_table(self.config.action_set)
+        # Fills cross the quoted spread (no slippage beyond it); fees per contract and per share.
+        self._contract_costs = CostModel(self.config.fee_per_contract, slippage_bps=0.0, multiplier=MULTIPLIER)
+        self._share_costs = CostModel(self.config.fee_per_share, slippage_bps=0.0)
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.action_dim = len(self.strategies)
@@ -253,14 +257,13 @@ class OptionsTradingEnv:
 
     def _trade(self, q: torch.Tensor, contract: torch.Tensor, lots: torch.Tensor, snap: torch.Tensor) -> torch.Tensor:
         """Cash flow of buying q contracts (q > 0 at the ask, q < 0 at the bid) and `lots` share lots; fees."""
-        cfg = self.config
-        price = torch.where(q > 0, _gather_contract(self._ask, self.day, snap, contract),
-                            _gather_contract(self._bid, self.day, snap, contract))
-        spot = self._spot(snap)
-        spot_fill = spot * (1.0 + torch.sign(lots) * cfg.underlying_half_spread_bps * 1e-4)
-        fees = q.abs().sum(-1) * cfg.fee_per_contract + lots.abs() * MULTIPLIER * cfg.fee_per_share
-        self.cash = self.cash - (q * price).sum(-1) * MULTIPLIER - lots * spot_fill * MULTIPLIER - fees
-        return fees
+        legs = fill_at_quote(q, _gather_contract(self._bid, self.day, snap, contract),
+                             _gather_contract(self._ask, self.day, snap, contract), self._contract_costs)
+        spot, half_spread = self._spot(snap), self.config.underlying_half_spread_bps * 1e-4
+        shares = fill_at_quote(lots * MULTIPLIER, spot * (1.0 - half_spread), spot * (1.0 + half_spread),
+                               self._share_costs)
+        self.cash = self.cash + legs.cash_delta.sum(-1) + shares.cash_delta
+        return legs.fees.sum(-1) + shares.fees
 
     def _settle_expired(self, snap: torch.Tensor) -> None:
         """Legs whose expiry is reached at `snap` pay intrinsic value in cash and leave the book."""
