@@ -27,7 +27,9 @@ class MarketDataResource(dg.ConfigurableResource):
     )
     seed: int | None = Field(default=None, description="Synthetic market seed; unset: PIPELINE_SYNTHETIC_SEED.")
     symbols: list[str] | None = Field(
-        default=None, description="Symbols to ingest; unset: PIPELINE_SYNTHETIC_SYMBOLS (comma-separated)."
+        default=None,
+        description="Symbols to ingest; unset: PIPELINE_SYNTHETIC_SYMBOLS (comma-separated), and for the files "
+        "source every symbol of the landed files.",
     )
     alpha: float | None = Field(
         default=None, description="Planted predictable component of the synthetic market (0: martingale)."
@@ -76,9 +78,15 @@ class MarketDataResource(dg.ConfigurableResource):
         return SyntheticMarketConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
     def universe(self) -> list[str]:
-        """The symbols every source is asked for (the synthetic universe unless `symbols` is set)."""
+        """The symbols every source is asked for: `symbols` if set, else all for files, else the synthetic universe.
+
+        Landed files define their own universe; filtering them by the synthetic tickers would drop their rows
+        before validation, counted neither as accepted nor as rejected.
+        """
         if self.symbols:
             return list(self.symbols)
+        if self.source_name() == "files":
+            return []
         return list(self.synthetic_config().symbols)
 
     def build_source(self, lake_dir: Path) -> MarketSource:

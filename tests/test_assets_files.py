@@ -67,3 +67,16 @@ def test_bar_only_symbol_gets_market_features(files_setup) -> None:
     assert store.row_count("raw.bars") == 390
     symbols = store.query("SELECT DISTINCT symbol FROM features.market")["symbol"].to_list()
     assert symbols == ["ZZZ"]
+
+
+def test_files_source_ingests_every_symbol_of_its_files(lake_env: dict[str, str]) -> None:
+    # The sensor's runs set only source=files: no symbol of the landed files may be dropped for being outside
+    # the synthetic universe (conftest sets it to SPY,QQQ).
+    lake = Path(lake_env["PIPELINE_DATA_LAKE"])
+    _bars_csv(lake / "landing" / "bars" / "zzz.csv")
+    resources = {"warehouse": WarehouseResource(), "market_data": MarketDataResource(source="files")}
+    (raw_bars,) = [a for a in build_definitions().assets if a.key == dg.AssetKey(["raw", "bars"])]
+    result = dg.materialize([raw_bars], resources=resources, partition_key=DAY, raise_on_error=False)
+    (materialization,) = result.asset_materializations_for_node("raw__bars")
+    assert materialization.metadata["rows_read"].value == 390 + BAD_ROWS
+    assert Warehouse(lake / "warehouse.duckdb").row_count("raw.bars") == 390
