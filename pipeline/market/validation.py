@@ -16,11 +16,11 @@ import pandera.polars as pa
 import polars as pl
 from pandera.config import ValidationDepth, config_context
 
+from pipeline.market.landing_parse import PARSE_ERROR
 from pipeline.market.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS
 from pipeline.market.source import TradingSession
 from pipeline.market.validation_schemas import raw_schema
 
-PARSE_ERROR = "_parse_error"
 _ROW = "_row"
 _REASON = "reason"
 _ORDER = "_order"
