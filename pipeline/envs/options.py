@@ -21,7 +21,7 @@ import torch
 
 from pipeline.envs.costs import CostModel, fill_at_quote
 from pipeline.envs.options_actions import MAX_LEGS, action_table
-from pipeline.envs.options_chain import OptionChainTensors
+from pipeline.envs.options_chain import OptionChainTensors, black_scholes_gamma_vega
 
 MULTIPLIER = 100.0
 MARKET_FEATURE_NAMES = ("spot_return", "return_from_open", "atm_iv", "term_slope", "skew", "atm_spread",
@@ -117,15 +117,8 @@ class OptionsTradingEnv:
         """Black-Scholes gamma and vega per contract from the quoted IV ([D, S, E, K, 2]; 0 once expired)."""
         c = self.chain
         years = (c.expiry_days / 365.0)[..., None, None]
-        spot = c.underlying[:, :, None, None, None]
-        iv = c.iv.clamp_min(1e-4)
-        vol = iv * years.clamp_min(1e-9).sqrt()
-        d1 = (torch.log(spot / c.strike[:, None, :, :, None]) + 0.5 * iv**2 * years) / vol
-        pdf = torch.exp(-0.5 * d1**2) / (2 * torch.pi) ** 0.5
-        alive = years > 0
-        gamma = torch.where(alive, pdf / (spot * vol), torch.zeros_like(pdf))
-        vega = torch.where(alive, spot * pdf * years.sqrt(), torch.zeros_like(pdf))
-        return gamma, vega
+        return black_scholes_gamma_vega(c.underlying[:, :, None, None, None], c.strike[:, None, :, :, None], years,
+                                        c.iv.clamp_min(1e-4))
 
     def _market_features(self) -> torch.Tensor:
         """[D, S, MARKET_FEATURES] chain summary per snapshot, computed once."""

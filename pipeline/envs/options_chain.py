@@ -62,12 +62,18 @@ class OptionChainTensors:
         return OptionChainTensors(**{f.name: getattr(self, f.name).to(device, dtype) for f in fields(self)})
 
 
+def _d1(spot: torch.Tensor, strike: torch.Tensor, years: torch.Tensor, iv: torch.Tensor,
+        rate: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(d1, iv * sqrt(t), t) with t = years floored just above 0, so expired contracts stay finite."""
+    t = years.clamp_min(1e-9)
+    vol = iv * t.sqrt()
+    return (torch.log(spot / strike) + (rate + 0.5 * iv**2) * t) / vol, vol, t
+
+
 def black_scholes(spot: torch.Tensor, strike: torch.Tensor, years: torch.Tensor, iv: torch.Tensor,
                   rate: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(call, put, call_delta, put_delta); at zero time left: intrinsic value and a step delta."""
-    t = years.clamp_min(1e-9)
-    vol = iv * t.sqrt()
-    d1 = (torch.log(spot / strike) + (rate + 0.5 * iv**2) * t) / vol
+    d1, vol, t = _d1(spot, strike, years, iv, rate)
     d2 = d1 - vol
     disc = torch.exp(-rate * t)
     call = spot * torch.special.ndtr(d1) - strike * disc * torch.special.ndtr(d2)
@@ -77,6 +83,17 @@ def black_scholes(spot: torch.Tensor, strike: torch.Tensor, years: torch.Tensor,
     put = torch.where(expired, (strike - spot).clamp_min(0), put)
     call_delta = torch.where(expired, (spot > strike).to(spot.dtype), torch.special.ndtr(d1))
     return call, put, call_delta, call_delta - 1.0
+
+
+def black_scholes_gamma_vega(spot: torch.Tensor, strike: torch.Tensor, years: torch.Tensor, iv: torch.Tensor,
+                             rate: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gamma per $1 of spot, vega per 1.0 of vol), the same for calls and puts; 0 at zero time left."""
+    d1, vol, t = _d1(spot, strike, years, iv, rate)
+    pdf = torch.exp(-0.5 * d1**2) / (2 * torch.pi) ** 0.5
+    alive = years > 0
+    gamma = torch.where(alive, pdf / (spot * vol), torch.zeros_like(pdf))
+    vega = torch.where(alive, spot * pdf * t.sqrt(), torch.zeros_like(pdf))
+    return gamma, vega
 
 
 def black_scholes_chain(days: int = 2, snapshots: int = 14, expiries: tuple[float, ...] = (0.0, 7.0, 30.0),
