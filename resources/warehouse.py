@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from pipeline.lake import Warehouse
-
-DEFAULT_LAKE = "data_lake"
+from pipeline.lake import Warehouse, lake_dir
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -26,7 +23,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def lake(self) -> Path:
         """The lake directory (not created here; the warehouse creates what it writes)."""
-        return Path(self.lake_path or os.environ.get("PIPELINE_DATA_LAKE") or DEFAULT_LAKE).resolve()
+        return (Path(self.lake_path) if self.lake_path else lake_dir()).resolve()
 
     def database_path(self) -> Path:
         return self.lake() / "warehouse.duckdb"
