@@ -34,6 +34,7 @@ from alpaca.data.timeframe import TimeFrame
 from requests.adapters import HTTPAdapter
 
 from pipeline.market import alpaca_rows
+from pipeline.market.calendar import NY_TZ
 from pipeline.market.retry import RetryPolicy
 from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES, conform, empty_frame
 from pipeline.market.source import SourceAuthError, SourceError, SourceUnavailableError, TradingSession
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 API_KEY_ENV = "ALPACA_API_KEY"
 SECRET_KEY_ENV = "ALPACA_SECRET_KEY"
-_NEW_YORK = ZoneInfo("America/New_York")
+_NEW_YORK = ZoneInfo(NY_TZ)
 T = TypeVar("T")
 
 

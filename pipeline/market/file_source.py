@@ -14,7 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.market.landing_parse import EXCHANGE_TZ, PARSE_ERROR, parse_landed, ts_expr
+from pipeline.market.calendar import NY_TZ
+from pipeline.market.landing_parse import PARSE_ERROR, parse_landed, ts_expr
 from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES, empty_frame
 from pipeline.market.source import SourceError, TradingSession
 
@@ -78,7 +79,7 @@ def _with_trading_day(frame: pl.DataFrame) -> pl.DataFrame:
 
     Assigning unparseable rows to one covered day sends each of them to quarantine exactly once.
     """
-    day = pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date()
+    day = pl.col("ts").dt.convert_time_zone(NY_TZ).dt.date()
     frame = frame.with_columns(day.alias("trading_day"))
     first_day = frame["trading_day"].min()
     return frame.with_columns(pl.col("trading_day").fill_null(first_day))
@@ -149,7 +150,7 @@ def landing_partitions(landing_dir: str | Path) -> dict[str, set[date]]:
             if frame.height == 0:
                 continue
             ts = frame.select(ts_expr("ts", frame.schema["ts"], allow_date_only=table == "bars").alias("ts"))
-            file_days = ts.select(pl.col("ts").dt.convert_time_zone(EXCHANGE_TZ).dt.date().drop_nulls().unique())
+            file_days = ts.select(pl.col("ts").dt.convert_time_zone(NY_TZ).dt.date().drop_nulls().unique())
             if file_days.height == 0:
                 logger.warning("no row of landed file %s has a parseable ts; it covers no trading day", path)
             days.update(file_days.to_series().to_list())

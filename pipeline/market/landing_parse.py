@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.market.calendar import NY_TZ
 from pipeline.market.schemas import RAW_COLUMNS, UTC_TS
 
 PARSE_ERROR = "_parse_error"
-EXCHANGE_TZ = "America/New_York"
 
 _ISO_TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%z"
 _INT_RE = r"^-?\d+$"
@@ -58,7 +58,7 @@ def ts_expr(col: str, dtype: pl.DataType, allow_date_only: bool) -> pl.Expr:
 
 
 def _midnight_new_york(day: pl.Expr) -> pl.Expr:
-    return day.cast(pl.Datetime("us")).dt.replace_time_zone(EXCHANGE_TZ).dt.convert_time_zone("UTC")
+    return day.cast(pl.Datetime("us")).dt.replace_time_zone(NY_TZ).dt.convert_time_zone("UTC")
 
 
 def _value_expr(col: str, dtype: pl.DataType, target: pl.DataType) -> pl.Expr:

@@ -14,10 +14,9 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
+from pipeline.market.calendar import NY_TZ
 from pipeline.market.schemas import RAW_COLUMNS, RAW_KEYS
 from pipeline.market.source import TradingSession
-
-NEW_YORK = "America/New_York"
 
 # Columns a row may leave empty; every other contract column is required.
 NULLABLE: dict[str, frozenset[str]] = {
@@ -84,7 +83,7 @@ def _in_session(table: str, session: TradingSession) -> pl.Expr:
         return inside
     # A daily bar is stamped with its session date (midnight UTC or midnight New York), not a time in the session.
     day = session.trading_day
-    on_day = (ts.dt.date() == day) | (ts.dt.convert_time_zone(NEW_YORK).dt.date() == day)
+    on_day = (ts.dt.date() == day) | (ts.dt.convert_time_zone(NY_TZ).dt.date() == day)
     return inside | ((pl.col("interval") == "1d") & on_day)
 
 
