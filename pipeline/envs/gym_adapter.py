@@ -94,7 +94,8 @@ def default_market() -> MarketTensors:
     return synthetic_market_tensors(days=4, alpha=0.1, seed=0, source="numpy")
 
 
-def _config(config_type: type, config: Any, overrides: dict[str, Any]) -> Any:
+def config_with_overrides(config_type: type, config: Any, overrides: dict[str, Any]) -> Any:
+    """`config` (or the defaults) with `make` keyword overrides; unknown field names raise a TypeError."""
     known = {f.name for f in fields(config_type)}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -106,7 +107,7 @@ def make_intraday_gym(
     market: MarketTensors | None = None, config: IntradayConfig | None = None, **overrides: Any
 ) -> BatchedGymAdapter:
     """Gymnasium IntradayTrading on `market` (default: a small synthetic market)."""
-    cfg = _config(IntradayConfig, config, overrides)
+    cfg = config_with_overrides(IntradayConfig, config, overrides)
     mkt = (market if market is not None else default_market()).to("cpu")
     return BatchedGymAdapter(lambda: IntradayTradingEnv(mkt, num_envs=1, config=cfg, device="cpu"))
 
@@ -115,6 +116,6 @@ def make_portfolio_gym(
     market: MarketTensors | None = None, config: PortfolioConfig | None = None, **overrides: Any
 ) -> BatchedGymAdapter:
     """Gymnasium PortfolioAllocation on `market` (default: a small synthetic market)."""
-    cfg = _config(PortfolioConfig, config, overrides)
+    cfg = config_with_overrides(PortfolioConfig, config, overrides)
     mkt = (market if market is not None else default_market()).to("cpu")
     return BatchedGymAdapter(lambda: PortfolioAllocationEnv(mkt, num_envs=1, config=cfg, device="cpu"))

@@ -7,11 +7,10 @@ OptionChainTensors. Other keyword arguments override fields of OptionsTradingCon
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
 from functools import lru_cache
 from typing import Any
 
-from pipeline.envs.gym_adapter import BatchedGymAdapter
+from pipeline.envs.gym_adapter import BatchedGymAdapter, config_with_overrides
 from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv
 from pipeline.envs.options_chain import OptionChainTensors, black_scholes_chain, synthetic_chain_tensors
 
@@ -32,10 +31,6 @@ def make_options_gym(market: str = "black_scholes", days: int = 2, seed: int = 0
                      chain: OptionChainTensors | None = None, config: OptionsTradingConfig | None = None,
                      **overrides: Any) -> BatchedGymAdapter:
     """A single-env gymnasium OptionsTrading (numpy in/out, CPU)."""
-    known = {f.name for f in fields(OptionsTradingConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise TypeError(f"unknown OptionsTradingConfig fields {unknown}; valid fields are {sorted(known)}")
-    cfg = replace(config or OptionsTradingConfig(), **overrides)
+    cfg = config_with_overrides(OptionsTradingConfig, config, overrides)
     chain = (chain if chain is not None else default_chain(market, days, seed)).to("cpu")
     return BatchedGymAdapter(lambda: OptionsTradingEnv(chain, num_envs=1, config=cfg, device="cpu"))
