@@ -213,8 +213,9 @@ class MarketTensors:
             raise ValueError(
                 f"session_minutes must be {days} values in [2, {minutes}]; got {sessions.tolist()}"
             )
-        optional = [None if a is None else _f32(a, device) for a in (high, low, volume)]
-        feats, names, turb = compute_market_features(bid_t, ask_t, *optional)
+        if features is None or turbulence is None:  # given features and turbulence need no computing
+            optional = [None if a is None else _f32(a, device) for a in (high, low, volume)]
+            feats, names, turb = compute_market_features(bid_t, ask_t, *optional)
         if features is not None:
             feats = _f32(features, device)
             names = (
