@@ -19,6 +19,7 @@ from pipeline.market.calendar import NY_TZ, is_trading_day
 from pipeline.market.file_source import LANDING_SUFFIXES
 from pipeline.market.landing_parse import ts_expr
 from pipeline.market.schemas import RAW_TABLES
+from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 FILES_RUN_CONFIG_SOURCE = "files"
@@ -71,9 +72,10 @@ def build_landing_sensor(
         description="Ingests files dropped into <lake>/landing/<table>/ (CSV or Parquet) with source=files.",
     )
     def landing_files_sensor(
-        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource, market_data: MarketDataResource
     ) -> dg.SensorResult | dg.SkipReason:
-        landing = warehouse.landing_dir()
+        # The folder the files source of the requested runs reads.
+        landing = market_data.landing_path(warehouse.lake())
         previous: FileState = json.loads(context.cursor) if context.cursor else {}
         current = scan_landing(landing)
         changed = changed_files(previous, current)

@@ -89,6 +89,10 @@ class MarketDataResource(dg.ConfigurableResource):
             return []
         return list(self.synthetic_config().symbols)
 
+    def landing_path(self, lake_dir: Path) -> Path:
+        """The folder of landing/<table>/ files the files source reads (and the landing sensor watches)."""
+        return Path(self.landing_dir) if self.landing_dir else lake_dir / "landing"
+
     def build_source(self, lake_dir: Path) -> MarketSource:
         """A ready source; raises SourceAuthError naming the variable when a broker's credentials are missing."""
         name = self.source_name()
@@ -99,7 +103,7 @@ class MarketDataResource(dg.ConfigurableResource):
         if name == "files":
             from pipeline.market.file_source import FileSource
 
-            return FileSource(Path(self.landing_dir) if self.landing_dir else lake_dir / "landing")
+            return FileSource(self.landing_path(lake_dir))
         if name == "alpaca":
             api_key = _secret(self.alpaca_api_key, "ALPACA_API_KEY")
             secret_key = _secret(self.alpaca_secret_key, "ALPACA_SECRET_KEY")

@@ -28,8 +28,5 @@ class WarehouseResource(dg.ConfigurableResource):
     def database_path(self) -> Path:
         return self.lake() / "warehouse.duckdb"
 
-    def landing_dir(self) -> Path:
-        return self.lake() / "landing"
-
     def warehouse(self) -> Warehouse:
         return Warehouse(self.database_path())

@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from pipeline.definitions import build_definitions
+from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 TRADES_HEADER = "symbol,ts,price,size,exchange,conditions\n"
@@ -19,10 +20,10 @@ def defs() -> dg.Definitions:
     return build_definitions()
 
 
-def _tick(defs: dg.Definitions, lake: Path, cursor: str | None):
+def _tick(defs: dg.Definitions, lake: Path, cursor: str | None, market_data: MarketDataResource | None = None):
     context = dg.build_sensor_context(
         cursor=cursor,
-        resources={"warehouse": WarehouseResource(lake_path=str(lake))},
+        resources={"warehouse": WarehouseResource(lake_path=str(lake)), "market_data": market_data or MarketDataResource()},
         repository_def=defs.get_repository_def(),
     )
     return defs.get_sensor_def("landing_files_sensor").evaluate_tick(context)
@@ -76,3 +77,11 @@ def test_unreadable_file_is_skipped(defs: dg.Definitions, tmp_path: Path) -> Non
     result = _tick(defs, lake, None)
     assert not result.run_requests
     assert "trades/broken.csv" in json.loads(result.cursor)
+
+
+def test_watches_the_landing_dir_the_files_source_reads(defs: dg.Definitions, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    _drop(elsewhere, "trades", "a.csv", TRADES_HEADER + "SPY,2024-07-05T13:31:00+00:00,540.1,100,XNYS,\n")
+    market_data = MarketDataResource(landing_dir=str(elsewhere / "landing"))
+    result = _tick(defs, tmp_path / "lake", None, market_data)
+    assert [r.partition_key for r in result.run_requests] == ["2024-07-05"]
