@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline.market import file_source
 from pipeline.market.file_source import FileSource, landing_partitions
 from pipeline.market.schemas import RAW_COLUMNS
 from pipeline.market.source import MarketSource, SourceError, TradingSession
@@ -188,3 +189,28 @@ def test_landing_files_and_partitions(tmp_path: Path) -> None:
 def test_unknown_table_says_which_exist(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="option_snapshots"):
         FileSource(tmp_path).fetch("ticks", SESSION, [])
+
+
+def test_backfill_parses_each_landed_file_once_and_rereads_it_when_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _land(tmp_path, "trades", "t.csv", TRADES_CSV)
+    reads: list[Path] = []
+    real_read = file_source._read
+
+    def counting_read(landed: Path, columns: list[str] | None = None) -> pl.DataFrame:
+        reads.append(landed)
+        return real_read(landed, columns)
+
+    monkeypatch.setattr(file_source, "_read", counting_read)
+    source = FileSource(tmp_path)
+    next_day = TradingSession(
+        date(2024, 7, 8), datetime(2024, 7, 8, 13, 30, tzinfo=UTC), datetime(2024, 7, 8, 20, 0, tzinfo=UTC)
+    )
+    assert source.fetch("trades", SESSION, []).height == 4
+    assert source.fetch("trades", next_day, [])["price"].to_list() == [102.0]
+    assert reads == [path]
+
+    path.write_text(TRADES_CSV.replace("102,10", "103,10,Q,@\nAAPL,2024-07-08T09:31:00-04:00,104,10"))
+    assert source.fetch("trades", next_day, [])["price"].to_list() == [103.0, 104.0]
+    assert reads == [path, path]

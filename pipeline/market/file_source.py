@@ -74,6 +74,10 @@ def _read(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
     return frame
 
 
+def _no_rows(table: str) -> pl.DataFrame:
+    return empty_frame(table).with_columns(pl.lit(None, pl.Utf8).alias(PARSE_ERROR))
+
+
 def _with_trading_day(frame: pl.DataFrame) -> pl.DataFrame:
     """Add the New York trading day of each row; rows whose ts failed get the file's first day.
 
@@ -92,6 +96,9 @@ class FileSource:
 
     def __init__(self, landing_dir: str | Path) -> None:
         self.landing_dir = Path(landing_dir)
+        # Per table: the landed files' (path, mtime, size) and their parsed rows. A range backfill fetches one
+        # day at a time from the same files; this reads and parses them once, and again only when they change.
+        self._parsed: dict[str, tuple[tuple[tuple[Path, int, int], ...], pl.DataFrame]] = {}
 
     def __repr__(self) -> str:
         return f"FileSource(landing_dir={str(self.landing_dir)!r})"
@@ -105,7 +112,7 @@ class FileSource:
         """One landed file parsed to the table's columns plus `trading_day` and `_parse_error`."""
         raw = _read(path)
         if raw.width == 0 or raw.height == 0:
-            return empty_frame(table).with_columns(pl.lit(None, pl.Utf8).alias(PARSE_ERROR))
+            return _no_rows(table)
         missing = [c for c in required_columns(table) if c not in raw.columns]
         if missing:
             raise SourceError(
@@ -121,16 +128,24 @@ class FileSource:
         `symbols` filters by symbol (by underlying for option_snapshots); an empty sequence keeps all symbols.
         Rows with a null symbol are kept so validation can quarantine them.
         """
-        _check_table(table)
-        columns = [*RAW_COLUMNS[table], PARSE_ERROR]
-        frames = [self.read_file(table, path).select(columns) for path in self.landing_files(table)]
-        if not frames:
-            return empty_frame(table).with_columns(pl.lit(None, pl.Utf8).alias(PARSE_ERROR))
-        frame = pl.concat(frames).filter(pl.col("trading_day") == session.trading_day)
+        frame = self._landed_rows(table).filter(pl.col("trading_day") == session.trading_day)
         if symbols:
             key = "underlying" if table == "option_snapshots" else "symbol"
             frame = frame.filter(pl.col(key).is_null() | pl.col(key).is_in(list(symbols)))
         return frame
+
+    def _landed_rows(self, table: str) -> pl.DataFrame:
+        """Every landed file of `table` parsed and concatenated; reused while no file was added, changed or removed."""
+        paths = self.landing_files(table)
+        signature = tuple((p, p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+        cached = self._parsed.get(table)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        columns = [*RAW_COLUMNS[table], PARSE_ERROR]
+        frames = [self.read_file(table, path).select(columns) for path in paths]
+        rows = pl.concat(frames) if frames else _no_rows(table)
+        self._parsed[table] = (signature, rows)
+        return rows
 
 
 def landing_partitions(landing_dir: str | Path) -> dict[str, set[date]]:
