@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.features import build_feature_assets
+from assets.features import FEATURES_GROUP, build_feature_assets
 from assets.ingest import INGEST_GROUP, build_ingest_assets
 from pipeline.partitions import partitions_start_from_env, trading_day_partitions
 from pipeline.schedules import build_daily_job, build_daily_schedule
@@ -26,7 +26,7 @@ def build_definitions() -> dg.Definitions:
         assets=assets,
         jobs=[daily_job],
         schedules=[build_daily_schedule(daily_job)],
-        sensors=[build_landing_sensor(dg.AssetSelection.groups(INGEST_GROUP, "features"), partitions_def)],
+        sensors=[build_landing_sensor(dg.AssetSelection.groups(INGEST_GROUP, FEATURES_GROUP), partitions_def)],
         resources={
             "warehouse": WarehouseResource(),
             "market_data": MarketDataResource(**alpaca_key_fields()),

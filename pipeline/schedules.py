@@ -10,13 +10,15 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from assets.features import FEATURES_GROUP
+from assets.ingest import INGEST_GROUP
 from pipeline.market.calendar import NY_TZ, is_trading_day
 
 # define_asset_job's return type is not exported by dagster; name it here once.
 DailyJob = Any
 
 DAILY_JOB_NAME = "daily_pipeline"
-DAILY_GROUPS: tuple[str, ...] = ("ingest", "features")
+DAILY_GROUPS: tuple[str, ...] = (INGEST_GROUP, FEATURES_GROUP)
 # 17:30 New York: after the 16:00 close (and after early closes) with time for vendors to settle the day.
 AFTER_CLOSE_CRON = "30 17 * * 1-5"
 
