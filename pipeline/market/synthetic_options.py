@@ -16,7 +16,7 @@ import polars as pl
 
 from pipeline.market.black_scholes import bs_greeks, bs_price
 from pipeline.market.calendar import is_trading_day, trading_session
-from pipeline.market.synthetic_config import SyntheticMarketConfig, stream, symbol_profile
+from pipeline.market.synthetic_config import MINUTES_PER_YEAR, SyntheticMarketConfig, stream, symbol_profile
 from pipeline.market.synthetic_paths import US_PER_MINUTE, SymbolDay, vol_profile
 
 SECONDS_PER_YEAR = 365.0 * 86400
@@ -102,7 +102,7 @@ def option_snapshots(config: SyntheticMarketConfig, sd: SymbolDay) -> pl.DataFra
     spot = (sd.bid_cents[bar] + sd.ask_cents[bar]) / 200.0
     # The current annualized vol without the intraday U-shape and without the momentum scaling.
     persistence = 1.0 - config.ar_coefficient * config.signal_minutes
-    spot_vol = sd.sigma[bar] / vol_profile(session.minutes)[bar] / persistence * math.sqrt(252 * 390)
+    spot_vol = sd.sigma[bar] / vol_profile(session.minutes)[bar] / persistence * math.sqrt(MINUTES_PER_YEAR)
     open_us = int(session.open.timestamp() * 1_000_000)
     snap_us = open_us + US_PER_MINUTE * snap_minutes
 
