@@ -48,16 +48,16 @@ def ticks(symbols: list[str], trades_per_symbol: int = 3000, seed: int = 7,
 
 def raw_bars(symbol: str, interval: str, minutes: int, seed: int = 3,
              session: TradingSession = SESSION) -> pl.DataFrame:
-    """Bar-only rows of one symbol, stamped at bar END, every `minutes` minutes over the session."""
+    """Bar-only rows of one symbol, stamped at bar START (the raw.bars contract), every `minutes` minutes."""
     rng = np.random.default_rng(seed)
-    ends = pl.datetime_range(session.open + timedelta(minutes=minutes), session.close,
-                             interval=f"{minutes}m", time_zone="UTC", eager=True)
-    n = len(ends)
+    starts = pl.datetime_range(session.open, session.close - timedelta(minutes=minutes),
+                               interval=f"{minutes}m", time_zone="UTC", eager=True)
+    n = len(starts)
     close = 30.0 * np.exp(np.cumsum(1e-3 * rng.standard_normal(n)))
     open_ = np.concatenate([[30.0], close[:-1]])
     high = np.maximum(open_, close) * (1 + rng.uniform(0, 1e-3, n))
     low = np.minimum(open_, close) * (1 - rng.uniform(0, 1e-3, n))
-    frame = pl.DataFrame({"symbol": [symbol] * n, "ts": ends, "interval": [interval] * n, "open": open_,
+    frame = pl.DataFrame({"symbol": [symbol] * n, "ts": starts, "interval": [interval] * n, "open": open_,
                           "high": high, "low": low, "close": close, "volume": rng.integers(1, 100, n) * 100.0,
                           "source": ["test"] * n, "trading_day": [session.trading_day] * n})
     return conform("bars", frame)

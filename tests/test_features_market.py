@@ -97,7 +97,9 @@ def test_rsi_and_macd_match_a_loop_reference(day: dict[str, pl.DataFrame]) -> No
 
 def test_turbulence_matches_a_numpy_reference(day: dict[str, pl.DataFrame]) -> None:
     closes = day["market"].filter(pl.col("bar_interval") == "1m").select("symbol", "ts").join(
-        pl.concat([day["bars_1m"].select("symbol", "ts", "close"), day["bars"].select("symbol", "ts", "close")]),
+        # raw.bars are stamped at their start; the one-minute ones enter the turbulence at their end.
+        pl.concat([day["bars_1m"].select("symbol", "ts", "close"),
+                   day["bars"].select("symbol", pl.col("ts") + timedelta(minutes=1), "close")]),
         on=["symbol", "ts"],
     ).pivot(on="symbol", index="ts", values="close").sort("ts")
     matrix = closes.drop("ts").to_numpy()
@@ -137,11 +139,13 @@ def test_bar_only_symbols_get_rows_with_bar_features(day: dict[str, pl.DataFrame
 
 
 def test_start_stamped_bars_are_shifted_to_their_end(day: dict[str, pl.DataFrame]) -> None:
-    bars = raw_bars("DDD", "5m", 5)
-    start = bars.with_columns(pl.col("ts") - timedelta(minutes=5))
-    end_rows = market_features(day["bars_1m"], SESSION, bars=bars)
-    start_rows = market_features(day["bars_1m"], SESSION, bars=start, bar_ts="start")
+    start = raw_bars("DDD", "5m", 5)
+    bars = start.with_columns(pl.col("ts") + timedelta(minutes=5))
+    end_rows = market_features(day["bars_1m"], SESSION, bars=bars, bar_ts="end")
+    start_rows = market_features(day["bars_1m"], SESSION, bars=start)
     assert start_rows.equals(end_rows)
+    # A bar starting at the open is first seen at its end, never at the open.
+    assert _symbol(start_rows, "DDD")["ts"][0] == SESSION.open + timedelta(minutes=5)
 
 
 def test_unknown_bar_interval_says_what_to_use(day: dict[str, pl.DataFrame]) -> None:

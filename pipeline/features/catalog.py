@@ -192,8 +192,8 @@ def render_markdown() -> str:
         "  the side of the mid), and by the tick rule at the mid or without a quote.",
         "- Symbols with only `raw.bars` get `features.market` rows too (one per bar, finest interval per symbol):",
         "  features built from OHLCV are filled, tick-only ones (spreads, depth, signed flow) are null. Raw bars",
-        "  are taken as stamped at their end; pass `bar_ts=\"start\"` for start-stamped bars. A daily bar is",
-        "  one row at the session close.",
+        "  are stamped at their start (the raw.bars contract) and shifted by their interval, so a bar is first",
+        "  seen at its end; pass `bar_ts=\"end\"` for end-stamped bars. A daily bar is one row at the close.",
         "- The turbulence index is computed over the symbols with one-minute rows and copied to every row at",
         "  that minute (bar-only rows included).",
     ]

@@ -82,12 +82,12 @@ def _features(rows_frame: pl.DataFrame, minutes_per_row: int) -> pl.LazyFrame:
 
 
 def market_features(bars_1m: pl.DataFrame, session: TradingSession, bars: pl.DataFrame | None = None,
-                    bar_ts: Literal["end", "start"] = "end") -> pl.DataFrame:
+                    bar_ts: Literal["end", "start"] = "start") -> pl.DataFrame:
     """Point-in-time features per symbol and bar (columns: KEY_COLUMNS + the catalog's market features).
 
     `bars` are raw.bars rows; symbols already in `bars_1m` (tick data) ignore them. `bar_ts` says whether a raw
-    bar's ts is its end or its start (raw.bars stores vendors' start stamps; they are shifted by the interval so
-    no bar is seen before it closed).
+    bar's ts is its start (the raw.bars contract, the default: shifted by the interval so no bar is seen before it
+    closed) or already its end.
     """
     if bar_ts not in ("end", "start"):
         raise ValueError(f"bar_ts must be 'end' or 'start', got {bar_ts!r}")
