@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from pipeline.definitions import build_definitions
+from pipeline.lake import Warehouse
 from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
@@ -85,3 +86,18 @@ def test_watches_the_landing_dir_the_files_source_reads(defs: dg.Definitions, tm
     market_data = MarketDataResource(landing_dir=str(elsewhere / "landing"))
     result = _tick(defs, tmp_path / "lake", None, market_data)
     assert [r.partition_key for r in result.run_requests] == ["2024-07-05"]
+
+
+def test_requested_run_ingests_the_landed_rows(defs: dg.Definitions, lake_env: dict[str, str]) -> None:
+    # ZZZ is outside the synthetic universe: the files source must still ingest it with the run config as requested.
+    lake = Path(lake_env["PIPELINE_DATA_LAKE"])
+    _drop(lake, "trades", "z.csv", TRADES_HEADER + "ZZZ,2024-07-05T13:31:00+00:00,50.1,100,XNYS,\n")
+    context = dg.build_sensor_context(repository_def=defs.get_repository_def(), resources=defs.resources)
+    (request,) = defs.get_sensor_def("landing_files_sensor").evaluate_tick(context).run_requests
+    result = defs.get_implicit_global_asset_job_def().execute_in_process(
+        run_config=request.run_config, partition_key=request.partition_key,
+        asset_selection=list(request.asset_selection), tags=request.tags,
+    )
+    assert result.success
+    trades = Warehouse(lake / "warehouse.duckdb").query("SELECT symbol, source FROM raw.trades")
+    assert trades.rows() == [("ZZZ", "files")]
