@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--first", default=DEFAULT_RANGE[0], help="first trading day (partition key)")
     parser.add_argument("--last", default=DEFAULT_RANGE[1], help="last trading day (partition key)")
     args = parser.parse_args()
+    # The CLI runs in the repo root and report() here: pin a relative default lake to one folder for both.
+    os.environ.setdefault("PIPELINE_DATA_LAKE", str(REPO_ROOT / "data_lake"))
     materialize(args.first, args.last)
     report()
 
