@@ -87,10 +87,28 @@ def test_loading_stats_never_unpickles(ppo: tuple[BaselinePolicy, Path], monkeyp
     assert vec_normalize.gamma == trained.vec_normalize.gamma
 
 
+def test_loading_the_model_never_unpickles(ppo: tuple[BaselinePolicy, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import cloudpickle
+
+    trained, path = ppo
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pickle used while loading the baseline")
+
+    monkeypatch.setattr(cloudpickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    loaded = load_baseline(path)
+    assert loaded.observation_space == trained.observation_space
+    assert loaded.action_space == trained.action_space
+    obs = env_observations(DISCRETE_ID, 4)
+    np.testing.assert_array_equal(loaded.predict(obs)[0], trained.predict(obs)[0])
+
+
 def test_sac_baseline_on_continuous_env(tmp_path: Path) -> None:
     cfg = BaselineConfig(algo="sac", total_timesteps=48, seed=0, hparams=TINY_SAC)
     trained = train_baseline(CONTINUOUS_ID, tmp_path, cfg)
     loaded = load_baseline(tmp_path)
+    assert loaded.action_space == trained.action_space  # rebuilt from baseline.json, bounds included
     obs = env_observations(CONTINUOUS_ID, 8)
     np.testing.assert_allclose(loaded.predict(obs)[0], trained.predict(obs)[0], rtol=1e-6)
     assert loaded.predict(obs)[0].shape == (8, *loaded.action_space.shape)

@@ -1,14 +1,16 @@
 """Stable-baselines3 baselines: PPO (discrete envs) and SAC (continuous, e.g. the portfolio env).
 
 `train_baseline(env_id, path, config)` trains on a registered gymnasium id with Monitor + VecNormalize and writes
-a folder: `model.zip` (SB3's own format, weights only we wrote), `vecnormalize.safetensors` + `vecnormalize.json`
-(see baselines_vecnorm; no pickle), `baseline.json` (algo, env id and kwargs, spaces, training summary).
+a folder: `model.zip` (SB3's own format; its cloudpickled entries are never loaded, the spaces come back from
+`baseline.json`), `vecnormalize.safetensors` + `vecnormalize.json` (see baselines_vecnorm; no pickle),
+`baseline.json` (algo, env id and kwargs, spaces, training summary).
 `load_baseline(path)` returns a `BaselinePolicy` with `predict` and, for discrete actions, `action_probs`.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,35 @@ class BaselinePolicy:
         return dist.distribution.probs.cpu().numpy()
 
 
+def space_to_json(space: gym.Space) -> dict[str, Any]:
+    """A Box or Discrete space as plain JSON (SB3 would cloudpickle it)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape),
+                "dtype": str(space.dtype)}
+    raise ValueError(f"baselines support Box and Discrete spaces, got {space}; flatten or wrap the env's spaces")
+
+
+def space_from_json(spec: dict[str, Any]) -> gym.Space:
+    """Inverse of `space_to_json`."""
+    if spec["type"] == "Discrete":
+        return gym.spaces.Discrete(spec["n"], start=spec["start"])
+    dtype = np.dtype(spec["dtype"])
+    low, high = (np.asarray(spec[k], dtype=dtype).reshape(spec["shape"]) for k in ("low", "high"))
+    return gym.spaces.Box(low, high, shape=tuple(spec["shape"]), dtype=dtype)
+
+
+def _refuse_other_pickles(model_zip: Path, custom: dict[str, Any]) -> None:
+    """Fail, instead of unpickling, if the zip's JSON holds a cloudpickled entry that `custom` does not replace."""
+    with zipfile.ZipFile(model_zip) as archive:
+        data = json.loads(archive.read("data"))
+    pickled = sorted(k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v and k not in custom)
+    if pickled:
+        raise ValueError(f"{model_zip} holds pickled entries {pickled} that load_baseline does not know how to "
+                         "rebuild; refusing to unpickle them (retrain with train_baseline)")
+
+
 def _check_algo(algo: str, action_space: gym.Space) -> type[BaseAlgorithm]:
     if algo not in ALGOS:
         raise ValueError(f"algo={algo!r} is not a baseline; use one of {sorted(ALGOS)}")
@@ -114,6 +145,7 @@ def train_baseline(env_id: str, path: str | Path, config: BaselineConfig | None 
     episode_returns = [float(e["r"]) for e in model.ep_info_buffer]
     meta = {
         "algo": cfg.algo, "env_id": env_id, "env_kwargs": env_kwargs, "config": asdict(cfg),
+        "spaces": {"observation": space_to_json(venv.observation_space), "action": space_to_json(venv.action_space)},
         "discrete": isinstance(venv.action_space, gym.spaces.Discrete),
         "obs_shape": list(venv.observation_space.shape),
         "n_actions": int(venv.action_space.n) if isinstance(venv.action_space, gym.spaces.Discrete) else None,
@@ -159,8 +191,22 @@ def load_baseline(path: str | Path, env: VecEnv | None = None) -> BaselinePolicy
         raise FileNotFoundError(f"{path} has no {META_FILE}; is it a folder written by train_baseline()?")
     meta = json.loads(meta_path.read_text())
     algo_cls = ALGOS[meta["algo"]]
-    # Schedules are only needed to keep training; replacing them avoids unpickling closures from the zip.
-    custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    if "spaces" not in meta:
+        raise ValueError(f"{meta_path} has no 'spaces' entry (written by an older train_baseline); retrain the "
+                         "baseline, since loading its spaces from model.zip would unpickle them")
+    # SB3 cloudpickles these into the zip's JSON; giving each one here means nothing from the file is unpickled.
+    # Schedules, buffer classes, train_freq and the last rollout's state only matter to keep training, which a
+    # loaded baseline does not.
+    custom: dict[str, Any] = {
+        "policy_class": algo_cls.policy_aliases["MlpPolicy"],
+        "observation_space": space_from_json(meta["spaces"]["observation"]),
+        "action_space": space_from_json(meta["spaces"]["action"]),
+        "learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0,
+        "rollout_buffer_class": None, "replay_buffer_class": None, "train_freq": (1, "step"),
+        **dict.fromkeys(("_last_obs", "_last_original_obs", "_last_episode_starts", "ep_info_buffer",
+                         "ep_success_buffer")),
+    }
+    _refuse_other_pickles(path / MODEL_FILE, custom)
     model = algo_cls.load(path / MODEL_FILE, device="cpu", custom_objects=custom)
     venv = env if env is not None else _SpacesOnlyVecEnv(model.observation_space, model.action_space)
     return BaselinePolicy(model, load_vecnormalize(path, venv), meta)
