@@ -108,9 +108,9 @@ def rollout_steps(agent: CLSTMPPO, buf: RolloutBuffer, stop: _StopRequested) -> 
 
 
 def _check_finite(values: torch.Tensor, threshold: float, what: str) -> None:
-    worst = values.detach().abs().max()
-    if not bool(torch.isfinite(worst)) or float(worst) > threshold:
-        raise _diverged(f"{what} is {float(worst)} (NaN/inf or above divergence_threshold={threshold})")
+    worst = float(values.detach().abs().max())  # the one host sync of the check
+    if not math.isfinite(worst) or worst > threshold:
+        raise _diverged(f"{what} is {worst} (NaN/inf or above divergence_threshold={threshold})")
 
 
 def _diverged(message: str) -> Exception:
