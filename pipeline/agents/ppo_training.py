@@ -257,7 +257,9 @@ def run_training(agent: CLSTMPPO) -> None:
                                         cfg.gamma, 1.0)
             if not agent.critic_warmed_up and cfg.critic_warmup_rollouts > 0:
                 _critic_warmup(agent, buf, mc_returns)
-                agent.critic_warmed_up = agent.num_timesteps >= cfg.critic_warmup_rollouts * steps_per_update
+                # num_timesteps counts every rank's steps, and each rank collects one rollout per iteration.
+                warmup_steps = cfg.critic_warmup_rollouts * steps_per_update * agent.world_size
+                agent.critic_warmed_up = agent.num_timesteps >= warmup_steps
                 continue
             agent.critic_warmed_up = True
             progress = min(1.0, agent.num_timesteps / max(1, agent.total_timesteps))
