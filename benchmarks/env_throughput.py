@@ -68,8 +68,7 @@ def batched_steps_per_s(env: Any, seconds: float, chunks: int) -> float:
     env.reset(seed=0)
 
     def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
 
     start = time.perf_counter()
     for i in range(10):
