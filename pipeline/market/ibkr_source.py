@@ -63,6 +63,16 @@ def _tick_key(tick: Any) -> tuple:
     return tuple(v for v in tick if not hasattr(v, "__dataclass_fields__"))
 
 
+def _ticks_at(collected: list[Any], second: datetime) -> Counter[tuple]:
+    """The ticks of `second` among `collected` (in time order), read from the end: not a scan of the whole day."""
+    edge: Counter[tuple] = Counter()
+    for tick in reversed(collected):
+        if _utc(tick.time) != second:
+            break
+        edge[_tick_key(tick)] += 1
+    return edge
+
+
 def _trade_row(symbol: str, tick: HistoricalTickLast) -> dict[str, Any]:
     return {"symbol": symbol, "ts": _utc(tick.time), "price": tick.price, "size": float(tick.size),
             "exchange": tick.exchange or None, "conditions": tick.specialConditions or None}
@@ -193,7 +203,7 @@ class IBKRSource:
                 start, edge = newest + timedelta(seconds=1), Counter()
                 continue
             start = newest
-            edge = Counter(_tick_key(t) for t in collected if _utc(t.time) == newest)
+            edge = _ticks_at(collected, newest)
         return collected
 
     def _bars(self, ib: IB, symbol: str, contract: Stock, session: TradingSession) -> list[dict[str, Any]]:
