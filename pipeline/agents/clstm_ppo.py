@@ -41,13 +41,17 @@ def make_normalizer(obs_shape: tuple[int, ...], cfg: PPOConfig, device: torch.de
     )
 
 
+def resolve_device(name: str) -> torch.device:
+    """This rank's torch device for PPOConfig.device ("auto": CUDA where available, else CPU)."""
+    return local_device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
 class CLSTMPPO:
     """Cascaded-LSTM PPO. `env`: a gymnasium id, gymnasium Env, gymnasium VectorEnv, or a native BatchedEnv."""
 
     def __init__(self, env: Any, **hparams: Any) -> None:
         cfg = PPOConfig.from_dict(hparams)
-        device = local_device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                              ("cpu" if cfg.device == "auto" else cfg.device))
+        device = resolve_device(cfg.device)
         batched = as_batched_env(env, cfg.num_envs, device)
         self._setup(cfg, device, batched, tuple(batched.obs_shape), int(batched.action_dim), bool(batched.discrete))
 
@@ -199,8 +203,7 @@ class CLSTMPPO:
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"checkpoint format {meta.get('format_version')} is not {FORMAT_VERSION}")
         cfg = PPOConfig.from_dict({**meta["config"], **overrides})
-        device = local_device(cfg.device if cfg.device != "auto" else
-                              ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(cfg.device)
         agent = cls.__new__(cls)
         batched = as_batched_env(env, cfg.num_envs, device) if env is not None else None
         agent._setup(cfg, device, batched, tuple(meta["obs_shape"]), int(meta["action_dim"]), bool(meta["discrete"]))
