@@ -23,7 +23,7 @@ def _bars_csv(path: Path) -> None:
     """390 one-minute bars of ZZZ (a bar-only symbol) plus BAD_ROWS rows whose price does not parse."""
     lines = ["symbol,ts,interval,open,high,low,close,volume"]
     for minute in range(390):
-        ts = (OPEN_UTC + timedelta(minutes=minute + 1)).isoformat()
+        ts = (OPEN_UTC + timedelta(minutes=minute)).isoformat()  # raw.bars ts is the bar start
         price = 50 + 0.01 * (minute % 7)
         lines.append(f"ZZZ,{ts},1m,{price},{price + 0.05},{price - 0.05},{price + 0.01},{1000 + minute}")
     for minute in range(BAD_ROWS):
