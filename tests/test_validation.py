@@ -111,6 +111,14 @@ def test_out_of_session_timestamps() -> None:
     assert all(r.startswith("ts outside the session 13:30-20:00 UTC") for r in result.rejected["reason"])
 
 
+def test_intraday_bar_starting_at_the_close_is_after_hours() -> None:
+    last = SESSION.close - timedelta(minutes=1)
+    rows = [bar(ts=SESSION.open), bar(ts=last), bar(ts=SESSION.close)]
+    result = validate("bars", frame("bars", rows), SESSION)
+    assert only_reason(result) == "ts outside the session 13:30-20:00 UTC"
+    assert result.accepted["ts"].to_list() == [SESSION.open, last]
+
+
 def test_daily_bar_may_carry_the_session_date_but_not_another() -> None:
     midnight_utc = datetime(2024, 7, 5, tzinfo=UTC)
     midnight_ny = datetime(2024, 7, 5, 4, tzinfo=UTC)

@@ -76,15 +76,15 @@ def _finite_check(column: str) -> pa.Check:
 
 def _in_session(table: str, session: TradingSession) -> pl.Expr:
     ts = pl.col("ts")
-    inside = (ts >= pl.lit(session.open).dt.cast_time_unit("us")) & (
-        ts <= pl.lit(session.close).dt.cast_time_unit("us")
-    )
+    opened = ts >= pl.lit(session.open).dt.cast_time_unit("us")
+    close = pl.lit(session.close).dt.cast_time_unit("us")
     if table != "bars":
-        return inside
+        return opened & (ts <= close)
+    # A bar is stamped with its start (raw.bars contract): one starting at the close covers after-hours trading.
     # A daily bar is stamped with its session date (midnight UTC or midnight New York), not a time in the session.
     day = session.trading_day
     on_day = (ts.dt.date() == day) | (ts.dt.convert_time_zone(NY_TZ).dt.date() == day)
-    return inside | ((pl.col("interval") == "1d") & on_day)
+    return (opened & (ts < close)) | ((pl.col("interval") == "1d") & on_day)
 
 
 def _row_checks(table: str, session: TradingSession) -> list[pa.Check]:
