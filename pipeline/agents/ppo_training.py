@@ -198,11 +198,10 @@ def _critic_warmup(agent: CLSTMPPO, buf: RolloutBuffer, mc_returns: torch.Tensor
             _critic_step(agent, windows[mb], targets[mb])
 
 
-def _save_checkpoints(agent: CLSTMPPO, metrics: dict[str, float], directory: Path) -> list[str]:
-    """Write latest (every checkpoint_every updates) and each best_* whose metric improved."""
-    cfg, written = agent.config, []
+def _update_best(agent: CLSTMPPO, metrics: dict[str, float]) -> list[str]:
+    """Record each episode metric that beat its best (early stopping counts updates since the best composite)."""
     improved = []
-    if metrics and metrics.get("episodes", 0) >= cfg.min_episodes_for_best:
+    if metrics and metrics.get("episodes", 0) >= agent.config.min_episodes_for_best:
         for name in ("composite", "sharpe", "win_rate", "profit_rate"):
             if metrics[name] > agent.best.get(name, -math.inf):
                 agent.best[name] = metrics[name]
@@ -211,16 +210,19 @@ def _save_checkpoints(agent: CLSTMPPO, metrics: dict[str, float], directory: Pat
         agent.updates_since_best = 0
     else:
         agent.updates_since_best += 1
+    return improved
+
+
+def _save_checkpoints(agent: CLSTMPPO, metrics: dict[str, float], improved: list[str], directory: Path) -> None:
+    """Write latest (every checkpoint_every updates) and best_<name> for each `improved` metric (rank 0 only)."""
     if agent.rank != 0:
-        return written
+        return
     tensors, meta = agent.checkpoint_payload()
-    for name in improved:
-        ckpt.write_checkpoint(directory / f"best_{name}{ckpt.SUFFIX}", tensors, {**meta, "metrics": metrics})
-        written.append(f"best_{name}")
-    if agent.num_updates % cfg.checkpoint_every == 0:
-        ckpt.write_checkpoint(directory / f"latest{ckpt.SUFFIX}", tensors, {**meta, "metrics": metrics})
-        written.append("latest")
-    return written
+    names = [f"best_{name}" for name in improved]
+    if agent.num_updates % agent.config.checkpoint_every == 0:
+        names.append("latest")
+    for name in names:
+        ckpt.write_checkpoint(directory / f"{name}{ckpt.SUFFIX}", tensors, {**meta, "metrics": metrics})
 
 
 def _sync_normalizer(agent: CLSTMPPO) -> None:
@@ -299,12 +301,9 @@ def run_training(agent: CLSTMPPO) -> None:
                 **critic_vs_returns(buf.values, mc_returns),
                 **{f"episodes/{k}": v for k, v in metrics.items()},
             }
+            improved = _update_best(agent, metrics)
             if directory is not None:
-                _save_checkpoints(agent, metrics, directory)
-            elif metrics.get("composite", -math.inf) > agent.best.get("composite", -math.inf):
-                agent.best["composite"], agent.updates_since_best = metrics["composite"], 0
-            else:
-                agent.updates_since_best += 1
+                _save_checkpoints(agent, metrics, improved, directory)
             logger.log(agent.num_timesteps, scalars)
             agent.history.append(scalars)
             if cfg.verbose and agent.rank == 0:
