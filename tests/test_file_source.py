@@ -71,6 +71,14 @@ def test_bad_ts_row_is_kept_with_reason_on_the_files_first_day(tmp_path: Path) -
     assert bad["_parse_error"][0] == "bad value for column ts: 'yesterday'; bad value for column bid_size: 'x'"
 
 
+def test_file_where_no_ts_parses_raises_instead_of_losing_its_rows(tmp_path: Path) -> None:
+    csv = "symbol,ts,bid,ask,bid_size,ask_size\nSPY,yesterday,1,2,3,4\nSPY,today,1,2,3,4\n"
+    path = _land(tmp_path, "quotes", "q.csv", csv)
+    with pytest.raises(SourceError) as err:
+        FileSource(tmp_path).fetch("quotes", SESSION, ["SPY"])
+    assert str(path) in str(err.value) and "'yesterday'" in str(err.value) and "ISO-8601" in str(err.value)
+
+
 def test_naive_timestamp_is_a_parse_error(tmp_path: Path) -> None:
     csv = "symbol,ts,bid,ask,bid_size,ask_size\nSPY,2024-07-05T09:30:00-04:00,1,2,3,4\nSPY,2024-07-05T09:31:00,1,2,3,4\n"
     _land(tmp_path, "quotes", "q.csv", csv)

@@ -120,6 +120,12 @@ class FileSource:
                 f"Expected at least {required_columns(table)} (see DESIGN §3)."
             )
         parsed = parse_landed(table, raw, skip=set(_SET_BY_SOURCE))
+        if parsed["ts"].null_count() == parsed.height:
+            # No row names its trading day, so no partition would fetch (or quarantine) any of them.
+            raise SourceError(
+                f"landed file {path}: no row has a parseable ts (e.g. {raw['ts'][0]!r}), so none can be filed "
+                "under a trading day. Write ts as ISO-8601 with an offset (2024-07-05T09:30:00-04:00) or epoch ns."
+            )
         return _with_trading_day(parsed).with_columns(pl.lit(self.name).alias("source"))
 
     def fetch(self, table: str, session: TradingSession, symbols: Sequence[str]) -> pl.DataFrame:
