@@ -1,7 +1,7 @@
 """The market data source as a Dagster resource: which source feeds the raw tables, and its settings.
 
 Every field left unset falls back to an environment variable read when a run uses the resource (never at
-import): PIPELINE_SOURCE, PIPELINE_SYNTHETIC_SEED / _SYMBOLS / _ALPHA / _SNAPSHOT_MINUTES, ALPACA_API_KEY /
+import): PIPELINE_SOURCE, PIPELINE_SYMBOLS (the brokers' universe), PIPELINE_SYNTHETIC_SEED / _SYMBOLS / _ALPHA / _SNAPSHOT_MINUTES, ALPACA_API_KEY /
 ALPACA_SECRET_KEY. Credentials are only read when their source is chosen, and never go into logs or metadata.
 """
 
@@ -28,8 +28,8 @@ class MarketDataResource(dg.ConfigurableResource):
     seed: int | None = Field(default=None, description="Synthetic market seed; unset: PIPELINE_SYNTHETIC_SEED.")
     symbols: list[str] | None = Field(
         default=None,
-        description="Symbols to ingest; unset: PIPELINE_SYNTHETIC_SYMBOLS (comma-separated), and for the files "
-        "source every symbol of the landed files.",
+        description="Symbols to ingest; unset: for alpaca/ibkr PIPELINE_SYMBOLS (comma-separated, required), for "
+        "synthetic PIPELINE_SYNTHETIC_SYMBOLS or its default universe, for files every symbol of the landed files.",
     )
     alpha: float | None = Field(
         default=None, description="Planted predictable component of the synthetic market (0: martingale)."
@@ -78,16 +78,27 @@ class MarketDataResource(dg.ConfigurableResource):
         return SyntheticMarketConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
     def universe(self) -> list[str]:
-        """The symbols every source is asked for: `symbols` if set, else all for files, else the synthetic universe.
+        """The symbols every source is asked for: `symbols` if set, else all for files, PIPELINE_SYMBOLS for the
+        brokers, the synthetic universe for synthetic.
 
         Landed files define their own universe; filtering them by the synthetic tickers would drop their rows
         before validation, counted neither as accepted nor as rejected.
         """
         if self.symbols:
             return list(self.symbols)
-        if self.source_name() == "files":
+        name = self.source_name()
+        if name == "files":
             return []
-        return list(self.synthetic_config().symbols)
+        if name == "synthetic":
+            return list(self.synthetic_config().symbols)
+        # A broker has no universe of its own: asking it for the synthetic tickers would ingest nothing useful.
+        listed = [s.strip().upper() for s in os.environ.get("PIPELINE_SYMBOLS", "").split(",") if s.strip()]
+        if not listed:
+            raise ValueError(
+                f"source {name!r} needs a universe: set PIPELINE_SYMBOLS=SPY,QQQ,... (comma-separated) or the "
+                "market_data resource's `symbols` field"
+            )
+        return listed
 
     def landing_path(self, lake_dir: Path) -> Path:
         """The folder of landing/<table>/ files the files source reads (and the landing sensor watches)."""

@@ -99,6 +99,16 @@ def test_alpaca_without_keys_names_the_variable(monkeypatch: pytest.MonkeyPatch,
         MarketDataResource(source="alpaca").build_source(tmp_path)
 
 
+@pytest.mark.parametrize("source", ["alpaca", "ibkr"])
+def test_brokers_take_their_universe_from_pipeline_symbols(monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    monkeypatch.delenv("PIPELINE_SYMBOLS", raising=False)
+    with pytest.raises(ValueError, match="PIPELINE_SYMBOLS"):
+        MarketDataResource(source=source).universe()
+    monkeypatch.setenv("PIPELINE_SYMBOLS", "spy, QQQ")
+    assert MarketDataResource(source=source).universe() == ["SPY", "QQQ"]
+    assert MarketDataResource(source=source, symbols=["IWM"]).universe() == ["IWM"]
+
+
 def test_synthetic_fields_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_SYNTHETIC_SYMBOLS", "SPY,QQQ")
     monkeypatch.setenv("PIPELINE_SYNTHETIC_SEED", "11")
