@@ -8,17 +8,15 @@ tables that have new files that day (so a day of trades never blanks that day's 
 import hashlib
 import json
 from collections import defaultdict
-from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 
 from assets.features import FEATURE_KEYS
-from pipeline.market.calendar import NY_TZ, is_trading_day
-from pipeline.market.file_source import LANDING_SUFFIXES
-from pipeline.market.landing_parse import ts_expr
+from pipeline.market.calendar import is_trading_day
+from pipeline.market.file_source import LANDING_SUFFIXES, file_trading_days
 from pipeline.market.schemas import RAW_TABLES
+from pipeline.market.source import SourceError
 from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
@@ -39,21 +37,6 @@ def scan_landing(landing_dir: Path) -> FileState:
                 stat = path.stat()
                 state[f"{table}/{path.name}"] = [stat.st_mtime_ns, stat.st_size]
     return state
-
-
-def file_trading_days(table: str, path: Path) -> set[date]:
-    """The trading days (New York dates of `ts`) a landing file has rows for; unparseable stamps are skipped."""
-    if path.suffix.lower() == ".parquet":
-        frame = pl.read_parquet(path, columns=["ts"])
-    else:
-        frame = pl.read_csv(path, columns=["ts"], infer_schema=False)
-    days = frame.select(
-        ts_expr("ts", frame.schema["ts"], allow_date_only=table == "bars")
-        .dt.convert_time_zone(NY_TZ)
-        .dt.date()
-        .alias("day")
-    )["day"].drop_nulls().unique()
-    return {day for day in days.to_list() if is_trading_day(day)}
 
 
 def changed_files(previous: FileState, current: FileState) -> list[str]:
@@ -85,8 +68,8 @@ def build_landing_sensor(
         for name in changed:
             table = name.split("/", 1)[0]
             try:
-                days = file_trading_days(table, landing / name)
-            except (pl.exceptions.PolarsError, OSError) as exc:
+                days = {day for day in file_trading_days(table, landing / name) if is_trading_day(day)}
+            except SourceError as exc:
                 context.log.warning(f"skipping landing file {name}: {exc}")
                 continue
             for day in days:

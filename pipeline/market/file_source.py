@@ -154,26 +154,33 @@ class FileSource:
         return rows
 
 
+def file_trading_days(table: str, path: Path) -> set[date]:
+    """The New York dates of one landed file's rows, reading only its ts column.
+
+    Raises SourceError when the file cannot be read or no row has a parseable ts (it would cover no day).
+    """
+    frame = _read(path, columns=["ts"])
+    if frame.height == 0:
+        return set()
+    ts = frame.select(ts_expr("ts", frame.schema["ts"], allow_date_only=table == "bars").alias("ts"))["ts"]
+    days = set(ts.dt.convert_time_zone(NY_TZ).dt.date().drop_nulls().unique().to_list())
+    if not days:
+        raise SourceError(f"no row of landed file {path} has a parseable ts; it covers no trading day")
+    return days
+
+
 def landing_partitions(landing_dir: str | Path) -> dict[str, set[date]]:
     """Which trading days the landed files cover, per table (every table a key; reads only the ts column).
 
-    Files that cannot be read, or lack a ts column, are skipped with a warning: `fetch` reports them in full.
+    Files that cannot be read, or lack a parseable ts, are skipped with a warning: `fetch` reports them in full.
     """
     covered: dict[str, set[date]] = {}
     for table in RAW_TABLES:
         days: set[date] = set()
         for path in _landing_files(Path(landing_dir), table):
             try:
-                frame = _read(path, columns=["ts"])
+                days.update(file_trading_days(table, path))
             except SourceError as exc:
                 logger.warning("skipping %s when listing landed partitions: %s", path, exc)
-                continue
-            if frame.height == 0:
-                continue
-            ts = frame.select(ts_expr("ts", frame.schema["ts"], allow_date_only=table == "bars").alias("ts"))
-            file_days = ts.select(pl.col("ts").dt.convert_time_zone(NY_TZ).dt.date().drop_nulls().unique())
-            if file_days.height == 0:
-                logger.warning("no row of landed file %s has a parseable ts; it covers no trading day", path)
-            days.update(file_days.to_series().to_list())
         covered[table] = days
     return covered
