@@ -13,12 +13,13 @@ import platform
 import statistics
 import time
 from datetime import date
+from pathlib import Path
 
 import polars as pl
 
 from pipeline.features import bars_1m, market_features
 from pipeline.market.calendar import trading_session
-from pipeline.market.synthetic import SyntheticMarket
+from pipeline.market.source_settings import SourceSettings, build_market_source
 from pipeline.market.synthetic_config import SyntheticMarketConfig
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = SyntheticMarketConfig(trades_per_minute=args.trades_per_minute)
-    market = SyntheticMarket(config)
+    market = build_market_source(SourceSettings(synthetic=config), Path("."))
     session = trading_session(date.fromisoformat(args.day))
     symbols = list(config.symbols)
     trades = market.fetch("trades", session, symbols)

@@ -24,7 +24,7 @@ import polars as pl
 
 from pipeline.lake import Warehouse, raw_table_ddl
 from pipeline.market.calendar import trading_session
-from pipeline.market.synthetic import SyntheticMarket
+from pipeline.market.source_settings import SourceSettings, build_market_source
 from pipeline.market.synthetic_config import SyntheticMarketConfig
 from pipeline.market.validation import validate
 
@@ -39,7 +39,7 @@ def trade_rows(n: int, bad_share: float, seed: int = 7) -> pl.DataFrame:
     """
     config = SyntheticMarketConfig(seed=seed)
     per_minute = n / (SESSION.minutes * len(config.symbols))
-    market = SyntheticMarket(replace(config, trades_per_minute=per_minute))
+    market = build_market_source(SourceSettings(synthetic=replace(config, trades_per_minute=per_minute)), Path("."))
     frame = market.fetch("trades", SESSION, config.symbols)
     rng = np.random.default_rng(seed)
     sign = np.where(rng.random(frame.height) < bad_share, -1.0, 1.0)

@@ -1,22 +1,20 @@
 """The market data source as a Dagster resource: which source feeds the raw tables, and its settings.
 
-Every field left unset falls back to an environment variable read when a run uses the resource (never at
-import): PIPELINE_SOURCE, PIPELINE_SYMBOLS (the brokers' universe), PIPELINE_SYNTHETIC_SEED / _SYMBOLS / _ALPHA / _SNAPSHOT_MINUTES, ALPACA_API_KEY /
-ALPACA_SECRET_KEY. Credentials are only read when their source is chosen, and never go into logs or metadata.
+Every field left unset falls back to the environment, read when a run uses the resource (never at import) by
+`pipeline.market.source_settings`, the one place that reads the source's variables. Credentials are only read when
+their source is chosen, and never go into logs or metadata.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from pipeline.market.source import MarketSource, SourceAuthError
+from pipeline.market.source import MarketSource
+from pipeline.market.source_settings import SourceSettings, alpaca_vars_set, build_market_source
 from pipeline.market.synthetic_config import SyntheticMarketConfig
-
-SOURCES = ("synthetic", "files", "alpaca", "ibkr")
 
 
 class MarketDataResource(dg.ConfigurableResource):
@@ -58,96 +56,45 @@ class MarketDataResource(dg.ConfigurableResource):
         default=10.0, gt=0, description="Seconds to wait for TWS / IB Gateway to accept the API connection."
     )
 
+    def settings(self) -> SourceSettings:
+        """The core's SourceSettings: environment defaults (read now, at run time), overridden by set fields."""
+        return SourceSettings.from_env(
+            source=self.source,
+            symbols=tuple(self.symbols) if self.symbols else None,
+            synthetic_seed=self.seed,
+            synthetic_alpha=self.alpha,
+            synthetic_snapshot_minutes=self.snapshot_minutes,
+            landing_dir=Path(self.landing_dir) if self.landing_dir else None,
+            alpaca_api_key=self.alpaca_api_key,
+            alpaca_secret_key=self.alpaca_secret_key,
+            alpaca_url_override=self.alpaca_url_override,
+            alpaca_retry_base_delay_s=self.alpaca_retry_base_delay_s,
+            ibkr_host=self.ibkr_host,
+            ibkr_port=self.ibkr_port,
+            ibkr_client_id=self.ibkr_client_id,
+            ibkr_connect_timeout_s=self.ibkr_connect_timeout_s,
+        )
+
     def source_name(self) -> str:
-        name = (self.source or os.environ.get("PIPELINE_SOURCE") or "synthetic").strip().lower()
-        if name not in SOURCES:
-            raise ValueError(
-                f"unknown market source {name!r}; set PIPELINE_SOURCE (or the resource's `source`) to one of "
-                f"{', '.join(SOURCES)}"
-            )
-        return name
+        return self.settings().source
 
     def synthetic_config(self) -> SyntheticMarketConfig:
         """The synthetic market config: environment defaults, overridden by the fields that are set."""
-        overrides = {
-            "seed": self.seed,
-            "symbols": tuple(self.symbols) if self.symbols is not None else None,
-            "alpha": self.alpha,
-            "snapshot_minutes": self.snapshot_minutes,
-        }
-        return SyntheticMarketConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
+        return self.settings().synthetic
 
     def universe(self) -> list[str]:
-        """The symbols every source is asked for: `symbols` if set, else all for files, PIPELINE_SYMBOLS for the
-        brokers, the synthetic universe for synthetic.
-
-        Landed files define their own universe; filtering them by the synthetic tickers would drop their rows
-        before validation, counted neither as accepted nor as rejected.
-        """
-        if self.symbols:
-            return list(self.symbols)
-        name = self.source_name()
-        if name == "files":
-            return []
-        if name == "synthetic":
-            return list(self.synthetic_config().symbols)
-        # A broker has no universe of its own: asking it for the synthetic tickers would ingest nothing useful.
-        listed = [s.strip().upper() for s in os.environ.get("PIPELINE_SYMBOLS", "").split(",") if s.strip()]
-        if not listed:
-            raise ValueError(
-                f"source {name!r} needs a universe: set PIPELINE_SYMBOLS=SPY,QQQ,... (comma-separated) or the "
-                "market_data resource's `symbols` field"
-            )
-        return listed
+        """The symbols every source is asked for (see `SourceSettings.universe`)."""
+        return self.settings().universe()
 
     def landing_path(self, lake_dir: Path) -> Path:
         """The folder of landing/<table>/ files the files source reads (and the landing sensor watches)."""
-        return Path(self.landing_dir) if self.landing_dir else lake_dir / "landing"
+        return self.settings().landing_path(lake_dir)
 
     def build_source(self, lake_dir: Path) -> MarketSource:
         """A ready source; raises SourceAuthError naming the variable when a broker's credentials are missing."""
-        name = self.source_name()
-        if name == "synthetic":
-            from pipeline.market.synthetic import SyntheticMarket
-
-            return SyntheticMarket(self.synthetic_config())
-        if name == "files":
-            from pipeline.market.file_source import FileSource
-
-            return FileSource(self.landing_path(lake_dir))
-        if name == "alpaca":
-            api_key = _secret(self.alpaca_api_key, "ALPACA_API_KEY")
-            secret_key = _secret(self.alpaca_secret_key, "ALPACA_SECRET_KEY")
-            from pipeline.market.alpaca_source import AlpacaSource
-            from pipeline.market.retry import RetryPolicy
-
-            return AlpacaSource(
-                api_key=api_key,
-                secret_key=secret_key,
-                url_override=self.alpaca_url_override,
-                retry=RetryPolicy(base_delay_s=self.alpaca_retry_base_delay_s),
-            )
-        from pipeline.market.ibkr_source import IBKRSource
-
-        return IBKRSource(
-            host=self.ibkr_host,
-            port=self.ibkr_port,
-            client_id=self.ibkr_client_id,
-            connect_timeout_s=self.ibkr_connect_timeout_s,
-        )
-
-
-def _secret(value: str | None, env_var: str) -> str:
-    secret = value or os.environ.get(env_var)
-    if not secret:
-        raise SourceAuthError(
-            f"{env_var} is not set; export it (or set the resource field) to ingest from Alpaca, "
-            "or use PIPELINE_SOURCE=synthetic for the embedded market"
-        )
-    return secret
+        return build_market_source(self.settings(), lake_dir)
 
 
 def alpaca_key_fields() -> dict[str, dg.EnvVar]:
     """EnvVar wiring for the Alpaca keys, for the variables that are set (unset ones error only when used)."""
-    names = {"alpaca_api_key": "ALPACA_API_KEY", "alpaca_secret_key": "ALPACA_SECRET_KEY"}
-    return {field: dg.EnvVar(var) for field, var in names.items() if os.environ.get(var)}
+    return {name: dg.EnvVar(var) for name, var in alpaca_vars_set().items()}

@@ -11,6 +11,7 @@ import pytest
 from pipeline.market.calendar import trading_session
 from pipeline.market.schemas import RAW_COLUMNS
 from pipeline.market.source import MarketSource
+from pipeline.market.source_settings import SourceSettings, build_market_source, synthetic_config_from_env
 from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
 from pipeline.market.synthetic_paths import clear_caches
 
@@ -168,11 +169,11 @@ def test_config_from_env_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PIPELINE_SYNTHETIC_ALPHA", "0")
     monkeypatch.setenv("PIPELINE_SYNTHETIC_SYMBOLS", "aaa, BBB")
     monkeypatch.setenv("PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES", "30")
-    config = SyntheticMarketConfig.from_env()
+    config = synthetic_config_from_env()
     assert (config.seed, config.alpha, config.symbols, config.snapshot_minutes) == (3, 0.0, ("AAA", "BBB"), 30)
     monkeypatch.setenv("PIPELINE_SYNTHETIC_ALPHA", "lots")
     with pytest.raises(ValueError, match="PIPELINE_SYNTHETIC_ALPHA"):
-        SyntheticMarketConfig.from_env()
+        synthetic_config_from_env()
 
 
 def test_bad_alpha_is_rejected_with_the_limit() -> None:
@@ -186,3 +187,24 @@ def test_symbol_selection(market: SyntheticMarket) -> None:
     assert market.minute_bars(DAY, None)["symbol"].unique().sort().to_list() == list(market.config.symbols)
     with pytest.raises(TypeError, match="wrap it in a list"):
         market.minute_bars(DAY, "SYMA")
+
+
+def test_source_settings_read_the_environment_once_and_build_each_source(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    env = {"PIPELINE_SOURCE": "Files", "PIPELINE_SYMBOLS": "spy,qqq", "PIPELINE_SYNTHETIC_SEED": "5",
+           "ALPACA_API_KEY": "key-id", "ALPACA_SECRET_KEY": "s3cret"}
+    settings = SourceSettings.from_env(env)
+    assert (settings.source, settings.universe(), settings.synthetic.seed) == ("files", [], 5)
+    assert settings.alpaca_secret_key is None, "credentials are read only when their source is chosen"
+    assert build_market_source(settings, tmp_path).name == "files"
+    assert settings.landing_path(tmp_path) == tmp_path / "landing"
+    alpaca = SourceSettings.from_env(env, source="alpaca")
+    assert alpaca.universe() == ["SPY", "QQQ"]
+    assert "s3cret" not in repr(alpaca)
+    synthetic = SourceSettings.from_env(env, source="synthetic", symbols=("IWM",), synthetic_alpha=0.0)
+    source = build_market_source(synthetic, tmp_path)
+    assert isinstance(source, SyntheticMarket)
+    assert (source.config.seed, source.config.alpha, synthetic.universe()) == (5, 0.0, ["IWM"])
+    with pytest.raises(ValueError, match="PIPELINE_SOURCE"):
+        SourceSettings.from_env({"PIPELINE_SOURCE": "bloomberg"})

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -75,29 +74,6 @@ class SyntheticMarketConfig:
     def ar_coefficient(self) -> float:
         """The weight a = alpha / sqrt(k) of each of the last k minute log returns in the next expected return."""
         return self.alpha / math.sqrt(self.signal_minutes)
-
-    @classmethod
-    def from_env(cls, prefix: str = "PIPELINE_SYNTHETIC_", **overrides: object) -> SyntheticMarketConfig:
-        """Build a config from PREFIX{SEED, ALPHA, SYMBOLS (comma list), SNAPSHOT_MINUTES}, read at call time."""
-        parsers = {"SEED": ("seed", int), "ALPHA": ("alpha", float), "SNAPSHOT_MINUTES": ("snapshot_minutes", int)}
-        values: dict[str, object] = {}
-        for suffix, (name, parse) in parsers.items():
-            raw = os.environ.get(prefix + suffix)
-            if raw is None or raw.strip() == "":
-                continue
-            try:
-                values[name] = parse(raw)
-            except ValueError as exc:
-                raise ValueError(f"{prefix}{suffix}={raw!r} is not a valid {parse.__name__}") from exc
-        raw_symbols = os.environ.get(prefix + "SYMBOLS")
-        if raw_symbols and raw_symbols.strip():
-            values["symbols"] = tuple(s.strip().upper() for s in raw_symbols.split(",") if s.strip())
-        values.update(overrides)
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown SyntheticMarketConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return replace(cls(), **values)
 
 
 def stream(seed: int, *keys: object) -> np.random.Generator:
