@@ -1,9 +1,11 @@
 """Market data as device tensors for the batched envs: quotes and features laid out [days, minutes, symbols].
 
-Built ONCE from a bars frame (`MarketTensors.from_frames`, via `market_frames`), from arrays (`from_arrays`), or
-from a synthetic market (`synthetic_market_tensors`: the numpy one of `synthetic_walk`, or the embedded
-SyntheticMarket), then kept on the env's device. polars is imported only inside the frame builders, so the GPU
-path needs nothing beyond torch and numpy.
+Built ONCE, then kept on the env's device: from the warehouse (`pipeline.envs.warehouse_loader`), from long
+frames (`MarketTensors.from_frames`), from arrays (`from_arrays`), or from a synthetic market
+(`synthetic_market_tensors`). Every path fills forward only and flags what is missing (`point_in_time`); the
+features are the catalog's (docs/FEATURES.md), computed by `pipeline.features` or, where polars is absent, by
+their numpy backend (`numpy_features`). polars is imported only inside the frame builders, so the GPU path needs
+nothing beyond torch and numpy.
 """
 
 from __future__ import annotations
@@ -16,84 +18,35 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.envs.market_frames import TURBULENCE_COLUMNS, frames_to_arrays, synthetic_market_bars
+from pipeline.envs.market_frames import (
+    DEFAULT_HALF_SPREAD_BPS,
+    TURBULENCE_COLUMN,
+    frames_to_arrays,
+    impute_quotes,
+    synthetic_market_frames,
+)
+from pipeline.envs.numpy_features import DEFAULT_FEATURES, default_features_numpy, turbulence_index
+from pipeline.envs.point_in_time import UNQUOTED_PRICE, minute_series, observation_arrays
 from pipeline.envs.synthetic_walk import random_walk_arrays
 
 ArrayLike = np.ndarray | torch.Tensor
 
-# Trailing windows (in bars) of the computed features.
-RETURN_LAGS = (1, 5, 15)
-VOLUME_WINDOW = 30
-TURBULENCE_WINDOW = 60
-TURBULENCE_MIN_BARS = 10
+
+def _numpy(x: ArrayLike) -> np.ndarray:
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
 
 
 def _f32(x: ArrayLike, device: torch.device | str) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float32, device=device)
+    return torch.as_tensor(_numpy(x), dtype=torch.float32, device=device)
 
 
-def _trailing_sums(x: torch.Tensor, window: int, include_current: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums of x[:, s] over the trailing window ending at (or just before) each t, and the bar counts, per day."""
-    minutes = x.shape[1]
-    csum = torch.cat([torch.zeros_like(x[:, :1]), x.cumsum(dim=1)], dim=1)
-    t = torch.arange(minutes, device=x.device)
-    end = t + 1 if include_current else t
-    start = (end - window).clamp(min=0)
-    count = (end - start).to(x.dtype).view(1, minutes, *([1] * (x.ndim - 2)))
-    return csum[:, end] - csum[:, start], count
-
-
-def compute_market_features(
-    bid: torch.Tensor,
-    ask: torch.Tensor,
-    high: torch.Tensor | None = None,
-    low: torch.Tensor | None = None,
-    volume: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor]:
-    """Per-bar features from [days, minutes, symbols] quotes, causal within each day.
-
-    Returns (features [D, M, S, F], names, turbulence [D, M]). Returns and ranges are in basis points; the
-    turbulence index is the squared Mahalanobis distance of this bar's cross-asset returns from the trailing
-    `TURBULENCE_WINDOW` bars (0 until `TURBULENCE_MIN_BARS` bars are available).
-    """
-    mid = (bid + ask) * 0.5
-    log_mid = mid.double().log()
-    minutes = mid.shape[1]
-    t = torch.arange(minutes, device=mid.device)
-    cols: dict[str, torch.Tensor] = {}
-    for lag in RETURN_LAGS:
-        cols[f"ret_{lag}"] = ((log_mid - log_mid[:, (t - lag).clamp(min=0)]) * 1e4).float()
-    cols["spread_bps"] = (ask - bid) / mid * 1e4
-    cols["range_bps"] = (
-        (high - low) / mid * 1e4 if high is not None and low is not None else cols["ret_1"].abs()
-    )
-    if volume is None:
-        cols["volume_z"] = torch.zeros_like(mid)
-    else:
-        log_vol = volume.double().clamp(min=0).log1p()
-        s1, n = _trailing_sums(log_vol, VOLUME_WINDOW, include_current=True)
-        s2, _ = _trailing_sums(log_vol**2, VOLUME_WINDOW, include_current=True)
-        mean = s1 / n
-        cols["volume_z"] = ((log_vol - mean) / ((s2 / n - mean**2).clamp(min=0) + 1e-6).sqrt()).float()
-    turbulence = _turbulence(cols["ret_1"].double())
-    cols["turbulence"] = turbulence.unsqueeze(-1).expand_as(mid)
-    return torch.stack(list(cols.values()), dim=-1), tuple(cols), turbulence
-
-
-def _turbulence(ret: torch.Tensor) -> torch.Tensor:
-    """Squared Mahalanobis distance of ret[:, t] from the mean/cov of the trailing window before t."""
-    n_sym = ret.shape[-1]
-    s1, n = _trailing_sums(ret, TURBULENCE_WINDOW, include_current=False)
-    s2, _ = _trailing_sums(ret.unsqueeze(-1) * ret.unsqueeze(-2), TURBULENCE_WINDOW, include_current=False)
-    count = n.view(1, -1, 1)
-    mean = s1 / count.clamp(min=1)
-    cov = s2 / count.clamp(min=1).unsqueeze(-1) - mean.unsqueeze(-1) * mean.unsqueeze(-2)
-    # Ridge keeps the covariance invertible when the window is short or assets move together.
-    ridge = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp(min=1e-6) * 1e-3 + 1e-6
-    cov = cov + ridge[..., None, None] * torch.eye(n_sym, dtype=ret.dtype, device=ret.device)
-    diff = ret - mean
-    dist = (diff * torch.linalg.solve(cov, diff.unsqueeze(-1)).squeeze(-1)).sum(-1)
-    return torch.where(n.view(1, -1) >= TURBULENCE_MIN_BARS, dist, torch.zeros_like(dist)).float()
+def _mask(x: ArrayLike | None, shape: tuple[int, ...], name: str) -> np.ndarray:
+    if x is None:
+        return np.ones(shape, dtype=bool)
+    mask = _numpy(x).astype(bool)
+    if mask.shape != shape:
+        raise ValueError(f"{name} must be [days, minutes, symbols] = {shape}; got {mask.shape}")
+    return mask
 
 
 @dataclass(frozen=True)
@@ -101,19 +54,24 @@ class MarketTensors:
     """Quotes and per-bar features of several trading days, padded to the longest session.
 
     Bar t of a day ends at its timestamp; `bid`/`ask` are its closing quote. Minutes past a day's
-    `session_minutes` repeat the last bar and are never reached by an episode.
+    `session_minutes` repeat the last bar and are never reached by an episode. A day may be one bar (daily data).
     """
 
     bid: torch.Tensor
-    """float32 [days, minutes, symbols]."""
+    """float32 [days, minutes, symbols]; `UNQUOTED_PRICE` where not `tradable`."""
     ask: torch.Tensor
-    """float32 [days, minutes, symbols]."""
+    """float32 [days, minutes, symbols]; `UNQUOTED_PRICE` where not `tradable`."""
     features: torch.Tensor
-    """float32 [days, minutes, symbols, features]: what the agent sees of each bar."""
+    """float32 [days, minutes, symbols, features]: what the agent sees of each bar (values, then missing flags)."""
     turbulence: torch.Tensor
-    """float32 [days, minutes]: the risk-off trigger (see `compute_market_features`)."""
+    """float32 [days, minutes]: the risk-off trigger, the catalog's turbulence_index (0 until defined)."""
     session_minutes: torch.Tensor
     """int64 [days]: bars in each day's session (early closes are shorter)."""
+    tradable: torch.Tensor
+    """bool [days, minutes, symbols]: a quote (or, for bar-only symbols, a bar) has been seen this day at or
+    before the bar; an order may only be filled on a tradable bar."""
+    quoted: torch.Tensor
+    """bool [days, minutes, symbols]: bid/ask are a real quote, not close -+ a default half-spread (bar-only)."""
     feature_names: tuple[str, ...]
     symbols: tuple[str, ...]
     trading_days: tuple[str, ...]
@@ -152,6 +110,8 @@ class MarketTensors:
             features=self.features.to(device),
             turbulence=self.turbulence.to(device),
             session_minutes=self.session_minutes.to(device),
+            tradable=self.tradable.to(device),
+            quoted=self.quoted.to(device),
         )
 
     def subset(
@@ -167,6 +127,8 @@ class MarketTensors:
             features=self.features[d][:, :, s],
             turbulence=self.turbulence[d],
             session_minutes=self.session_minutes[d],
+            tradable=self.tradable[d][:, :, s],
+            quoted=self.quoted[d][:, :, s],
             symbols=tuple(self.symbols[i] for i in s),
             trading_days=tuple(self.trading_days[i] for i in d),
         )
@@ -177,6 +139,7 @@ class MarketTensors:
         bid: ArrayLike,
         ask: ArrayLike,
         *,
+        close: ArrayLike | None = None,
         high: ArrayLike | None = None,
         low: ArrayLike | None = None,
         volume: ArrayLike | None = None,
@@ -184,58 +147,69 @@ class MarketTensors:
         features: ArrayLike | None = None,
         feature_names: Sequence[str] | None = None,
         turbulence: ArrayLike | None = None,
+        tradable: ArrayLike | None = None,
+        quoted: ArrayLike | None = None,
         symbols: Sequence[str] | None = None,
         trading_days: Sequence[str] | None = None,
         device: torch.device | str = "cpu",
     ) -> MarketTensors:
-        """Build from [days, minutes, symbols] arrays; features are computed in torch unless given."""
-        bid_t, ask_t = _f32(bid, device), _f32(ask, device)
-        if bid_t.ndim != 3 or ask_t.shape != bid_t.shape:
+        """Build from [days, minutes, symbols] arrays of one-minute (or daily: one bar a day) bars.
+
+        Without `features`, the catalog's `DEFAULT_FEATURES` are computed from close (default: the mid), bid/ask,
+        high/low and volume by their numpy backend, each with its `<name>_missing` flag; given `features` must be
+        finite (fill them with `point_in_time.observation_arrays`). Without `turbulence`, the turbulence index of
+        the closes. `tradable` and `quoted` default to every bar; bid/ask need only be valid where tradable.
+        """
+        bid_np, ask_np = _numpy(bid).astype(np.float64), _numpy(ask).astype(np.float64)
+        if bid_np.ndim != 3 or ask_np.shape != bid_np.shape:
             raise ValueError(
-                f"bid and ask must both be [days, minutes, symbols]; got {tuple(bid_t.shape)} and "
-                f"{tuple(ask_t.shape)}. Add the missing axes (e.g. arr[None, :, None] for one day of one symbol)."
+                f"bid and ask must both be [days, minutes, symbols]; got {bid_np.shape} and {ask_np.shape}. "
+                "Add the missing axes (e.g. arr[None, :, None] for one day of one symbol)."
             )
-        if not bool(torch.isfinite(bid_t).all() and torch.isfinite(ask_t).all()):
-            raise ValueError(
-                "bid/ask contain NaN or inf; forward-fill missing quotes before building MarketTensors"
-            )
-        if bool((bid_t <= 0).any()) or bool((ask_t < bid_t).any()):
-            raise ValueError(
-                "quotes must satisfy 0 < bid <= ask on every bar; drop or repair the crossed quotes"
-            )
-        days, minutes, n_sym = bid_t.shape
-        sessions = torch.as_tensor(
-            [minutes] * days if session_minutes is None else list(session_minutes),
-            dtype=torch.int64,
-            device=device,
-        )
-        if sessions.shape != (days,) or bool((sessions < 2).any()) or bool((sessions > minutes).any()):
-            raise ValueError(
-                f"session_minutes must be {days} values in [2, {minutes}]; got {sessions.tolist()}"
-            )
-        if features is None or turbulence is None:  # given features and turbulence need no computing
-            optional = [None if a is None else _f32(a, device) for a in (high, low, volume)]
-            feats, names, turb = compute_market_features(bid_t, ask_t, *optional)
-        if features is not None:
-            feats = _f32(features, device)
-            names = (
-                tuple(feature_names)
-                if feature_names is not None
-                else tuple(f"f{i}" for i in range(feats.shape[-1]))
-            )
-            if feats.shape[:3] != bid_t.shape or len(names) != feats.shape[-1]:
+        shape = bid_np.shape
+        can_trade = _mask(tradable, shape, "tradable")
+        with np.errstate(invalid="ignore"):
+            if not (np.isfinite(bid_np) & np.isfinite(ask_np))[can_trade].all():
                 raise ValueError(
-                    f"features must be [days, minutes, symbols, F] = {tuple(bid_t.shape)} + (F,) with F names; "
-                    f"got {tuple(feats.shape)} and {len(names)} names"
+                    "bid/ask contain NaN or inf on a tradable bar; forward-fill missing quotes within the day or "
+                    "mark those bars untradable (tradable=False)"
                 )
-        if turbulence is not None:
-            turb = _f32(turbulence, device)
+            if ((bid_np <= 0) | (ask_np < bid_np))[can_trade].any():
+                raise ValueError("quotes must satisfy 0 < bid <= ask on every tradable bar; drop or repair them")
+        days, minutes, n_sym = shape
+        sessions = np.asarray([minutes] * days if session_minutes is None else list(session_minutes))
+        if sessions.shape != (days,) or (sessions < 1).any() or (sessions > minutes).any():
+            raise ValueError(f"session_minutes must be {days} values in [1, {minutes}]; got {sessions.tolist()}")
+        price = np.where(can_trade, _numpy(close) if close is not None else (bid_np + ask_np) / 2, np.nan)
+        if features is None:
+            columns = default_features_numpy(
+                price, np.where(can_trade, bid_np, np.nan), np.where(can_trade, ask_np, np.nan),
+                *(None if a is None else _numpy(a) for a in (high, low, volume)),
+            )
+            feats, names = observation_arrays(columns)
+            turb = minute_series(columns[TURBULENCE_COLUMN]) if turbulence is None else _numpy(turbulence)
+        else:
+            feats = _numpy(features)
+            names = tuple(feature_names) if feature_names is not None else tuple(f"f{i}" for i in range(feats.shape[-1]))
+            if feats.shape[:3] != shape or len(names) != feats.shape[-1]:
+                raise ValueError(
+                    f"features must be [days, minutes, symbols, F] = {shape} + (F,) with F names; "
+                    f"got {feats.shape} and {len(names)} names"
+                )
+            turb = minute_series(turbulence_index(price)[..., None]) if turbulence is None else _numpy(turbulence)
+        if not (np.isfinite(feats).all() and np.isfinite(turb).all()):
+            raise ValueError(
+                "features/turbulence contain NaN or inf; a missing value is 0 with a missing flag: build them with "
+                "pipeline.envs.point_in_time.observation_arrays"
+            )
         return cls(
-            bid=bid_t,
-            ask=ask_t,
-            features=torch.nan_to_num(feats),
-            turbulence=torch.nan_to_num(turb),
-            session_minutes=sessions,
+            bid=_f32(np.where(can_trade, bid_np, UNQUOTED_PRICE), device),
+            ask=_f32(np.where(can_trade, ask_np, UNQUOTED_PRICE), device),
+            features=_f32(feats, device),
+            turbulence=_f32(turb, device),
+            session_minutes=torch.as_tensor(sessions, dtype=torch.int64, device=device),
+            tradable=torch.as_tensor(can_trade, device=device),
+            quoted=torch.as_tensor(_mask(quoted, shape, "quoted") & can_trade, device=device),
             feature_names=tuple(names),
             symbols=tuple(symbols) if symbols is not None else tuple(f"S{i}" for i in range(n_sym)),
             trading_days=tuple(trading_days)
@@ -249,17 +223,20 @@ class MarketTensors:
         bars_frame: Any,
         features_frame: Any | None = None,
         *,
-        default_spread_bps: float = 2.0,
+        features: Sequence[str] | None = None,
+        half_spread_bps: float = DEFAULT_HALF_SPREAD_BPS,
         device: torch.device | str = "cpu",
     ) -> MarketTensors:
-        """Build from a polars bars frame [symbol, ts, open, high, low, close, volume, (bid, ask), ...].
+        """Build from a polars bars frame [symbol, ts (bar end), (trading_day), close or bid/ask, high, low, volume].
 
-        Days are New York trading days (or the frame's `trading_day` column); bars missing for a symbol are
-        forward-filled. Without bid/ask columns the quote is close -+ `default_spread_bps`/2. With a
-        `features_frame` [symbol, ts, <numeric feature columns>] (e.g. features.market) its columns are the
-        features, and its `turbulence_index` (or `turbulence`) column, if any, drives risk-off.
+        Days are the frame's `trading_day` (default: the New York date of ts); bars are each day's distinct ts.
+        Without bid/ask columns the quote is close -+ `half_spread_bps` (`quoted` False). With a `features_frame`
+        [symbol, ts, ...] (e.g. features.market rows) its `features` columns (default: every numeric one) are the
+        observation and its `turbulence_index`, if any, drives risk-off; without it, `from_arrays` computes the
+        default features from the bars. Either way gaps are filled forward only, with missing flags.
         """
-        arrays = frames_to_arrays(bars_frame, features_frame, default_spread_bps=default_spread_bps)
+        prices = impute_quotes(bars_frame, half_spread_bps)
+        arrays = frames_to_arrays(prices, features_frame, features)
         return cls.from_arrays(**arrays, device=device)
 
 
@@ -282,19 +259,21 @@ def synthetic_market_tensors(
     """A small synthetic market with the planted momentum signal of strength `alpha` (0: a martingale).
 
     `source="numpy"` is the fast numpy market of `synthetic_walk` (same signal and spread model as SyntheticMarket,
-    `minutes` bars a day, no polars); `"market"` the embedded SyntheticMarket on the first `days` XNYS sessions
-    from `start` (needs polars and exchange_calendars); `"auto"` the embedded one where those are installed,
-    else the numpy one (e.g. on a GPU machine with torch and numpy only).
+    `minutes` bars a day, no polars; features by their numpy backend); `"market"` the embedded SyntheticMarket on
+    the first `days` XNYS sessions from `start`, its ticks turned into bars and features by `pipeline.features`
+    and pivoted like the warehouse loader does (needs polars and exchange_calendars); `"auto"` the embedded one
+    where those are installed, else the numpy one (e.g. on a GPU machine with torch and numpy only).
     """
-    if days < 1 or minutes < 2 or not symbols:
+    if days < 1 or minutes < 1 or not symbols:
         raise ValueError(
-            f"need days >= 1, minutes >= 2 and at least one symbol; got {days}, {minutes}, {symbols}"
+            f"need days >= 1, minutes >= 1 and at least one symbol; got {days}, {minutes}, {symbols}"
         )
     if source == "auto":
         source = "market" if embedded_market_available() else "numpy"
     if source == "market":
-        bars = synthetic_market_bars(days, alpha, seed, tuple(symbols), start)
-        return MarketTensors.from_frames(bars, device=device)
+        bars, features = synthetic_market_frames(days, alpha, seed, tuple(symbols), start)
+        arrays = frames_to_arrays(impute_quotes(bars), features, DEFAULT_FEATURES, symbols=tuple(symbols))
+        return MarketTensors.from_arrays(**arrays, device=device)
     if source != "numpy":
         raise ValueError(f"source must be 'numpy', 'market' or 'auto'; got {source!r}")
     arrays = random_walk_arrays(days=days, minutes=minutes, n_symbols=len(symbols), alpha=alpha, seed=seed)
@@ -307,13 +286,11 @@ def synthetic_market_tensors(
 
 
 __all__ = [
-    "RETURN_LAGS",
-    "TURBULENCE_COLUMNS",
-    "TURBULENCE_MIN_BARS",
-    "TURBULENCE_WINDOW",
-    "VOLUME_WINDOW",
+    "DEFAULT_FEATURES",
+    "DEFAULT_HALF_SPREAD_BPS",
+    "TURBULENCE_COLUMN",
+    "UNQUOTED_PRICE",
     "MarketTensors",
-    "compute_market_features",
     "embedded_market_available",
     "random_walk_arrays",
     "synthetic_market_tensors",

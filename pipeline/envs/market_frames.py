@@ -1,119 +1,158 @@
-"""Long polars frames -> the [days, minutes, symbols] numpy arrays of `MarketTensors.from_arrays`.
+"""Long polars frames (warehouse rows) -> the [days, minutes, symbols] arrays of `MarketTensors.from_arrays`.
 
+The one pivot between the tables and the envs: the warehouse loader, `MarketTensors.from_frames` and the embedded
+synthetic market all go through `frames_to_arrays`, so they fill, flag and mask the same way (`point_in_time`).
 polars is imported inside each function, so importing this module (and the envs) needs only numpy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-# Columns of an external features frame read as the turbulence index (features.market names it turbulence_index).
-TURBULENCE_COLUMNS = ("turbulence_index", "turbulence")
+from pipeline.envs.point_in_time import fill_forward, minute_series, observation_arrays, tradable_quotes
+
+TURBULENCE_COLUMN = "turbulence_index"
+"""The features.market column that drives the envs' risk-off (MarketTensors.turbulence)."""
+DEFAULT_HALF_SPREAD_BPS = 1.0
+"""Half-spread around the close of a symbol without quotes (bar-only sources): bid/ask = close -+ 1 bp."""
+KEYS = ("symbol", "ts", "trading_day")
 
 
-def _fill_along_minutes(a: np.ndarray) -> np.ndarray:
-    """Forward-fill NaNs along axis 1 ([days, minutes, ...]), then back-fill the leading ones."""
-    pos = np.arange(a.shape[1]).reshape(1, -1, *([1] * (a.ndim - 2)))
-    idx = np.maximum.accumulate(np.where(np.isnan(a), 0, pos), axis=1)
-    out = np.take_along_axis(a, idx, axis=1)
-    idx = np.minimum.accumulate(np.where(np.isnan(out), a.shape[1] - 1, pos)[:, ::-1], axis=1)[:, ::-1]
-    return np.take_along_axis(out, idx, axis=1)
-
-
-def frames_to_arrays(bars: Any, features_frame: Any | None, default_spread_bps: float) -> dict[str, Any]:
-    """Pivot long polars frames into the [days, minutes, symbols(, features)] numpy arrays of `from_arrays`."""
+def impute_quotes(frame: Any, half_spread_bps: float = DEFAULT_HALF_SPREAD_BPS) -> Any:
+    """`frame` with bid, ask and `quoted`: its own bid/ask where it has those columns (quoted where both are
+    present), else close -+ `half_spread_bps` (quoted False: an imputed quote, not one seen in the market)."""
     import polars as pl
 
-    missing = [c for c in ("symbol", "ts", "close") if c not in bars.columns]
+    if {"bid", "ask"} <= set(frame.columns):
+        return frame.with_columns(quoted=pl.col("bid").is_not_null() & pl.col("ask").is_not_null())
+    if "close" not in frame.columns:
+        raise ValueError(f"a price frame needs bid and ask, or close; it has {frame.columns}")
+    half = half_spread_bps * 1e-4
+    return frame.with_columns(
+        bid=pl.col("close") * (1.0 - half), ask=pl.col("close") * (1.0 + half), quoted=pl.lit(False)
+    )
+
+
+def _with_keys(frame: Any) -> Any:
+    import polars as pl
+
+    missing = [c for c in ("symbol", "ts") if c not in frame.columns]
     if missing:
+        raise ValueError(f"frame lacks key columns {missing}; it needs symbol, ts (and trading_day)")
+    dtype = frame.schema["ts"]
+    ts = pl.col("ts").dt.replace_time_zone("UTC") if dtype.time_zone is None else pl.col("ts")
+    frame = frame.with_columns(ts.dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
+    if "trading_day" not in frame.columns:
+        frame = frame.with_columns(trading_day=pl.col("ts").dt.convert_time_zone("America/New_York").dt.date())
+    duplicated = frame.select("symbol", "ts").is_duplicated()
+    if duplicated.any():
+        example = frame.filter(duplicated).row(0, named=True)
         raise ValueError(
-            f"bars frame lacks columns {missing}; it needs symbol, ts, close (+ high, low, volume, bid, ask)"
+            f"several rows for symbol {example['symbol']} at {example['ts']}; keep one row per symbol and bar"
         )
-    if bars.is_empty():
-        raise ValueError("bars frame is empty: materialize the bars of at least one trading day first")
-    if bars.schema["ts"].time_zone is None:  # naive timestamps are taken as UTC, as in the raw tables
-        bars = bars.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
-    if "trading_day" not in bars.columns:
-        bars = bars.with_columns(trading_day=pl.col("ts").dt.convert_time_zone("America/New_York").dt.date())
-    bars = bars.with_columns(
-        _d=pl.col("trading_day").rank("dense") - 1,
-        _m=pl.col("ts").rank("dense").over("trading_day") - 1,
-        _s=pl.col("symbol").rank("dense") - 1,
-    )
-    d, m, s = (bars[c].to_numpy().astype(np.int64) for c in ("_d", "_m", "_s"))
-    shape = (int(d.max()) + 1, int(m.max()) + 1, int(s.max()) + 1)
-
-    def pivot(values: np.ndarray) -> np.ndarray:
-        out = np.full(shape + values.shape[1:], np.nan)
-        out[d, m, s] = values
-        return _fill_along_minutes(out)
-
-    arrays: dict[str, Any] = {
-        c: pivot(bars[c].cast(pl.Float64).to_numpy())
-        for c in ("close", "high", "low", "volume")
-        if c in bars.columns
-    }
-    close = arrays.pop("close")
-    if {"bid", "ask"} <= set(bars.columns):
-        arrays["bid"], arrays["ask"] = (pivot(bars[c].cast(pl.Float64).to_numpy()) for c in ("bid", "ask"))
-    else:
-        arrays["bid"], arrays["ask"] = (
-            close * (1 - default_spread_bps * 0.5e-4),
-            close * (1 + default_spread_bps * 0.5e-4),
-        )
-    if np.isnan(arrays["bid"]).any():
-        raise ValueError(
-            "some symbol has no bar on a whole trading day; drop that day or symbol from the frame"
-        )
-    keys = bars.select("_d", "_m").group_by("_d").agg(pl.col("_m").max()).sort("_d")
-    arrays["session_minutes"] = (keys["_m"].to_numpy() + 1).tolist()
-    arrays["symbols"] = tuple(bars.select("symbol", "_s").unique().sort("_s")["symbol"].to_list())
-    arrays["trading_days"] = tuple(
-        str(x) for x in bars.select("trading_day", "_d").unique().sort("_d")["trading_day"]
-    )
-    if features_frame is not None:
-        arrays.update(_pivot_features(bars, features_frame, pivot))
-    return arrays
+    return frame
 
 
-def _pivot_features(bars: Any, features_frame: Any, pivot: Any) -> dict[str, Any]:
+def frames_to_arrays(
+    prices: Any,
+    features: Any | None = None,
+    feature_names: Sequence[str] | None = None,
+    symbols: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Pivot long frames into the keyword arguments of `MarketTensors.from_arrays`.
+
+    `prices` has symbol, ts (bar END), trading_day, bid, ask, quoted (see `impute_quotes`) and optionally close,
+    high, low, volume. `features` has symbol, ts and the `feature_names` columns (default: all its numeric ones)
+    plus `turbulence_index` for risk-off. Bars are the distinct ts of each trading day in either frame; a value a
+    symbol lacks at a bar is filled forward within the day, else 0 with its `<name>_missing` flag; a symbol is
+    tradable from its first quote of the day. Without `features`, the returned close/high/low/volume let
+    `from_arrays` compute the default features.
+    """
     import polars as pl
 
-    if features_frame.schema["ts"].time_zone is None:
-        features_frame = features_frame.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
-    names = [
-        c
-        for c, t in features_frame.schema.items()
-        if t.is_numeric() and c not in ("symbol", "ts", "trading_day")
+    prices = _with_keys(prices)
+    frames = [prices] if features is None else [prices, _with_keys(features)]
+    if prices.is_empty():
+        raise ValueError("no price rows: materialize features.bars_1m (or raw.bars) for these days first")
+    chosen = sorted(set(pl.concat([f.select("symbol") for f in frames])["symbol"].to_list()))
+    if symbols is not None:
+        unknown = sorted(set(symbols) - set(chosen))
+        if unknown:
+            raise ValueError(f"no rows for symbols {unknown}; the frames hold {chosen}")
+        chosen = list(symbols)
+    frames = [f.filter(pl.col("symbol").is_in(chosen)) for f in frames]
+    grid = (
+        pl.concat([f.select("trading_day", "ts") for f in frames]).unique()
+        .with_columns(_d=pl.col("trading_day").rank("dense") - 1, _m=pl.col("ts").rank("dense").over("trading_day") - 1)
+    )
+    days = grid.select("trading_day", "_d").unique().sort("_d")
+    shape = (days.height, int(grid["_m"].max()) + 1, len(chosen))
+    index = {s: i for i, s in enumerate(chosen)}
+
+    def pivot(frame: Any, columns: Sequence[str]) -> dict[str, np.ndarray]:
+        located = frame.join(grid, on=["trading_day", "ts"]).with_columns(
+            _s=pl.col("symbol").replace_strict(index, return_dtype=pl.Int64)
+        )
+        d, m, s = (located[c].to_numpy() for c in ("_d", "_m", "_s"))
+        out = {}
+        for c in columns:
+            values = np.full(shape, np.nan)
+            values[d, m, s] = located[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            out[c] = values
+        return out
+
+    quotes = pivot(prices, ["bid", "ask", "quoted"])
+    arrays: dict[str, Any] = tradable_quotes(quotes["bid"], quotes["ask"], quotes["quoted"] == 1.0)
+    arrays["session_minutes"] = (grid.group_by("_d").agg(pl.len()).sort("_d")["len"].to_numpy()).tolist()
+    arrays["symbols"] = tuple(chosen)
+    arrays["trading_days"] = tuple(str(d) for d in days["trading_day"])
+    if features is None:
+        bars = pivot(prices, [c for c in ("close", "high", "low", "volume") if c in prices.columns])
+        arrays.update({c: fill_forward(v)[0] for c, v in bars.items()})
+        return arrays
+    names = list(feature_names) if feature_names is not None else [
+        c for c, t in frames[1].schema.items() if t.is_numeric() and c not in KEYS
     ]
     if not names:
         raise ValueError("features frame has no numeric feature columns besides symbol/ts/trading_day")
-    joined = bars.select("symbol", "ts").join(
-        features_frame.select("symbol", pl.col("ts").dt.convert_time_zone("UTC"), *names),
-        on=["symbol", "ts"],
-        how="left",
-        maintain_order="left",
+    lacking = [c for c in names if c not in frames[1].columns]
+    if lacking:
+        raise ValueError(f"features frame lacks the chosen columns {lacking}; it has {frames[1].columns}")
+    extra = [TURBULENCE_COLUMN] if TURBULENCE_COLUMN in frames[1].columns and TURBULENCE_COLUMN not in names else []
+    columns = pivot(frames[1], [*names, *extra])
+    arrays["features"], arrays["feature_names"] = observation_arrays({n: columns[n] for n in names})
+    turbulence = columns.get(TURBULENCE_COLUMN)
+    arrays["turbulence"] = (
+        minute_series(turbulence) if turbulence is not None else np.zeros(shape[:2])
     )
-    feats = np.nan_to_num(pivot(joined.select(pl.col(names).cast(pl.Float64)).to_numpy()))
-    out: dict[str, Any] = {"features": feats, "feature_names": tuple(names)}
-    column = next((c for c in TURBULENCE_COLUMNS if c in names), None)
-    if column is not None:
-        out["turbulence"] = feats[..., names.index(column)].mean(axis=-1)
-    return out
+    return arrays
 
 
-def synthetic_market_bars(days: int, alpha: float, seed: int, symbols: tuple[str, ...], start: str) -> Any:
-    """Minute bars of the embedded SyntheticMarket on `days` consecutive XNYS sessions from `start`."""
+def synthetic_market_frames(
+    days: int, alpha: float, seed: int, symbols: Sequence[str], start: str
+) -> tuple[Any, Any]:
+    """(bars_1m, features.market) rows of the embedded SyntheticMarket on `days` consecutive XNYS sessions from
+    `start`: its trades and quotes through `pipeline.features.bars_1m` and `market_features`, as the assets do
+    (without the validation and the warehouse round trip)."""
     from datetime import date, timedelta
 
     import polars as pl
 
+    from pipeline.features import bars_1m, market_features
     from pipeline.market.calendar import trading_days, trading_session
     from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
 
     first = date.fromisoformat(start)
-    sessions = trading_days(first, first + timedelta(days=2 * days + 10))[:days]
+    sessions = [trading_session(d) for d in trading_days(first, first + timedelta(days=2 * days + 10))[:days]]
     market = SyntheticMarket(SyntheticMarketConfig(seed=seed, alpha=alpha))
-    return pl.concat([market.minute_bars(trading_session(day), symbols) for day in sessions])
+    bars, features = [], []
+    for session in sessions:
+        day_bars = bars_1m(
+            market.fetch("trades", session, list(symbols)), market.fetch("quotes", session, list(symbols)), session
+        )
+        bars.append(day_bars)
+        features.append(market_features(day_bars, session))
+    return pl.concat(bars), pl.concat(features)
