@@ -186,7 +186,7 @@ def test_output_columns_and_group_sizes(day: dict[str, pl.DataFrame]) -> None:
     assert len(features_of(MARKET, "momentum")) >= 12
     assert len(features_of(MARKET, "volatility")) >= 4
     assert {f.name for f in features_of(MARKET, "regime")} >= {"regime_trend_score", "regime_trending"}
-    assert [f.name for f in features_of(MARKET, "turbulence")] == ["turbulence_index"]
+    assert [f.name for f in features_of(MARKET, "turbulence")] == ["turbulence_index", "turbulence_index_daily"]
     flags = day["market"]["regime_trending"].drop_nulls().unique().sort().to_list()
     assert set(flags) <= {0, 1} and flags
     assert day["market"].select(pl.len().over("symbol", "ts").max()).item() == 1

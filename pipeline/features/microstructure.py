@@ -64,6 +64,7 @@ def add_microstructure(frame: pl.LazyFrame, rows: Callable[[int], int]) -> pl.La
          / pl.col("trade_count").cast(pl.Float64).rolling_mean(n30)).over(by).alias("trade_intensity_5m_30m"),
         pl.col("trade_count").cast(pl.Float64).rolling_mean(n15).over(by).alias("trades_per_minute_15m"),
         pl.when(pl.col("vwap") > 0).then(1e4 * (pl.col("close") / pl.col("vwap") - 1.0)).alias("vwap_deviation_bps"),
-        (1e4 * (pl.col("close") * volume.cum_sum() / cum_dollar - 1.0)).over(by).alias("session_vwap_deviation_bps"),
+        (1e4 * (pl.col("close") * volume.cum_sum() / cum_dollar - 1.0)).over(by, "trading_day")
+        .alias("session_vwap_deviation_bps"),
         dollar_volume.log1p().alias("log_dollar_volume"),
     )

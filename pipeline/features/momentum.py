@@ -1,8 +1,9 @@
 """Momentum features: backward-looking returns, RSI, MACD, moving-average and range position.
 
 Every expression reads only the current and earlier rows of its symbol (shift(n>0), backward rolling windows,
-ewm, cumulative aggregates), so the value at minute t is known at t. Windows are given in minutes and turned
-into rows by `rows`, so bar-only symbols with coarser bars get the same horizons.
+ewm, cumulative aggregates), so the value at minute t is known at t. Minute horizons are turned into rows by
+`rows`, so bar-only symbols with coarser bars get the same horizons; RSI, MACD and the stochastic count bars on
+any interval; the session columns reset at each open.
 """
 
 from __future__ import annotations
@@ -35,25 +36,26 @@ def add_momentum(frame: pl.LazyFrame, rows: Callable[[int], int]) -> pl.LazyFram
     """Adds the momentum columns (see `pipeline.features.catalog`)."""
     close = pl.col("close")
     by = "symbol"
+    session = ("symbol", "trading_day")
     fast = 2.0 / (MACD_FAST + 1)
     slow = 2.0 / (MACD_SLOW + 1)
     frame = frame.with_columns(
         *[(close / close.shift(rows(h))).log().over(by).alias(f"log_return_{h}m") for h in RETURN_HORIZONS_MIN],
-        rsi(close, rows(RSI_PERIOD)).over(by).alias("rsi_14"),
-        (_ewm(close, alpha=fast, min_samples=rows(MACD_SLOW)) - _ewm(close, alpha=slow, min_samples=rows(MACD_SLOW)))
+        rsi(close, RSI_PERIOD).over(by).alias("rsi_14"),
+        (_ewm(close, alpha=fast, min_samples=MACD_SLOW) - _ewm(close, alpha=slow, min_samples=MACD_SLOW))
         .over(by).alias("macd"),
         (close / close.rolling_mean(rows(15)) - 1.0).over(by).alias("price_vs_sma_15m"),
         (close / close.rolling_mean(rows(60)) - 1.0).over(by).alias("price_vs_sma_60m"),
         (
-            (close - pl.col("low").rolling_min(rows(STOCH_PERIOD)))
-            / (pl.col("high").rolling_max(rows(STOCH_PERIOD)) - pl.col("low").rolling_min(rows(STOCH_PERIOD)))
+            (close - pl.col("low").rolling_min(STOCH_PERIOD))
+            / (pl.col("high").rolling_max(STOCH_PERIOD) - pl.col("low").rolling_min(STOCH_PERIOD))
         ).over(by).alias("stochastic_k_14"),
-        (close / close.drop_nulls().first()).log().over(by).alias("session_return"),
-        (close / pl.col("high").cum_max()).log().over(by).alias("distance_from_session_high"),
-        (close / pl.col("low").cum_min()).log().over(by).alias("distance_from_session_low"),
+        (close / close.drop_nulls().first()).log().over(session).alias("session_return"),
+        (close / pl.col("high").cum_max()).log().over(session).alias("distance_from_session_high"),
+        (close / pl.col("low").cum_min()).log().over(session).alias("distance_from_session_low"),
     )
     signal = 2.0 / (MACD_SIGNAL + 1)
     frame = frame.with_columns(
-        _ewm(pl.col("macd"), alpha=signal, min_samples=rows(MACD_SIGNAL)).over(by).alias("macd_signal")
+        _ewm(pl.col("macd"), alpha=signal, min_samples=MACD_SIGNAL).over(by).alias("macd_signal")
     )
     return frame.with_columns((pl.col("macd") - pl.col("macd_signal")).alias("macd_hist"))

@@ -24,7 +24,7 @@ def add_regime(frame: pl.LazyFrame, rows: Callable[[int], int]) -> pl.LazyFrame:
     by = "symbol"
     close, high, low = pl.col("close"), pl.col("high"), pl.col("low")
     n_er = rows(EFFICIENCY_WINDOW_MIN)
-    n_adx = rows(ADX_PERIOD)
+    n_adx = ADX_PERIOD  # a bar count on any interval
     up = high.diff()
     down = -low.diff()
     plus_dm = pl.when((up > down) & (up > 0)).then(up).otherwise(pl.when(up.is_not_null()).then(0.0))

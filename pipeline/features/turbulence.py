@@ -1,17 +1,39 @@
-"""Turbulence index: Mahalanobis distance of the cross-asset one-minute return vector from its trailing window.
+"""Turbulence indices: Mahalanobis distance of the cross-asset return vector from its trailing window.
 
 d_t = (r_t - mu)' (S + ridge * tr(S)/N * I)^-1 (r_t - mu), with mu and S the mean and covariance of the returns
-of the `window` minutes before t (t excluded). Null until the window has filled. One value per minute, shared by
-every symbol's row at that minute.
+of the window before t (t excluded). Null until the window has filled. One value per ts, shared by every symbol's
+row at that ts. The minute index uses the one-minute returns of the session; the daily one (FinRL's) uses daily
+returns of the trailing sessions, with r_t the return from the previous close to the price at ts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date
+
 import numpy as np
 import polars as pl
 
+from pipeline.features.daily import daily_close_matrix
+
 TURBULENCE_WINDOW_MIN = 60
 TURBULENCE_RIDGE = 1e-2
+DAILY_TURBULENCE_WINDOW_DAYS = 252  # FinRL's one trading year
+
+
+def mahalanobis(history: np.ndarray, current: np.ndarray, ridge: float = TURBULENCE_RIDGE) -> np.ndarray:
+    """Squared distance of each current[t] (N,) from the window history[t] (N, W) of N symbols' returns."""
+    n_symbols, window = history.shape[1], history.shape[2]
+    mean = history.mean(axis=2)
+    centered = history - mean[:, :, None]
+    cov = np.einsum("tiw,tjw->tij", centered, centered) / (window - 1)
+    scale = np.trace(cov, axis1=1, axis2=2) / n_symbols
+    # Relative ridge keeps the solve well posed when symbols are collinear or flat.
+    shrink = ridge * np.maximum(scale, 1e-16)
+    cov = cov + shrink[:, None, None] * np.eye(n_symbols)[None]
+    deviation = current - mean
+    solved = np.linalg.solve(cov, deviation[:, :, None])[:, :, 0]
+    return np.einsum("ti,ti->t", deviation, solved)
 
 
 def turbulence_from_closes(closes: np.ndarray, window: int = TURBULENCE_WINDOW_MIN,
@@ -29,17 +51,7 @@ def turbulence_from_closes(closes: np.ndarray, window: int = TURBULENCE_WINDOW_M
     returns = np.where(np.isfinite(returns), returns, 0.0)
     # history[k] holds returns[k : k + window]; it is the trailing window of returns[k + window].
     history = np.lib.stride_tricks.sliding_window_view(returns, window, axis=0)[:-1]  # (T', N, window)
-    current = returns[window:]
-    mean = history.mean(axis=2)
-    centered = history - mean[:, :, None]
-    cov = np.einsum("tiw,tjw->tij", centered, centered) / (window - 1)
-    scale = np.trace(cov, axis1=1, axis2=2) / n_symbols
-    # Relative ridge keeps the solve well posed when symbols are collinear or flat.
-    shrink = ridge * np.maximum(scale, 1e-16)
-    cov = cov + shrink[:, None, None] * np.eye(n_symbols)[None]
-    deviation = current - mean
-    solved = np.linalg.solve(cov, deviation[:, :, None])[:, :, 0]
-    out[window + 1:] = np.einsum("ti,ti->t", deviation, solved)
+    out[window + 1:] = mahalanobis(history, returns[window:], ridge)
     return out
 
 
@@ -61,3 +73,32 @@ def turbulence_index(minute_closes: pl.DataFrame, grid_ts: pl.Series,
     return pl.DataFrame({"ts": wide["ts"], "turbulence_index": values}).with_columns(
         pl.col("turbulence_index").fill_nan(None)
     )
+
+
+def daily_turbulence(current: pl.DataFrame, closes: pl.DataFrame, history_days: Sequence[date],
+                     window: int = DAILY_TURBULENCE_WINDOW_DAYS, ridge: float = TURBULENCE_RIDGE) -> pl.DataFrame:
+    """Columns ts, turbulence_index_daily at every ts of one day's rows `current` (symbol, ts, close).
+
+    `closes` (symbol, trading_day, close) are the daily closes of the earlier sessions `history_days` (oldest
+    first). Every symbol with a close counts; one without a price yet today counts as unchanged. Null until
+    `window` daily returns precede the day (window + 1 sessions, the oldest with a close).
+    """
+    stamps = current.select("ts").unique().sort("ts")
+    symbols = sorted(set(current["symbol"].to_list()) | set(closes["symbol"].to_list()))
+    history = daily_close_matrix(closes, history_days, symbols)
+    values = np.full(stamps.height, np.nan)
+    full = history.shape[0] > window and bool(np.isfinite(history[-window - 1]).any())
+    if full and symbols and stamps.height:
+        wide = stamps.join(current.pivot(on="symbol", index="ts", values="close", aggregate_function="last"),
+                           on="ts", how="left")
+        prices = wide.select([pl.col(s).forward_fill() if s in wide.columns else pl.lit(None, pl.Float64).alias(s)
+                              for s in symbols]).to_numpy().astype(np.float64)
+        window_closes = history[-window - 1:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            returns = np.log(window_closes[1:] / window_closes[:-1])
+            today = np.log(prices / history[-1])
+        # A missing price counts as no change, as in the minute index.
+        returns = np.where(np.isfinite(returns), returns, 0.0).T  # (N, window)
+        today = np.where(np.isfinite(today), today, 0.0)
+        values = mahalanobis(np.broadcast_to(returns, (stamps.height, *returns.shape)), today, ridge)
+    return stamps.with_columns(pl.Series("turbulence_index_daily", values).fill_nan(None))
