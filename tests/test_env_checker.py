@@ -33,7 +33,7 @@ def test_episode_through_the_adapter_ends_with_final_obs_and_realized_pnl() -> N
     while not done:
         obs, reward, terminated, truncated, info = env.step(1)  # stay long all day
         steps, done = steps + 1, terminated or truncated
-    assert truncated and not terminated and steps == 389
+    assert terminated and not truncated and steps == 389  # the close ends the episode: nothing follows
     assert obs[-1, -1] == 1.0  # the final obs (time of day at the close), not the next episode's first
     assert info["position"] == 0.0 and info["fills"] == 2 and isinstance(info["pnl"], float)
     assert info["pnl"] == pytest.approx(info["cash"])
@@ -56,6 +56,6 @@ def test_adapter_runs_under_sb3_dummy_vec_env() -> None:
     obs = vec.reset()
     for _ in range(5):
         obs, rewards, dones, infos = vec.step(np.zeros((3, 4), dtype=np.float32))
-    assert obs.shape == (3, 16, 26) and rewards.shape == (3,) and not dones.any()
+    assert obs.shape == (3, *vec.observation_space.shape) and rewards.shape == (3,) and not dones.any()
     # Zero actions hold equal weights: after the first step only the drift is rebalanced.
     assert all(info["turnover"] < 0.01 and np.allclose(info["weights"], 0.25) for info in infos)

@@ -27,9 +27,15 @@ def one_day(bid: list[float], ask: list[float], **kwargs) -> MarketTensors:
     return MarketTensors.from_arrays(np.array(bid)[None, :, None], np.array(ask)[None, :, None], **kwargs)
 
 
+def snapshot(step: tuple) -> tuple:
+    """A step's results with the obs and final obs copied out of the env's buffers (the next step reuses them)."""
+    obs, reward, terminated, truncated, info = step
+    return obs.clone(), reward, terminated, truncated, {**info, "final_obs": info["final_obs"].clone()}
+
+
 def run(env: IntradayTradingEnv, actions: list[int]) -> list[tuple]:
     env.reset(seed=0)
-    return [env.step(torch.tensor([a])) for a in actions]
+    return [snapshot(env.step(torch.tensor([a]))) for a in actions]
 
 
 def test_hand_computed_episode_matches_to_the_cent() -> None:
@@ -52,8 +58,9 @@ def test_hand_computed_episode_matches_to_the_cent() -> None:
     got["reward"] = [float(s[1][0]) for s in steps]
     for key, values in expected.items():
         np.testing.assert_allclose(got[key], values, atol=0.005, err_msg=key)
-    assert [bool(s[3][0]) for s in steps] == [False, False, False, True]
-    assert not any(bool(s[2][0]) for s in steps)
+    # The session close ends the episode for good: terminated, never truncated (nothing follows a flat close).
+    assert [bool(s[2][0]) for s in steps] == [False, False, False, True]
+    assert not any(bool(s[3][0]) for s in steps)
     assert sum(got["reward"]) == pytest.approx(got["pnl"][-1], abs=0.005)
 
 
@@ -64,11 +71,14 @@ def test_observation_is_the_last_window_of_bars_plus_agent_state() -> None:
     feats = market.features[0, :, 0]
     assert obs.shape == (1, 2, market.num_features + 4)
     assert torch.equal(obs[0, :, : market.num_features], feats[[0, 0]])  # bar 0 repeated before the open
+    assert obs[0, :, -4:].abs().sum() == 0.0  # flat at the open, on both rows
     obs, *_ = env.step(torch.tensor([LONG]))
     obs, *_ = env.step(torch.tensor([HOLD]))
     assert torch.equal(obs[0, :, : market.num_features], feats[[1, 2]])
-    # position +1 unit, unrealized = 100 * (100.51 - 100.12) / 100, pnl 38 / 100, time of day 2/4; on every row.
-    np.testing.assert_allclose(obs[0, :, -4:].numpy(), [[1.0, 0.39, 0.38, 0.5]] * 2, atol=1e-4)
+    # Each row holds the agent's state at its bar: position +1 unit, unrealized 100 * (mid - 100.12) / 100,
+    # episode PnL / 100, time of day (bar 1: mid 100.11, PnL -2; bar 2: mid 100.51, PnL 38).
+    expected = [[1.0, -0.01, -0.02, 0.25], [1.0, 0.39, 0.38, 0.5]]
+    np.testing.assert_allclose(obs[0, :, -4:].numpy(), expected, atol=1e-4)
 
 
 def test_slippage_is_charged_in_bps_of_the_quote() -> None:
@@ -126,7 +136,7 @@ def test_autoreset_returns_new_episode_and_final_obs() -> None:
     env = IntradayTradingEnv(market, num_envs=1, config=cfg)
     steps = run(env, [LONG, HOLD])
     obs, _, terminated, truncated, info = steps[-1]
-    assert bool(truncated[0]) and not bool(terminated[0])
+    assert bool(terminated[0]) and not bool(truncated[0])
     assert float(info["final_obs"][0, -1, -1]) == 1.0  # the final obs is at the close
     assert obs[0, :, -4:].abs().sum() == 0.0  # the new episode: flat, no PnL, at the open
     assert int(env.minute[0]) == 0 and float(env.cash[0]) == 0.0
@@ -143,19 +153,20 @@ def test_batched_run_equals_independent_single_env_runs() -> None:
     obs, _ = batched.reset(seed=7)
     actions = torch.randint(0, 4, (40, n), generator=torch.Generator().manual_seed(1))
     episodes = list(zip(batched.day.tolist(), batched.symbol.tolist(), strict=True))
-    history = [obs]
-    results = [batched.step(a) for a in actions]
+    first_obs = obs.clone()  # the obs is a view the next step overwrites
+    results = [snapshot(batched.step(a)) for a in actions]
     for i, (day, sym) in enumerate(episodes):
         single = IntradayTradingEnv(market.subset([day], [sym]), num_envs=1, config=cfg)
         obs_i, _ = single.reset(seed=0)
-        assert torch.equal(obs_i[0], history[0][i])
-        for t, (_, reward, terminated, truncated, info) in enumerate(results):
+        assert torch.equal(obs_i[0], first_obs[i])
+        for t, (obs, reward, terminated, truncated, info) in enumerate(results):
             o, r, te, tr, inf = single.step(actions[t, i : i + 1])
             assert torch.equal(r[0], reward[i]) and bool(te[0]) == bool(terminated[i])
             assert bool(tr[0]) == bool(truncated[i]) and torch.equal(inf["pnl"][0], info["pnl"][i])
-            assert torch.equal(inf["final_obs"][0], info["final_obs"][i])
             if bool(te[0] | tr[0]):
+                assert torch.equal(inf["final_obs"][0], info["final_obs"][i])
                 break
+            assert torch.equal(o[0], obs[i])
         else:
             pytest.fail(f"env {i} never finished its episode in {len(results)} steps")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import date
 
 import gymnasium as gym
@@ -140,7 +141,8 @@ def test_position_greeks_in_the_observation_follow_the_position() -> None:
     assert last[0, col["net_vega_1pt"]] > 0 > last[1, col["net_vega_1pt"]]
     assert last[0, col["net_gamma_1pct"]] > 0 > last[1, col["net_gamma_1pct"]]
     assert last[2, col["net_vega_1pt"]] == 0 and last[2, col["flat"]] == 1
-    assert torch.allclose(obs[:, 0, col["net_delta"]], last[:, col["net_delta"]])  # state is on every row
+    # Each row holds the state at its snapshot: the row before the trade filled is flat.
+    assert (obs[:, -2, col["flat"]] == 1).all() and (obs[:, -2, col["net_delta"]] == 0).all()
 
 
 def test_autoreset_returns_final_obs_and_new_episode() -> None:
@@ -191,29 +193,36 @@ def test_chain_builder_errors_say_how_to_fix(synthetic_frame: pl.DataFrame) -> N
         chain_tensors_from_snapshots(synthetic_frame.head(0))
 
 
+def one_day_of(chain: OptionChainTensors, day: int) -> OptionChainTensors:
+    """The chain restricted to one of its days."""
+    return OptionChainTensors(**{f.name: getattr(chain, f.name)[day : day + 1] if torch.is_tensor(getattr(chain, f.name))
+                                 else getattr(chain, f.name) for f in fields(chain)})
+
+
 def test_same_seed_same_trajectory_and_batched_equals_single() -> None:
     chain = black_scholes_chain(days=3, seed=4)
-    cfg = OptionsTradingConfig(action_set=91)
-    # One whole episode (14 snapshots -> 13 steps): after it the autoreset draws days from each env's own RNG.
+    # Evaluation deals days 0, 1, 2 to envs 0, 1, 2 (env 3 stays idle), so each env has a known day.
+    cfg = OptionsTradingConfig(action_set=91, evaluation=True)
+    # One whole episode (14 snapshots -> 13 steps).
     actions = torch.randint(91, (13, 4), generator=torch.Generator().manual_seed(0))
 
-    def run(num_envs: int, columns: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        env = OptionsTradingEnv(chain, num_envs=num_envs, config=cfg)
+    def run(env_chain: OptionChainTensors, columns: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        env = OptionsTradingEnv(env_chain, num_envs=columns.stop - columns.start, config=cfg)
         env.reset(seed=11)
-        env.day[:] = torch.arange(num_envs) % 3 if num_envs > 1 else columns.start % 3  # pin days
         rewards, final_obs = [], None
         for a in actions[:, columns]:
             _, reward, terminated, _, info = env.step(a)
             rewards.append(reward)
-            final_obs = info["final_obs"]
-        assert terminated.all()
+            final_obs = info["final_obs"].clone()
+        assert terminated.all() and bool(env.eval_finished)
         return torch.stack(rewards), final_obs
 
-    batched, obs_b = run(4, slice(0, 4))
-    again, _ = run(4, slice(0, 4))
+    batched, obs_b = run(chain, slice(0, 4))
+    again, _ = run(chain, slice(0, 4))
     assert torch.equal(batched, again)
-    for n in range(4):
-        single, obs_s = run(1, slice(n, n + 1))
+    assert (batched[:, 3] == 0).all()  # the idle env earns nothing
+    for n in range(3):
+        single, obs_s = run(one_day_of(chain, n), slice(n, n + 1))
         assert torch.allclose(single[:, 0], batched[:, n], atol=1e-5)
         assert torch.allclose(obs_s[0], obs_b[n], atol=1e-5)
 

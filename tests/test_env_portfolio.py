@@ -48,7 +48,8 @@ def test_hand_computed_rebalancing_at_next_bar_with_costs() -> None:
     assert float(info1["costs"][0]) == pytest.approx(cost0 + (1 - cost0) * 1.1 * cost1, rel=1e-4)
     _, r2, term2, trunc2, info2 = env.step(all_b)
     assert float(r2[0]) == pytest.approx(0.0, abs=1e-7)  # B flat from bar 2 to 3, no trade
-    assert [bool(trunc0[0]), bool(trunc1[0]), bool(trunc2[0]), bool(term2[0])] == [False, False, True, False]
+    # The session close ends the episode for good: terminated, never truncated.
+    assert [bool(trunc0[0]), bool(trunc1[0]), bool(trunc2[0]), bool(term2[0])] == [False, False, False, True]
     assert float(info2["value"][0]) == pytest.approx(value, rel=1e-6)
 
 
@@ -108,8 +109,8 @@ def test_autoreset_restarts_in_cash_and_keeps_final_obs() -> None:
     env.reset(seed=0)
     action = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0]])
     for _ in range(3):
-        obs, _, _, truncated, info = env.step(action)
-    assert truncated.all()
+        obs, _, terminated, _, info = env.step(action)
+    assert terminated.all()
     assert torch.equal(info["final_obs"][:, -1, -4:-1], env.target_weights(action))
     assert info["final_obs"][:, -1, -1].tolist() == [1.0, 1.0]
     assert obs[:, -1, -4:].tolist() == [[0.0, 0.0, 1.0, 0.0]] * 2
@@ -121,18 +122,23 @@ def test_batched_run_equals_independent_single_env_runs() -> None:
     n = 6
     batched = PortfolioAllocationEnv(market, num_envs=n, config=cfg)
     obs, _ = batched.reset(seed=11)
-    days = batched.day.tolist()
+    first_obs, days = obs.clone(), batched.day.tolist()  # the obs is a view the next step overwrites
     actions = torch.rand(29, n, 4, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    results = [batched.step(a) for a in actions]
-    assert results[-1][3].all()
+    results = []
+    for a in actions:
+        obs, reward, terminated, _, info = batched.step(a)
+        results.append((obs.clone(), reward, terminated, info["value"], info["final_obs"].clone()))
+    assert results[-1][2].all()
     for i, day in enumerate(days):
         single = PortfolioAllocationEnv(market.subset([day]), num_envs=1, config=cfg)
         obs_i, _ = single.reset(seed=0)
-        assert torch.equal(obs_i[0], obs[i])
-        for t, (_, reward, _, truncated, info) in enumerate(results):
-            _, r, _, tr, inf = single.step(actions[t, i : i + 1])
-            assert torch.allclose(r[0], reward[i], rtol=1e-5, atol=1e-6) and bool(tr[0]) == bool(truncated[i])
-            assert torch.allclose(inf["value"][0], info["value"][i], rtol=1e-6)
+        assert torch.equal(obs_i[0], first_obs[i])
+        for t, (obs, reward, terminated, value, final_obs) in enumerate(results):
+            o, r, te, _, inf = single.step(actions[t, i : i + 1])
+            assert torch.allclose(r[0], reward[i], rtol=1e-5, atol=1e-6) and bool(te[0]) == bool(terminated[i])
+            assert torch.allclose(inf["value"][0], value[i], rtol=1e-6)
+            seen = inf["final_obs"] if bool(te[0]) else o
+            assert torch.allclose(seen[0], final_obs[i] if bool(te[0]) else obs[i], rtol=1e-5, atol=1e-6)
 
 
 def test_step_never_syncs_with_the_host(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from pipeline.envs.base import BatchedEnv
+from pipeline.envs.base import BatchedEnv, ResumableEnv
 
 ENV_IDS: dict[str, str] = {
     "pipeline/IntradayTrading-v0": "pipeline.envs.gym_adapter:make_intraday_gym",
@@ -22,4 +22,4 @@ for _env_id, _entry_point in ENV_IDS.items():
     if _env_id not in gym.registry:
         gym.register(id=_env_id, entry_point=_entry_point)
 
-__all__ = ["ENV_IDS", "BatchedEnv"]
+__all__ = ["ENV_IDS", "BatchedEnv", "ResumableEnv"]

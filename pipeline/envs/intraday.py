@@ -1,10 +1,26 @@
-"""IntradayTrading: a batch of single-instrument day-trading episodes on minute bars, all state in tensors.
+"""IntradayTrading: a batch of single-instrument trading episodes on minute (or daily) bars, all state in tensors.
 
-Each env trades one (trading day, symbol) episode sampled from `MarketTensors`. The agent sees bar t and picks
-hold / long / short / flat; the order fills at bar t+1's quote (buys at the ask, sells at the bid) plus fees
-and slippage, never at a price of a bar it has already seen. Losses beyond the loss-cut or gains beyond the
-profit-lock end the episode early (terminated); the session end truncates it. Either way the position is
+Each env trades one episode of `episode_days` trading days of one symbol from `MarketTensors` (one day by default).
+The agent sees bar t and picks hold / long / short / flat; the order fills at bar t+1's quote (buys at the ask,
+sells at the bid) plus fees and slippage, never at a price of a bar it has already seen. A symbol that is not
+tradable at the fill bar (`market.tradable`, False before its first real quote) does not fill: the position
+stays as it was. The episode ends `terminated` at its last bar (the close of its last day: the position is
+flattened and nothing follows, so nothing is bootstrapped past it), or earlier when losses reach the loss-cut or
+gains the profit-lock. `truncated` is always False: no cut here is a time limit. Either way the position is
 flattened at that bar's quote with costs, so the episode PnL is realized.
+
+Multi-day episodes run from the last bar of day d to the first bar of day d+1. By default the position is
+flattened at every close (day trading: the env is flat overnight and the order seen at the close fills at the next
+open); `carry_overnight=True` holds it through the night instead (needed on daily bars, one bar a day).
+
+Observation [window, F]: one row per bar, oldest first, each row the bar's market features and the agent's state
+at that bar (position, unrealized PnL, episode PnL, time of day); before the episode's first bar the rows repeat
+its first row. It is a view into a buffer that the next step overwrites (see `rolling_window`): copy it to keep it.
+`info["final_obs"]` is valid in the rows of envs whose episode ended at this step.
+
+Evaluation (`evaluation=True`) walks every (day block, symbol) of the market exactly once in time order instead
+of sampling at random (see `episodes.EpisodeSchedule`); `eval_finished` turns True when the walk is over, and
+`info["episode_id"]` numbers the episodes (-1 for envs left idle at the end of the walk).
 """
 
 from __future__ import annotations
@@ -14,8 +30,11 @@ from typing import Any
 
 import torch
 
+from pipeline.envs.base import substate
 from pipeline.envs.costs import CostModel, fill_at_quote
+from pipeline.envs.episodes import EpisodeSchedule
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
+from pipeline.envs.rolling_window import RollingWindow
 
 HOLD, LONG, SHORT, FLAT = 0, 1, 2, 3
 AGENT_FEATURES = ("position", "unrealized_pnl", "episode_pnl", "time_of_day")
@@ -47,10 +66,16 @@ class IntradayConfig:
     """Above this turbulence index, LONG/SHORT that would add exposure become FLAT (reversal) or HOLD."""
     pnl_scale: float = 100.0
     """Dollars per unit of the PnL features in the observation."""
+    episode_days: int = 1
+    """Trading days per episode; the episode runs on from each close to the next open."""
+    carry_overnight: bool = False
+    """Hold the position from a close to the next open (multi-day episodes); False flattens at every close."""
+    evaluation: bool = False
+    """Walk every (day block, symbol) once in time order instead of sampling episodes at random."""
 
 
 class IntradayTradingEnv:
-    """Batched IntradayTrading implementing `pipeline.envs.base.BatchedEnv` (discrete, 4 actions)."""
+    """Batched IntradayTrading implementing `pipeline.envs.base.ResumableEnv` (discrete, 4 actions)."""
 
     discrete = True
     action_dim = 4
@@ -75,19 +100,17 @@ class IntradayTradingEnv:
         self._money = torch.float32 if self.device.type == "mps" else torch.float64
         # Flat [day * minute * symbol] views: one gather per step instead of three-index lookups.
         m = self.market
-        self._stride = m.num_symbols
         self._quotes = torch.stack([m.bid, m.ask], dim=-1).to(self._money).reshape(-1, 2)
         self._features = m.features.reshape(-1, m.num_features)
         self._turbulence = m.turbulence.unsqueeze(-1).expand(-1, -1, m.num_symbols).reshape(-1)
-        self._gen = torch.Generator(device=self.device)
-        self._gen.seed()
-        n, dev = self.num_envs, self.device
-        self.day = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.symbol = torch.zeros(n, dtype=torch.int64, device=dev)
-        self.minute = torch.zeros(n, dtype=torch.int64, device=dev)
-        self._last_minute = torch.ones(n, dtype=torch.int64, device=dev)
-        self._book = torch.zeros(n, len(BOOK), dtype=self._money, device=dev)
-        self._window_offsets = torch.arange(-self.config.window + 1, 1, device=dev) * self._stride
+        tradable = getattr(m, "tradable", None)
+        self._tradable = None if tradable is None else tradable.reshape(-1)
+        self.episodes = EpisodeSchedule(
+            m.session_minutes, m.num_symbols, self.num_envs, self.config.episode_days,
+            self.config.evaluation, self.device,
+        )
+        self._book = torch.zeros(self.num_envs, len(BOOK), dtype=self._money, device=self.device)
+        self._window = RollingWindow(self.num_envs, self.config.window, self.obs_shape[1], self.device)
 
     def _col(self, name: str) -> torch.Tensor:
         return self._book[:, BOOK.index(name)]
@@ -102,33 +125,40 @@ class IntradayTradingEnv:
         """Cash in dollars (starts at 0, so cash + position * mid is the episode PnL)."""
         return self._col("cash")
 
-    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        if seed is not None:
-            self._gen.manual_seed(int(seed))
-        self._start_episodes(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
-        return self._observe(self._book), {}
+    @property
+    def day(self) -> torch.Tensor:
+        """Day index of each env's current bar."""
+        return self.episodes.day
 
-    def _start_episodes(self, mask: torch.Tensor) -> None:
-        """Sample a fresh (day, symbol) episode for the envs in `mask` and zero their books (no host sync)."""
-        n = self.num_envs
-        day = torch.randint(self.market.num_days, (n,), generator=self._gen, device=self.device)
-        sym = torch.randint(self.market.num_symbols, (n,), generator=self._gen, device=self.device)
-        self.day = torch.where(mask, day, self.day)
-        self.symbol = torch.where(mask, sym, self.symbol)
-        self.minute = self.minute.masked_fill(mask, 0)
-        self._last_minute = self.market.session_minutes[self.day] - 1
-        self._book = self._book.masked_fill(mask.unsqueeze(1), 0.0)
+    @property
+    def minute(self) -> torch.Tensor:
+        """Bar index (within its day) of each env's current bar."""
+        return self.episodes.bar
+
+    @property
+    def symbol(self) -> torch.Tensor:
+        """Symbol index of each env's episode."""
+        return self.episodes.symbol
+
+    @property
+    def eval_finished(self) -> torch.Tensor:
+        """bool scalar: in evaluation, every episode of the walk has been played (always False in training)."""
+        return self.episodes.finished
+
+    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        everyone = self.episodes.restart(seed)
+        self._book = torch.zeros_like(self._book)
+        self._window.restart(everyone, self._rows(self._book))
+        return self._window.obs, {"episode_id": self.episodes.episode_id}
 
     def _index(self) -> torch.Tensor:
         """Flat index of each env's current bar in the [day, minute, symbol] layout."""
-        return (self.day * self.market.num_minutes + self.minute) * self._stride + self.symbol
+        e, m = self.episodes, self.market
+        return (e.day * m.num_minutes + e.bar) * m.num_symbols + e.symbol
 
-    def _observe(self, book: torch.Tensor) -> torch.Tensor:
-        """[N, window, F]: the last `window` bars' features (bar 0 repeated before the open) + agent state."""
+    def _rows(self, book: torch.Tensor) -> torch.Tensor:
+        """[N, F]: the current bar's market features and the agent's state, one observation row per env."""
         now = self._index()
-        rows = (now.unsqueeze(1) + self._window_offsets).clamp(
-            min=(now - self.minute * self._stride).unsqueeze(1)
-        )
         mid = self._quotes[now].mean(dim=-1)
         position, cash, entry = book[:, 0], book[:, 1], book[:, 2]
         agent = torch.stack(
@@ -136,13 +166,11 @@ class IntradayTradingEnv:
                 position / self.config.trade_size,
                 position * (mid - entry) / self.config.pnl_scale,
                 (cash + position * mid) / self.config.pnl_scale,
-                self.minute / self._last_minute,
+                self.episodes.time_of_day().to(book.dtype),
             ],
             dim=-1,
         ).float()
-        return torch.cat(
-            [self._features[rows], agent.unsqueeze(1).expand(-1, self.config.window, -1)], dim=-1
-        )
+        return torch.cat([self._features[now], agent], dim=-1)
 
     def _target_position(self, actions: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -181,41 +209,63 @@ class IntradayTradingEnv:
 
         info (per env, values of the step just taken, before any reset): pnl, cash, position, entry_price,
         costs (fees + slippage, cumulative), fees, slippage, spread_paid (vs mid), fills (orders filled),
-        day, symbol (the episode's indices), final_obs (the obs after this step, before the reset).
+        day, minute, symbol (the bar reached), episode_id, final_obs (the obs after this step, valid where the
+        episode ended).
         """
         actions = torch.as_tensor(actions, device=self.device).long().reshape(self.num_envs)
-        cfg, book = self.config, self._book
+        cfg, book, episodes = self.config, self._book, self.episodes
+        idle = episodes.idle
         quote_now = self._quotes[self._index()]
         equity_before = book[:, 1] + book[:, 0] * quote_now.mean(dim=-1)
         target = self._target_position(actions, book[:, 0])
-        self.minute = self.minute + 1
-        quote = self._quotes[self._index()]
+        day_close, episode_end = episodes.advance()
+        now = self._index()
+        quote = self._quotes[now]
         mid = quote.mean(dim=-1)
-        book = self._trade(book, target - book[:, 0], quote)
+        fills = ~idle if self._tradable is None else self._tradable[now] & ~idle
+        book = self._trade(book, (target - book[:, 0]) * fills, quote)
         pnl = book[:, 1] + book[:, 0] * mid
-        terminated = torch.zeros_like(actions, dtype=torch.bool)
+        terminated = episode_end | idle
         if cfg.loss_cut is not None:
             terminated = terminated | (pnl <= cfg.loss_cut)
         if cfg.profit_lock is not None:
             terminated = terminated | (pnl >= cfg.profit_lock)
-        at_close = self.minute >= self._last_minute
-        done = terminated | at_close
-        # Flatten at this bar's quote: a stop or the closing trade, not a decision made on seen prices.
-        book = self._trade(book, -book[:, 0] * done, quote)
+        # Flatten at this bar's quote: a stop, the episode's end or a close, not a decision made on seen prices.
+        flatten = terminated if cfg.carry_overnight else terminated | day_close
+        book = self._trade(book, -book[:, 0] * flatten, quote)
         equity = book[:, 1] + book[:, 0] * mid
-        reward = (
-            ((equity - equity_before) * cfg.reward_scale).clamp(-cfg.reward_clip, cfg.reward_clip).float()
-        )
+        reward = ((equity - equity_before) * cfg.reward_scale).clamp(-cfg.reward_clip, cfg.reward_clip)
+        reward = reward.float().masked_fill(idle, 0.0)
         # Money in the accounting dtype (float64 off MPS) so the figures add up to the cent.
         info: dict[str, Any] = {name: book[:, i] for i, name in enumerate(BOOK)}
         info.update(
             pnl=equity,
             costs=info["fees"] + info["slippage"],
             fills=info["fills"].long(),
-            day=self.day,
-            symbol=self.symbol,
-            final_obs=self._observe(book),
+            day=episodes.day,
+            minute=episodes.bar,
+            symbol=episodes.symbol,
+            episode_id=episodes.episode_id,
         )
-        self._book = book
-        self._start_episodes(done)
-        return self._observe(self._book), reward, terminated, at_close & ~terminated, info
+        self._window.push(self._rows(book))
+        episodes.start(terminated)
+        self._book = book.masked_fill(terminated.unsqueeze(1), 0.0)
+        # Envs that were already idle keep their window: nothing restarts there.
+        restart = terminated & ~idle
+        self._window.restart(restart, self._rows(self._book), keep_final=restart)
+        info["final_obs"] = self._window.final_obs
+        return self._window.obs, reward, terminated, torch.zeros_like(terminated), info
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every mutable tensor of the env (copies), the episode generator's state as uint8: enough to resume."""
+        return {
+            "book": self._book.clone(),
+            **{f"episodes.{k}": v for k, v in self.episodes.state_dict().items()},
+            **{f"window.{k}": v for k, v in self._window.state_dict().items()},
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a `state_dict` taken from an env on the same market, config and num_envs."""
+        self._book = state["book"].to(self.device, self._money).clone()
+        self.episodes.load_state_dict(substate(state, "episodes."))
+        self._window.load_state_dict(substate(state, "window."))

@@ -5,11 +5,20 @@ Picking the strategy it already holds holds it; picking another closes every leg
 fills happen at snapshot k+1 (buy at the ask, sell at the bid, plus a per-contract fee; contracts are x100), so
 no fill uses a price the agent saw. Positions are marked at snapshot k+1's mid; contracts whose expiry is reached
 settle at intrinsic value. An episode is one trading day; at its last snapshot what is left is liquidated at
-bid/ask and the episode terminates. Reward = (change of equity in dollars) * reward_scale, clipped.
+bid/ask and the episode terminates (nothing follows, so nothing is bootstrapped); `truncated` is always False.
+Reward = (change of equity in dollars) * reward_scale, clipped. A strategy opens only if every leg is `quoted` at
+the fill snapshot (a multi-leg order fills whole or not at all).
 
-Observation: a window [T, F] of the last T snapshots' chain summary (spot returns, ATM IV, term slope, skew, ATM
-spread, time of day, days to the front expiry) with the position state (net delta, gamma and vega, gross
-contracts, unrealized PnL, current action, flat flag) appended to every row.
+`episode_days > 1` runs an episode over consecutive days: the book is liquidated at every close (each day has its
+own contract grid) and the action seen at a close opens at the next day's first snapshot, on that day's grid,
+around the spot the agent saw. `evaluation=True` walks every block of days once in time order (see
+`episodes.EpisodeSchedule`), with `eval_finished` and `info["episode_id"]` as in IntradayTrading.
+
+Observation: a window [T, F] of the last T snapshots, oldest first, one row per snapshot: the chain summary (spot
+returns, ATM IV, term slope, skew, ATM spread, time of day, days to the front expiry), the chain's own
+`features` columns if it has any, and the position state at that snapshot (net delta, gamma and vega, gross
+contracts, unrealized PnL, current action, flat flag). Before the episode's first snapshot the rows repeat its
+first row. It is a view into a buffer that the next step overwrites (see `rolling_window`).
 """
 
 from __future__ import annotations
@@ -19,16 +28,19 @@ from typing import Any
 
 import torch
 
+from pipeline.envs.base import substate
 from pipeline.envs.costs import CostModel, fill_at_quote
+from pipeline.envs.episodes import EpisodeSchedule
 from pipeline.envs.options_actions import MAX_LEGS, action_table
 from pipeline.envs.options_chain import OptionChainTensors, black_scholes_gamma_vega
+from pipeline.envs.rolling_window import RollingWindow
 
 MULTIPLIER = 100.0
 MARKET_FEATURE_NAMES = ("spot_return", "return_from_open", "atm_iv", "term_slope", "skew", "atm_spread",
                         "time_of_day", "log_front_days")
 STATE_FEATURE_NAMES = ("net_delta", "net_gamma_1pct", "net_vega_1pt", "gross_contracts", "unrealized_pnl",
                        "action", "flat")
-FEATURE_NAMES = MARKET_FEATURE_NAMES + STATE_FEATURE_NAMES  # the F columns of an observation row
+FEATURE_NAMES = MARKET_FEATURE_NAMES + STATE_FEATURE_NAMES  # an observation row of a chain without `features`
 MARKET_FEATURES = len(MARKET_FEATURE_NAMES)
 STATE_FEATURES = len(STATE_FEATURE_NAMES)
 
@@ -51,6 +63,10 @@ class OptionsTradingConfig:
     """Reward per dollar of PnL (0.01: one reward unit per $100)."""
     reward_clip: float = 10.0
     """Rewards are clipped to [-reward_clip, reward_clip] after scaling."""
+    episode_days: int = 1
+    """Trading days per episode (the book is flat at every close)."""
+    evaluation: bool = False
+    """Walk every block of `episode_days` days once in time order instead of sampling days at random."""
 
 
 def _gather_contract(x: torch.Tensor, day: torch.Tensor, snap: torch.Tensor, contract: torch.Tensor) -> torch.Tensor:
@@ -59,7 +75,7 @@ def _gather_contract(x: torch.Tensor, day: torch.Tensor, snap: torch.Tensor, con
 
 
 class OptionsTradingEnv:
-    """Batched options env (implements pipeline.envs.base.BatchedEnv); discrete actions, int64 [num_envs]."""
+    """Batched options env (implements pipeline.envs.base.ResumableEnv); discrete actions, int64 [num_envs]."""
 
     discrete = True
 
@@ -73,21 +89,30 @@ class OptionsTradingEnv:
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.action_dim = len(self.strategies)
-        self.obs_shape = (self.config.window, MARKET_FEATURES + STATE_FEATURES)
         self.chain = chain.to(self.device)
         d, s, e, k = self.chain.shape
         self.n_days, self.n_snaps, self.n_exp, self.n_strikes = d, s, e, k
         flat = (d, s, e * k * 2)
         self._bid, self._ask = self.chain.bid.reshape(flat), self.chain.ask.reshape(flat)
         self._mid, self._delta = self.chain.mid.reshape(flat), self.chain.delta.reshape(flat)
+        quoted = getattr(self.chain, "quoted", None)
+        self._quoted = None if quoted is None else quoted.reshape(flat)
         gamma, vega = self._gamma_vega()
         self._gamma, self._vega = gamma.reshape(flat), vega.reshape(flat)
         self._build_action_tensors()
         self._precompute_grid()
-        self._features = self._market_features()
-        self._rng = torch.Generator(device=self.device)
-        self._rng.manual_seed(0)
+        chain_features = getattr(self.chain, "features", None)
+        extra = () if chain_features is None else tuple(getattr(self.chain, "feature_names", ()))
+        self.feature_names = MARKET_FEATURE_NAMES + extra + STATE_FEATURE_NAMES
+        """The F columns of an observation row."""
+        own = self._market_features()
+        self._features = own if not extra else torch.cat([own, chain_features.to(own.dtype)], dim=-1)
+        self.obs_shape = (self.config.window, len(self.feature_names))
+        self.episodes = EpisodeSchedule(torch.full((d,), s), 1, num_envs, self.config.episode_days,
+                                        self.config.evaluation, self.device)
+        self.episodes.generator.manual_seed(0)
         self._alloc_state()
+        self._window = RollingWindow(num_envs, self.config.window, self.obs_shape[1], self.device)
 
     # -- setup ------------------------------------------------------------------------------------------------
 
@@ -105,7 +130,7 @@ class OptionsTradingEnv:
 
     def _precompute_grid(self) -> None:
         c = self.chain
-        # ATM strike index per (day, snapshot, expiry): what a leg's strike offset counts from.
+        # ATM strike index per (day, snapshot, expiry): the features' reference strike.
         self._atm = (c.strike[:, None] - c.underlying[:, :, None, None]).abs().argmin(-1)  # [D, S, E]
         alive = c.expiry_days > 0
         # First expiry still alive at each snapshot (the last one if none is): expiry offset 0.
@@ -148,8 +173,6 @@ class OptionsTradingEnv:
 
     def _alloc_state(self) -> None:
         n, dev = self.num_envs, self.device
-        self.day = torch.zeros(n, dtype=torch.long, device=dev)
-        self.snap = torch.zeros(n, dtype=torch.long, device=dev)
         self.contract = torch.zeros(n, MAX_LEGS, dtype=torch.long, device=dev)  # flat index (e*K + k)*2 + right
         self.qty = torch.zeros(n, MAX_LEGS, device=dev)  # signed contracts, 0 = empty slot
         self.leg_expiry = torch.zeros(n, MAX_LEGS, dtype=torch.long, device=dev)
@@ -160,42 +183,75 @@ class OptionsTradingEnv:
         self.equity = torch.zeros(n, device=dev)
         self.entry_equity = torch.zeros(n, device=dev)
 
+    @property
+    def day(self) -> torch.Tensor:
+        """Day index of each env's current snapshot."""
+        return self.episodes.day
+
+    @property
+    def snap(self) -> torch.Tensor:
+        """Snapshot index (within its day) of each env."""
+        return self.episodes.bar
+
+    @property
+    def eval_finished(self) -> torch.Tensor:
+        """bool scalar: in evaluation, every episode of the walk has been played (always False in training)."""
+        return self.episodes.finished
+
     # -- protocol ---------------------------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        if seed is not None:
-            self._rng.manual_seed(seed)
-        self._reset_envs(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
-        return self._obs(), {"day": self.day.clone()}
+        everyone = self.episodes.restart(seed)
+        self._clear_books(everyone)
+        self._window.restart(everyone, self._rows())
+        return self._window.obs, {"day": self.day, "episode_id": self.episodes.episode_id}
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                                    dict[str, Any]]:
         actions = torch.as_tensor(actions, device=self.device).long().reshape(self.num_envs)
         self._check_actions(actions)
-        cfg, nxt = self.config, self.snap + 1
+        cfg, episodes = self.config, self.episodes
+        idle = episodes.idle
+        seen_spot = self._spot()
+        day_close, episode_end = episodes.advance()  # every fill below is at the snapshot reached
         fees = torch.zeros(self.num_envs, device=self.device)
-        trade = actions != self.action
-        fees += self._close_positions(trade, nxt)
-        fees += self._open_positions(trade, actions, nxt)
+        trade = (actions != self.action) & ~idle
+        fees += self._close_positions(trade)
+        fees += self._open_positions(trade, actions, seen_spot)
         self.action = torch.where(trade, actions, self.action)
         self.entry_equity = torch.where(trade, self.equity, self.entry_equity)
-        self._settle_expired(nxt)
-        terminated = nxt >= self.n_snaps - 1
-        fees += self._close_positions(terminated, nxt)
-        self.snap = nxt
+        self._settle_expired()
+        terminated = episode_end | idle
+        fees += self._close_positions(day_close | terminated)  # flat at every close: tomorrow has another grid
         equity = self._mark()
         pnl = equity - self.equity
         self.equity = equity
         empty = (self.qty == 0).all(-1) & (self.shares == 0)
         self.action = torch.where(empty, torch.zeros_like(self.action), self.action)
-        reward = (pnl * cfg.reward_scale).clamp(-cfg.reward_clip, cfg.reward_clip)
-        truncated = torch.zeros_like(terminated)
-        obs = self._obs()
-        info: dict[str, Any] = {"pnl": pnl, "fees": fees, "equity": equity.clone(), "final_obs": obs.clone()}
+        reward = (pnl * cfg.reward_scale).clamp(-cfg.reward_clip, cfg.reward_clip).masked_fill(idle, 0.0)
+        info: dict[str, Any] = {"pnl": pnl, "fees": fees, "equity": equity, "day": episodes.day,
+                                "snapshot": episodes.bar, "episode_id": episodes.episode_id}
+        self._window.push(self._rows())
         # Unconditional masked reset: branching on terminated.any() would sync with the host every step.
-        self._reset_envs(terminated)
-        obs = torch.where(terminated[:, None, None], self._obs(), obs)
-        return obs, reward, terminated, truncated, info
+        episodes.start(terminated)
+        self._clear_books(terminated)
+        restart = terminated & ~idle
+        self._window.restart(restart, self._rows(), keep_final=restart)
+        info["final_obs"] = self._window.final_obs
+        return self._window.obs, reward, terminated, torch.zeros_like(terminated), info
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every mutable tensor of the env (copies), the episode generator's state as uint8: enough to resume."""
+        book = {name: getattr(self, name).clone() for name in _BOOK}
+        return {**book, **{f"episodes.{k}": v for k, v in self.episodes.state_dict().items()},
+                **{f"window.{k}": v for k, v in self._window.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a `state_dict` taken from an env on the same chain, config and num_envs."""
+        for name in _BOOK:
+            setattr(self, name, state[name].to(self.device).clone())
+        self.episodes.load_state_dict(substate(state, "episodes."))
+        self._window.load_state_dict(substate(state, "window."))
 
     # -- mechanics --------------------------------------------------------------------------------------------
 
@@ -209,38 +265,38 @@ class OptionsTradingEnv:
             raise ValueError(f"actions must be in [0, {self.action_dim}) for action_set={self.config.action_set}, "
                              f"got {actions.tolist()}")
 
-    def _reset_envs(self, mask: torch.Tensor) -> None:
-        days = torch.randint(self.n_days, (self.num_envs,), generator=self._rng, device=self.device)
-        self.day = torch.where(mask, days, self.day)
-        zero = torch.zeros_like
-        self.snap = torch.where(mask, zero(self.snap), self.snap)
-        self.qty = torch.where(mask[:, None], zero(self.qty), self.qty)
-        self.shares = torch.where(mask, zero(self.shares), self.shares)
-        self.action = torch.where(mask, zero(self.action), self.action)
-        for name in ("cash", "equity", "entry_equity"):
-            setattr(self, name, torch.where(mask, zero(getattr(self, name)), getattr(self, name)))
+    def _clear_books(self, mask: torch.Tensor) -> None:
+        for name in ("qty", "shares", "action", "cash", "equity", "entry_equity"):
+            value = getattr(self, name)
+            setattr(self, name, value.masked_fill(mask.view(-1, *([1] * (value.ndim - 1))), 0))
 
-    def _spot(self, snap: torch.Tensor) -> torch.Tensor:
-        return self.chain.underlying[self.day, snap]
+    def _spot(self) -> torch.Tensor:
+        return self.chain.underlying[self.day, self.snap]
 
-    def _close_positions(self, mask: torch.Tensor, snap: torch.Tensor) -> torch.Tensor:
-        """Close every leg and share lot of the masked envs at `snap`'s bid/ask; returns the fees paid."""
+    def _close_positions(self, mask: torch.Tensor) -> torch.Tensor:
+        """Close every leg and share lot of the masked envs at the current snapshot's bid/ask; returns the fees."""
         q = torch.where(mask[:, None], self.qty, torch.zeros_like(self.qty))
         lots = torch.where(mask, self.shares, torch.zeros_like(self.shares))
-        fees = self._trade(-q, self.contract, -lots, snap)
+        fees = self._trade(-q, self.contract, -lots)
         self.qty = self.qty - q
         self.shares = self.shares - lots
         return fees
 
-    def _open_positions(self, mask: torch.Tensor, actions: torch.Tensor, snap: torch.Tensor) -> torch.Tensor:
-        """Open the legs of `actions` for masked envs; strikes from the observed snapshot, fills at `snap`."""
-        exp = (self._first_alive[self.day, snap][:, None] + self._leg_eoff[actions]).clamp_max(self.n_exp - 1)
-        atm = self._atm[self.day[:, None], self.snap[:, None], exp]
+    def _open_positions(self, mask: torch.Tensor, actions: torch.Tensor, seen_spot: torch.Tensor) -> torch.Tensor:
+        """Open the legs of `actions` for masked envs at the current snapshot, strikes around the spot the agent
+        saw; a strategy with a leg that is not quoted there does not open."""
+        day = self.day[:, None]
+        exp = (self._first_alive[self.day, self.snap][:, None] + self._leg_eoff[actions]).clamp_max(self.n_exp - 1)
+        atm = (self.chain.strike[day, exp] - seen_spot[:, None, None]).abs().argmin(-1)
         strike = (atm + self._leg_koff[actions]).clamp(0, self.n_strikes - 1)
         contract = (exp * self.n_strikes + strike) * 2 + self._leg_right[actions]
-        q = torch.where(mask[:, None], self._leg_qty[actions], torch.zeros_like(self.qty))
+        legs = self._leg_qty[actions]
+        if self._quoted is not None:
+            quoted = _gather_contract(self._quoted, self.day, self.snap, contract) | (legs == 0)
+            mask = mask & quoted.all(-1)
+        q = torch.where(mask[:, None], legs, torch.zeros_like(self.qty))
         lots = torch.where(mask, self._action_shares[actions], torch.zeros_like(self.shares))
-        fees = self._trade(q, contract, lots, snap)
+        fees = self._trade(q, contract, lots)
         self.contract = torch.where(mask[:, None], contract, self.contract)
         self.leg_expiry = torch.where(mask[:, None], exp, self.leg_expiry)
         self.leg_strike = torch.where(mask[:, None], strike, self.leg_strike)
@@ -248,22 +304,22 @@ class OptionsTradingEnv:
         self.shares = self.shares + lots
         return fees
 
-    def _trade(self, q: torch.Tensor, contract: torch.Tensor, lots: torch.Tensor, snap: torch.Tensor) -> torch.Tensor:
+    def _trade(self, q: torch.Tensor, contract: torch.Tensor, lots: torch.Tensor) -> torch.Tensor:
         """Cash flow of buying q contracts (q > 0 at the ask, q < 0 at the bid) and `lots` share lots; fees."""
-        legs = fill_at_quote(q, _gather_contract(self._bid, self.day, snap, contract),
-                             _gather_contract(self._ask, self.day, snap, contract), self._contract_costs)
-        spot, half_spread = self._spot(snap), self.config.underlying_half_spread_bps * 1e-4
+        legs = fill_at_quote(q, _gather_contract(self._bid, self.day, self.snap, contract),
+                             _gather_contract(self._ask, self.day, self.snap, contract), self._contract_costs)
+        spot, half_spread = self._spot(), self.config.underlying_half_spread_bps * 1e-4
         shares = fill_at_quote(lots * MULTIPLIER, spot * (1.0 - half_spread), spot * (1.0 + half_spread),
                                self._share_costs)
         self.cash = self.cash + legs.cash_delta.sum(-1) + shares.cash_delta
         return legs.fees.sum(-1) + shares.fees
 
-    def _settle_expired(self, snap: torch.Tensor) -> None:
-        """Legs whose expiry is reached at `snap` pay intrinsic value in cash and leave the book."""
-        left = self.chain.expiry_days[self.day[:, None], snap[:, None], self.leg_expiry]
+    def _settle_expired(self) -> None:
+        """Legs whose expiry is reached at the current snapshot pay intrinsic value in cash and leave the book."""
+        left = self.chain.expiry_days[self.day[:, None], self.snap[:, None], self.leg_expiry]
         expired = (left <= 0) & (self.qty != 0)
         strike = self.chain.strike[self.day[:, None], self.leg_expiry, self.leg_strike]
-        spot = self._spot(snap)[:, None]
+        spot = self._spot()[:, None]
         is_call = (self.contract % 2) == 0
         intrinsic = torch.where(is_call, (spot - strike).clamp_min(0), (strike - spot).clamp_min(0))
         self.cash = self.cash + torch.where(expired, self.qty * intrinsic, torch.zeros_like(self.qty)).sum(-1) * MULTIPLIER
@@ -272,16 +328,14 @@ class OptionsTradingEnv:
     def _mark(self) -> torch.Tensor:
         """Equity = cash + legs at mid + shares at the underlying price, all at the current snapshot."""
         mid = _gather_contract(self._mid, self.day, self.snap, self.contract)
-        return self.cash + (self.qty * mid).sum(-1) * MULTIPLIER + self.shares * self._spot(self.snap) * MULTIPLIER
+        return self.cash + (self.qty * mid).sum(-1) * MULTIPLIER + self.shares * self._spot() * MULTIPLIER
 
-    def _obs(self) -> torch.Tensor:
-        t = self.config.window
-        rows = (self.snap[:, None] - t + 1 + torch.arange(t, device=self.device)).clamp_min(0)
-        market = self._features[self.day[:, None], rows]  # [N, T, MARKET_FEATURES]
+    def _rows(self) -> torch.Tensor:
+        """[N, F]: the current snapshot's chain features and the position state, one observation row per env."""
         delta = _gather_contract(self._delta, self.day, self.snap, self.contract)
         gamma = _gather_contract(self._gamma, self.day, self.snap, self.contract)
         vega = _gather_contract(self._vega, self.day, self.snap, self.contract)
-        spot = self._spot(self.snap)
+        spot = self._spot()
         state = torch.stack([
             (self.qty * delta).sum(-1) + self.shares,  # net delta, in contracts of 100 shares
             (self.qty * gamma).sum(-1) * spot * 0.01,  # change of net delta for a 1% spot move
@@ -291,4 +345,8 @@ class OptionsTradingEnv:
             self.action.float() / max(self.action_dim - 1, 1),
             ((self.qty == 0).all(-1) & (self.shares == 0)).float(),
         ], -1)
-        return torch.cat([market, state[:, None, :].expand(-1, t, -1)], -1).float()
+        return torch.cat([self._features[self.day, self.snap], state], -1).float()
+
+
+# The per-env book: what state_dict saves besides the episode schedule and the observation windows.
+_BOOK = ("contract", "qty", "leg_expiry", "leg_strike", "shares", "action", "cash", "equity", "entry_equity")

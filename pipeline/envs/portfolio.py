@@ -1,9 +1,21 @@
-"""PortfolioAllocation: a batch of one-day multi-asset allocation episodes on minute bars, all state in tensors.
+"""PortfolioAllocation: a batch of multi-asset allocation episodes on minute or daily bars, all state in tensors.
 
 The agent sees bar t and returns an action vector that is mapped to target weights over the market's symbols
 (plus cash, by default). The portfolio earns bar t -> t+1 on the weights it held, then rebalances to the
-target at bar t+1's prices, paying half the spread plus `cost_bps` on the traded value. The session end
-truncates the episode; there is no early termination.
+target at bar t+1's prices, paying half the spread plus `cost_bps` on the traded value. A symbol that is not
+tradable at bar t+1 (`market.tradable`, False before its first real quote) is not traded: it keeps its drifted
+weight, and the weight the action gave it goes to cash (without a cash asset: to the tradable symbols).
+
+An episode is `episode_days` trading days (one by default); the weights are carried from each close to the next
+open, earning the overnight move, so on daily bars (one bar a day) the portfolio rebalances daily over months.
+The episode's last bar ends it `terminated` (nothing follows, nothing is bootstrapped); there is no early
+termination and `truncated` is always False.
+
+Observation [window, F]: one row per bar, oldest first: every symbol's market features, the weights held at
+that bar and its time of day; before the episode's first bar the rows repeat its first row. It is a view into a
+buffer that the next step overwrites (see `rolling_window`). `evaluation=True` walks every block of
+`episode_days` days once in time order (see `episodes.EpisodeSchedule`), with `eval_finished` and
+`info["episode_id"]` as in IntradayTrading.
 """
 
 from __future__ import annotations
@@ -13,8 +25,11 @@ from typing import Any
 
 import torch
 
+from pipeline.envs.base import substate
 from pipeline.envs.costs import turnover_cost
+from pipeline.envs.episodes import EpisodeSchedule
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
+from pipeline.envs.rolling_window import RollingWindow
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,10 @@ class PortfolioConfig:
     reward_clip: float = 10.0
     turbulence_threshold: float | None = None
     """Above this turbulence index at the observed bar the target is all cash (needs `cash_asset`)."""
+    episode_days: int = 1
+    """Trading days per episode; the weights are carried from each close to the next open."""
+    evaluation: bool = False
+    """Walk every block of `episode_days` days once in time order instead of sampling episodes at random."""
 
 
 def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -55,7 +74,7 @@ def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
 
 
 class PortfolioAllocationEnv:
-    """Batched PortfolioAllocation implementing `pipeline.envs.base.BatchedEnv` (continuous weights)."""
+    """Batched PortfolioAllocation implementing `pipeline.envs.base.ResumableEnv` (continuous weights)."""
 
     discrete = False
 
@@ -86,13 +105,12 @@ class PortfolioAllocationEnv:
         self._half_spread = ((m.ask - m.bid) / (m.ask + m.bid)).reshape(-1, n_sym)
         self._features = m.features.reshape(m.num_days * m.num_minutes, -1)
         self._turbulence = m.turbulence.reshape(-1)
-        self._window_offsets = torch.arange(-self.config.window + 1, 1, device=self.device)
-        self._gen = torch.Generator(device=self.device)
-        self._gen.seed()
+        tradable = getattr(m, "tradable", None)
+        self._tradable = None if tradable is None else tradable.reshape(-1, n_sym)
+        self.episodes = EpisodeSchedule(
+            m.session_minutes, 1, self.num_envs, self.config.episode_days, self.config.evaluation, self.device
+        )
         n = self.num_envs
-        self.day = torch.zeros(n, dtype=torch.int64, device=self.device)
-        self.minute = torch.zeros(n, dtype=torch.int64, device=self.device)
-        self._last_minute = torch.ones(n, dtype=torch.int64, device=self.device)
         # Episodes start all in cash, or equally weighted without a cash asset.
         if self.config.cash_asset:
             self._initial_weights = torch.zeros(self.action_dim, device=self.device)
@@ -103,6 +121,22 @@ class PortfolioAllocationEnv:
         # Per env: portfolio value, costs paid (in value units), sum and sum of squares of net returns, steps.
         self._fresh_stats = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0], device=self.device)
         self._stats = self._fresh_stats.expand(n, -1).clone()
+        self._window = RollingWindow(n, self.config.window, self.obs_shape[1], self.device)
+
+    @property
+    def day(self) -> torch.Tensor:
+        """Day index of each env's current bar."""
+        return self.episodes.day
+
+    @property
+    def minute(self) -> torch.Tensor:
+        """Bar index (within its day) of each env's current bar."""
+        return self.episodes.bar
+
+    @property
+    def eval_finished(self) -> torch.Tensor:
+        """bool scalar: in evaluation, every episode of the walk has been played (always False in training)."""
+        return self.episodes.finished
 
     def target_weights(self, actions: torch.Tensor) -> torch.Tensor:
         """Map raw actions [N, action_dim] to weights on the simplex."""
@@ -111,27 +145,32 @@ class PortfolioAllocationEnv:
         return project_to_simplex(actions)
 
     def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        if seed is not None:
-            self._gen.manual_seed(int(seed))
-        self._start_episodes(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
-        return self._observe(self.weights), {}
+        everyone = self.episodes.restart(seed)
+        self.weights = self._initial_weights.expand(self.num_envs, -1).clone()
+        self._stats = self._fresh_stats.expand(self.num_envs, -1).clone()
+        self._window.restart(everyone, self._rows(self.weights))
+        return self._window.obs, {"episode_id": self.episodes.episode_id}
 
-    def _start_episodes(self, mask: torch.Tensor) -> None:
-        day = torch.randint(self.market.num_days, (self.num_envs,), generator=self._gen, device=self.device)
-        self.day = torch.where(mask, day, self.day)
-        self.minute = self.minute.masked_fill(mask, 0)
-        self._last_minute = self.market.session_minutes[self.day] - 1
-        self.weights = torch.where(mask.unsqueeze(1), self._initial_weights, self.weights)
-        self._stats = torch.where(mask.unsqueeze(1), self._fresh_stats, self._stats)
+    def _index(self) -> torch.Tensor:
+        return self.episodes.day * self.market.num_minutes + self.episodes.bar
 
-    def _observe(self, weights: torch.Tensor) -> torch.Tensor:
-        """[N, window, F]: all symbols' features of the last `window` bars + current weights + time of day."""
-        base = self.day * self.market.num_minutes
-        rows = base.unsqueeze(1) + (self.minute.unsqueeze(1) + self._window_offsets).clamp(min=0)
-        state = torch.cat([weights, (self.minute / self._last_minute).float().unsqueeze(1)], dim=1)
-        return torch.cat(
-            [self._features[rows], state.unsqueeze(1).expand(-1, self.config.window, -1)], dim=-1
-        )
+    def _rows(self, weights: torch.Tensor) -> torch.Tensor:
+        """[N, F]: all symbols' features at the current bar, the weights held and the time of day."""
+        time_of_day = self.episodes.time_of_day().unsqueeze(1)
+        return torch.cat([self._features[self._index()], weights, time_of_day], dim=1)
+
+    def _fillable(self, target: torch.Tensor, drifted: torch.Tensor, tradable: torch.Tensor) -> torch.Tensor:
+        """The target with untradable symbols kept at their drifted weight and the weight they were given moved
+        to cash (without cash: spread over the tradable symbols; with none tradable, nothing trades)."""
+        if self.config.cash_asset:
+            tradable = torch.cat([tradable, torch.ones_like(tradable[:, :1])], dim=1)
+            idle_mass = (target * ~tradable).sum(dim=1)
+            target = torch.cat([target[:, :-1], (target[:, -1] + idle_mass).unsqueeze(1)], dim=1)
+        kept = drifted * ~tradable
+        free = target * tradable
+        free_sum = free.sum(dim=1, keepdim=True)
+        scaled = kept + free * (1.0 - kept.sum(dim=1, keepdim=True)) / free_sum.clamp(min=1e-12)
+        return torch.where(free_sum > 0, scaled, drifted)
 
     def step(
         self, actions: torch.Tensor
@@ -139,45 +178,74 @@ class PortfolioAllocationEnv:
         """Earn bar t -> t+1 on the held weights, rebalance to the action's weights at t+1; auto-resets.
 
         info (per env, before any reset): value (starts at 1), portfolio_return (net), turnover, costs
-        (cumulative, in value units), weights (after rebalancing), day, final_obs.
+        (cumulative, in value units), weights (after rebalancing), day and minute (the bar reached),
+        episode_id, final_obs (valid where the episode ended).
         """
-        cfg = self.config
+        cfg, episodes = self.config, self.episodes
+        idle = episodes.idle
         actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device).reshape(self.num_envs, -1)
         target = self.target_weights(actions)
-        now = self.day * self.market.num_minutes + self.minute
+        now = self._index()
         if cfg.turbulence_threshold is not None:
             risk_off = (self._turbulence[now] > cfg.turbulence_threshold).unsqueeze(1)
             target = torch.where(risk_off, self._initial_weights, target)
-        asset_ret = self._mid[now + 1] / self._mid[now] - 1.0
+        _, episode_end = episodes.advance()
+        nxt = self._index()
+        asset_ret = self._mid[nxt] / self._mid[now] - 1.0
         if cfg.cash_asset:
             asset_ret = torch.cat([asset_ret, torch.zeros_like(asset_ret[:, :1])], dim=1)
         gross = (self.weights * asset_ret).sum(dim=1)
         drifted = self.weights * (1.0 + asset_ret) / (1.0 + gross).unsqueeze(1)
+        if self._tradable is not None:
+            target = self._fillable(target, drifted, self._tradable[nxt])
+        target = torch.where(idle.unsqueeze(1), drifted, target)
         traded = (target - drifted).abs()
         if cfg.cash_asset:  # moving in and out of cash is paid on the risky leg only
             traded = traded[:, :-1]
         turnover = traded.sum(dim=1)
-        cost = turnover_cost(traded, self._half_spread[now + 1], cfg.cost_bps).sum(dim=1)
+        cost = turnover_cost(traded, self._half_spread[nxt], cfg.cost_bps).sum(dim=1)
         net = gross - cost - gross * cost  # (1 + gross)(1 - cost) - 1 without float32 cancellation
         value, costs_paid, ret_sum, ret_sq, steps = self._stats.unbind(dim=1)
         ret_sum, ret_sq, steps = ret_sum + net, ret_sq + net * net, steps + 1.0
         std = (ret_sq / steps - (ret_sum / steps) ** 2).clamp(min=cfg.std_floor**2).sqrt()
         reward = cfg.return_scale * net + cfg.sharpe_weight * net / std - cfg.turnover_penalty * turnover
-        reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
+        reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip).masked_fill(idle, 0.0)
         costs_paid = costs_paid + value * (1.0 + gross) * cost
         value = value * (1.0 + net)
         self._stats = torch.stack([value, costs_paid, ret_sum, ret_sq, steps], dim=1)
         self.weights = target
-        self.minute = self.minute + 1
-        truncated = self.minute >= self._last_minute
+        terminated = episode_end | idle
         info: dict[str, Any] = {
             "value": value,
             "portfolio_return": net,
             "turnover": turnover,
             "costs": costs_paid,
             "weights": target,
-            "day": self.day,
-            "final_obs": self._observe(target),
+            "day": episodes.day,
+            "minute": episodes.bar,
+            "episode_id": episodes.episode_id,
         }
-        self._start_episodes(truncated)
-        return self._observe(self.weights), reward.float(), torch.zeros_like(truncated), truncated, info
+        self._window.push(self._rows(target))
+        episodes.start(terminated)
+        restart = terminated & ~idle
+        self.weights = torch.where(terminated.unsqueeze(1), self._initial_weights, self.weights)
+        self._stats = torch.where(terminated.unsqueeze(1), self._fresh_stats, self._stats)
+        self._window.restart(restart, self._rows(self.weights), keep_final=restart)
+        info["final_obs"] = self._window.final_obs
+        return self._window.obs, reward.float(), terminated, torch.zeros_like(terminated), info
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every mutable tensor of the env (copies), the episode generator's state as uint8: enough to resume."""
+        return {
+            "weights": self.weights.clone(),
+            "stats": self._stats.clone(),
+            **{f"episodes.{k}": v for k, v in self.episodes.state_dict().items()},
+            **{f"window.{k}": v for k, v in self._window.state_dict().items()},
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a `state_dict` taken from an env on the same market, config and num_envs."""
+        self.weights = state["weights"].to(self.device).clone()
+        self._stats = state["stats"].to(self.device).clone()
+        self.episodes.load_state_dict(substate(state, "episodes."))
+        self._window.load_state_dict(substate(state, "window."))

@@ -1,0 +1,77 @@
+"""The observation windows of a batch of envs, kept in one preallocated device buffer and updated in place.
+
+An observation is the last T rows of an env's history, [N, T, F]. Copying and concatenating that window afresh
+every step costs O(N*T*F) memory traffic, which stops fitting in cache as N grows. Here a step writes one row per
+env (O(N*F)): the buffer holds every row twice, at ring position p and p+T of a 2T ring whose position advances
+once per step for all envs, so the last T rows are always the one slice [p+1, p+1+T) of every env.
+
+`obs` is a VIEW into the buffer: the next `push` overwrites its oldest row. Use it before the next step, or copy
+it (`obs.clone()`) to keep it. Restarting envs (a new episode) rewrites their whole window; on the CPU only the
+restarted envs are touched, on accelerators every env's slot is addressed (restarted ones for real, the others
+through a scratch slot) so that no step reads a tensor on the host.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class RollingWindow:
+    """Preallocated [N, T, F] observation windows: `push` one row per env, `restart` some envs' windows."""
+
+    def __init__(self, num_envs: int, window: int, features: int, device: torch.device | str) -> None:
+        self.num_envs, self.window = int(num_envs), int(window)
+        self.device = torch.device(device)
+        # Slot num_envs is scratch: on accelerators, envs that are not restarted write there.
+        self._ring = torch.zeros(self.num_envs + 1, 2 * self.window, features, device=self.device)
+        self._final = torch.zeros(self.num_envs + 1, self.window, features, device=self.device)
+        self._newest = self.window - 1
+        self._env_ids = torch.arange(self.num_envs, device=self.device)
+
+    @property
+    def obs(self) -> torch.Tensor:
+        """float32 [N, T, F], oldest row first: a view that the next `push` overwrites."""
+        start = self._newest + 1
+        return self._ring[: self.num_envs, start : start + self.window]
+
+    @property
+    def final_obs(self) -> torch.Tensor:
+        """float32 [N, T, F]: per env, the window it had when its last episode ended (see `restart`); a view."""
+        return self._final[: self.num_envs]
+
+    def push(self, rows: torch.Tensor) -> None:
+        """Append one row per env ([N, F]); the oldest row of each window drops out."""
+        self._newest = (self._newest + 1) % self.window
+        self._ring[: self.num_envs, self._newest] = rows
+        self._ring[: self.num_envs, self._newest + self.window] = rows
+
+    def restart(self, mask: torch.Tensor, rows: torch.Tensor, keep_final: torch.Tensor | None = None) -> None:
+        """Envs in `mask` start over: every row of their window becomes their row of `rows` ([N, F]).
+
+        Envs in `keep_final` (a subset of `mask`) first save their window as `final_obs`.
+        """
+        index = self._select(mask)
+        if keep_final is not None:
+            saved = self._select(keep_final)
+            start = self._newest + 1
+            self._final[saved] = self._ring[saved, start : start + self.window]
+        values = rows[index.clamp(max=self.num_envs - 1)]
+        self._ring[index] = values.unsqueeze(1).expand(-1, 2 * self.window, -1)
+
+    def _select(self, mask: torch.Tensor) -> torch.Tensor:
+        """Slot index of the envs in `mask`: exactly those on the CPU (a dynamic shape costs no sync there),
+        else one per env with the others pointed at the scratch slot (a fixed shape, no host sync)."""
+        if self.device.type == "cpu":
+            return mask.nonzero().squeeze(1)
+        return torch.where(mask, self._env_ids, self.num_envs)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The current windows, oldest row first (a copy)."""
+        return {"obs": self.obs.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore windows saved by `state_dict` (the ring position is free: it restarts at the buffer's end)."""
+        obs = state["obs"].to(self.device)
+        self._newest = self.window - 1
+        self._ring[: self.num_envs, : self.window] = obs
+        self._ring[: self.num_envs, self.window :] = obs
