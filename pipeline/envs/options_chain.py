@@ -2,20 +2,25 @@
 
 Layout: `[days, snapshots, expiries, strikes, right]` (right 0 = call, 1 = put). Each trading day has a fixed
 grid of expiries and strikes (chosen at the day's first snapshot), so an index is the same contract all day.
-Builders: from `option_snapshots` rows (the raw-table contract; polars imported lazily), from the synthetic
-market, or from a small torch Black-Scholes chain that needs neither polars nor the market (the default of the
-gym id, and the GPU path).
+Builders: from `option_snapshots` rows (the raw-table contract, + `features.options` rows; polars imported lazily;
+the warehouse loader reads them), from the synthetic market, or from a small torch Black-Scholes chain that needs
+neither polars nor the market (the default of the gym id, and the GPU path). Quotes are filled forward only: a
+contract not yet quoted at a snapshot is not `quoted` there (values 0) and must not be traded.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, tzinfo
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import torch
+
+from pipeline.envs.point_in_time import fill_forward, observation_arrays
 
 if TYPE_CHECKING:
     import polars as pl
@@ -35,18 +40,29 @@ class OptionChainTensors:
     strike: torch.Tensor  # [D, E, K], fixed per day
     expiry_days: torch.Tensor  # [D, S, E] calendar days left; <= 0 means the contract settles at that snapshot
     underlying: torch.Tensor  # [D, S] underlying price
+    quoted: torch.Tensor | None = None
+    """bool [D, S, E, K, 2]: the contract has had a bid and ask this day at or before the snapshot (default: all).
+    Where False its quote tensors are 0 and no order may open or close it."""
+    features: torch.Tensor | None = None
+    """float [D, S, F]: features.options columns of the snapshot (values then `<name>_missing` flags; default none)."""
+    feature_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         d, s, e, k, r = self.bid.shape
+        if self.quoted is None:
+            self.quoted = torch.ones(self.bid.shape, dtype=torch.bool, device=self.bid.device)
+        if self.features is None:
+            self.features = torch.zeros((d, s, 0), dtype=self.bid.dtype, device=self.bid.device)
         expected = {
             "bid": (d, s, e, k, r), "ask": (d, s, e, k, r), "mid": (d, s, e, k, r), "iv": (d, s, e, k, r),
             "delta": (d, s, e, k, r), "strike": (d, e, k), "expiry_days": (d, s, e), "underlying": (d, s),
+            "quoted": (d, s, e, k, r), "features": (d, s, len(self.feature_names)),
         }
         for name, shape in expected.items():
             got = tuple(getattr(self, name).shape)
             if got != shape:
                 raise ValueError(f"OptionChainTensors.{name} has shape {got}, expected {shape} "
-                                 "([days, snapshots, expiries, strikes, right] layout)")
+                                 "([days, snapshots, expiries, strikes, right] layout, one feature per name)")
         if r != 2:
             raise ValueError(f"the last dim of the quote tensors is the right (call, put) and must be 2, got {r}")
         if s < 2:
@@ -59,7 +75,13 @@ class OptionChainTensors:
         return d, s, e, k
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> OptionChainTensors:
-        return OptionChainTensors(**{f.name: getattr(self, f.name).to(device, dtype) for f in fields(self)})
+        """A copy on `device`, the numbers as `dtype` (`quoted` stays bool)."""
+        moved = {
+            f.name: getattr(self, f.name).to(device, torch.bool if f.name == "quoted" else dtype)
+            for f in fields(self)
+            if f.name != "feature_names"
+        }
+        return OptionChainTensors(**moved, feature_names=self.feature_names)
 
 
 def _d1(spot: torch.Tensor, strike: torch.Tensor, years: torch.Tensor, iv: torch.Tensor,
@@ -132,73 +154,102 @@ def black_scholes_chain(days: int = 2, snapshots: int = 14, expiries: tuple[floa
     ).to("cpu")
 
 
-def _fill_along_snapshots(a: np.ndarray) -> np.ndarray:
-    """Forward- then backward-fill NaNs along axis 0 (a contract missing from one snapshot keeps its quote)."""
-    out = a.copy()
-    for i in range(1, len(out)):
-        out[i] = np.where(np.isnan(out[i]), out[i - 1], out[i])
-    for i in range(len(out) - 2, -1, -1):
-        out[i] = np.where(np.isnan(out[i]), out[i + 1], out[i])
+QUOTE_FIELDS = ("bid", "ask", "iv", "delta")
+
+
+def _day_chain(rows: pl.DataFrame, day: date, expiries: int, strikes: int) -> dict[str, Any]:
+    """One day's [S, E, K, 2] quotes (NaN where a contract has no row or a null value), grid and times to expiry.
+
+    The grid is what the first snapshot lists: its first `expiries` expiries on or after the day and, per expiry,
+    the `strikes` strikes nearest its underlying price, so nothing listed later in the day decides it.
+    """
+    import polars as pl
+
+    times = sorted(rows["ts"].unique().to_list())
+    first = rows.filter(pl.col("ts") == times[0])
+    exps = sorted(e for e in first["expiry"].unique().to_list() if e >= day)[:expiries]
+    if len(exps) < expiries:
+        raise ValueError(f"{day}: only {len(exps)} expiries on or after the day at the first snapshot, need "
+                         f"{expiries}; lower `expiries` or fetch a wider chain")
+    spot0 = first["underlying_price"][0]
+    quote = {n: np.full((len(times), expiries, strikes, 2), np.nan) for n in QUOTE_FIELDS}
+    grid = np.zeros((expiries, strikes))
+    for e, exp in enumerate(exps):
+        avail = np.array(sorted(first.filter(pl.col("expiry") == exp)["strike"].unique().to_list()))
+        if len(avail) < strikes:
+            raise ValueError(f"{day} expiry {exp}: {len(avail)} strikes at the first snapshot, need {strikes}; "
+                             "lower `strikes`")
+        grid[e] = np.sort(avail[np.argsort(np.abs(avail - spot0), kind="stable")[:strikes]])
+    t_index = {t: i for i, t in enumerate(times)}
+    e_index = {x: i for i, x in enumerate(exps)}
+    sub = rows.filter(pl.col("expiry").is_in(exps))
+    for r in sub.select("ts", "expiry", "strike", "right", *QUOTE_FIELDS).iter_rows():
+        k = np.flatnonzero(np.isclose(grid[e_index[r[1]]], r[2]))
+        if len(k):
+            for name, value in zip(QUOTE_FIELDS, r[4:], strict=True):
+                quote[name][t_index[r[0]], e_index[r[1]], k[0], 0 if r[3] == "C" else 1] = (
+                    np.nan if value is None else value
+                )
+    spot = rows.group_by("ts").agg(pl.col("underlying_price").first()).sort("ts")["underlying_price"]
+    settle = [datetime_at_close(x, ZoneInfo("America/New_York")) for x in exps]
+    left = np.maximum(np.array([[(c - t).total_seconds() / 86400.0 for c in settle] for t in times]), 0.0)
+    left[-1] = np.where(np.array(exps) == day, 0.0, left[-1])  # same-day expiries settle at the last snapshot
+    return {**quote, "strike": grid, "expiry_days": left, "underlying": spot.to_numpy(), "ts": times}
+
+
+def _snapshot_features(features: pl.DataFrame, days: list[date], times: list[list[datetime]],
+                       names: Sequence[str]) -> np.ndarray:
+    """[D, S, F] features.options values at each day's snapshot times (NaN where the table has none)."""
+    import polars as pl
+
+    lacking = [n for n in names if n not in features.columns]
+    if lacking:
+        raise ValueError(f"features.options rows lack the chosen columns {lacking}; they have {features.columns}")
+    out = np.full((len(days), len(times[0]), len(names)), np.nan)
+    for d, (day, ts) in enumerate(zip(days, times, strict=True)):
+        grid = pl.DataFrame({"ts": pl.Series(ts).cast(features.schema["ts"])})
+        rows = grid.join(features.filter(pl.col("trading_day") == day), on="ts", how="left", maintain_order="left")
+        out[d] = rows.select(pl.col(n).cast(pl.Float64).fill_null(np.nan) for n in names).to_numpy()
     return out
 
 
-def chain_tensors_from_snapshots(frame: pl.DataFrame, expiries: int = 3, strikes: int = 9) -> OptionChainTensors:
+def chain_tensors_from_snapshots(frame: pl.DataFrame, expiries: int = 3, strikes: int = 9,
+                                 features: pl.DataFrame | None = None,
+                                 feature_names: Sequence[str] = ()) -> OptionChainTensors:
     """Tensors from `raw.option_snapshots` rows of ONE underlying (any number of trading days).
 
-    Per day: the first `expiries` expiry dates on or after the day, and per expiry the `strikes` strikes nearest
-    the first snapshot's underlying price. Every day must have the same number of snapshot times.
+    Per day the grid is chosen at the first snapshot (see `_day_chain`); every day must have the same number of
+    snapshot times. A contract's quote is filled forward from its last snapshot; before its first bid and ask of
+    the day it is not `quoted` (values 0). `features` (features.options rows of the underlying) give the
+    `feature_names` columns at each snapshot, with missing flags.
     """
-    from zoneinfo import ZoneInfo
-
     import polars as pl
 
     if frame.is_empty():
         raise ValueError("no option_snapshots rows: fetch or ingest a chain first")
     if frame["underlying"].n_unique() != 1:
         raise ValueError(f"rows of one underlying expected, got {frame['underlying'].unique().to_list()}")
-    new_york = ZoneInfo("America/New_York")
     days = sorted(frame["trading_day"].unique().to_list())
-    per_day: list[dict[str, np.ndarray]] = []
-    for day in days:
-        rows = frame.filter(pl.col("trading_day") == day)
-        times = sorted(rows["ts"].unique().to_list())
-        exps = sorted(e for e in rows["expiry"].unique().to_list() if e >= day)[:expiries]
-        if len(exps) < expiries:
-            raise ValueError(f"{day}: only {len(exps)} expiries on or after the day, need {expiries}; "
-                             "lower `expiries` or fetch a wider chain")
-        spot0 = rows.filter(pl.col("ts") == times[0])["underlying_price"][0]
-        quote = {n: np.full((len(times), expiries, strikes, 2), np.nan) for n in ("bid", "ask", "iv", "delta")}
-        grid = np.zeros((expiries, strikes))
-        for e, exp in enumerate(exps):
-            avail = np.array(sorted(rows.filter(pl.col("expiry") == exp)["strike"].unique().to_list()))
-            if len(avail) < strikes:
-                raise ValueError(f"{day} expiry {exp}: {len(avail)} strikes, need {strikes}; lower `strikes`")
-            grid[e] = np.sort(avail[np.argsort(np.abs(avail - spot0), kind="stable")[:strikes]])
-        t_index = {t: i for i, t in enumerate(times)}
-        e_index = {x: i for i, x in enumerate(exps)}
-        sub = rows.filter(pl.col("expiry").is_in(exps))
-        for r in sub.select("ts", "expiry", "strike", "right", "bid", "ask", "iv", "delta").iter_rows():
-            e = e_index[r[1]]
-            k = np.flatnonzero(np.isclose(grid[e], r[2]))
-            if len(k):
-                for name, value in zip(("bid", "ask", "iv", "delta"), r[4:], strict=True):
-                    quote[name][t_index[r[0]], e, k[0], 0 if r[3] == "C" else 1] = value
-        for name in quote:
-            quote[name] = _fill_along_snapshots(quote[name])
-            if np.isnan(quote[name]).any():
-                raise ValueError(f"{day}: a grid contract has no {name} at any snapshot; check the chain rows")
-        spot = sub.group_by("ts").agg(pl.col("underlying_price").first()).sort("ts")["underlying_price"]
-        settle = [datetime_at_close(x, new_york) for x in exps]
-        left = np.array([[(c - t).total_seconds() / 86400.0 for c in settle] for t in times])
-        left = np.maximum(left, 0.0)
-        left[-1] = np.where(np.array(exps) == day, 0.0, left[-1])  # same-day expiries settle at the last snapshot
-        per_day.append({**quote, "strike": grid, "expiry_days": left, "underlying": spot.to_numpy()})
+    per_day = [_day_chain(frame.filter(pl.col("trading_day") == day), day, expiries, strikes) for day in days]
     n_snaps = {len(p["underlying"]) for p in per_day}
     if len(n_snaps) != 1:
         raise ValueError(f"days have different snapshot counts {sorted(n_snaps)}; build one tensor per day length")
-    stacked = {n: torch.from_numpy(np.stack([p[n] for p in per_day])) for n in per_day[0]}
+    stacked = {n: np.stack([p[n] for p in per_day]) for n in per_day[0] if n != "ts"}
+    both = np.where(np.isfinite(stacked["bid"]) & np.isfinite(stacked["ask"]), 1.0, np.nan)
+    quoted = fill_forward(both)[1]
+    for name in QUOTE_FIELDS:
+        filled, seen = fill_forward(stacked[name])
+        stacked[name] = np.where(quoted & seen, filled, 0.0)
     stacked["mid"] = 0.5 * (stacked["bid"] + stacked["ask"])
-    return OptionChainTensors(**stacked).to("cpu")
+    tensors = {n: torch.from_numpy(v) for n, v in stacked.items()}
+    if feature_names:
+        if features is None:
+            raise ValueError("feature_names were given without the features.options rows to read them from")
+        values = _snapshot_features(features, days, [p["ts"] for p in per_day], feature_names)
+        observed, names = observation_arrays({n: values[..., i:i + 1] for i, n in enumerate(feature_names)})
+        tensors["features"] = torch.from_numpy(observed[:, :, 0])
+        return OptionChainTensors(**tensors, quoted=torch.from_numpy(quoted), feature_names=names).to("cpu")
+    return OptionChainTensors(**tensors, quoted=torch.from_numpy(quoted)).to("cpu")
 
 
 def datetime_at_close(day: date, tz: tzinfo) -> datetime:
