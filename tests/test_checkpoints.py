@@ -1,5 +1,5 @@
-"""CLSTM-PPO checkpoints: atomic writes, pickle refusal, best_* files, exact resume, early stopping,
-SIGTERM (in-process and through the trainer CLI) and divergence handling."""
+"""CLSTM-PPO checkpoints: atomic writes, pickle refusal, best_* files, exact resume mid-episode on a real env,
+early stopping, SIGTERM (in-process and through the trainer CLI) and divergence handling."""
 
 from __future__ import annotations
 
@@ -15,11 +15,16 @@ import pytest
 import torch
 
 from pipeline.agents import checkpoints as ckpt
-from pipeline.agents.clstm_ppo import CLSTMPPO, TrainingDivergedError
-from pipeline.envs.normalize import RETURNS_KEY
+from pipeline.agents.clstm_ppo import CLSTMPPO
+from pipeline.agents.normalize import RETURNS_KEY
+from pipeline.agents.ppo_config import PPOConfig
+from pipeline.agents.ppo_update import TrainingDivergedError
+from pipeline.envs.intraday import IntradayTradingEnv
+from pipeline.envs.market_data import synthetic_market_tensors
 
 ROLLOUT = 8  # steps per env per update = episode length of CountingEnv
 TINY = dict(num_steps=ROLLOUT, hidden=8, torch_threads=1, critic_warmup_epochs=1, num_minibatches=2)
+TINY_LR = PPOConfig().actor_lr
 
 
 class CountingEnv:
@@ -120,25 +125,45 @@ def test_learn_writes_latest_and_best_checkpoints_with_metrics(tmp_path) -> None
                                       "critic/value_mc_corr", "charts/actor_learning_rate"}
 
 
-def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path) -> None:
-    fixed = dict(TINY, anneal_lr=False, ent_coef_start=0.01, ent_coef_end=0.01, seed=5)
-    straight = CLSTMPPO(CountingEnv(), **fixed)
-    straight.learn(_steps(4))
-    first = CLSTMPPO(CountingEnv(), checkpoint_dir=str(tmp_path), **fixed)
-    first.learn(_steps(2))
-    resumed = [CLSTMPPO.load(tmp_path, env=CountingEnv()) for _ in range(2)]
-    assert resumed[0].num_updates == first.num_updates == 1 and resumed[0].critic_warmed_up
-    for key, value in first.actor_optimizer.state_dict()["state"][0].items():
-        torch.testing.assert_close(resumed[0].actor_optimizer.state_dict()["state"][0][key], value)
-    for key, value in first.normalizer.state_dict().items():
-        torch.testing.assert_close(resumed[0].normalizer.state_dict()[key], value)
-    for agent in resumed:
-        agent.learn(_steps(2), reset_num_timesteps=False)
-        assert agent.num_updates == 3 and agent.num_timesteps == straight.num_timesteps
-    for p, q, r in zip(straight.policy.parameters(), resumed[0].policy.parameters(),
-                       resumed[1].policy.parameters(), strict=True):
-        torch.testing.assert_close(q, r, rtol=0, atol=0)
-        torch.testing.assert_close(p, q, rtol=0, atol=0)
+def _intraday_env() -> IntradayTradingEnv:
+    """A real env with its own episode sampler (day, symbol) and RNG: episodes of 39 steps, not rollout-aligned."""
+    return IntradayTradingEnv(synthetic_market_tensors(days=3, minutes=40, seed=3, symbols=("A", "B")), num_envs=4)
+
+
+@pytest.mark.parametrize("stop", ["sigterm_mid_rollout", "latest_after_an_update"])
+def test_a_run_stopped_mid_episode_and_resumed_ends_like_the_straight_run(tmp_path, stop: str) -> None:
+    # The default LR annealing and entropy decay stay on: the resumed run must follow the same schedules.
+    hparams = dict(TINY, seed=5, checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    total = _steps(6)  # a critic warm-up rollout, then five updates
+    straight = CLSTMPPO(_intraday_env(), **hparams | {"checkpoint_dir": None})
+    straight.learn(total)
+
+    first_env = _intraday_env()
+    if stop == "sigterm_mid_rollout":  # in the 5th rollout: the checkpoint holds the state after update 3
+        steps, real_step = iter(range(1, 10**6)), first_env.step
+
+        def step(actions: torch.Tensor):
+            if next(steps) == 4 * ROLLOUT + 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real_step(actions)
+
+        first_env.step = step
+        with pytest.raises(SystemExit):
+            CLSTMPPO(first_env, **hparams).learn(total)
+    else:  # `latest` of a run that went on: written after update 4
+        CLSTMPPO(first_env, **hparams).learn(total)
+    tensors, meta = ckpt.read_checkpoint(tmp_path)
+    assert meta["num_updates"] == (3 if stop == "sigterm_mid_rollout" else 4)
+    assert bool((tensors["rollout.episode_length"] > 0).any()), "the checkpoint should fall mid-episode"
+
+    resumed = CLSTMPPO.load(tmp_path, env=_intraday_env())  # a fresh env: its state comes from the checkpoint
+    resumed.learn(total - resumed.num_timesteps, reset_num_timesteps=False)
+    assert resumed.num_updates == straight.num_updates == 5 and resumed.num_timesteps == total
+    last, straight_last = resumed.history[-1], straight.history[-1]
+    assert last["charts/actor_learning_rate"] == straight_last["charts/actor_learning_rate"] < TINY_LR
+    assert last["charts/ent_coef"] == straight_last["charts/ent_coef"]
+    for p, q in zip(straight.policy.parameters(), resumed.policy.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=0, atol=0)
 
 
 def test_resume_keeps_the_reward_scalers_discounted_return_and_old_checkpoints_still_load(tmp_path) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.network import CLSTMActorCritic
+from pipeline.agents.ppo_config import PPOConfig
 
 TINY = dict(num_envs=4, num_steps=32, hidden=16, window=4, torch_threads=1, critic_warmup_epochs=2)
 
@@ -75,21 +76,45 @@ def test_rolling_window_state_for_1d_observations() -> None:
 
 
 def test_accepts_env_instance_vector_env_and_rejects_next_step_autoreset() -> None:
-    agent = CLSTMPPO(gym.make("CartPole-v1"), **TINY)
-    assert agent.env.num_envs == 1
+    own_count = {k: v for k, v in TINY.items() if k != "num_envs"}
+    agent = CLSTMPPO(gym.make("CartPole-v1"), **own_count)
+    assert agent.env.num_envs == agent.config.num_envs == 1
     agent.learn(2 * 32)
     assert agent.num_timesteps == 64
     same_step = gym.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync",
                              vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
-    assert CLSTMPPO(same_step, **TINY).env.num_envs == 3
+    assert CLSTMPPO(same_step, **own_count).config.num_envs == 3
     next_step = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
     with pytest.raises(ValueError, match="same-step autoreset"):
-        CLSTMPPO(next_step, **TINY)
+        CLSTMPPO(next_step, **own_count)
 
 
-def test_unknown_hyperparameter_names_the_valid_ones() -> None:
+def test_num_envs_lives_in_the_env_and_a_different_count_is_refused(tmp_path) -> None:
+    assert CLSTMPPO("CartPole-v1", hidden=8).env.num_envs == 8  # a gymnasium id: 8 copies unless told
+    with pytest.raises(ValueError, match="the env has 3 parallel envs but num_envs=4"):
+        CLSTMPPO(gym.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync",
+                              vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}), **TINY)
+    path = CLSTMPPO("CartPole-v1", **TINY).save(tmp_path / "four")
+    assert CLSTMPPO.load(path, env="CartPole-v1").env.num_envs == 4  # the checkpoint's count builds the id
+    with pytest.raises(ValueError, match="num_envs=1"):
+        CLSTMPPO.load(path, env=gym.make("CartPole-v1"))
+    assert CLSTMPPO.load(path, env=gym.make("CartPole-v1"), num_envs=1).env.num_envs == 1
+
+
+def test_typed_config_with_keyword_overrides_and_checked_values() -> None:
+    base = PPOConfig(hidden=16, seed=3, num_envs=2)
+    agent = CLSTMPPO("CartPole-v1", base, window=4)
+    assert (agent.config.hidden, agent.config.seed, agent.config.window, agent.config.num_envs) == (16, 3, 4, 2)
+    assert base.window == PPOConfig().window  # overrides make a copy
     with pytest.raises(TypeError, match="learning_rate.*valid names"):
         CLSTMPPO("CartPole-v1", learning_rate=1e-3)
+    with pytest.raises(TypeError, match="num_steps=True should be int"):
+        CLSTMPPO("CartPole-v1", num_steps=True)
+    with pytest.raises(ValueError, match="out of range"):
+        CLSTMPPO("CartPole-v1", gamma=1.5)
+    with pytest.raises(TypeError, match="config must be a PPOConfig"):
+        CLSTMPPO("CartPole-v1", {"seed": 1})
+    assert PPOConfig.from_dict({"actor_lr": 1, "extra": {"days": 3}}).actor_lr == 1  # JSON ints for floats
 
 
 def test_continuous_actions_use_a_gaussian_head() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.envs.normalize import RETURNS_KEY, RunningNormalizer
+from pipeline.agents.normalize import RETURNS_KEY, RunningNormalizer
 
 
 def test_obs_statistics_match_numpy_over_batches() -> None:
@@ -134,3 +134,17 @@ def test_state_without_discounted_return_loads_with_returns_at_zero() -> None:
     reward = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     old.scale_reward(reward, torch.zeros(3, dtype=torch.bool), update=True)
     torch.testing.assert_close(old.state_dict()[RETURNS_KEY], reward, rtol=0, atol=0)
+
+
+def test_switched_off_halves_pass_values_through_and_keep_no_statistics() -> None:
+    norm = RunningNormalizer(shape=(2,), norm_obs=False, norm_reward=True, clip_reward=1e9)
+    obs = torch.tensor([[3.0, -40.0], [5.0, 7.0]], dtype=torch.float64)
+    out = norm.normalize_obs(obs, update=True)
+    assert out.dtype == torch.float32 and torch.equal(out, obs.float())
+    assert float(norm.state_dict()["obs_count"]) == 0
+    scaled = norm.scale_reward(torch.tensor([2.0, 2.0]), torch.tensor([False, False]), update=True)
+    assert float(norm.state_dict()["ret_count"]) == 2 and not torch.equal(scaled, torch.tensor([2.0, 2.0]))
+    raw = RunningNormalizer(shape=(2,), norm_reward=False)
+    reward = torch.tensor([2.0, -1.0])
+    assert torch.equal(raw.scale_reward(reward, torch.tensor([False, True]), update=True), reward)
+    assert float(raw.state_dict()["ret_count"]) == 0

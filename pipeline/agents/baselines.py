@@ -39,8 +39,9 @@ class BaselineConfig:
     """'ppo' (discrete or continuous actions) or 'sac' (continuous only)."""
     total_timesteps: int = 50_000
     """Environment steps over all parallel envs."""
-    n_envs: int = 1
-    """Parallel copies of the env (DummyVecEnv, each wrapped in Monitor)."""
+    num_envs: int = 1
+    """Parallel copies of the env (DummyVecEnv, each wrapped in Monitor): a baseline is built from a gymnasium
+    id, so this is where its count lives (the same name as PPOConfig.num_envs)."""
     seed: int = 0
     """Seeds the model, the envs and the action sampling."""
     gamma: float = 0.99
@@ -134,7 +135,7 @@ def train_baseline(env_id: str, path: str | Path, config: BaselineConfig | None 
     """Train on `gym.make(env_id, **env_kwargs)` with Monitor + VecNormalize, save to `path`, return the policy."""
     cfg = config or BaselineConfig()
     env_kwargs = dict(env_kwargs or {})
-    venv = make_vec_env(env_id, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=env_kwargs)
+    venv = make_vec_env(env_id, n_envs=cfg.num_envs, seed=cfg.seed, env_kwargs=env_kwargs)
     algo_cls = _check_algo(cfg.algo, venv.action_space)
     vec_normalize = VecNormalize(venv, norm_obs=cfg.norm_obs, norm_reward=cfg.norm_reward, clip_obs=cfg.clip_obs,
                                  clip_reward=cfg.clip_reward, gamma=cfg.gamma)

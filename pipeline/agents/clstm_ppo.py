@@ -1,224 +1,206 @@
-"""CLSTMPPO: the SB3-style agent (construct, learn, predict, save, load) around the cascaded-LSTM actor-critic.
+"""CLSTMPPO: the cascaded-LSTM agent of `clstm_agent` plus its training loop, which reads top to bottom here.
 
-The training loop itself (rollout, GAE, PPO and critic epochs, diagnostics, checkpoints) is in `ppo_training.py`.
+`learn` alternates `collect_rollout` (env steps into preallocated buffers, no host sync) and `_update` (GAE,
+critic warm-up or the PPO epochs of `ppo_update`, diagnostics, best_* bookkeeping, checkpoints). Host transfers
+happen once per update, after the rollout.
 """
 
 from __future__ import annotations
 
-import os
+import math
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pipeline.agents import checkpoints as ckpt
-from pipeline.agents.distributed import broadcast_parameters, init_distributed, local_device
-from pipeline.agents.network import CLSTMActorCritic, sample_actions
-from pipeline.agents.ppo_config import PPOConfig
-from pipeline.agents.rollout import ObsWindow
-from pipeline.agents.seeding import set_seed
-from pipeline.agents.vec_env import as_batched_env
-
-FORMAT_VERSION = 1
-
-
-class TrainingDivergedError(RuntimeError):
-    """A loss or gradient became NaN/inf or exploded; the last good checkpoint was left as it was."""
+from pipeline.agents.clstm_agent import CLSTMAgent, RunState
+from pipeline.agents.diagnostics import ScalarLogger, episode_metrics, update_scalars
+from pipeline.agents.distributed import average_tensors, is_distributed
+from pipeline.agents.gae import compute_gae
+from pipeline.agents.network import distribution_stats, sample_actions
+from pipeline.agents.normalize import RETURNS_KEY
+from pipeline.agents.ppo_update import Schedule, critic_epochs, flat_windows, ppo_epochs
+from pipeline.agents.rollout import RolloutBuffer, RolloutState
 
 
-def make_normalizer(obs_shape: tuple[int, ...], cfg: PPOConfig, device: torch.device) -> Any | None:
-    """The envs' RunningNormalizer for obs and rewards, or None when both are switched off.
+class StopRequested:
+    """SIGTERM flag; the handler only sets it, the loop saves and exits at a safe point."""
 
-    Statistics are per feature (the last obs dim): the T rows of a window share them.
-    """
-    if not (cfg.normalize_obs or cfg.scale_rewards):
-        return None
-    from pipeline.envs.normalize import RunningNormalizer
+    def __init__(self) -> None:
+        self.requested = False
 
-    return RunningNormalizer(
-        obs_shape[-1:], device=device, gamma=cfg.gamma, clip_obs=cfg.clip_obs, clip_reward=cfg.clip_reward
-    )
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.requested = True
 
 
-def resolve_device(name: str) -> torch.device:
-    """This rank's torch device for PPOConfig.device ("auto": CUDA where available, else CPU)."""
-    return local_device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+class CLSTMPPO(CLSTMAgent):
+    """Cascaded-LSTM PPO (SB3-style API): `CLSTMPPO(env, config=None, **overrides)`, `learn`, `predict`, `save`,
+    `CLSTMPPO.load`."""
 
-
-class CLSTMPPO:
-    """Cascaded-LSTM PPO. `env`: a gymnasium id, gymnasium Env, gymnasium VectorEnv, or a native BatchedEnv."""
-
-    def __init__(self, env: Any, **hparams: Any) -> None:
-        cfg = PPOConfig.from_dict(hparams)
-        device = resolve_device(cfg.device)
-        batched = as_batched_env(env, cfg.num_envs, device)
-        self._setup(cfg, device, batched, tuple(batched.obs_shape), int(batched.action_dim), bool(batched.discrete))
-
-    def _setup(
-        self, cfg: PPOConfig, device: torch.device, env: Any | None,
-        obs_shape: tuple[int, ...], action_dim: int, discrete: bool,
-    ) -> None:
-        self.config = cfg
-        self.device = device
-        self.rank, self.world_size = init_distributed(device)
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        set_seed(cfg.seed + self.rank)
-        # The agent's own RNG (action sampling, minibatch order): checkpointed, and independent of other
-        # agents in the same process, so a resumed run draws exactly what the uninterrupted one would.
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(cfg.seed + self.rank)
-        self.env = env
-        self.obs_shape, self.action_dim, self.discrete = obs_shape, action_dim, discrete
-        self.window_shape = ObsWindow(1, obs_shape, cfg.window, torch.device("cpu")).shape
-        self.policy = CLSTMActorCritic(
-            self.window_shape[-1], action_dim, discrete, cfg.hidden, cfg.encoder_layers, cfg.init_log_std
-        ).to(device)
-        self.policy.amp = cfg.amp
-        broadcast_parameters(self.policy.parameters())
-        self.actor_optimizer = torch.optim.Adam(self.policy.actor_parameters(), lr=cfg.actor_lr, eps=1e-5)
-        self.critic_optimizer = torch.optim.Adam(self.policy.critic_parameters(), lr=cfg.critic_lr, eps=1e-5)
-        self.normalizer = make_normalizer(obs_shape, cfg, device)
-        if cfg.compile:
-            for module in (self.policy.encoder, self.policy.actor.head, self.policy.critic.head):
-                module.compile()
-        # Training progress: all of it goes into checkpoints so that resume continues the same run.
-        self.num_timesteps = 0
-        self.num_updates = 0
-        self.total_timesteps = 0
-        self.critic_warmed_up = False
-        self.initial_entropy: float | None = None
-        self.best: dict[str, float] = {}
-        self.updates_since_best = 0
-        self.history: list[dict[str, Any]] = []
-        self._rollout_state: dict[str, Any] | None = None
-
-    # ----------------------------------------------------------------------------------------- training
     def learn(self, total_timesteps: int, reset_num_timesteps: bool = True) -> CLSTMPPO:
-        """Train for `total_timesteps` env steps (added to the current count when reset_num_timesteps=False).
+        """Train for `total_timesteps` env steps. With reset_num_timesteps=False they come on top of the steps
+        already taken, and the LR/entropy schedules run to that sum (as SB3): a resumed run passes the steps it
+        has left, `total - agent.num_timesteps`, and follows the straight run's schedules.
 
         SIGTERM during learn() writes `latest` to checkpoint_dir and exits with status 0; NaN or exploding
         losses raise TrainingDivergedError without touching existing checkpoints.
         """
-        from pipeline.agents.ppo_training import run_training
-
         if self.env is None:
             raise ValueError("this agent has no environment; pass env= to CLSTMPPO.load(path, env=...) to train")
         if reset_num_timesteps:
             self.num_timesteps, self.num_updates, self.total_timesteps = 0, 0, int(total_timesteps)
         else:
             self.total_timesteps = self.num_timesteps + int(total_timesteps)
-        run_training(self)
+        cfg = self.config
+        if self.rollout_state is None:
+            self.rollout_state = RolloutState.start(self.env, cfg.seed + self.rank, cfg.window, self.device)
+        buf = RolloutBuffer.allocate(cfg.num_steps, self.env.num_envs, self.window_shape, self.action_dim,
+                                     self.discrete, self.device)
+        directory = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+        logger = ScalarLogger(cfg.tensorboard_dir if self.rank == 0 else None)
+        stop = StopRequested()
+        previous_handler = signal.signal(signal.SIGTERM, stop)
+        try:
+            while self.num_timesteps < self.total_timesteps and not stop.requested:
+                # A SIGTERM mid-rollout saves the state the rollout started from: weights and optimizers
+                # have not moved since, and the partial rollout is collected again on resume.
+                rollout_start = self._run_state()
+                started = time.perf_counter()
+                if not self.collect_rollout(buf, stop):
+                    self._save_on_sigterm(directory, rollout_start)
+                next_values = self._next_values(buf)
+                self.num_timesteps += buf.rewards.numel() * self.world_size
+                self._sync_normalizer()
+                scalars = self._update(buf, next_values)
+                if scalars is None:
+                    continue
+                scalars["charts/SPS"] = buf.rewards.numel() * self.world_size / (time.perf_counter() - started)
+                metrics = {k.removeprefix("episodes/"): v for k, v in scalars.items() if k.startswith("episodes/")}
+                improved = self._record_best(metrics)
+                if directory is not None:
+                    self._write_checkpoints(directory, improved, metrics)
+                logger.log(self.num_timesteps, scalars)
+                self.history.append(scalars)
+                if cfg.verbose and self.rank == 0:
+                    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in scalars.items()), flush=True)
+                if cfg.early_stop_patience is not None and self.updates_since_best >= cfg.early_stop_patience:
+                    break
+            if stop.requested:
+                self._save_on_sigterm(directory, self._run_state())
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
+            logger.close()
         return self
 
-    # ---------------------------------------------------------------------------------------- inference
-    def _windows(
-        self, obs: Any, state: np.ndarray | None, episode_start: Any
-    ) -> tuple[torch.Tensor, np.ndarray | None, bool]:
-        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
-        single = x.dim() == len(self.obs_shape)
-        if single:
-            x = x.unsqueeze(0)
-        if tuple(x.shape[1:]) != self.obs_shape:
-            raise ValueError(f"observation shape {tuple(x.shape[1:])} does not match the agent's {self.obs_shape}")
-        if self.normalizer is not None and self.config.normalize_obs:
-            x = self.normalizer.normalize_obs(x, update=False)
-        if len(self.obs_shape) == 2:
-            return x, state, single
-        prev = (torch.zeros((x.shape[0], *self.window_shape), device=self.device) if state is None
-                else torch.as_tensor(np.asarray(state, dtype=np.float32), device=self.device))
-        if episode_start is not None:
-            keep = ~torch.as_tensor(np.asarray(episode_start, dtype=bool).reshape(-1), device=self.device)
-            prev = prev * keep.to(prev.dtype).view(-1, 1, 1)
-        windows = torch.cat([prev[:, 1:], x.unsqueeze(1)], dim=1)
-        return windows, windows.cpu().numpy(), single
+    @torch.no_grad()
+    def collect_rollout(self, buf: RolloutBuffer, stop: StopRequested) -> bool:
+        """Fill `buf` with num_steps steps of every env, without any host sync; False if SIGTERM arrived."""
+        st, policy, norm = self.rollout_state, self.policy, self.normalizer
+        for t in range(buf.rewards.shape[0]):
+            if stop.requested:
+                return False
+            windows = st.window.push(norm.normalize_obs(st.obs, update=True), st.episode_start)
+            seq = policy.shared(windows)
+            out = policy.actor_out(seq)
+            action = sample_actions(out, policy.log_std, generator=self.generator)
+            buf.windows[t], buf.actions[t], buf.values[t] = windows, action, policy.critic_out(seq)
+            buf.logprobs[t] = distribution_stats(out, policy.log_std, action)[0]
+            next_obs, reward, terminated, truncated, info = self.env.step(action)
+            done = terminated | truncated
+            final = info.get("final_obs", next_obs).to(self.device)
+            buf.final_windows[t] = st.window.peek(norm.normalize_obs(final, update=False))
+            buf.episode_returns[t], buf.episode_lengths[t] = st.advance(next_obs.to(self.device), reward, done)
+            buf.rewards[t] = norm.scale_reward(reward, done, update=True)
+            buf.terminated[t], buf.truncated[t] = terminated, truncated
+        return True
 
     @torch.no_grad()
-    def predict(
-        self, obs: Any, state: np.ndarray | None = None, episode_start: Any = None, deterministic: bool = True
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Actions for `obs` (one obs or a batch). For 1-D observations `state` is the rolling window of the
-        last T normalized obs (pass back what you got; episode_start=True rows forget it); windowed obs need none.
-        Continuous spaces return the Gaussian mean when deterministic."""
-        windows, new_state, single = self._windows(obs, state, episode_start)
-        out = self.policy.actor_out(self.policy.shared(windows))
-        actions = sample_actions(out, self.policy.log_std, deterministic, self.generator).cpu().numpy()
-        return (actions[0] if single else actions), new_state
+    def _next_values(self, buf: RolloutBuffer) -> torch.Tensor:
+        """V of the observation after each step: the next row's value, V(final obs) where an episode was
+        truncated, and V(last obs) after the rollout (one host sync, to gather the truncated rows)."""
+        st, policy = self.rollout_state, self.policy
+        last = st.window.peek(self.normalizer.normalize_obs(st.obs, update=False), st.episode_start)
+        next_values = torch.cat([buf.values[1:], policy.critic_out(policy.shared(last)).unsqueeze(0)])
+        idx = buf.truncated.nonzero(as_tuple=True)
+        if idx[0].numel():
+            next_values[idx] = policy.critic_out(policy.shared(buf.final_windows[idx]))
+        return next_values
 
-    @torch.no_grad()
-    def action_probs(
-        self, obs: Any, state: np.ndarray | None = None, episode_start: Any = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probabilities [n_envs, n_actions], state) for discrete action spaces (ensembles average these)."""
-        if not self.discrete:
-            raise ValueError("action_probs is defined for discrete action spaces; use predict() for continuous ones")
-        windows, new_state, _ = self._windows(obs, state, episode_start)
-        probs = torch.softmax(self.policy.actor_out(self.policy.shared(windows)), dim=-1)
-        return probs.cpu().numpy(), new_state
-
-    # ------------------------------------------------------------------------------------- persistence
-    def checkpoint_payload(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Everything needed to resume: weights, optimizers, normalizer, RNG, progress counters."""
-        tensors = {f"policy.{k}": v for k, v in self.policy.state_dict().items()}
-        if self.normalizer is not None:
-            tensors.update({f"normalizer.{k}": v for k, v in self.normalizer.state_dict().items()})
-        actor_t, actor_m = ckpt.optimizer_to_flat("optim.actor", self.actor_optimizer)
-        critic_t, critic_m = ckpt.optimizer_to_flat("optim.critic", self.critic_optimizer)
-        rng_t, rng_m = ckpt.rng_to_flat()
-        tensors.update(actor_t | critic_t | rng_t)
-        tensors["rng.agent"] = self.generator.get_state()
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "obs_shape": list(self.obs_shape),
-            "action_dim": self.action_dim,
-            "discrete": self.discrete,
-            "window_shape": list(self.window_shape),
-            "num_timesteps": self.num_timesteps,
-            "num_updates": self.num_updates,
-            "total_timesteps": self.total_timesteps,
-            "critic_warmed_up": self.critic_warmed_up,
-            "initial_entropy": self.initial_entropy,
-            "best": self.best,
-            "updates_since_best": self.updates_since_best,
-            "optim": {"actor": actor_m, "critic": critic_m},
-            "rng": rng_m,
+    def _update(self, buf: RolloutBuffer, next_values: torch.Tensor) -> dict[str, Any] | None:
+        """Critic warm-up (returns None) or one PPO update (returns its diagnostics)."""
+        cfg = self.config
+        _, mc_returns = compute_gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated,
+                                    cfg.gamma, 1.0)
+        if not self.critic_warmed_up and cfg.critic_warmup_rollouts > 0:
+            critic_epochs(self.policy, self.optimizers.critic, flat_windows(buf), mc_returns.reshape(-1), cfg,
+                          cfg.critic_warmup_epochs, self.generator)
+            # num_timesteps counts every rank's steps, and each rank collects one rollout per iteration.
+            warmup_steps = cfg.critic_warmup_rollouts * buf.rewards.numel() * self.world_size
+            self.critic_warmed_up = self.num_timesteps >= warmup_steps
+            return None
+        self.critic_warmed_up = True
+        schedule = Schedule.at(cfg, self.num_timesteps, self.total_timesteps)
+        schedule.apply(cfg, self.optimizers)
+        advantages, returns = compute_gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated,
+                                          cfg.gamma, cfg.gae_lambda)
+        losses = ppo_epochs(self.policy, self.optimizers, buf, advantages, returns, cfg, schedule.ent_coef,
+                            self.generator)
+        self.num_updates += 1
+        if self.initial_entropy is None:
+            self.initial_entropy = losses["entropy"]
+        ep_returns, ep_lengths = buf.finished_episodes()
+        metrics = episode_metrics(ep_returns)
+        if metrics:
+            metrics["episodes"] = len(ep_returns)
+            metrics["mean_length"] = sum(ep_lengths) / len(ep_lengths)
+        return {
+            "global_step": self.num_timesteps,
+            "update": self.num_updates,
+            "charts/actor_learning_rate": self.optimizers.actor.param_groups[0]["lr"],
+            "charts/critic_learning_rate": self.optimizers.critic.param_groups[0]["lr"],
+            "charts/ent_coef": schedule.ent_coef,
+            **update_scalars(losses, self.initial_entropy, buf.values, returns, mc_returns, metrics),
         }
-        return tensors, meta
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write a checkpoint file (`.safetensors` appended if missing); returns its path."""
+    def _record_best(self, metrics: dict[str, float]) -> list[str]:
+        """Record each episode metric that beat its best (early stopping counts updates since the best composite)."""
+        improved = []
+        if metrics and metrics.get("episodes", 0) >= self.config.min_episodes_for_best:
+            for name in ("composite", "sharpe", "win_rate", "profit_rate"):
+                if metrics[name] > self.best.get(name, -math.inf):
+                    self.best[name] = metrics[name]
+                    improved.append(name)
+        self.updates_since_best = 0 if "composite" in improved else self.updates_since_best + 1
+        return improved
+
+    def _write_checkpoints(self, directory: Path, improved: list[str], metrics: dict[str, float]) -> None:
+        """Write latest (every checkpoint_every updates) and best_<name> for each `improved` metric (rank 0 only)."""
+        if self.rank != 0:
+            return
         tensors, meta = self.checkpoint_payload()
-        return ckpt.write_checkpoint(path, tensors, meta)
+        names = [f"best_{name}" for name in improved]
+        if self.num_updates % self.config.checkpoint_every == 0:
+            names.append("latest")
+        for name in names:
+            ckpt.write_checkpoint(directory / f"{name}{ckpt.SUFFIX}", tensors, {**meta, "metrics": metrics})
 
-    @classmethod
-    def load(cls, path: str | os.PathLike, env: Any = None, **overrides: Any) -> CLSTMPPO:
-        """Load a checkpoint file or folder (its `latest`). With `env`, training can resume with learn(...,
-        reset_num_timesteps=False); `overrides` replace saved hyperparameters (e.g. device)."""
-        tensors, meta = ckpt.read_checkpoint(path)
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"checkpoint format {meta.get('format_version')} is not {FORMAT_VERSION}")
-        cfg = PPOConfig.from_dict({**meta["config"], **overrides})
-        device = resolve_device(cfg.device)
-        agent = cls.__new__(cls)
-        batched = as_batched_env(env, cfg.num_envs, device) if env is not None else None
-        agent._setup(cfg, device, batched, tuple(meta["obs_shape"]), int(meta["action_dim"]), bool(meta["discrete"]))
-        if batched is not None and tuple(batched.obs_shape) != agent.obs_shape:
-            raise ValueError(f"env obs shape {batched.obs_shape} differs from the checkpoint's {agent.obs_shape}")
-        agent.policy.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
-        if agent.normalizer is not None:
-            agent.normalizer.load_state_dict(
-                {k[11:]: v.to(device) for k, v in tensors.items() if k.startswith("normalizer.")}
-            )
-        ckpt.optimizer_from_flat("optim.actor", agent.actor_optimizer, tensors, meta["optim"]["actor"])
-        ckpt.optimizer_from_flat("optim.critic", agent.critic_optimizer, tensors, meta["optim"]["critic"])
-        ckpt.rng_from_flat(tensors, meta["rng"])
-        agent.generator.set_state(tensors["rng.agent"])
-        for key in ("num_timesteps", "num_updates", "total_timesteps", "critic_warmed_up",
-                    "initial_entropy", "best", "updates_since_best"):
-            setattr(agent, key, meta[key])
-        return agent
+    def _save_on_sigterm(self, directory: Path | None, run_state: RunState) -> None:
+        """Write `latest` from the weights now and `run_state`, then exit with status 0."""
+        if self.rank == 0:
+            tensors, meta = self.checkpoint_payload(run_state)
+            path = ckpt.write_checkpoint((directory or Path("checkpoints")) / f"latest{ckpt.SUFFIX}", tensors, meta)
+            print(f"SIGTERM: saved {path} at update {self.num_updates}; exiting", flush=True)
+        raise SystemExit(0)
+
+    def _sync_normalizer(self) -> None:
+        """Keep per-rank normalizer statistics identical across DDP ranks (mean of each statistic)."""
+        if not is_distributed():
+            return
+        state = {k: v.to(self.device) for k, v in self.normalizer.state_dict().items()}
+        # Each rank's discounted returns belong to its own envs' episodes: shared statistics, not shared returns.
+        average_tensors(v for k, v in state.items() if k != RETURNS_KEY)
+        self.normalizer.load_state_dict(state)

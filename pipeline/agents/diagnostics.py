@@ -56,6 +56,28 @@ def critic_vs_returns(values: torch.Tensor, mc_returns: torch.Tensor) -> dict[st
     }
 
 
+def update_scalars(
+    losses: dict[str, float], initial_entropy: float | None, values: torch.Tensor, returns: torch.Tensor,
+    mc_returns: torch.Tensor, metrics: dict[str, float],
+) -> dict[str, float]:
+    """The per-update diagnostics of one PPO update: losses, entropy against its first value, critic calibration
+    and the metrics of the episodes that finished in the rollout (`episodes/...`)."""
+    return {
+        "losses/approx_kl": losses["kl"],
+        "losses/clipfrac": losses["clipfrac"],
+        "losses/entropy": losses["entropy"],
+        "losses/entropy_pct_of_initial": 100.0 * losses["entropy"] / initial_entropy
+        if initial_entropy else float("nan"),
+        "losses/policy_loss": losses["pg"],
+        "losses/value_loss": losses["vf"],
+        "losses/policy_grad_norm": losses["pg_norm"],
+        "losses/value_grad_norm": losses["vf_norm"],
+        "losses/explained_variance": explained_variance(values, returns),
+        **critic_vs_returns(values, mc_returns),
+        **{f"episodes/{k}": v for k, v in metrics.items()},
+    }
+
+
 class ScalarLogger:
     """TensorBoard scalars when a log dir is given; always keeps the history as a list of dicts."""
 

@@ -1,6 +1,7 @@
 """Running normalization of observations and rewards on the device, saved as safetensors (no pickle).
 
-Observations: running mean/variance merged batch by batch (Chan et al.'s parallel Welford update), then
+Each half can be switched off (`norm_obs`, `norm_reward`, as SB3's VecNormalize): it then passes values through
+and keeps no statistics. Observations: running mean/variance merged batch by batch (Chan et al.'s parallel Welford update), then
 (obs - mean) / sqrt(var + eps) clipped to +-clip_obs. Rewards: divided by the running std of the discounted
 return of each env (as SB3's VecNormalize), clipped to +-clip_reward; the return restarts where an episode ended.
 
@@ -8,8 +9,6 @@ The per-env discounted return is part of the state (`discounted_return`, shape [
 continues it instead of restarting every env's return at 0. It belongs to particular envs' episodes: when the
 first rewards after a load come from a different number of envs, it restarts at 0 for all of them (the return
 statistics ret_mean/ret_var/ret_count are kept). State written before it existed loads with the return at 0.
-A resumed trainer resets its envs, so the carried return runs on into new episodes: what it keeps is the scale of
-the stream ret_var is fitted to (a restart at 0 would bias it low for about 1/(1-gamma) steps).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 _CONFIG_KEYS = ("gamma", "epsilon", "clip_obs", "clip_reward")
 _STAT_KEYS = ("obs_mean", "obs_var", "obs_count", "ret_mean", "ret_var", "ret_count")
@@ -62,6 +62,8 @@ class RunningNormalizer:
         epsilon: float = 1e-8,
         clip_obs: float = 10.0,
         clip_reward: float = 10.0,
+        norm_obs: bool = True,
+        norm_reward: bool = True,
     ) -> None:
         self.device = torch.device(device)
         # float64 statistics keep long runs exact enough; MPS has no float64.
@@ -69,10 +71,13 @@ class RunningNormalizer:
         self.obs_rms = RunningMeanStd(shape, self.device, dtype)
         self.ret_rms = RunningMeanStd((), self.device, dtype)
         self.gamma, self.epsilon, self.clip_obs, self.clip_reward = gamma, epsilon, clip_obs, clip_reward
+        self.norm_obs, self.norm_reward = norm_obs, norm_reward
         self._returns: torch.Tensor | None = None
 
     def normalize_obs(self, obs: torch.Tensor, update: bool) -> torch.Tensor:
         """Normalized float32 obs; `update=True` (training rollouts) first folds this batch into the stats."""
+        if not self.norm_obs:
+            return obs.to(torch.float32)
         if tuple(obs.shape[obs.ndim - len(self.obs_rms.shape) :]) != self.obs_rms.shape:
             raise ValueError(
                 f"obs of shape {tuple(obs.shape)} do not end with the normalizer's shape {self.obs_rms.shape}; "
@@ -86,6 +91,8 @@ class RunningNormalizer:
 
     def scale_reward(self, reward: torch.Tensor, done: torch.Tensor, update: bool) -> torch.Tensor:
         """Reward [num_envs] divided by the running std of the discounted return; `done` [num_envs] ends returns."""
+        if not self.norm_reward:
+            return reward.to(torch.float32)
         rms = self.ret_rms
         if update:
             # Also the resume rule: returns loaded for a different num_envs restart at 0.
@@ -134,15 +141,11 @@ class RunningNormalizer:
 
     def save(self, path: str | Path) -> None:
         """Write the state to a safetensors file."""
-        from safetensors.torch import save_file
-
         save_file(self.state_dict(), str(path))
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> RunningNormalizer:
         """A normalizer with the statistics and settings of a file written by `save`."""
-        from safetensors.torch import load_file
-
         state = load_file(str(path))
         if "obs_mean" not in state:
             raise ValueError(f"{path} is not a RunningNormalizer file (no obs_mean tensor)")

@@ -1,22 +1,26 @@
-"""Every CLSTM-PPO hyperparameter in one dataclass, with what each one does."""
+"""Every CLSTM-PPO hyperparameter in one dataclass, with what each one does, checked when it is built."""
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass
 class PPOConfig:
-    """Hyperparameters of CLSTM-PPO. Pass any of them as keyword arguments to `CLSTMPPO(env, **hparams)`."""
+    """Hyperparameters of CLSTM-PPO: `CLSTMPPO(env, config)`, or any of them as keywords, `CLSTMPPO(env, seed=1)`."""
 
     seed: int = 0
     """Seed for torch, numpy, random and the environment reset (rank r of a DDP run uses seed + r)."""
     device: str = "cpu"
     """Torch device for the network, buffers and (native) environments: "cpu", "cuda", "cuda:1", "auto"."""
-    num_envs: int = 8
-    """Parallel environments when the agent builds them from a gymnasium id (ignored for env instances)."""
+    num_envs: int | None = None
+    """Parallel environments. The env is the one home of this number: an env instance brings its own (None
+    takes it; another number is an error), a gymnasium id is built as this many copies (None: 8). The agent's
+    config then records the env's count."""
     num_steps: int = 128
     """Rollout length per environment per update; one update consumes num_steps * num_envs transitions."""
     window: int = 16
@@ -89,16 +93,41 @@ class PPOConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form metadata saved with checkpoints (e.g. the data window the model was trained on)."""
 
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            hint = hints[f.name]
+            allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (typing.get_origin(hint) or hint,)
+            # bool is an int to isinstance; a flag where a count belongs (or the reverse) is a mistake.
+            ok = isinstance(value, allowed) and (isinstance(value, bool) == (bool in allowed))
+            if not ok and not (float in allowed and isinstance(value, int) and not isinstance(value, bool)):
+                raise TypeError(f"CLSTM-PPO hyperparameter {f.name}={value!r} should be {f.type}")
+        positive = ("num_steps", "window", "hidden", "encoder_layers", "num_minibatches", "checkpoint_every",
+                    "policy_epochs")
+        bad = [name for name in positive if getattr(self, name) < 1]
+        if self.num_envs is not None and self.num_envs < 1:
+            bad.append("num_envs")
+        if not (0.0 < self.gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0 and self.clip_eps > 0.0):
+            bad.append("gamma/gae_lambda/clip_eps")
+        if bad:
+            raise ValueError(f"CLSTM-PPO hyperparameter(s) {bad} out of range; counts must be >= 1, "
+                             "0 < gamma <= 1, 0 <= gae_lambda <= 1 and clip_eps > 0")
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PPOConfig:
-        """Build a config, rejecting unknown keys with the list of valid ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        """Build a config from a dict (a JSON config or a checkpoint's), rejecting unknown keys."""
+        return cls().replace(**values)
+
+    def replace(self, **overrides: Any) -> PPOConfig:
+        """A copy with `overrides` applied; unknown names are rejected with the list of valid ones."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
         if unknown:
             raise TypeError(
                 f"unknown CLSTM-PPO hyperparameter(s) {unknown}; valid names are {sorted(known)}"
             )
-        return cls(**values)
+        return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""

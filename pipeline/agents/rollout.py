@@ -1,8 +1,14 @@
-"""Preallocated on-device rollout storage and the observation window the agent keeps for 1-D observations."""
+"""What a rollout is made of: the observation window, where the envs stand between rollouts, and the buffers.
+
+`RolloutState` is the part of training that lives with the envs (last obs, episode starts, the window of the last
+T obs, each env's running episode return and length). A checkpoint holds it next to the env's own state, so a
+run stopped mid-episode resumes where it was instead of resetting its envs.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -10,7 +16,7 @@ import torch
 class ObsWindow:
     """The last T (normalized) observations of each env, (N, T, F); zeroed at each episode start.
 
-    Trading envs already emit (T, F) windows: then this just passes them through.
+    Trading envs already emit (T, F) windows: then this just passes them through and holds nothing.
     """
 
     def __init__(self, num_envs: int, obs_shape: tuple[int, ...], window: int, device: torch.device) -> None:
@@ -21,12 +27,12 @@ class ObsWindow:
                 "flatten the observation (gymnasium.wrappers.FlattenObservation)"
             )
         self.shape = (window, obs_shape[0]) if self.rolling else tuple(obs_shape)
-        self.windows = torch.zeros((num_envs, *self.shape), device=device)
+        self.windows = torch.zeros((num_envs, *self.shape), device=device) if self.rolling else None
 
     def peek(self, obs: torch.Tensor, episode_start: torch.Tensor | None = None) -> torch.Tensor:
         """The window after adding `obs` (rows where `episode_start` is True forget the previous episode first),
         without storing it; used for info["final_obs"] and for the bootstrap value after a rollout."""
-        if not self.rolling:
+        if self.windows is None:
             return obs
         prev = self.windows
         if episode_start is not None:
@@ -35,8 +41,68 @@ class ObsWindow:
 
     def push(self, obs: torch.Tensor, episode_start: torch.Tensor | None = None) -> torch.Tensor:
         """Add this step's obs and return the window."""
+        if self.windows is None:
+            return obs
         self.windows = self.peek(obs, episode_start)
         return self.windows
+
+
+@dataclass
+class RolloutState:
+    """Where the envs stand between two steps: what the next step of training starts from."""
+
+    obs: torch.Tensor
+    """The env's last observation (raw, before normalization), [N, *obs_shape]."""
+    episode_start: torch.Tensor
+    """True where `obs` is the first observation of an episode, [N]."""
+    window: ObsWindow
+    """The last T normalized observations (1-D observations only)."""
+    episode_return: torch.Tensor
+    """Raw reward summed over the episode so far, [N]."""
+    episode_length: torch.Tensor
+    """Steps of the episode so far, [N]."""
+
+    @classmethod
+    def start(cls, env: Any, seed: int, window: int, device: torch.device) -> RolloutState:
+        """Reset `env` with `seed`: every env at the start of an episode."""
+        obs, _ = env.reset(seed=seed)
+        n = env.num_envs
+        zeros = torch.zeros(n, device=device)
+        return cls(obs.to(device), torch.ones(n, dtype=torch.bool, device=device),
+                   ObsWindow(n, tuple(env.obs_shape), window, device), zeros, zeros.clone())
+
+    def advance(
+        self, next_obs: torch.Tensor, reward: torch.Tensor, done: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move past one env step; returns each env's episode return and length including that step.
+
+        Every field is replaced, never written in place, so a state_dict taken earlier stays what it was.
+        """
+        episode_return, episode_length = self.episode_return + reward, self.episode_length + 1
+        keep = (~done).to(episode_return.dtype)
+        self.obs, self.episode_start = next_obs, done
+        self.episode_return, self.episode_length = episode_return * keep, episode_length * keep
+        return episode_return, episode_length
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The state as tensors (copies: the caller may keep them while training goes on)."""
+        state = {"obs": self.obs, "episode_start": self.episode_start, "episode_return": self.episode_return,
+                 "episode_length": self.episode_length}
+        if self.window.windows is not None:
+            state["window"] = self.window.windows
+        return {k: v.detach().clone() for k, v in state.items()}
+
+    @classmethod
+    def from_state_dict(
+        cls, state: dict[str, torch.Tensor], obs_shape: tuple[int, ...], window: int, device: torch.device
+    ) -> RolloutState:
+        """The state `state_dict()` returned, on `device`."""
+        obs = state["obs"].to(device)
+        obs_window = ObsWindow(obs.shape[0], obs_shape, window, device)
+        if obs_window.windows is not None:
+            obs_window.windows = state["window"].to(device)
+        return cls(obs, state["episode_start"].to(device), obs_window, state["episode_return"].to(device),
+                   state["episode_length"].to(device))
 
 
 @dataclass

@@ -27,7 +27,9 @@ from typing import Any
 import torch
 
 from pipeline.agents.checkpoints import checkpoint_path
-from pipeline.agents.clstm_ppo import CLSTMPPO, TrainingDivergedError
+from pipeline.agents.clstm_ppo import CLSTMPPO
+from pipeline.agents.ppo_config import PPOConfig
+from pipeline.agents.ppo_update import TrainingDivergedError
 
 
 def intraday_env(
@@ -58,15 +60,16 @@ def build_env(spec: Any) -> Any:
 
 def train(config: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) per `config`; returns the summary dict."""
-    hparams = dict(config.get("hparams", {}))
+    ppo_config = PPOConfig.from_dict(config.get("hparams", {}))
     env = build_env(config["env"])
-    latest = Path(hparams["checkpoint_dir"]) / "latest.safetensors" if hparams.get("checkpoint_dir") else None
+    latest = Path(ppo_config.checkpoint_dir) / "latest.safetensors" if ppo_config.checkpoint_dir else None
     if config.get("resume") and latest is not None and latest.exists():
-        agent = CLSTMPPO.load(latest, env=env, **{k: v for k, v in hparams.items() if k == "device"})
+        agent = CLSTMPPO.load(latest, env=env, device=ppo_config.device)
+        # The steps left, so the LR/entropy schedules run to the same total as an uninterrupted run.
         remaining = max(0, int(config["total_timesteps"]) - agent.num_timesteps)
         agent.learn(remaining, reset_num_timesteps=False)
     else:
-        agent = CLSTMPPO(env, **hparams)
+        agent = CLSTMPPO(env, ppo_config)
         agent.learn(int(config["total_timesteps"]))
     summary = {
         "num_timesteps": agent.num_timesteps,

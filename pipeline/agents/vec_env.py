@@ -1,4 +1,9 @@
-"""Turn whatever the user passes as `env` (gymnasium id, env, vector env, native BatchedEnv) into a BatchedEnv."""
+"""Turn whatever the user passes as `env` (gymnasium id, env, vector env, native BatchedEnv) into a BatchedEnv.
+
+The number of envs has one home, the env: an env instance brings its own, and the count a caller passes down
+(the agent's `PPOConfig.num_envs`) only says how many copies of a gymnasium id to build, or is checked against
+the instance.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ import numpy as np
 import torch
 
 from pipeline.envs.base import BatchedEnv
+
+DEFAULT_NUM_ENVS = 8
+"""Copies of a gymnasium id the agent builds when no num_envs is given."""
 
 
 class GymVectorBatchedEnv:
@@ -73,8 +81,22 @@ class GymVectorBatchedEnv:
         self.vec_env.close()
 
 
-def as_batched_env(env: Any, num_envs: int, device: torch.device) -> BatchedEnv:
-    """Wrap `env` (see module docstring) so the agent sees one BatchedEnv on `device`."""
+def as_batched_env(env: Any, num_envs: int | None, device: torch.device) -> BatchedEnv:
+    """Wrap `env` (see module docstring) so the agent sees one BatchedEnv on `device`.
+
+    `num_envs`: copies of a gymnasium id (None: 8); for an env instance None or its own count.
+    """
+    batched = _batched(env, DEFAULT_NUM_ENVS if num_envs is None else num_envs, device)
+    if num_envs is not None and batched.num_envs != num_envs:
+        raise ValueError(
+            f"the env has {batched.num_envs} parallel envs but num_envs={num_envs} was asked for; leave num_envs "
+            f"unset to train on the env's own count, or pass num_envs={batched.num_envs} (the env is the one "
+            "home of this number)"
+        )
+    return batched
+
+
+def _batched(env: Any, num_envs: int, device: torch.device) -> BatchedEnv:
     if isinstance(env, BatchedEnv) and not hasattr(env, "single_action_space"):
         return env
     import gymnasium as gym
