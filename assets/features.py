@@ -1,5 +1,10 @@
 """Feature assets: read the raw partitions of each trading day, call the framework-free feature code, write
-`features.bars_1m`, `features.market` and `features.options` (one transaction per run, like the raw tables)."""
+`features.bars_1m`, `features.market` and `features.options` (one transaction per run, like the raw tables).
+
+`features.market` of day D also reads the LOOKBACK_TRADING_DAYS sessions before D from the warehouse (its
+windows reach back; the partition mapping says so), and writes only D's rows. Each day of a range is computed
+from exactly the inputs a single-day run of it reads, so a range backfill equals day-by-day runs.
+"""
 
 from collections.abc import Callable
 from datetime import date
@@ -9,7 +14,9 @@ import polars as pl
 
 from assets.ingest import raw_asset_key
 from assets.metadata import frame_metadata, partition_days, window_metadata
-from pipeline.features import bars_1m, market_features, options_features
+from pipeline.features import LOOKBACK_TRADING_DAYS, bars_1m, options_features
+from pipeline.features.lookback import earlier_trading_days, row_lookback_sessions
+from pipeline.features.market import market_features_days
 from pipeline.lake import Warehouse
 from pipeline.market.calendar import trading_session
 from resources.warehouse import WarehouseResource
@@ -20,8 +27,20 @@ MARKET_KEY = dg.AssetKey(["features", "market"])
 OPTIONS_KEY = dg.AssetKey(["features", "options"])
 FEATURE_KEYS = (BARS_1M_KEY, MARKET_KEY, OPTIONS_KEY)
 
-# One trading day of one features table from what the warehouse already holds: (rows out, input rows read).
-DayBuilder = Callable[[Warehouse, date], tuple[pl.DataFrame, int]]
+# The trading days of one run of one features table from what the warehouse holds: (rows out, input rows read).
+DaysBuilder = Callable[[Warehouse, list[date]], tuple[pl.DataFrame, int]]
+# The columns of the older lookback days of features.bars_1m: only their daily closes are read.
+_CLOSE_COLUMNS = ["symbol", "ts", "trading_day", "close"]
+
+
+def _each_day(build_day: Callable[[Warehouse, date], tuple[pl.DataFrame, int]]) -> DaysBuilder:
+    def build(store: Warehouse, days: list[date]) -> tuple[pl.DataFrame, int]:
+        built = [build_day(store, day) for day in days]
+        frames = [frame for frame, _ in built]
+        frame = pl.concat([f for f in frames if not f.is_empty()] or frames[:1], how="vertical_relaxed")
+        return frame, sum(rows for _, rows in built)
+
+    return build
 
 
 def _bars_1m_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
@@ -30,12 +49,20 @@ def _bars_1m_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
     return bars_1m(trades, quotes, trading_session(day)), trades.height + quotes.height
 
 
-def _market_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
-    # Symbols with only raw.bars (a bar-only source) still get rows: market_features uses `bars` for them.
-    # raw.bars ts is the bar's start, as Alpaca, IBKR and most files stamp it.
-    minute_bars = store.read_partition("features.bars_1m", [day])
-    raw_bars = store.read_partition("raw.bars", [day])
-    features = market_features(minute_bars, trading_session(day), bars=raw_bars, bar_ts="start")
+def _market_days(store: Warehouse, days: list[date]) -> tuple[pl.DataFrame, int]:
+    # One read of the days and their lookback; the core gives every day the slice a single-day run would read.
+    # Bar-only symbols get rows from raw.bars, whose ts is the bar's start (Alpaca, IBKR, most files).
+    lookback = earlier_trading_days(days[0])
+    every_day = [*lookback, *days]
+    # Minute windows need every column of the last sessions only; older ones give their daily closes.
+    full_from = max(0, len(lookback) - row_lookback_sessions(1))
+    minute_bars = store.read_partition("features.bars_1m", every_day[full_from:])
+    if full_from:
+        older = store.read_partition("features.bars_1m", every_day[:full_from], _CLOSE_COLUMNS)
+        minute_bars = pl.concat([older, minute_bars], how="diagonal_relaxed")
+    raw_bars = store.read_partition("raw.bars", every_day)
+    sessions = [trading_session(day) for day in every_day]
+    features = market_features_days(sessions, minute_bars, raw_bars, bar_ts="start", targets=len(days))
     return features, minute_bars.height + raw_bars.height
 
 
@@ -46,8 +73,8 @@ def _options_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
 
 def _build_feature_asset(
     key: dg.AssetKey,
-    deps: list[dg.AssetKey],
-    build_day: DayBuilder,
+    deps: list[dg.AssetKey | dg.AssetDep],
+    build_days: DaysBuilder,
     description: str,
     partitions_def: dg.PartitionsDefinition,
 ) -> dg.AssetsDefinition:
@@ -66,9 +93,7 @@ def _build_feature_asset(
     def _features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         days = partition_days(context)
         store = warehouse.warehouse()
-        built = [build_day(store, day) for day in days]
-        frames = [frame for frame, _ in built]
-        frame = pl.concat([f for f in frames if not f.is_empty()] or frames[:1], how="vertical_relaxed")
+        frame, rows_read = build_days(store, days)
         store.write_partition(table, days, frame)
         symbols = frame["symbol" if "symbol" in frame.columns else "underlying"].n_unique() if frame.height else 0
         context.log.info(f"{table}: {frame.height} rows for {symbols} symbol(s) over {len(days)} trading day(s)")
@@ -77,11 +102,19 @@ def _build_feature_asset(
                 **window_metadata(days),
                 **frame_metadata(frame, store.row_count(table)),
                 "symbols": symbols,
-                "rows_read": sum(rows_read for _, rows_read in built),
+                "rows_read": rows_read,
             }
         )
 
     return _features
+
+
+def _with_lookback(key: dg.AssetKey) -> dg.AssetDep:
+    """Day D depends on D and the LOOKBACK_TRADING_DAYS partitions before it (those before the first are fine)."""
+    mapping = dg.TimeWindowPartitionMapping(
+        start_offset=-LOOKBACK_TRADING_DAYS, allow_nonexistent_upstream_partitions=True
+    )
+    return dg.AssetDep(key, partition_mapping=mapping)
 
 
 def build_feature_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -89,21 +122,21 @@ def build_feature_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Ass
         _build_feature_asset(
             BARS_1M_KEY,
             [raw_asset_key("trades"), raw_asset_key("quotes")],
-            _bars_1m_day,
+            _each_day(_bars_1m_day),
             "One row per symbol-minute: OHLCV, VWAP, trade count, spread and imbalance stats.",
             partitions_def,
         ),
         _build_feature_asset(
             MARKET_KEY,
-            [BARS_1M_KEY, raw_asset_key("bars")],
-            _market_day,
+            [_with_lookback(BARS_1M_KEY), _with_lookback(raw_asset_key("bars"))],
+            _market_days,
             "Model features per symbol-minute: microstructure, momentum, volatility, regime, turbulence.",
             partitions_def,
         ),
         _build_feature_asset(
             OPTIONS_KEY,
             [raw_asset_key("option_snapshots")],
-            _options_day,
+            _each_day(_options_day),
             "Per underlying and snapshot: ATM IV, skew, term slope, put/call ratios, aggregate greeks.",
             partitions_def,
         ),

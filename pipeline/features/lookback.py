@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import polars as pl
 
 from pipeline.features.catalog import BAR_COUNT, DAY_MINUTES, MARKET, MINUTES, TRADING_DAYS, features_of
 from pipeline.features.daily import CLOSES_SCHEMA
 from pipeline.features.rows import BarStamp, bar_rows, daily_closes, tick_rows
+from pipeline.market.calendar import CALENDAR_START, trading_days
 from pipeline.market.source import TradingSession
 
 # An early close (09:30-13:00 New York) is the shortest session: the fewest bars a session can hold.
@@ -37,6 +38,14 @@ def row_lookback_sessions(interval_minutes: int) -> int:
 DAILY_LOOKBACK_SESSIONS = max(f.window.warmup for f in features_of(MARKET) if f.window.unit == TRADING_DAYS)
 # The most earlier trading days any feature of any interval needs: the assets' partition mapping offset.
 LOOKBACK_TRADING_DAYS = max(DAILY_LOOKBACK_SESSIONS, row_lookback_sessions(DAY_MINUTES))
+
+
+def earlier_trading_days(day: date, count: int = LOOKBACK_TRADING_DAYS) -> list[date]:
+    """The `count` XNYS sessions before `day`, oldest first (fewer near the calendar's first day)."""
+    # Two calendar days per session, plus a fortnight of holidays, always hold `count` sessions.
+    start = max(CALENDAR_START, day - timedelta(days=2 * count + 14))
+    last = day - timedelta(days=1)
+    return trading_days(start, last)[-count:] if count > 0 and last >= start else []
 
 
 def _empty_closes() -> pl.DataFrame:

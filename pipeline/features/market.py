@@ -10,17 +10,18 @@ is normalized over the day. Window units are the catalog's (`pipeline.features.c
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import polars as pl
 
 from pipeline.features.bars import session_grid
 from pipeline.features.catalog import MARKET, features_of, market_feature_names
 from pipeline.features.daily import add_daily
-from pipeline.features.lookback import MarketHistory, row_lookback_sessions
+from pipeline.features.lookback import LOOKBACK_TRADING_DAYS, MarketHistory, row_lookback_sessions
 from pipeline.features.microstructure import add_microstructure
 from pipeline.features.momentum import add_momentum
 from pipeline.features.regime import add_regime
-from pipeline.features.rows import BarStamp, bar_rows, finest_bars, tick_rows
+from pipeline.features.rows import BarStamp, bar_rows, daily_closes, finest_bars, tick_rows
 from pipeline.features.turbulence import daily_turbulence, turbulence_index
 from pipeline.features.volatility import add_volatility
 from pipeline.market.source import TradingSession
@@ -104,3 +105,33 @@ def market_features(bars_1m: pl.DataFrame, session: TradingSession, bars: pl.Dat
     frame = frame.select(*KEY_COLUMNS, *features).sort("symbol", "ts")
     floats = [c for c in features if frame.schema[c] == pl.Float64]
     return frame.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in floats)
+
+
+def market_features_days(sessions: Sequence[TradingSession], bars_1m: pl.DataFrame, bars: pl.DataFrame | None = None,
+                         bar_ts: BarStamp = "start", targets: int | None = None) -> pl.DataFrame:
+    """features.market of the last `targets` of `sessions` (default: all), each day from the sessions before it.
+
+    `sessions` are consecutive trading days, oldest first; `bars_1m` and `bars` hold their rows. Day D is
+    computed with the (up to LOOKBACK_TRADING_DAYS) sessions before it as its history: what `market_features`
+    gives D with that history alone, so a range equals day-by-day calls. Only the sessions that the minute windows
+    reach need full `bars_1m` rows; older ones may carry just symbol, ts, trading_day and close.
+    """
+    sessions = list(sessions)
+    targets = len(sessions) if targets is None else targets
+    raw = bars if bars is not None else pl.DataFrame()
+    closes = daily_closes(tick_rows(bars_1m), bar_rows(raw, sessions, bar_ts) if raw.height else tick_rows(bars_1m.clear()))
+    frames = []
+    for position in range(len(sessions) - targets, len(sessions)):
+        session, earlier = sessions[position], sessions[max(0, position - LOOKBACK_TRADING_DAYS): position]
+        days = [s.trading_day for s in earlier]
+        minute_days = days[max(0, len(days) - row_lookback_sessions(1)):]
+        history = MarketHistory(
+            tuple(earlier),
+            bars_1m.filter(pl.col("trading_day").is_in(minute_days)),
+            raw.filter(pl.col("trading_day").is_in(days)) if raw.height else None,
+            closes.filter(pl.col("trading_day").is_in(days)),
+        )
+        day_bars = raw.filter(pl.col("trading_day") == session.trading_day) if raw.height else None
+        frames.append(market_features(bars_1m.filter(pl.col("trading_day") == session.trading_day), session,
+                                      bars=day_bars, bar_ts=bar_ts, history=history))
+    return pl.concat(frames, how="vertical") if frames else market_features(bars_1m.clear(), sessions[-1])
