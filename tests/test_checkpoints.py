@@ -9,7 +9,9 @@ import pickle
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,6 +23,9 @@ from pipeline.agents.ppo_config import PPOConfig
 from pipeline.agents.ppo_update import TrainingDivergedError
 from pipeline.envs.intraday import IntradayTradingEnv
 from pipeline.envs.market_data import synthetic_market_tensors
+from pipeline.envs.options import OptionsTradingEnv
+from pipeline.envs.options_chain import black_scholes_chain
+from pipeline.envs.portfolio import PortfolioAllocationEnv
 
 ROLLOUT = 8  # steps per env per update = episode length of CountingEnv
 TINY = dict(num_steps=ROLLOUT, hidden=8, torch_threads=1, critic_warmup_epochs=1, num_minibatches=2)
@@ -125,20 +130,28 @@ def test_learn_writes_latest_and_best_checkpoints_with_metrics(tmp_path) -> None
                                       "critic/value_mc_corr", "charts/actor_learning_rate"}
 
 
-def _intraday_env() -> IntradayTradingEnv:
-    """A real env with its own episode sampler (day, symbol) and RNG: episodes of 39 steps, not rollout-aligned."""
-    return IntradayTradingEnv(synthetic_market_tensors(days=3, minutes=40, seed=3, symbols=("A", "B")), num_envs=4)
+MARKET = synthetic_market_tensors(days=3, minutes=40, seed=3, symbols=("A", "B"))
+# Real envs with their own episode samplers and RNGs; episodes (39 bars, 13 snapshots) end off rollout boundaries.
+REAL_ENVS: dict[str, Callable[[], Any]] = {
+    "intraday": lambda: IntradayTradingEnv(MARKET, num_envs=4),
+    "portfolio": lambda: PortfolioAllocationEnv(MARKET, num_envs=4),
+    "options": lambda: OptionsTradingEnv(black_scholes_chain(days=2, seed=1), num_envs=4),
+}
 
 
-@pytest.mark.parametrize("stop", ["sigterm_mid_rollout", "latest_after_an_update"])
-def test_a_run_stopped_mid_episode_and_resumed_ends_like_the_straight_run(tmp_path, stop: str) -> None:
+@pytest.mark.parametrize(("env_name", "stop"), [
+    ("intraday", "sigterm_mid_rollout"), ("intraday", "latest_after_an_update"),
+    ("portfolio", "latest_after_an_update"), ("options", "latest_after_an_update"),
+])
+def test_a_run_stopped_mid_episode_and_resumed_ends_like_the_straight_run(tmp_path, env_name: str, stop: str) -> None:
+    make_env = REAL_ENVS[env_name]
     # The default LR annealing and entropy decay stay on: the resumed run must follow the same schedules.
     hparams = dict(TINY, seed=5, checkpoint_dir=str(tmp_path), checkpoint_every=2)
     total = _steps(6)  # a critic warm-up rollout, then five updates
-    straight = CLSTMPPO(_intraday_env(), **hparams | {"checkpoint_dir": None})
+    straight = CLSTMPPO(make_env(), **hparams | {"checkpoint_dir": None})
     straight.learn(total)
 
-    first_env = _intraday_env()
+    first_env = make_env()
     if stop == "sigterm_mid_rollout":  # in the 5th rollout: the checkpoint holds the state after update 3
         steps, real_step = iter(range(1, 10**6)), first_env.step
 
@@ -156,7 +169,7 @@ def test_a_run_stopped_mid_episode_and_resumed_ends_like_the_straight_run(tmp_pa
     assert meta["num_updates"] == (3 if stop == "sigterm_mid_rollout" else 4)
     assert bool((tensors["rollout.episode_length"] > 0).any()), "the checkpoint should fall mid-episode"
 
-    resumed = CLSTMPPO.load(tmp_path, env=_intraday_env())  # a fresh env: its state comes from the checkpoint
+    resumed = CLSTMPPO.load(tmp_path, env=make_env())  # a fresh env: its state comes from the checkpoint
     resumed.learn(total - resumed.num_timesteps, reset_num_timesteps=False)
     assert resumed.num_updates == straight.num_updates == 5 and resumed.num_timesteps == total
     last, straight_last = resumed.history[-1], straight.history[-1]
