@@ -1,11 +1,12 @@
-"""MarketTensors: features computed in torch vs numpy references, building from polars frames (hand-made and the
-embedded synthetic market), external features, and the errors a user can cause."""
+"""MarketTensors: the numpy backend of the catalog features equal to pipeline.features on the same bars, building
+from arrays and polars frames (hand-made and the embedded synthetic market), external features, daily bars, and the
+errors a user can cause."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,42 +16,67 @@ import torch
 
 from pipeline.envs.intraday import HOLD, LONG, SHORT, IntradayConfig, IntradayTradingEnv
 from pipeline.envs.market_data import (
-    TURBULENCE_MIN_BARS,
-    TURBULENCE_WINDOW,
+    DEFAULT_FEATURES,
     MarketTensors,
     random_walk_arrays,
     synthetic_market_tensors,
 )
+from pipeline.envs.numpy_features import default_features_numpy
 from pipeline.envs.synthetic_walk import SIGNAL_MINUTES
+from pipeline.features import market_features
+from pipeline.market.calendar import trading_session
+from pipeline.market.source import TradingSession
 
 
-def test_return_and_spread_features_match_hand_values() -> None:
+def _numpy_market_bars(arrays: dict[str, np.ndarray], session: TradingSession, symbols: list[str]) -> pl.DataFrame:
+    """One day of the numpy market as features.bars_1m rows (close = mid: the numpy market has no trades)."""
+    mid = (arrays["bid"][0] + arrays["ask"][0]) / 2
+    minutes = mid.shape[0]
+    ts = [session.open + timedelta(minutes=i + 1) for i in range(minutes)]
+    columns = {"close": mid, "high": arrays["high"][0], "low": arrays["low"][0], "volume": arrays["volume"][0],
+               "spread_mean_bps": 1e4 * (arrays["ask"][0] - arrays["bid"][0]) / mid}
+    return pl.DataFrame({
+        "symbol": np.repeat(symbols, minutes), "ts": ts * len(symbols), "trading_day": [session.trading_day] * mid.size,
+        **{c: v.T.ravel() for c, v in columns.items()},
+    }).with_columns(open=pl.col("close").shift(1).over("symbol").fill_null(pl.col("close")), vwap=pl.col("close"),
+                    trade_count=pl.lit(1, dtype=pl.Int64), quote_count=pl.lit(1, dtype=pl.Int64))
+
+
+@pytest.mark.parametrize("day", [date(2024, 7, 1), date(2024, 7, 3)])  # a full session and an early close
+def test_numpy_backend_equals_the_polars_features_on_the_same_bars(day: date) -> None:
+    session = trading_session(day)
+    symbols = ["A", "B", "C"]
+    arrays = random_walk_arrays(days=1, minutes=session.minutes, n_symbols=3, alpha=0.1, seed=4)
+    polars_rows = market_features(_numpy_market_bars(arrays, session, symbols), session).sort("symbol", "ts")
+    numpy_columns = default_features_numpy((arrays["bid"] + arrays["ask"]) / 2, **arrays)
+    for name in DEFAULT_FEATURES:
+        expected = polars_rows[name].cast(pl.Float64).fill_null(np.nan).to_numpy().reshape(3, -1).T
+        got = numpy_columns[name][0]
+        assert (np.isnan(got) == np.isnan(expected)).all(), name
+        assert np.isfinite(expected).sum() > session.minutes, name  # most of the day is defined
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12, err_msg=name)
+
+
+def test_from_arrays_computes_the_default_catalog_features_with_flags() -> None:
     mid = np.array([100.0, 101.0, 99.0, 102.0, 103.0, 104.0, 100.0])
     market = MarketTensors.from_arrays((mid - 0.05)[None, :, None], (mid + 0.05)[None, :, None])
-    feats = {n: market.features[0, :, 0, i].numpy() for i, n in enumerate(market.feature_names)}
-    np.testing.assert_allclose(feats["ret_1"][1:], np.diff(np.log(mid)) * 1e4, rtol=1e-5)
-    np.testing.assert_allclose(
-        feats["ret_5"], np.log(mid / mid[np.maximum(np.arange(7) - 5, 0)]) * 1e4, rtol=1e-5
-    )
-    np.testing.assert_allclose(feats["spread_bps"], 0.1 / mid * 1e4, rtol=1e-4)
-    assert feats["ret_1"][0] == 0.0 and feats["volume_z"].tolist() == [0.0] * 7
+    assert market.feature_names == (*DEFAULT_FEATURES, *(f"{n}_missing" for n in DEFAULT_FEATURES))
+    feats = {n: market.features[0, :, 0, i].double().numpy() for i, n in enumerate(market.feature_names)}
+    np.testing.assert_allclose(feats["log_return_1m"][1:], np.diff(np.log(mid)), rtol=1e-5)
+    np.testing.assert_allclose(feats["log_return_5m"][5:], np.log(mid[5:] / mid[:-5]), rtol=1e-5)
+    assert feats["log_return_5m_missing"].tolist() == [1.0] * 5 + [0.0] * 2
+    assert feats["log_return_5m"][:5].tolist() == [0.0] * 5
+    np.testing.assert_allclose(feats["relative_spread_bps"], 0.1 / mid * 1e4, rtol=1e-4)
+    # No high/low or volume given: those features are missing throughout, not a made-up 0 the agent would trust.
+    assert feats["bar_range_bps_missing"].tolist() == [1.0] * 7 == feats["volume_zscore_30m_missing"].tolist()
+    assert market.tradable.all() and market.quoted.all()
 
 
-def test_turbulence_is_mahalanobis_distance_from_trailing_window() -> None:
-    rng = np.random.default_rng(0)
-    minutes = TURBULENCE_WINDOW + 20
-    mid = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, (1, minutes, 3)), axis=1))
-    market = MarketTensors.from_arrays(mid * 0.9999, mid * 1.0001)
-    ret = np.diff(np.log(mid[0]), axis=0, prepend=np.log(mid[0, :1])) * 1e4
-    for t in (TURBULENCE_MIN_BARS - 1, TURBULENCE_MIN_BARS, 30, minutes - 1):
-        window = ret[max(t - TURBULENCE_WINDOW, 0) : t]
-        if len(window) < TURBULENCE_MIN_BARS:
-            assert float(market.turbulence[0, t]) == 0.0
-            continue
-        cov = np.cov(window, rowvar=False, bias=True)
-        cov += (np.diag(cov).mean() * 1e-3 + 1e-6) * np.eye(3)
-        diff = ret[t] - window.mean(axis=0)
-        assert float(market.turbulence[0, t]) == pytest.approx(diff @ np.linalg.solve(cov, diff), rel=1e-3)
+def test_a_daily_bar_dataset_has_one_bar_a_day() -> None:
+    close = np.array([[[10.0]], [[10.5]], [[10.2]]])
+    market = MarketTensors.from_arrays(close * 0.999, close * 1.001)
+    assert market.session_minutes.tolist() == [1, 1, 1] and market.num_minutes == 1
+    assert torch.isfinite(market.features).all()
 
 
 def bars_frame() -> pl.DataFrame:
@@ -63,11 +89,12 @@ def bars_frame() -> pl.DataFrame:
 
 
 def test_from_frames_pivots_forward_fills_and_spreads_the_close() -> None:
-    market = MarketTensors.from_frames(bars_frame(), default_spread_bps=10.0)
+    market = MarketTensors.from_frames(bars_frame(), half_spread_bps=5.0)
     assert market.symbols == ("A", "B") and market.trading_days == ("2024-07-01",)
     assert market.bid.shape == (1, 4, 2) and market.session_minutes.tolist() == [4]
     np.testing.assert_allclose(market.mid[0, :, 1].numpy(), [20.0, 20.0, 22.0, 23.0], rtol=1e-6)
     np.testing.assert_allclose((market.ask - market.bid)[0, 0].numpy(), [10.0e-3, 20.0e-3], rtol=1e-4)
+    assert market.tradable.all() and not market.quoted.any()  # quotes imputed from the close are flagged
 
 
 def test_from_frames_takes_external_features_and_their_turbulence() -> None:
@@ -79,10 +106,11 @@ def test_from_frames_takes_external_features_and_their_turbulence() -> None:
         turbulence_index=pl.lit(7.0),
     ).filter(pl.col("symbol") == "A")
     market = MarketTensors.from_frames(bars, features)
-    assert market.feature_names == ("momentum", "turbulence_index")
+    assert market.feature_names == ("momentum", "turbulence_index", "momentum_missing", "turbulence_index_missing")
     np.testing.assert_allclose(market.features[0, :, 0, 0].numpy(), [20.0, 22.0, 24.0, 26.0])
-    assert market.features[0, :, 1, 0].abs().sum() == 0.0  # B has no feature rows: zeros, not NaN
-    assert torch.allclose(market.turbulence, torch.full((1, 4), 3.5))  # mean over symbols of 7 and 0
+    # B has no feature rows: zeros flagged missing, not NaN and not A's values.
+    assert market.features[0, :, 1].tolist() == [[0.0, 0.0, 1.0, 1.0]] * 4
+    assert torch.equal(market.turbulence, torch.full((1, 4), 7.0))  # one index per minute, whoever carries it
 
 
 def test_from_frames_on_the_embedded_synthetic_market() -> None:
@@ -91,6 +119,7 @@ def test_from_frames_on_the_embedded_synthetic_market() -> None:
     assert market.trading_days == ("2024-07-01", "2024-07-02", "2024-07-03")
     assert market.session_minutes.tolist() == [390, 390, 210]
     assert (market.ask > market.bid).all() and torch.isfinite(market.features).all()
+    assert market.feature_names[: len(DEFAULT_FEATURES)] == DEFAULT_FEATURES and market.tradable.all()
 
 
 @pytest.mark.parametrize(
@@ -99,6 +128,9 @@ def test_from_frames_on_the_embedded_synthetic_market() -> None:
         ({"bid": np.ones((4, 2)), "ask": np.ones((4, 2))}, r"\[days, minutes, symbols\]"),
         ({"bid": np.full((1, 4, 1), 2.0), "ask": np.ones((1, 4, 1))}, "bid <= ask"),
         ({"bid": np.full((1, 4, 1), np.nan), "ask": np.ones((1, 4, 1))}, "forward-fill"),
+        ({"bid": np.ones((1, 4, 1)), "ask": np.ones((1, 4, 1)), "features": np.full((1, 4, 1, 1), np.nan)},
+         "missing flag"),
+        ({"bid": np.ones((1, 4, 1)), "ask": np.ones((1, 4, 1)), "tradable": np.ones((4, 1))}, "tradable must be"),
         ({"bid": np.ones((1, 4, 1)), "ask": np.ones((1, 4, 1)), "session_minutes": [9]}, "session_minutes"),
     ],
 )
@@ -108,7 +140,7 @@ def test_bad_arrays_say_what_to_fix(kwargs: dict, message: str) -> None:
 
 
 def test_bars_frame_without_close_says_which_columns_it_needs() -> None:
-    with pytest.raises(ValueError, match="needs symbol, ts, close"):
+    with pytest.raises(ValueError, match="needs bid and ask, or close"):
         MarketTensors.from_frames(bars_frame().drop("close"))
 
 
@@ -118,6 +150,8 @@ def test_subset_keeps_the_features_computed_on_the_full_market() -> None:
     assert part.symbols == ("B",) and part.trading_days == (market.trading_days[2],)
     assert torch.equal(part.features[0, :, 0], market.features[2, :, 1])
     assert torch.equal(part.turbulence[0], market.turbulence[2])
+    assert torch.equal(part.tradable[0, :, 0], market.tradable[2, :, 1])
+    assert part.to("cpu").quoted.shape == (1, 30, 1)
 
 
 def _momentum_episode_pnl(alpha: float, seed: int) -> np.ndarray:
@@ -178,11 +212,11 @@ def test_split_modules_keep_the_public_names_and_import_without_polars() -> None
         "import sys\n"
         "sys.modules['polars'] = None\n"
         "from pipeline.envs.market_data import MarketTensors, random_walk_arrays, synthetic_market_tensors, "
-        "TURBULENCE_COLUMNS, compute_market_features\n"
+        "DEFAULT_FEATURES\n"
         "m = synthetic_market_tensors(days=1, minutes=30)\n"
-        "print(m.bid.shape[1])\n"
+        "print(m.bid.shape[1], m.feature_names[0])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "30"
+    assert out.stdout.strip() == "30 log_return_1m"
