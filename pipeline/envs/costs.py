@@ -70,3 +70,19 @@ def turnover_cost(
     Crossing the spread costs half of it on every traded dollar, and `cost_bps` covers fees and slippage.
     """
     return turnover * (half_spread_frac + cost_bps * 1e-4)
+
+
+def last_quotes(quotes: torch.Tensor, tradable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each bar's last tradable quote at or before it, and whether there is one: (quotes [T, S, ...], seen [T, S]).
+
+    `quotes` [T, S, ...] and `tradable` [T, S] run in time order (days x minutes flattened). Positions are marked,
+    and forced closes filled, at this quote where a bar has none of its own (e.g. overnight, before the symbol's
+    first quote of the day); it only looks back, so it is point in time. Where `seen` is False the quote is kept.
+    """
+    steps = torch.arange(tradable.shape[0], device=tradable.device).unsqueeze(1).expand_as(tradable)
+    last = torch.where(tradable, steps, -1).cummax(dim=0).values
+    seen = last >= 0
+    symbols = torch.arange(tradable.shape[1], device=tradable.device).expand_as(tradable)
+    filled = quotes[last.clamp(min=0), symbols]
+    mask = seen.view(*seen.shape, *([1] * (quotes.ndim - 2)))
+    return torch.where(mask, filled, quotes), seen

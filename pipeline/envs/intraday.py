@@ -7,7 +7,9 @@ tradable at the fill bar (`market.tradable`, False before its first real quote) 
 stays as it was. The episode ends `terminated` at its last bar (the close of its last day: the position is
 flattened and nothing follows, so nothing is bootstrapped past it), or earlier when losses reach the loss-cut or
 gains the profit-lock. `truncated` is always False: no cut here is a time limit. Either way the position is
-flattened at that bar's quote with costs, so the episode PnL is realized.
+flattened at that bar's quote with costs, so the episode PnL is realized. Where a bar has no quote of its own
+(overnight, before the symbol's first quote of the day) a held position is marked, and force-closed, at the
+symbol's last quote.
 
 Multi-day episodes run from the last bar of day d to the first bar of day d+1. By default the position is
 flattened at every close (day trading: the env is flat overnight and the order seen at the close fills at the next
@@ -31,7 +33,7 @@ from typing import Any
 import torch
 
 from pipeline.envs.base import substate
-from pipeline.envs.costs import CostModel, fill_at_quote
+from pipeline.envs.costs import CostModel, fill_at_quote, last_quotes
 from pipeline.envs.episodes import EpisodeSchedule
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.rolling_window import RollingWindow
@@ -100,11 +102,14 @@ class IntradayTradingEnv:
         self._money = torch.float32 if self.device.type == "mps" else torch.float64
         # Flat [day * minute * symbol] views: one gather per step instead of three-index lookups.
         m = self.market
-        self._quotes = torch.stack([m.bid, m.ask], dim=-1).to(self._money).reshape(-1, 2)
+        # Marked and force-closed at the last quote where a bar has none; the agent's orders need a tradable bar.
+        quotes = torch.stack([m.bid, m.ask], dim=-1).to(self._money)
+        flat_time = m.num_days * m.num_minutes
+        marks, _ = last_quotes(quotes.reshape(flat_time, m.num_symbols, 2), m.tradable.reshape(flat_time, -1))
+        self._quotes = marks.reshape(-1, 2)
+        self._tradable = m.tradable.reshape(-1)
         self._features = m.features.reshape(-1, m.num_features)
         self._turbulence = m.turbulence.unsqueeze(-1).expand(-1, -1, m.num_symbols).reshape(-1)
-        tradable = getattr(m, "tradable", None)
-        self._tradable = None if tradable is None else tradable.reshape(-1)
         self.episodes = EpisodeSchedule(
             m.session_minutes, m.num_symbols, self.num_envs, self.config.episode_days,
             self.config.evaluation, self.device,
@@ -222,7 +227,7 @@ class IntradayTradingEnv:
         now = self._index()
         quote = self._quotes[now]
         mid = quote.mean(dim=-1)
-        fills = ~idle if self._tradable is None else self._tradable[now] & ~idle
+        fills = self._tradable[now] & ~idle
         book = self._trade(book, (target - book[:, 0]) * fills, quote)
         pnl = book[:, 1] + book[:, 0] * mid
         terminated = episode_end | idle

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from pipeline.envs.base import substate
-from pipeline.envs.costs import turnover_cost
+from pipeline.envs.costs import last_quotes, turnover_cost
 from pipeline.envs.episodes import EpisodeSchedule
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.rolling_window import RollingWindow
@@ -101,12 +101,12 @@ class PortfolioAllocationEnv:
         self.obs_shape = (self.config.window, n_sym * market.num_features + self.action_dim + 1)
         # Flat [day * minute] views: one gather per step.
         m = self.market
-        self._mid = m.mid.reshape(-1, n_sym)
+        self._tradable = m.tradable.reshape(-1, n_sym)
+        # Marked at the last quote where a bar has none (overnight, before a symbol's first quote of the day).
+        self._mid, self._priced = last_quotes(m.mid.reshape(-1, n_sym), self._tradable)
         self._half_spread = ((m.ask - m.bid) / (m.ask + m.bid)).reshape(-1, n_sym)
         self._features = m.features.reshape(m.num_days * m.num_minutes, -1)
         self._turbulence = m.turbulence.reshape(-1)
-        tradable = getattr(m, "tradable", None)
-        self._tradable = None if tradable is None else tradable.reshape(-1, n_sym)
         self.episodes = EpisodeSchedule(
             m.session_minutes, 1, self.num_envs, self.config.episode_days, self.config.evaluation, self.device
         )
@@ -191,13 +191,12 @@ class PortfolioAllocationEnv:
             target = torch.where(risk_off, self._initial_weights, target)
         _, episode_end = episodes.advance()
         nxt = self._index()
-        asset_ret = self._mid[nxt] / self._mid[now] - 1.0
+        asset_ret = torch.where(self._priced[now], self._mid[nxt] / self._mid[now] - 1.0, 0.0)
         if cfg.cash_asset:
             asset_ret = torch.cat([asset_ret, torch.zeros_like(asset_ret[:, :1])], dim=1)
         gross = (self.weights * asset_ret).sum(dim=1)
         drifted = self.weights * (1.0 + asset_ret) / (1.0 + gross).unsqueeze(1)
-        if self._tradable is not None:
-            target = self._fillable(target, drifted, self._tradable[nxt])
+        target = self._fillable(target, drifted, self._tradable[nxt])
         target = torch.where(idle.unsqueeze(1), drifted, target)
         traded = (target - drifted).abs()
         if cfg.cash_asset:  # moving in and out of cash is paid on the risky leg only
