@@ -17,7 +17,7 @@ import torch
 from assets.features import FEATURES_GROUP
 from assets.ingest import INGEST_GROUP
 from pipeline.definitions import build_definitions
-from pipeline.envs.market_data import DEFAULT_FEATURES, UNQUOTED_PRICE
+from pipeline.envs.market_data import DEFAULT_FEATURES, UNQUOTED_PRICE, synthetic_market_tensors
 from pipeline.envs.warehouse_loader import (
     DEFAULT_OPTION_FEATURES,
     MarketLoaderConfig,
@@ -26,6 +26,7 @@ from pipeline.envs.warehouse_loader import (
     load_option_chain,
 )
 from pipeline.lake import Warehouse
+from pipeline.market.synthetic_config import SyntheticMarketConfig
 from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
@@ -85,6 +86,16 @@ def test_loaded_tensors_are_the_feature_rows(lake: Path) -> None:
         np.testing.assert_allclose(tensor.double().numpy(), sql, rtol=1e-6)
     turbulence = rows["turbulence_index"].to_numpy().reshape(2, 2, 390)[:, 0]
     np.testing.assert_allclose(market.turbulence.double().numpy(), np.nan_to_num(turbulence), rtol=1e-5)
+
+
+def test_the_in_memory_synthetic_market_is_the_warehouse_path(lake: Path) -> None:
+    loaded = load_market_tensors(Warehouse(lake), DAYS)
+    defaults = SyntheticMarketConfig()
+    built = synthetic_market_tensors(len(DAYS), defaults.alpha, defaults.seed, SYMBOLS, start=str(DAYS[0]),
+                                     source="market")
+    assert built.feature_names == loaded.feature_names and built.trading_days == loaded.trading_days
+    for name in ("bid", "ask", "features", "turbulence", "tradable", "quoted"):
+        torch.testing.assert_close(getattr(built, name), getattr(loaded, name), rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_features_are_chosen_by_catalog_name(lake: Path) -> None:

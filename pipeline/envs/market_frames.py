@@ -135,24 +135,22 @@ def synthetic_market_frames(
     days: int, alpha: float, seed: int, symbols: Sequence[str], start: str
 ) -> tuple[Any, Any]:
     """(bars_1m, features.market) rows of the embedded SyntheticMarket on `days` consecutive XNYS sessions from
-    `start`: its trades and quotes through `pipeline.features.bars_1m` and `market_features`, as the assets do
-    (without the validation and the warehouse round trip)."""
+    `start`: its trades and quotes through `pipeline.features.bars_1m`, then `market_features_days` (each day
+    looks back into the days before it), as the assets do, without the validation and the warehouse round trip."""
     from datetime import date, timedelta
 
     import polars as pl
 
-    from pipeline.features import bars_1m, market_features
+    from pipeline.features import bars_1m
+    from pipeline.features.market import market_features_days
     from pipeline.market.calendar import trading_days, trading_session
     from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
 
     first = date.fromisoformat(start)
     sessions = [trading_session(d) for d in trading_days(first, first + timedelta(days=2 * days + 10))[:days]]
     market = SyntheticMarket(SyntheticMarketConfig(seed=seed, alpha=alpha))
-    bars, features = [], []
-    for session in sessions:
-        day_bars = bars_1m(
-            market.fetch("trades", session, list(symbols)), market.fetch("quotes", session, list(symbols)), session
-        )
-        bars.append(day_bars)
-        features.append(market_features(day_bars, session))
-    return pl.concat(bars), pl.concat(features)
+    bars = pl.concat([
+        bars_1m(market.fetch("trades", s, list(symbols)), market.fetch("quotes", s, list(symbols)), s)
+        for s in sessions
+    ])
+    return bars, market_features_days(sessions, bars)
