@@ -1,8 +1,10 @@
 """Env steps per second of the batched trading envs, and of the same envs one by one under SB3's DummyVecEnv.
 
-Prints ONE JSON object: for each env (intraday, portfolio, and options when importable) the batched steps/s at
-1..4096 envs on `--device`, the steps/s of 256 gymnasium adapters under DummyVecEnv (CPU; gymnasium's
-SyncVectorEnv where SB3 is not installed), and their ratio at 256 envs, measured in the same run.
+Prints ONE JSON object: for each env (intraday, portfolio on 4 symbols, portfolio_30 on 30 symbols, options) the
+batched steps/s at 1..4096 envs on `--device` (256 and 4096 always), how throughput scales from 256 to 4096 envs
+(goal: >= 1, a step costs no more per env at 4096 than at 256), the steps/s of 256 gymnasium adapters under
+DummyVecEnv (CPU; gymnasium's SyncVectorEnv where SB3 is not installed), and their ratio at 256 envs, measured in
+the same run.
 Needs only torch, numpy and gymnasium: the market (`--market auto`) is the embedded SyntheticMarket where polars
 is installed and otherwise the numpy synthetic one (same planted signal, no polars).
 
@@ -18,6 +20,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +31,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.envs.gym_adapter import make_intraday_gym, make_portfolio_gym  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
-from pipeline.envs.market_data import embedded_market_available, synthetic_market_tensors  # noqa: E402
+from pipeline.envs.market_data import (  # noqa: E402
+    MarketTensors,
+    embedded_market_available,
+    synthetic_market_tensors,
+)
+from pipeline.envs.options import OptionsTradingEnv  # noqa: E402
+from pipeline.envs.options_chain import black_scholes_chain  # noqa: E402
+from pipeline.envs.options_gym import make_options_gym  # noqa: E402
 from pipeline.envs.portfolio import PortfolioAllocationEnv  # noqa: E402
 
 VEC_ENVS = 256
+SCALED_ENVS = 4096
 GOAL_RATIO = 50.0
+GOAL_SCALING = 1.0
 
 
 def _sync(device: torch.device) -> None:
@@ -106,31 +118,34 @@ def vec_env_steps_per_s(make_gym: Callable[[], Any], total_steps: int, chunks: i
 def env_builders(
     device: torch.device, source: str = "numpy"
 ) -> dict[str, tuple[Callable[[int], Any], Callable[[], Any]]]:
-    """Per env name: (batched env of n envs on `device`, one gymnasium env on the CPU), sharing one market."""
-    market = synthetic_market_tensors(days=8, alpha=0.1, seed=0, symbols=("AAA", "BBB", "CCC", "DDD"), source=source)
-    on_device, on_cpu = market.to(device), market.to("cpu")
-    builders: dict[str, tuple[Callable[[int], Any], Callable[[], Any]]] = {
+    """Per env name: (batched env of n envs on `device`, one gymnasium env on the CPU); each market is built on
+    first use and shared by both."""
+
+    @cache
+    def market(symbols: int, where: str) -> MarketTensors:
+        names = ("AAA", "BBB", "CCC", "DDD") if symbols == 4 else tuple(f"S{i:02d}" for i in range(symbols))
+        built = synthetic_market_tensors(days=8, alpha=0.1, seed=0, symbols=names, source=source)
+        return built.to(device if where == "device" else "cpu")
+
+    chain = black_scholes_chain(days=8, seed=0)
+    return {
         "intraday": (
-            lambda n: IntradayTradingEnv(on_device, num_envs=n, device=device),
-            lambda: make_intraday_gym(market=on_cpu),
+            lambda n: IntradayTradingEnv(market(4, "device"), num_envs=n, device=device),
+            lambda: make_intraday_gym(market=market(4, "cpu")),
         ),
         "portfolio": (
-            lambda n: PortfolioAllocationEnv(on_device, num_envs=n, device=device),
-            lambda: make_portfolio_gym(market=on_cpu),
+            lambda n: PortfolioAllocationEnv(market(4, "device"), num_envs=n, device=device),
+            lambda: make_portfolio_gym(market=market(4, "cpu")),
+        ),
+        "portfolio_30": (
+            lambda n: PortfolioAllocationEnv(market(30, "device"), num_envs=n, device=device),
+            lambda: make_portfolio_gym(market=market(30, "cpu")),
+        ),
+        "options": (
+            lambda n: OptionsTradingEnv(chain, num_envs=n, device=device),
+            lambda: make_options_gym(chain=chain),
         ),
     }
-    try:
-        from pipeline.envs.options import OptionsTradingEnv
-        from pipeline.envs.options_chain import black_scholes_chain
-        from pipeline.envs.options_gym import make_options_gym
-    except ImportError:
-        return builders
-    chain = black_scholes_chain(days=8, seed=0)
-    builders["options"] = (
-        lambda n: OptionsTradingEnv(chain, num_envs=n, device=device),
-        lambda: make_options_gym(chain=chain),
-    )
-    return builders
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -145,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--chunks", type=int, default=4, help="timed chunks per measurement; the best one counts"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (small ops: 1 is fastest)")
-    parser.add_argument("--envs", nargs="+", default=None, help="subset of intraday, portfolio, options")
+    parser.add_argument("--envs", nargs="+", default=None,
+                        help="subset of intraday, portfolio, portfolio_30, options")
     parser.add_argument("--market", choices=("auto", "numpy", "market"), default="auto",
                         help="synthetic market: embedded SyntheticMarket (needs polars), numpy, or auto (the "
                         "embedded one where polars is installed, else numpy)")
@@ -155,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no CUDA GPU; use --device cpu")
-    sizes = sorted(set(args.sizes) | {VEC_ENVS})
+    sizes = sorted(set(args.sizes) | {VEC_ENVS, SCALED_ENVS})
     builders = env_builders(device, source)
     unknown = set(args.envs or []) - set(builders)
     if unknown:
@@ -173,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "vec_env_256_steps_per_s": round(vec_rate),
             "vec_env": impl,
             "ratio_batched_over_vec_env_at_256": round(batched[str(VEC_ENVS)] / vec_rate, 1),
+            "scaling_4096_over_256": round(batched[str(SCALED_ENVS)] / batched[str(VEC_ENVS)], 2),
         }
     report = {
         "benchmark": "env_throughput",
@@ -185,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "timing": f"best of {args.chunks} chunks per figure",
         "torch": torch.__version__,
         "goal_ratio_at_256": GOAL_RATIO,
+        "goal_scaling_4096_over_256": GOAL_SCALING,
         "envs": results,
     }
     print(json.dumps(report))

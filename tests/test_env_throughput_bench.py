@@ -28,8 +28,10 @@ def test_benchmark_runs_without_polars_or_sb3_and_prints_one_json_object() -> No
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1
     report = json.loads(lines[0])
-    assert {"intraday", "portfolio"} <= set(report["envs"])
-    intraday = report["envs"]["intraday"]
-    assert set(intraday["batched_steps_per_s"]) == {"1", "8", "256"}
-    assert intraday["vec_env"] == "gymnasium.vector.SyncVectorEnv"
-    assert intraday["ratio_batched_over_vec_env_at_256"] > 0
+    assert set(report["envs"]) == {"intraday", "portfolio", "portfolio_30", "options"}
+    for row in report["envs"].values():
+        rates = row["batched_steps_per_s"]
+        assert set(rates) == {"1", "8", "256", "4096"}  # 256 and 4096 always: the scaling row needs both
+        assert row["scaling_4096_over_256"] == round(rates["4096"] / rates["256"], 2) > 0
+        assert row["vec_env"] == "gymnasium.vector.SyncVectorEnv"
+        assert row["ratio_batched_over_vec_env_at_256"] > 0
