@@ -145,7 +145,7 @@ class CLSTMAgent:
         tensors |= rng_t | {"rng.agent": self.generator.get_state()}
         meta: dict[str, Any] = {"rng": rng_m}
         if isinstance(self.env, ResumableEnv) and self.rollout_state is not None:
-            tensors |= {f"env.{k}": v.detach().clone() for k, v in self.env.state_dict().items()}
+            tensors |= {f"env.{k}": v for k, v in self.env.state_dict().items()}  # copies, by the protocol
             tensors |= {f"rollout.{k}": v for k, v in self.rollout_state.state_dict().items()}
             meta["rollout_num_envs"] = self.env.num_envs
         return tensors, meta
@@ -198,6 +198,6 @@ class CLSTMAgent:
             setattr(self, key, meta[key])
         env = self.env
         if isinstance(env, ResumableEnv) and meta.get("rollout_num_envs") == env.num_envs:
-            env.load_state_dict({k: v.to(self.device) for k, v in substate(tensors, "env.").items()})
+            env.load_state_dict(substate(tensors, "env."))  # the env moves them to its own device
             self.rollout_state = RolloutState.from_state_dict(
                 substate(tensors, "rollout."), self.obs_shape, self.config.window, self.device)

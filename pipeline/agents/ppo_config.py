@@ -94,6 +94,7 @@ class PPOConfig:
     """Free-form metadata saved with checkpoints (e.g. the data window the model was trained on)."""
 
     def __post_init__(self) -> None:
+        """Check each value against its annotation and range, once, wherever it came from (keywords, JSON)."""
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
