@@ -77,6 +77,7 @@ def _build_feature_asset(
     build_days: DaysBuilder,
     description: str,
     partitions_def: dg.PartitionsDefinition,
+    lookback_trading_days: int = 0,
 ) -> dg.AssetsDefinition:
     table = ".".join(key.path)
 
@@ -103,6 +104,7 @@ def _build_feature_asset(
                 **frame_metadata(frame, store.row_count(table)),
                 "symbols": symbols,
                 "rows_read": rows_read,
+                "lookback_trading_days": lookback_trading_days,
             }
         )
 
@@ -130,8 +132,10 @@ def build_feature_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Ass
             MARKET_KEY,
             [_with_lookback(BARS_1M_KEY), _with_lookback(raw_asset_key("bars"))],
             _market_days,
-            "Model features per symbol-minute: microstructure, momentum, volatility, regime, turbulence.",
+            "Model features per symbol-bar: microstructure, momentum, volatility, regime, turbulence, daily "
+            "returns; windows reach into the trading days before the partition.",
             partitions_def,
+            LOOKBACK_TRADING_DAYS,
         ),
         _build_feature_asset(
             OPTIONS_KEY,

@@ -11,7 +11,9 @@ import polars as pl
 import pytest
 
 from pipeline.definitions import build_definitions
-from pipeline.features.catalog import MARKET, MINUTES, features_of, market_feature_names
+from pipeline.features.catalog import MARKET, features_of, market_feature_names
+from pipeline.features.lookback import LOOKBACK_TRADING_DAYS
+from pipeline.features.windows import MINUTES
 from pipeline.lake import Warehouse
 from pipeline.market.calendar import trading_days
 from resources.market_data import MarketDataResource
@@ -113,6 +115,9 @@ def test_a_single_partition_run_reads_its_lookback_from_the_warehouse(setup) -> 
     assert result.success
     after = _market(store)
     assert after.equals(before)
+    (materialization,) = result.asset_materializations_for_node("features__market")
+    assert materialization.metadata["lookback_trading_days"].value == LOOKBACK_TRADING_DAYS
+    assert materialization.metadata["rows_written"].value == len(SYMBOLS)
     # Not vacuous: day D's 60-day returns and MACD signal exist only through the lookback.
     last = after.filter(pl.col("trading_day") == DAYS[-1])
     assert last["log_return_60d"].null_count() == 0 and last["macd_signal"].null_count() == 0
@@ -133,3 +138,12 @@ def test_a_range_backfill_equals_day_by_day_runs(setup) -> None:
             "dagster/asset_partition_range_end": DAYS[22].isoformat()}
     assert dg.materialize(_market_only(assets), resources=resources, tags=tags).success
     assert _market(store).equals(from_range)
+
+
+def test_the_upstream_partitions_reach_back_the_catalog_lookback() -> None:
+    (market,) = [a for a in build_definitions().assets if a.key.path == ["features", "market"]]
+    for upstream in (dg.AssetKey(["features", "bars_1m"]), dg.AssetKey(["raw", "bars"])):
+        mapping = market.get_partition_mapping(upstream)
+        assert isinstance(mapping, dg.TimeWindowPartitionMapping)
+        assert mapping.start_offset == -LOOKBACK_TRADING_DAYS and mapping.end_offset == 0
+        assert mapping.allow_nonexistent_upstream_partitions

@@ -9,6 +9,7 @@ from features_testdata import SESSION, daily_bar, option_chain, ticks
 
 from pipeline.features import FEATURE_CATALOG, bars_1m, market_features, options_features
 from pipeline.features.catalog import BARS, MARKET, OPTIONS, REGENERATE, features_of, render_markdown
+from pipeline.features.windows import WINDOW_UNITS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "FEATURES.md"
 
@@ -19,6 +20,16 @@ def test_docs_are_generated_from_the_catalog() -> None:
     )
     for feature in FEATURE_CATALOG:
         assert f"`{feature.name}`" in DOCS.read_text()
+
+
+def test_docs_give_every_window_with_its_unit() -> None:
+    rows = {line.split("|")[1].strip(" `"): line for line in DOCS.read_text().splitlines() if line.startswith("| `")}
+    for feature in features_of(MARKET):
+        window = feature.window
+        assert window.unit in (*WINDOW_UNITS, "-"), feature.name
+        assert f"| {window.text} | {window.unit} |" in rows[feature.name], feature.name
+    units = {f.window.unit for f in features_of(MARKET)}
+    assert set(WINDOW_UNITS) <= units
 
 
 def test_every_entry_is_complete_and_unique_per_table() -> None:

@@ -10,9 +10,10 @@ import pytest
 from features_testdata import SESSION, daily_bar, raw_bars, ticks
 
 from pipeline.features import bars_1m, market_features, market_history
-from pipeline.features.catalog import BAR_COUNT, MARKET, MINUTES, TRADING_DAYS, WINDOW_UNITS, features_of
+from pipeline.features.catalog import MARKET, features_of
 from pipeline.features.lookback import LOOKBACK_TRADING_DAYS, row_lookback_sessions
 from pipeline.features.market import market_features_days
+from pipeline.features.windows import BAR_COUNT, MINUTES, TRADING_DAYS, WINDOW_UNITS
 from pipeline.market.calendar import trading_session
 from pipeline.market.source import TradingSession
 from pipeline.market.synthetic import SyntheticMarket
@@ -30,8 +31,9 @@ def market() -> dict:
     source = SyntheticMarket(SyntheticMarketConfig())
     trades = pl.concat([source.fetch("trades", s, SYMBOLS) for s in sessions])
     quotes = pl.concat([source.fetch("quotes", s, SYMBOLS) for s in sessions])
-    # A bar-only symbol on 5-minute bars and one on daily bars ride along.
-    bars = pl.concat([raw_bars("FIVE", "5m", 5, session=s) for s in sessions]
+    # Bar-only symbols on one-minute, 5-minute and daily bars ride along.
+    bars = pl.concat([raw_bars("ONE", "1m", 1, seed=i, session=s) for i, s in enumerate(sessions)]
+                     + [raw_bars("FIVE", "5m", 5, session=s) for s in sessions]
                      + [_daily(s, 20.0 + i) for i, s in enumerate(sessions)])
     frame = _features(sessions, trades, quotes, bars)
     return {"sessions": sessions, "trades": trades, "quotes": quotes, "bars": bars, "features": frame}
@@ -116,6 +118,10 @@ def test_coarser_bars_count_bars_and_drop_minute_windows_shorter_than_a_bar(mark
     # RSI 14 is 14 bars on any interval; 60 minutes are 12 five-minute bars.
     assert first_day["rsi_14"][13] is None and first_day["rsi_14"][14] is not None
     assert first_day["log_return_60m"][11] is None and first_day["log_return_60m"][12] is not None
+    # One-minute raw bars reach into their own earlier sessions, as tick-derived bars do.
+    one = _symbol_day(market["features"], "ONE", DAYS[1])
+    assert one["bar_interval"][0] == "1m" and one["log_return_60m"].null_count() == 0
+    assert five.filter(pl.col("trading_day") == DAYS[1])["rsi_14"].null_count() == 0
     daily = market["features"].filter(pl.col("symbol") == "DAILY").sort("ts")
     assert daily["log_return_1d"].to_list()[1:] == pytest.approx([math.log(21 / 20), math.log(22 / 21)])
     minute_windows = [f.name for f in features_of(MARKET) if f.window.unit == MINUTES and f.name != "turbulence_index"]

@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from pipeline.features import bars_1m, market_features, options_features
-from pipeline.features.catalog import MARKET, TRADING_DAYS, features_of, market_feature_names
+from pipeline.features.catalog import MARKET, features_of, market_feature_names
+from pipeline.features.windows import TRADING_DAYS
 from pipeline.market.calendar import trading_session
 from pipeline.market.synthetic import SyntheticMarket
 from pipeline.market.synthetic_config import SyntheticMarketConfig

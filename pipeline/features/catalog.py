@@ -1,16 +1,13 @@
 """Every feature column in one table: name, group, formula, window (length and unit), value unit, and its table.
 
 `docs/FEATURES.md` is generated from `FEATURE_CATALOG` by `write_docs()`; a test checks that the two agree and that
-every output column of bars_1m, market_features and options_features is listed here. Each window has a unit:
-"minutes" (a time horizon, converted to bars for coarser bars; shorter than a bar it does not fit and stays null),
-"bars" (a bar count, any interval, daily bars included), "trading days" (from daily closes) or "session" (resets
-at the open). `Window.warmup` is how many units of history precede the first value; the lookback the assets read
-from earlier partitions is derived from it (`pipeline.features.lookback`).
+every output column of bars_1m, market_features and options_features is listed here. Each window has a unit
+(minutes, bars, trading days or session: `pipeline.features.windows`) and a warm-up, from which the lookback the
+assets read from earlier partitions is derived (`pipeline.features.lookback`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,66 +29,13 @@ from pipeline.features.momentum import (
 from pipeline.features.regime import ADX_PERIOD, EFFICIENCY_WINDOW_MIN
 from pipeline.features.turbulence import DAILY_TURBULENCE_WINDOW_DAYS, TURBULENCE_WINDOW_MIN
 from pipeline.features.volatility import RANGE_WINDOWS_MIN, REALIZED_WINDOWS_MIN
+from pipeline.features.windows import AT_TS, NONE, ONE_BAR, OPEN_TO_TS, Window, bars, days, minutes
 
 BARS = "features.bars_1m"
 MARKET = "features.market"
 OPTIONS = "features.options"
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "FEATURES.md"
 REGENERATE = "python -c 'from pipeline.features.catalog import write_docs; write_docs()'"
-
-MINUTES, BAR_COUNT, TRADING_DAYS, SESSION = "minutes", "bars", "trading days", "session"
-WINDOW_UNITS: tuple[str, ...] = (MINUTES, BAR_COUNT, TRADING_DAYS, SESSION)
-DAY_MINUTES = 24 * 60
-
-
-@dataclass(frozen=True)
-class Window:
-    """How far back a column looks: `text` in `unit` ("-" when the value is an instant or a key).
-
-    `shortest` is the shortest window of the column in its unit (a minutes window shorter than a bar does not
-    fit); `warmup` is how many units of history precede the first value on a gap-free series.
-    """
-
-    text: str
-    unit: str = "-"
-    shortest: int = 0
-    warmup: int = 0
-
-    def fits(self, interval_minutes: int) -> bool:
-        """Whether this window can be computed on bars of `interval_minutes` (only minute horizons can fail)."""
-        return self.unit != MINUTES or self.shortest >= interval_minutes
-
-    def rows(self, interval_minutes: int) -> int:
-        """Rows of history before the first value on bars of this interval (0 for an instant or a session)."""
-        if self.unit == MINUTES:
-            return math.ceil(self.warmup / interval_minutes)
-        return self.warmup if self.unit in (BAR_COUNT, TRADING_DAYS) else 0
-
-    def __str__(self) -> str:
-        return self.text if self.unit == "-" else f"{self.text} {self.unit}"
-
-
-def _window(unit: str, *lengths: int, warmup: int, text: str | None = None) -> Window:
-    return Window(text or ", ".join(map(str, lengths)), unit, min(lengths), warmup)
-
-
-def minutes(*lengths: int, warmup: int, text: str | None = None) -> Window:
-    return _window(MINUTES, *lengths, warmup=warmup, text=text)
-
-
-def bars(*lengths: int, warmup: int, text: str | None = None) -> Window:
-    return _window(BAR_COUNT, *lengths, warmup=warmup, text=text)
-
-
-def days(*lengths: int, warmup: int, text: str | None = None) -> Window:
-    return _window(TRADING_DAYS, *lengths, warmup=warmup, text=text)
-
-
-NONE = Window("-")
-AT_TS = Window("at ts")
-ONE_BAR = bars(1, warmup=0)
-OPEN_TO_TS = Window("open to ts", SESSION)
-
 
 @dataclass(frozen=True)
 class Feature:

@@ -14,9 +14,10 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from pipeline.features.catalog import BAR_COUNT, DAY_MINUTES, MARKET, MINUTES, TRADING_DAYS, features_of
+from pipeline.features.catalog import MARKET, features_of
 from pipeline.features.daily import CLOSES_SCHEMA
 from pipeline.features.rows import BarStamp, bar_rows, daily_closes, tick_rows
+from pipeline.features.windows import BAR_COUNT, DAY_MINUTES, MINUTES, TRADING_DAYS
 from pipeline.market.calendar import CALENDAR_START, trading_days
 from pipeline.market.source import TradingSession
 

@@ -51,16 +51,15 @@ def _features(rows_frame: pl.DataFrame, minutes_per_row: int) -> pl.LazyFrame:
     return frame.with_columns(pl.when(pl.lit(False)).then(pl.col(c)).alias(c) for c in unfit)
 
 
-def _earlier_rows(history: MarketHistory, today: pl.DataFrame, bar_ts: BarStamp) -> pl.DataFrame:
-    """The history's rows of today's symbols at today's interval, as far back as each interval's windows reach."""
-    ticks = tick_rows(history.bars_1m).join(
-        today.filter(pl.col("bar_interval") == "1m").select("symbol").unique(), on="symbol", how="semi"
-    )
-    parts = [ticks]
-    if history.bars is not None and not history.bars.is_empty():
-        keep = today.filter(pl.col("bar_interval") != "1m").select("symbol", "_minutes").unique()
+def _earlier_rows(history: MarketHistory, ticks: pl.DataFrame, bar_only: pl.DataFrame,
+                  bar_ts: BarStamp) -> pl.DataFrame:
+    """The history's rows of today's symbols from today's source (ticks, or bars of today's interval), as far back
+    as each interval's windows reach."""
+    parts = [tick_rows(history.bars_1m).join(ticks.select("symbol").unique(), on="symbol", how="semi")]
+    if history.bars is not None and not history.bars.is_empty() and bar_only.height:
+        keep = bar_only.select("symbol", "_minutes").unique()
         parts.append(finest_bars(bar_rows(history.bars, history.sessions, bar_ts), keep))
-    rows = pl.concat([p.cast(today.schema) for p in parts], how="vertical")  # type: ignore[arg-type]
+    rows = pl.concat([p.cast(ticks.schema) for p in parts], how="vertical")  # type: ignore[arg-type]
     days = history.days
     age = {day: len(days) - i for i, day in enumerate(days)}  # 1 = the session just before today
     reach = {m: row_lookback_sessions(m) for m in rows["_minutes"].unique().to_list()}
@@ -82,13 +81,13 @@ def market_features(bars_1m: pl.DataFrame, session: TradingSession, bars: pl.Dat
     history = history if history is not None else MarketHistory((), bars_1m.clear())
     history.check_before(session)
     ticks = tick_rows(bars_1m)
-    today = ticks
+    bar_only = ticks.clear()
     if bars is not None and not bars.is_empty():
         dated = bars.with_columns(trading_day=pl.lit(session.trading_day, dtype=pl.Date))
-        bar_only = finest_bars(bar_rows(dated, [session], bar_ts))
+        bar_only = finest_bars(bar_rows(dated, [session], bar_ts)).cast(ticks.schema)  # type: ignore[arg-type]
         bar_only = bar_only.filter(~pl.col("symbol").is_in(ticks["symbol"].unique().implode()))
-        today = pl.concat([ticks, bar_only.cast(ticks.schema)], how="vertical")  # type: ignore[arg-type]
-    every = pl.concat([_earlier_rows(history, today, bar_ts), today], how="vertical")
+    today = pl.concat([ticks, bar_only], how="vertical")
+    every = pl.concat([_earlier_rows(history, ticks, bar_only, bar_ts), today], how="vertical")
     parts = [
         _features(part.drop("_minutes"), int(minutes))
         for (minutes,), part in every.partition_by("_minutes", as_dict=True).items()

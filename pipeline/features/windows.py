@@ -1,0 +1,66 @@
+"""Feature windows and their units: a window says how far back a column looks, in minutes, bars, trading days,
+or the session.
+
+"minutes" is a time horizon (converted to bars for coarser bars; shorter than a bar it does not fit and stays
+null), "bars" a bar count on any interval (daily bars included), "trading days" a count of sessions read from
+daily closes, "session" the open to ts (reset at each open). `warmup` is how many units of history precede a
+window's first value, which is what `pipeline.features.lookback` turns into the lookback read from earlier days.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MINUTES, BAR_COUNT, TRADING_DAYS, SESSION = "minutes", "bars", "trading days", "session"
+WINDOW_UNITS: tuple[str, ...] = (MINUTES, BAR_COUNT, TRADING_DAYS, SESSION)
+DAY_MINUTES = 24 * 60
+
+
+@dataclass(frozen=True)
+class Window:
+    """How far back a column looks: `text` in `unit` ("-" when the value is an instant or a key).
+
+    `shortest` is the shortest window of the column in its unit (a minutes window shorter than a bar does not
+    fit); `warmup` is how many units of history precede the first value on a gap-free series.
+    """
+
+    text: str
+    unit: str = "-"
+    shortest: int = 0
+    warmup: int = 0
+
+    def fits(self, interval_minutes: int) -> bool:
+        """Whether this window can be computed on bars of `interval_minutes` (only minute horizons can fail)."""
+        return self.unit != MINUTES or self.shortest >= interval_minutes
+
+    def rows(self, interval_minutes: int) -> int:
+        """Rows of history before the first value on bars of this interval (0 for an instant or a session)."""
+        if self.unit == MINUTES:
+            return math.ceil(self.warmup / interval_minutes)
+        return self.warmup if self.unit in (BAR_COUNT, TRADING_DAYS) else 0
+
+    def __str__(self) -> str:
+        return self.text if self.unit == "-" else f"{self.text} {self.unit}"
+
+
+def _window(unit: str, *lengths: int, warmup: int, text: str | None = None) -> Window:
+    return Window(text or ", ".join(map(str, lengths)), unit, min(lengths), warmup)
+
+
+def minutes(*lengths: int, warmup: int, text: str | None = None) -> Window:
+    return _window(MINUTES, *lengths, warmup=warmup, text=text)
+
+
+def bars(*lengths: int, warmup: int, text: str | None = None) -> Window:
+    return _window(BAR_COUNT, *lengths, warmup=warmup, text=text)
+
+
+def days(*lengths: int, warmup: int, text: str | None = None) -> Window:
+    return _window(TRADING_DAYS, *lengths, warmup=warmup, text=text)
+
+
+NONE = Window("-")
+AT_TS = Window("at ts")
+ONE_BAR = bars(1, warmup=0)
+OPEN_TO_TS = Window("open to ts", SESSION)
