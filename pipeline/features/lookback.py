@@ -80,9 +80,14 @@ class MarketHistory:
             )
 
 
+def session_closes(sessions: Sequence[TradingSession], bars_1m: pl.DataFrame, bars: pl.DataFrame | None = None,
+                   bar_ts: BarStamp = "start") -> pl.DataFrame:
+    """Daily closes (symbol, trading_day, close) from the features.bars_1m and raw.bars rows of `sessions`."""
+    ticks = tick_rows(bars_1m)
+    return daily_closes(ticks, bar_rows(bars, sessions, bar_ts) if bars is not None and bars.height else ticks.clear())
+
+
 def market_history(sessions: Sequence[TradingSession], bars_1m: pl.DataFrame, bars: pl.DataFrame | None = None,
                    bar_ts: BarStamp = "start") -> MarketHistory:
     """A `MarketHistory` from the full rows of earlier sessions, with their daily closes taken from those rows."""
-    bar_frame = bar_rows(bars, sessions, bar_ts) if bars is not None and not bars.is_empty() else None
-    closes = daily_closes(tick_rows(bars_1m), bar_frame if bar_frame is not None else tick_rows(bars_1m.clear()))
-    return MarketHistory(tuple(sessions), bars_1m, bars, closes)
+    return MarketHistory(tuple(sessions), bars_1m, bars, session_closes(sessions, bars_1m, bars, bar_ts))

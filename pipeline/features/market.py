@@ -17,11 +17,16 @@ import polars as pl
 from pipeline.features.bars import session_grid
 from pipeline.features.catalog import MARKET, features_of, market_feature_names
 from pipeline.features.daily import add_daily
-from pipeline.features.lookback import LOOKBACK_TRADING_DAYS, MarketHistory, row_lookback_sessions
+from pipeline.features.lookback import (
+    LOOKBACK_TRADING_DAYS,
+    MarketHistory,
+    row_lookback_sessions,
+    session_closes,
+)
 from pipeline.features.microstructure import add_microstructure
 from pipeline.features.momentum import add_momentum
 from pipeline.features.regime import add_regime
-from pipeline.features.rows import BarStamp, bar_rows, daily_closes, finest_bars, tick_rows
+from pipeline.features.rows import BarStamp, bar_rows, finest_bars, tick_rows
 from pipeline.features.turbulence import daily_turbulence, turbulence_index
 from pipeline.features.volatility import add_volatility
 from pipeline.market.source import TradingSession
@@ -117,8 +122,10 @@ def market_features_days(sessions: Sequence[TradingSession], bars_1m: pl.DataFra
     """
     sessions = list(sessions)
     targets = len(sessions) if targets is None else targets
-    raw = bars if bars is not None else pl.DataFrame()
-    closes = daily_closes(tick_rows(bars_1m), bar_rows(raw, sessions, bar_ts) if raw.height else tick_rows(bars_1m.clear()))
+    if not 1 <= targets <= len(sessions):
+        raise ValueError(f"targets={targets}: name between 1 and the {len(sessions)} sessions given")
+    closes = session_closes(sessions, bars_1m, bars, bar_ts)
+    has_bars = bars is not None and bars.height > 0
     frames = []
     for position in range(len(sessions) - targets, len(sessions)):
         session, earlier = sessions[position], sessions[max(0, position - LOOKBACK_TRADING_DAYS): position]
@@ -127,10 +134,10 @@ def market_features_days(sessions: Sequence[TradingSession], bars_1m: pl.DataFra
         history = MarketHistory(
             tuple(earlier),
             bars_1m.filter(pl.col("trading_day").is_in(minute_days)),
-            raw.filter(pl.col("trading_day").is_in(days)) if raw.height else None,
+            bars.filter(pl.col("trading_day").is_in(days)) if has_bars else None,
             closes.filter(pl.col("trading_day").is_in(days)),
         )
-        day_bars = raw.filter(pl.col("trading_day") == session.trading_day) if raw.height else None
+        day_bars = bars.filter(pl.col("trading_day") == session.trading_day) if has_bars else None
         frames.append(market_features(bars_1m.filter(pl.col("trading_day") == session.trading_day), session,
                                       bars=day_bars, bar_ts=bar_ts, history=history))
-    return pl.concat(frames, how="vertical") if frames else market_features(bars_1m.clear(), sessions[-1])
+    return pl.concat(frames, how="vertical")
