@@ -251,7 +251,7 @@ def render_markdown() -> str:
         "its window has filled. Each window has a unit:",
         "",
         "- **minutes**: a time horizon in minutes of trading (the overnight gap is skipped, so a 60-minute window",
-        "  at 09:45 reaches back to 15:45 of the previous session). On coarser bars it becomes that many bars,",
+        "  at 09:45 reaches back to 15:15 of the previous session). On coarser bars it becomes that many bars,",
         "  rounded up; a window shorter than a symbol's bar interval does not fit and stays null (e.g. every",
         "  minutes window on daily bars).",
         "- **bars**: a bar count (RSI 14, MACD 12/26/9, stochastic 14, ADX 14) on any interval, daily bars included.",
