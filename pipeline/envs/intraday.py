@@ -28,6 +28,7 @@ of sampling at random (see `episodes.EpisodeSchedule`); `eval_finished` turns Tr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ HOLD, LONG, SHORT, FLAT = 0, 1, 2, 3
 AGENT_FEATURES = ("position", "unrealized_pnl", "episode_pnl", "time_of_day")
 # Columns of the per-env book (dollars and shares; fills counts orders).
 BOOK = ("position", "cash", "entry_price", "fees", "slippage", "spread_paid", "fills")
+ALL = slice(None)
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ class IntradayTradingEnv:
     def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         everyone = self.episodes.restart(seed)
         self._book = torch.zeros_like(self._book)
-        self._window.restart(everyone, self._rows(self._book))
+        self._window.restart(everyone, partial(self._row_parts, self._book))
         return self._window.obs, {"episode_id": self.episodes.episode_id}
 
     def _index(self) -> torch.Tensor:
@@ -161,21 +163,21 @@ class IntradayTradingEnv:
         e, m = self.episodes, self.market
         return (e.day * m.num_minutes + e.bar) * m.num_symbols + e.symbol
 
-    def _rows(self, book: torch.Tensor) -> torch.Tensor:
-        """[N, F]: the current bar's market features and the agent's state, one observation row per env."""
-        now = self._index()
-        mid = self._quotes[now].mean(dim=-1)
-        position, cash, entry = book[:, 0], book[:, 1], book[:, 2]
+    def _row_parts(self, book: torch.Tensor, env: torch.Tensor | slice = ALL) -> list[torch.Tensor]:
+        """Observation rows of envs `env` at their current bar: [market features, agent state] column blocks."""
+        now = self._index()[env]
+        mid = self._quotes.index_select(0, now).mean(dim=-1)
+        position, cash, entry = book[env, 0], book[env, 1], book[env, 2]
         agent = torch.stack(
             [
                 position / self.config.trade_size,
                 position * (mid - entry) / self.config.pnl_scale,
                 (cash + position * mid) / self.config.pnl_scale,
-                self.episodes.time_of_day().to(book.dtype),
+                self.episodes.time_of_day()[env].to(book.dtype),
             ],
             dim=-1,
         ).float()
-        return torch.cat([self._features[now], agent], dim=-1)
+        return [self._features.index_select(0, now), agent]
 
     def _target_position(self, actions: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -220,12 +222,12 @@ class IntradayTradingEnv:
         actions = torch.as_tensor(actions, device=self.device).long().reshape(self.num_envs)
         cfg, book, episodes = self.config, self._book, self.episodes
         idle = episodes.idle
-        quote_now = self._quotes[self._index()]
+        quote_now = self._quotes.index_select(0, self._index())
         equity_before = book[:, 1] + book[:, 0] * quote_now.mean(dim=-1)
         target = self._target_position(actions, book[:, 0])
         day_close, episode_end = episodes.advance()
         now = self._index()
-        quote = self._quotes[now]
+        quote = self._quotes.index_select(0, now)
         mid = quote.mean(dim=-1)
         fills = self._tradable[now] & ~idle
         book = self._trade(book, (target - book[:, 0]) * fills, quote)
@@ -252,12 +254,12 @@ class IntradayTradingEnv:
             symbol=episodes.symbol,
             episode_id=episodes.episode_id,
         )
-        self._window.push(self._rows(book))
+        self._window.push(self._row_parts(book))
         episodes.start(terminated)
         self._book = book.masked_fill(terminated.unsqueeze(1), 0.0)
         # Envs that were already idle keep their window: nothing restarts there.
         restart = terminated & ~idle
-        self._window.restart(restart, self._rows(self._book), keep_final=restart)
+        self._window.restart(restart, partial(self._row_parts, self._book), keep_final=restart)
         info["final_obs"] = self._window.final_obs
         return self._window.obs, reward, terminated, torch.zeros_like(terminated), info
 

@@ -32,17 +32,20 @@ from pipeline.envs.base import substate
 from pipeline.envs.costs import CostModel, fill_at_quote
 from pipeline.envs.episodes import EpisodeSchedule
 from pipeline.envs.options_actions import MAX_LEGS, action_table
-from pipeline.envs.options_chain import OptionChainTensors, black_scholes_gamma_vega
+from pipeline.envs.options_chain import OptionChainTensors
+from pipeline.envs.options_features import (
+    MARKET_FEATURE_NAMES,
+    chain_summary,
+    contract_gamma_vega,
+    first_alive_expiry,
+)
 from pipeline.envs.rolling_window import RollingWindow
 
 MULTIPLIER = 100.0
-MARKET_FEATURE_NAMES = ("spot_return", "return_from_open", "atm_iv", "term_slope", "skew", "atm_spread",
-                        "time_of_day", "log_front_days")
+ALL = slice(None)
 STATE_FEATURE_NAMES = ("net_delta", "net_gamma_1pct", "net_vega_1pt", "gross_contracts", "unrealized_pnl",
                        "action", "flat")
 FEATURE_NAMES = MARKET_FEATURE_NAMES + STATE_FEATURE_NAMES  # an observation row of a chain without `features`
-MARKET_FEATURES = len(MARKET_FEATURE_NAMES)
-STATE_FEATURES = len(STATE_FEATURE_NAMES)
 
 
 @dataclass
@@ -97,16 +100,17 @@ class OptionsTradingEnv:
         self._mid, self._delta = self.chain.mid.reshape(flat), self.chain.delta.reshape(flat)
         quoted = getattr(self.chain, "quoted", None)
         self._quoted = None if quoted is None else quoted.reshape(flat)
-        gamma, vega = self._gamma_vega()
+        gamma, vega = contract_gamma_vega(self.chain)
         self._gamma, self._vega = gamma.reshape(flat), vega.reshape(flat)
         self._build_action_tensors()
-        self._precompute_grid()
+        self._first_alive = first_alive_expiry(self.chain)  # [D, S]: expiry offset 0 of an action
         chain_features = getattr(self.chain, "features", None)
         extra = () if chain_features is None else tuple(getattr(self.chain, "feature_names", ()))
         self.feature_names = MARKET_FEATURE_NAMES + extra + STATE_FEATURE_NAMES
         """The F columns of an observation row."""
-        own = self._market_features()
-        self._features = own if not extra else torch.cat([own, chain_features.to(own.dtype)], dim=-1)
+        own = chain_summary(self.chain, self._first_alive)
+        features = own if not extra else torch.cat([own, chain_features.to(own.dtype)], dim=-1)
+        self._features = features.reshape(d * s, -1).float()  # [day * snapshot, F]
         self.obs_shape = (self.config.window, len(self.feature_names))
         self.episodes = EpisodeSchedule(torch.full((d,), s), 1, num_envs, self.config.episode_days,
                                         self.config.evaluation, self.device)
@@ -127,49 +131,6 @@ class OptionsTradingEnv:
         self._leg_right, self._leg_koff, self._leg_eoff = right.to(dev), k_off.to(dev), e_off.to(dev)
         self._leg_qty = qty.to(dev, torch.float32)
         self._action_shares = torch.tensor([float(s.shares) for s in self.strategies], device=dev)
-
-    def _precompute_grid(self) -> None:
-        c = self.chain
-        # ATM strike index per (day, snapshot, expiry): the features' reference strike.
-        self._atm = (c.strike[:, None] - c.underlying[:, :, None, None]).abs().argmin(-1)  # [D, S, E]
-        alive = c.expiry_days > 0
-        # First expiry still alive at each snapshot (the last one if none is): expiry offset 0.
-        first = torch.where(alive.any(-1), alive.float().argmax(-1), torch.full_like(alive[..., 0], self.n_exp - 1,
-                                                                                       dtype=torch.long))
-        self._first_alive = first  # [D, S]
-
-    def _gamma_vega(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Black-Scholes gamma and vega per contract from the quoted IV ([D, S, E, K, 2]; 0 once expired)."""
-        c = self.chain
-        years = (c.expiry_days / 365.0)[..., None, None]
-        return black_scholes_gamma_vega(c.underlying[:, :, None, None, None], c.strike[:, None, :, :, None], years,
-                                        c.iv.clamp_min(1e-4))
-
-    def _market_features(self) -> torch.Tensor:
-        """[D, S, MARKET_FEATURES] chain summary per snapshot, computed once."""
-        c = self.chain
-        d, s, e, k = c.shape
-        spot = c.underlying
-        ret = torch.zeros_like(spot)
-        ret[:, 1:] = torch.log(spot[:, 1:] / spot[:, :-1]) * 100.0
-        from_open = torch.log(spot / spot[:, :1]) * 100.0
-        di = torch.arange(d, device=self.device)[:, None].expand(d, s)
-        si = torch.arange(s, device=self.device)[None, :].expand(d, s)
-        front = self._first_alive
-        second = (front + 1).clamp_max(e - 1)
-
-        def iv_at(exp: torch.Tensor, k_off: int, right: int) -> torch.Tensor:
-            kk = (self._atm[di, si, exp] + k_off).clamp(0, k - 1)
-            return c.iv[di, si, exp, kk, right]
-
-        atm_front = 0.5 * (iv_at(front, 0, 0) + iv_at(front, 0, 1))
-        atm_second = 0.5 * (iv_at(second, 0, 0) + iv_at(second, 0, 1))
-        skew = iv_at(front, -2, 1) - iv_at(front, 2, 0)
-        ka = self._atm[di, si, front]
-        spread = (c.ask[di, si, front, ka] - c.bid[di, si, front, ka]) / c.mid[di, si, front, ka].clamp_min(0.01)
-        tod = si.float() / max(s - 1, 1)
-        dte = torch.log1p(c.expiry_days[di, si, front].clamp_min(0))
-        return torch.stack([ret, from_open, atm_front, atm_second - atm_front, skew, spread.mean(-1), tod, dte], -1)
 
     def _alloc_state(self) -> None:
         n, dev = self.num_envs, self.device
@@ -203,7 +164,7 @@ class OptionsTradingEnv:
     def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         everyone = self.episodes.restart(seed)
         self._clear_books(everyone)
-        self._window.restart(everyone, self._rows())
+        self._window.restart(everyone, self._row_parts)
         return self._window.obs, {"day": self.day, "episode_id": self.episodes.episode_id}
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
@@ -231,12 +192,12 @@ class OptionsTradingEnv:
         reward = (pnl * cfg.reward_scale).clamp(-cfg.reward_clip, cfg.reward_clip).masked_fill(idle, 0.0)
         info: dict[str, Any] = {"pnl": pnl, "fees": fees, "equity": equity, "day": episodes.day,
                                 "snapshot": episodes.bar, "episode_id": episodes.episode_id}
-        self._window.push(self._rows())
+        self._window.push(self._row_parts())
         # Unconditional masked reset: branching on terminated.any() would sync with the host every step.
         episodes.start(terminated)
         self._clear_books(terminated)
         restart = terminated & ~idle
-        self._window.restart(restart, self._rows(), keep_final=restart)
+        self._window.restart(restart, self._row_parts, keep_final=restart)
         info["final_obs"] = self._window.final_obs
         return self._window.obs, reward, terminated, torch.zeros_like(terminated), info
 
@@ -330,22 +291,24 @@ class OptionsTradingEnv:
         mid = _gather_contract(self._mid, self.day, self.snap, self.contract)
         return self.cash + (self.qty * mid).sum(-1) * MULTIPLIER + self.shares * self._spot() * MULTIPLIER
 
-    def _rows(self) -> torch.Tensor:
-        """[N, F]: the current snapshot's chain features and the position state, one observation row per env."""
-        delta = _gather_contract(self._delta, self.day, self.snap, self.contract)
-        gamma = _gather_contract(self._gamma, self.day, self.snap, self.contract)
-        vega = _gather_contract(self._vega, self.day, self.snap, self.contract)
-        spot = self._spot()
+    def _row_parts(self, env: torch.Tensor | slice = ALL) -> list[torch.Tensor]:
+        """Observation rows of envs `env`: [chain features at the snapshot, position state] column blocks."""
+        day, snap, contract = self.day[env], self.snap[env], self.contract[env]
+        qty, shares = self.qty[env], self.shares[env]
+        delta = _gather_contract(self._delta, day, snap, contract)
+        gamma = _gather_contract(self._gamma, day, snap, contract)
+        vega = _gather_contract(self._vega, day, snap, contract)
+        spot = self.chain.underlying[day, snap]
         state = torch.stack([
-            (self.qty * delta).sum(-1) + self.shares,  # net delta, in contracts of 100 shares
-            (self.qty * gamma).sum(-1) * spot * 0.01,  # change of net delta for a 1% spot move
-            (self.qty * vega).sum(-1) * MULTIPLIER * 0.01 * self.config.reward_scale,  # PnL of +1 vol point
-            self.qty.abs().sum(-1) / MAX_LEGS,
-            (self.equity - self.entry_equity) * self.config.reward_scale,
-            self.action.float() / max(self.action_dim - 1, 1),
-            ((self.qty == 0).all(-1) & (self.shares == 0)).float(),
+            (qty * delta).sum(-1) + shares,  # net delta, in contracts of 100 shares
+            (qty * gamma).sum(-1) * spot * 0.01,  # change of net delta for a 1% spot move
+            (qty * vega).sum(-1) * MULTIPLIER * 0.01 * self.config.reward_scale,  # PnL of +1 vol point
+            qty.abs().sum(-1) / MAX_LEGS,
+            (self.equity[env] - self.entry_equity[env]) * self.config.reward_scale,
+            self.action[env].float() / max(self.action_dim - 1, 1),
+            ((qty == 0).all(-1) & (shares == 0)).float(),
         ], -1)
-        return torch.cat([self._features[self.day, self.snap], state], -1).float()
+        return [self._features.index_select(0, day * self.n_snaps + snap), state.float()]
 
 
 # The per-env book: what state_dict saves besides the episode schedule and the observation windows.

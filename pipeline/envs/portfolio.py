@@ -21,6 +21,7 @@ buffer that the next step overwrites (see `rolling_window`). `evaluation=True` w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,6 +31,8 @@ from pipeline.envs.costs import last_quotes, turnover_cost
 from pipeline.envs.episodes import EpisodeSchedule
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.rolling_window import RollingWindow
+
+ALL = slice(None)
 
 
 @dataclass(frozen=True)
@@ -148,16 +151,16 @@ class PortfolioAllocationEnv:
         everyone = self.episodes.restart(seed)
         self.weights = self._initial_weights.expand(self.num_envs, -1).clone()
         self._stats = self._fresh_stats.expand(self.num_envs, -1).clone()
-        self._window.restart(everyone, self._rows(self.weights))
+        self._window.restart(everyone, partial(self._row_parts, self.weights))
         return self._window.obs, {"episode_id": self.episodes.episode_id}
 
     def _index(self) -> torch.Tensor:
         return self.episodes.day * self.market.num_minutes + self.episodes.bar
 
-    def _rows(self, weights: torch.Tensor) -> torch.Tensor:
-        """[N, F]: all symbols' features at the current bar, the weights held and the time of day."""
-        time_of_day = self.episodes.time_of_day().unsqueeze(1)
-        return torch.cat([self._features[self._index()], weights, time_of_day], dim=1)
+    def _row_parts(self, weights: torch.Tensor, env: torch.Tensor | slice = ALL) -> list[torch.Tensor]:
+        """Observation rows of envs `env`: all symbols' features at the bar, the weights held, the time of day."""
+        time_of_day = self.episodes.time_of_day()[env].unsqueeze(1)
+        return [self._features.index_select(0, self._index()[env]), weights[env], time_of_day]
 
     def _fillable(self, target: torch.Tensor, drifted: torch.Tensor, tradable: torch.Tensor) -> torch.Tensor:
         """The target with untradable symbols kept at their drifted weight and the weight they were given moved
@@ -191,18 +194,20 @@ class PortfolioAllocationEnv:
             target = torch.where(risk_off, self._initial_weights, target)
         _, episode_end = episodes.advance()
         nxt = self._index()
-        asset_ret = torch.where(self._priced[now], self._mid[nxt] / self._mid[now] - 1.0, 0.0)
+        # Row gathers through index_select: several times faster than advanced indexing on the CPU.
+        mid_now, mid_next = self._mid.index_select(0, now), self._mid.index_select(0, nxt)
+        asset_ret = torch.where(self._priced.index_select(0, now), mid_next / mid_now - 1.0, 0.0)
         if cfg.cash_asset:
             asset_ret = torch.cat([asset_ret, torch.zeros_like(asset_ret[:, :1])], dim=1)
         gross = (self.weights * asset_ret).sum(dim=1)
         drifted = self.weights * (1.0 + asset_ret) / (1.0 + gross).unsqueeze(1)
-        target = self._fillable(target, drifted, self._tradable[nxt])
+        target = self._fillable(target, drifted, self._tradable.index_select(0, nxt))
         target = torch.where(idle.unsqueeze(1), drifted, target)
         traded = (target - drifted).abs()
         if cfg.cash_asset:  # moving in and out of cash is paid on the risky leg only
             traded = traded[:, :-1]
         turnover = traded.sum(dim=1)
-        cost = turnover_cost(traded, self._half_spread[nxt], cfg.cost_bps).sum(dim=1)
+        cost = turnover_cost(traded, self._half_spread.index_select(0, nxt), cfg.cost_bps).sum(dim=1)
         net = gross - cost - gross * cost  # (1 + gross)(1 - cost) - 1 without float32 cancellation
         value, costs_paid, ret_sum, ret_sq, steps = self._stats.unbind(dim=1)
         ret_sum, ret_sq, steps = ret_sum + net, ret_sq + net * net, steps + 1.0
@@ -224,12 +229,12 @@ class PortfolioAllocationEnv:
             "minute": episodes.bar,
             "episode_id": episodes.episode_id,
         }
-        self._window.push(self._rows(target))
+        self._window.push(self._row_parts(target))
         episodes.start(terminated)
         restart = terminated & ~idle
         self.weights = torch.where(terminated.unsqueeze(1), self._initial_weights, self.weights)
         self._stats = torch.where(terminated.unsqueeze(1), self._fresh_stats, self._stats)
-        self._window.restart(restart, self._rows(self.weights), keep_final=restart)
+        self._window.restart(restart, partial(self._row_parts, self.weights), keep_final=restart)
         info["final_obs"] = self._window.final_obs
         return self._window.obs, reward.float(), terminated, torch.zeros_like(terminated), info
 
