@@ -4,21 +4,19 @@ gymnasium and pytest (the GPU machine has no polars, SB3 or dagster)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.agents.clstm_ppo import CLSTMPPO
-from pipeline.agents.ppo_training import rollout_steps
+from pipeline.agents.clstm_ppo import CLSTMPPO, StopRequested
 from pipeline.agents.rollout import RolloutBuffer
 from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
 from pipeline.envs.market_data import synthetic_market_tensors
-from pipeline.envs.options import OptionsTradingEnv
+from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv
 from pipeline.envs.options_chain import black_scholes_chain
-from pipeline.envs.portfolio import PortfolioAllocationEnv
+from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -90,7 +88,7 @@ def test_rollout_loop_makes_no_host_sync() -> None:
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        finished = rollout_steps(agent, buf, SimpleNamespace(requested=False))
+        finished = agent.collect_rollout(buf, StopRequested())
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert finished
@@ -111,3 +109,42 @@ def test_env_step_makes_no_host_sync(name: str) -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert bool(torch.isfinite(obs).all()) and bool(torch.isfinite(reward).all())
+
+
+def _walking_envs(device: str) -> dict[str, Any]:
+    """Evaluation walks over several days (two-day episodes), with more envs than episodes: idle envs at the end."""
+    market = synthetic_market_tensors(days=3, minutes=20, alpha=0.15, seed=2, symbols=("A", "B"))
+    return {
+        "intraday": IntradayTradingEnv(market, num_envs=3, device=device,
+                                       config=IntradayConfig(episode_days=2, evaluation=True)),
+        "portfolio": PortfolioAllocationEnv(market, num_envs=3, device=device,
+                                            config=PortfolioConfig(episode_days=2, evaluation=True)),
+        "options": OptionsTradingEnv(black_scholes_chain(days=3, seed=1), num_envs=3, device=device,
+                                     config=OptionsTradingConfig(episode_days=2, evaluation=True)),
+    }
+
+
+@pytest.mark.parametrize("name", ["intraday", "portfolio", "options"])
+def test_evaluation_walk_and_resume_on_cuda_match_cpu_without_host_sync(name: str) -> None:
+    cpu, gpu = _walking_envs("cpu")[name], _walking_envs("cuda")[name]
+    cpu.reset(seed=0)
+    gpu.reset(seed=0)
+    actions = _actions(cpu, STEPS)
+    gpu.step(actions[0].cuda())
+    cpu.step(actions[0])
+    state = gpu.state_dict()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        steps = [gpu.step(a.cuda()) for a in actions[1:]]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for action, (_, reward, terminated, _, info) in zip(actions[1:], steps, strict=True):
+        want = cpu.step(action)
+        torch.testing.assert_close(reward.cpu(), want[1], rtol=1e-4, atol=1e-4)
+        assert torch.equal(terminated.cpu(), want[2]) and torch.equal(info["episode_id"].cpu(), want[4]["episode_id"])
+    assert bool(gpu.eval_finished) and bool(cpu.eval_finished)
+    resumed = _walking_envs("cuda")[name]
+    resumed.load_state_dict(state)
+    for action, (_, reward, *_) in zip(actions[1:10], steps, strict=True):
+        torch.testing.assert_close(resumed.step(action.cuda())[1], reward)

@@ -25,9 +25,13 @@ RowParts = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 class RollingWindow:
     """Preallocated [N, T, F] observation windows: `push` one row per env, `restart` some envs' windows."""
 
-    def __init__(self, num_envs: int, window: int, features: int, device: torch.device | str) -> None:
+    def __init__(
+        self, num_envs: int, window: int, features: int, device: torch.device | str, padded: bool | None = None
+    ) -> None:
+        """`padded`: address every env on restarts (a fixed shape, no host sync); default: on accelerators."""
         self.num_envs, self.window = int(num_envs), int(window)
         self.device = torch.device(device)
+        self.padded = self.device.type != "cpu" if padded is None else bool(padded)
         # Env slot num_envs is scratch: on accelerators, envs that are not restarted write there.
         self._ring = torch.zeros(2 * self.window, self.num_envs + 1, features, device=self.device)
         self._final = torch.zeros(self.num_envs + 1, self.window, features, device=self.device)
@@ -66,9 +70,9 @@ class RollingWindow:
         self._ring[:, index] = values.unsqueeze(0).expand(2 * self.window, -1, -1)
 
     def _select(self, mask: torch.Tensor) -> torch.Tensor:
-        """Env slots of the envs in `mask`: exactly those on the CPU (a dynamic shape costs no sync there),
-        else one per env with the others pointed at the scratch slot (a fixed shape, no host sync)."""
-        if self.device.type == "cpu":
+        """Env slots of the envs in `mask`: exactly those (a dynamic shape, free on the CPU), or `padded`: one per
+        env with the others pointed at the scratch slot (a fixed shape, no host sync)."""
+        if not self.padded:
             return mask.nonzero().squeeze(1)
         return torch.where(mask, self._env_ids, self.num_envs)
 
