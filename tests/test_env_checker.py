@@ -26,6 +26,16 @@ def test_registered_env_passes_gymnasium_check_env_without_warnings(env_id: str)
     assert obs.dtype == np.float32 and obs.shape == env.observation_space.shape
 
 
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_evaluation_walk_over_multi_day_episodes_passes_check_env(env_id: str) -> None:
+    env = gym.make(env_id, evaluation=True, episode_days=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=True)
+    _, info = env.reset(seed=0)
+    assert info["episode_id"] == 0  # the walk starts at its first episode
+
+
 def test_episode_through_the_adapter_ends_with_final_obs_and_realized_pnl() -> None:
     env = gym.make("pipeline/IntradayTrading-v0", loss_cut=None, profit_lock=None, trade_size=10.0)
     obs, _ = env.reset(seed=0)

@@ -4,6 +4,7 @@ unquoted contracts)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from pipeline.envs.intraday import FLAT, HOLD, LONG, IntradayConfig, IntradayTra
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv
 from pipeline.envs.options_actions import action_index
-from pipeline.envs.options_chain import OptionChainTensors, black_scholes_chain
+from pipeline.envs.options_chain import black_scholes_chain
 from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig
 
 NO_STOPS = IntradayConfig(loss_cut=None, profit_lock=None, window=3)
@@ -243,7 +244,7 @@ def test_options_strategy_with_an_unquoted_leg_does_not_open() -> None:
     chain = black_scholes_chain(days=1, snapshots=4, seed=0)
     quoted = torch.ones(chain.bid.shape, dtype=torch.bool)
     quoted[:, :2, 0, :, 0] = False  # front-expiry calls have no quote before snapshot 2
-    unquoted = OptionChainTensors(**{**chain.__dict__, "quoted": quoted})
+    unquoted = replace(chain, quoted=quoted)
     env = OptionsTradingEnv(unquoted, num_envs=2, config=OptionsTradingConfig(action_set=91, window=2))
     env.reset(seed=0)
     straddle, put = action_index("long_straddle_e0"), action_index("long_put_k+0_e0")

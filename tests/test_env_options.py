@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import date
 
 import gymnasium as gym
@@ -264,3 +264,14 @@ def test_gym_make_rejects_unknown_fields_and_markets() -> None:
         gym.make("pipeline/OptionsTrading-v0", market="nasdaq")
     env = gym.make("pipeline/OptionsTrading-v0", action_set=91, fee_per_contract=0.0, window=4)
     assert env.observation_space.shape == (4, len(FEATURE_NAMES)) and env.action_space.n == 91
+
+
+def test_chain_features_are_observed_between_the_summary_and_the_position_state() -> None:
+    chain = black_scholes_chain(days=1, snapshots=4, seed=0)
+    extra = torch.arange(8.0).reshape(1, 4, 2)
+    env = OptionsTradingEnv(replace(chain, features=extra, feature_names=("atm_iv_rank", "put_call_ratio")),
+                            num_envs=1, config=OptionsTradingConfig(window=2))
+    assert env.feature_names[8:10] == ("atm_iv_rank", "put_call_ratio") and env.obs_shape == (2, len(FEATURE_NAMES) + 2)
+    env.reset(seed=0)
+    obs, *_ = env.step(torch.tensor([0]))
+    assert obs[0, :, 8:10].tolist() == [[0.0, 1.0], [2.0, 3.0]]  # snapshots 0 and 1

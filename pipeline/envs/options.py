@@ -98,18 +98,15 @@ class OptionsTradingEnv:
         flat = (d, s, e * k * 2)
         self._bid, self._ask = self.chain.bid.reshape(flat), self.chain.ask.reshape(flat)
         self._mid, self._delta = self.chain.mid.reshape(flat), self.chain.delta.reshape(flat)
-        quoted = getattr(self.chain, "quoted", None)
-        self._quoted = None if quoted is None else quoted.reshape(flat)
+        self._quoted = self.chain.quoted.reshape(flat)
         gamma, vega = contract_gamma_vega(self.chain)
         self._gamma, self._vega = gamma.reshape(flat), vega.reshape(flat)
         self._build_action_tensors()
         self._first_alive = first_alive_expiry(self.chain)  # [D, S]: expiry offset 0 of an action
-        chain_features = getattr(self.chain, "features", None)
-        extra = () if chain_features is None else tuple(getattr(self.chain, "feature_names", ()))
-        self.feature_names = MARKET_FEATURE_NAMES + extra + STATE_FEATURE_NAMES
+        self.feature_names = MARKET_FEATURE_NAMES + self.chain.feature_names + STATE_FEATURE_NAMES
         """The F columns of an observation row."""
         own = chain_summary(self.chain, self._first_alive)
-        features = own if not extra else torch.cat([own, chain_features.to(own.dtype)], dim=-1)
+        features = torch.cat([own, self.chain.features.to(own.dtype)], dim=-1)
         self._features = features.reshape(d * s, -1).float()  # [day * snapshot, F]
         self.obs_shape = (self.config.window, len(self.feature_names))
         self.episodes = EpisodeSchedule(torch.full((d,), s), 1, num_envs, self.config.episode_days,
@@ -252,9 +249,8 @@ class OptionsTradingEnv:
         strike = (atm + self._leg_koff[actions]).clamp(0, self.n_strikes - 1)
         contract = (exp * self.n_strikes + strike) * 2 + self._leg_right[actions]
         legs = self._leg_qty[actions]
-        if self._quoted is not None:
-            quoted = _gather_contract(self._quoted, self.day, self.snap, contract) | (legs == 0)
-            mask = mask & quoted.all(-1)
+        quoted = _gather_contract(self._quoted, self.day, self.snap, contract) | (legs == 0)
+        mask = mask & quoted.all(-1)
         q = torch.where(mask[:, None], legs, torch.zeros_like(self.qty))
         lots = torch.where(mask, self._action_shares[actions], torch.zeros_like(self.shares))
         fees = self._trade(q, contract, lots)
