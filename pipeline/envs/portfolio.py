@@ -105,6 +105,7 @@ class PortfolioAllocationEnv:
         # Flat [day * minute] views: one gather per step.
         m = self.market
         self._tradable = m.tradable.reshape(-1, n_sym)
+        self._always_tradable = bool(m.tradable.all())  # then no order needs the tradable mask
         # Marked at the last quote where a bar has none (overnight, before a symbol's first quote of the day).
         self._mid, self._priced = last_quotes(m.mid.reshape(-1, n_sym), self._tradable)
         self._half_spread = ((m.ask - m.bid) / (m.ask + m.bid)).reshape(-1, n_sym)
@@ -201,7 +202,8 @@ class PortfolioAllocationEnv:
             asset_ret = torch.cat([asset_ret, torch.zeros_like(asset_ret[:, :1])], dim=1)
         gross = (self.weights * asset_ret).sum(dim=1)
         drifted = self.weights * (1.0 + asset_ret) / (1.0 + gross).unsqueeze(1)
-        target = self._fillable(target, drifted, self._tradable.index_select(0, nxt))
+        if not self._always_tradable:
+            target = self._fillable(target, drifted, self._tradable.index_select(0, nxt))
         target = torch.where(idle.unsqueeze(1), drifted, target)
         traded = (target - drifted).abs()
         if cfg.cash_asset:  # moving in and out of cash is paid on the risky leg only

@@ -61,11 +61,13 @@ class RollingWindow:
 
         Envs in `keep_final` (a subset of `mask`) first save their window as `final_obs`.
         """
+        index = self._select(mask)
+        if index.numel() == 0:  # known on the host without a sync: the exact (CPU) index has a dynamic size
+            return
         if keep_final is not None:
             saved = self._select(keep_final)
             start = self._newest + 1
             self._final[saved] = self._ring[start : start + self.window, saved].transpose(0, 1)
-        index = self._select(mask)
         values = torch.cat(list(rows(index.clamp(max=self.num_envs - 1))), dim=1)
         self._ring[:, index] = values.unsqueeze(0).expand(2 * self.window, -1, -1)
 
