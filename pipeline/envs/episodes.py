@@ -144,3 +144,19 @@ def _blocks(bars: list[int], episode_days: int) -> list[int]:
         starts.pop()
     return starts
 
+
+class ScheduledEnv:
+    """What the three trading envs read off their episode clock (`self.episodes`), written once for all of them."""
+
+    episodes: EpisodeSchedule
+
+    @property
+    def day(self) -> torch.Tensor:
+        """Day index of each env's current bar (or snapshot)."""
+        return self.episodes.day
+
+    @property
+    def eval_finished(self) -> torch.Tensor:
+        """bool scalar: in evaluation, every episode of the walk has been played (always False in training)."""
+        return self.episodes.finished
+

@@ -35,7 +35,7 @@ import torch
 
 from pipeline.envs.base import substate
 from pipeline.envs.costs import CostModel, fill_at_quote, last_quotes
-from pipeline.envs.episodes import EpisodeSchedule
+from pipeline.envs.episodes import EpisodeSchedule, ScheduledEnv
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.rolling_window import RollingWindow
 
@@ -78,7 +78,7 @@ class IntradayConfig:
     """Walk every (day block, symbol) once in time order instead of sampling episodes at random."""
 
 
-class IntradayTradingEnv:
+class IntradayTradingEnv(ScheduledEnv):
     """Batched IntradayTrading implementing `pipeline.envs.base.ResumableEnv` (discrete, 4 actions)."""
 
     discrete = True
@@ -133,11 +133,6 @@ class IntradayTradingEnv:
         return self._col("cash")
 
     @property
-    def day(self) -> torch.Tensor:
-        """Day index of each env's current bar."""
-        return self.episodes.day
-
-    @property
     def minute(self) -> torch.Tensor:
         """Bar index (within its day) of each env's current bar."""
         return self.episodes.bar
@@ -146,11 +141,6 @@ class IntradayTradingEnv:
     def symbol(self) -> torch.Tensor:
         """Symbol index of each env's episode."""
         return self.episodes.symbol
-
-    @property
-    def eval_finished(self) -> torch.Tensor:
-        """bool scalar: in evaluation, every episode of the walk has been played (always False in training)."""
-        return self.episodes.finished
 
     def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         everyone = self.episodes.restart(seed)

@@ -30,7 +30,7 @@ import torch
 
 from pipeline.envs.base import substate
 from pipeline.envs.costs import CostModel, fill_at_quote
-from pipeline.envs.episodes import EpisodeSchedule
+from pipeline.envs.episodes import EpisodeSchedule, ScheduledEnv
 from pipeline.envs.options_actions import MAX_LEGS, action_table
 from pipeline.envs.options_chain import OptionChainTensors
 from pipeline.envs.options_features import (
@@ -77,7 +77,7 @@ def _gather_contract(x: torch.Tensor, day: torch.Tensor, snap: torch.Tensor, con
     return x[day[:, None], snap[:, None], contract]
 
 
-class OptionsTradingEnv:
+class OptionsTradingEnv(ScheduledEnv):
     """Batched options env (implements pipeline.envs.base.ResumableEnv); discrete actions, int64 [num_envs]."""
 
     discrete = True
@@ -142,19 +142,9 @@ class OptionsTradingEnv:
         self.entry_equity = torch.zeros(n, device=dev)
 
     @property
-    def day(self) -> torch.Tensor:
-        """Day index of each env's current snapshot."""
-        return self.episodes.day
-
-    @property
     def snap(self) -> torch.Tensor:
         """Snapshot index (within its day) of each env."""
         return self.episodes.bar
-
-    @property
-    def eval_finished(self) -> torch.Tensor:
-        """bool scalar: in evaluation, every episode of the walk has been played (always False in training)."""
-        return self.episodes.finished
 
     # -- protocol ---------------------------------------------------------------------------------------------
 

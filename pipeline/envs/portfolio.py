@@ -28,7 +28,7 @@ import torch
 
 from pipeline.envs.base import substate
 from pipeline.envs.costs import last_quotes, turnover_cost
-from pipeline.envs.episodes import EpisodeSchedule
+from pipeline.envs.episodes import EpisodeSchedule, ScheduledEnv
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.rolling_window import RollingWindow
 
@@ -76,7 +76,7 @@ def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
     return (v - theta).clamp(min=0.0)
 
 
-class PortfolioAllocationEnv:
+class PortfolioAllocationEnv(ScheduledEnv):
     """Batched PortfolioAllocation implementing `pipeline.envs.base.ResumableEnv` (continuous weights)."""
 
     discrete = False
@@ -128,19 +128,9 @@ class PortfolioAllocationEnv:
         self._window = RollingWindow(n, self.config.window, self.obs_shape[1], self.device)
 
     @property
-    def day(self) -> torch.Tensor:
-        """Day index of each env's current bar."""
-        return self.episodes.day
-
-    @property
     def minute(self) -> torch.Tensor:
         """Bar index (within its day) of each env's current bar."""
         return self.episodes.bar
-
-    @property
-    def eval_finished(self) -> torch.Tensor:
-        """bool scalar: in evaluation, every episode of the walk has been played (always False in training)."""
-        return self.episodes.finished
 
     def target_weights(self, actions: torch.Tensor) -> torch.Tensor:
         """Map raw actions [N, action_dim] to weights on the simplex."""
