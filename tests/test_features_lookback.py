@@ -99,9 +99,14 @@ def test_minute_windows_reach_into_the_previous_session(market: dict) -> None:
               .filter(pl.col("symbol") == "SPY").sort("ts")["close"].to_list() for s in sessions]
     first, second = _symbol_day(market["features"], "SPY", DAYS[0]), _symbol_day(market["features"], "SPY", DAYS[1])
     assert first["log_return_60m"][59] is None and first["log_return_60m"][60] is not None
-    # At D's first minute, 60 minutes back is 59 minutes before D-1's close: the overnight gap is skipped.
-    assert second["log_return_60m"][0] == pytest.approx(math.log(closes[1][0] / closes[0][-60]))
-    assert second["log_return_1m"][0] == pytest.approx(math.log(closes[1][0] / closes[0][-1]))
+    # At D's first minute, 60 minutes back is 59 minutes before D-1's close, and the overnight gap is left out:
+    # D's first bar counts from its own open.
+    opens = bars_1m(market["trades"].filter(pl.col("trading_day") == DAYS[1]),
+                    market["quotes"].filter(pl.col("trading_day") == DAYS[1]), sessions[1]
+                    ).filter(pl.col("symbol") == "SPY").sort("ts")["open"].to_list()
+    first_bar = math.log(closes[1][0] / opens[0])
+    assert second["log_return_1m"][0] == pytest.approx(first_bar)
+    assert second["log_return_60m"][0] == pytest.approx(math.log(closes[0][-1] / closes[0][-60]) + first_bar)
     for column in ("rsi_14", "macd_signal", "adx_14", "realized_vol_60m", "vol_of_vol_30m", "volume_zscore_30m"):
         assert second[column].null_count() == 0, column
     # Session columns restart at the open; daily ones read D-1's close.

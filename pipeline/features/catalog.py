@@ -123,7 +123,9 @@ _MICRO_ROWS = [
 _MACD_WARMUP = MACD_SLOW - 1
 _SIGNAL_WARMUP = _MACD_WARMUP + MACD_SIGNAL - 1
 _MOMENTUM_ROWS = [
-    *[(f"log_return_{h}m", f"log(close_t / close_t-{h})", minutes(h, warmup=h), "log return")
+    *[(f"log_return_{h}m", f"sum of the last {h} one-bar log returns: log(close_t / close_t-{h}) within a session; "
+       "a session's first bar counts from its open, so the overnight gap is left out", minutes(h, warmup=h),
+       "log return")
       for h in RETURN_HORIZONS_MIN],
     ("rsi_14", "100 * G / (G + L), G and L Wilder means (alpha 1/14) of gains and losses; flat: 50",
      bars(RSI_PERIOD, warmup=RSI_PERIOD), "[0, 100]"),
@@ -253,7 +255,9 @@ def render_markdown() -> str:
         "- **minutes**: a time horizon in minutes of trading (the overnight gap is skipped, so a 60-minute window",
         "  at 09:45 reaches back to 15:15 of the previous session). On coarser bars it becomes that many bars,",
         "  rounded up; a window shorter than a symbol's bar interval does not fit and stays null (e.g. every",
-        "  minutes window on daily bars).",
+        "  minutes window on daily bars). One-bar returns (`log_return_*m`, realized volatility, Kyle's lambda,",
+        "  Amihud) leave the overnight gap out: a session's first bar counts from its own open, and the gap is in",
+        "  the daily features.",
         "- **bars**: a bar count (RSI 14, MACD 12/26/9, stochastic 14, ADX 14) on any interval, daily bars included.",
         "- **trading days**: computed from daily closes (a tick-derived symbol's daily close is its last minute",
         "  close of the session). On an intraday row the current price is that row's close and the history is the",

@@ -43,8 +43,14 @@ def _features(rows_frame: pl.DataFrame, minutes_per_row: int) -> pl.LazyFrame:
     def rows(window_minutes: int) -> int:
         return max(1, math.ceil(window_minutes / minutes_per_row))
 
+    close, previous = pl.col("close"), pl.col("close").shift(1)
     frame = rows_frame.lazy().sort("symbol", "ts").with_columns(
-        ret_1=(pl.col("close") / pl.col("close").shift(1)).log().over("symbol")
+        # Minutes of trading: the overnight gap is not one, so a session's first bar counts from its own open
+        # (the gap is in the daily features). Otherwise a 1-minute return at the open is the whole night's move.
+        ret_1=pl.when(previous.is_null()).then(None)
+        .when(pl.col("trading_day") == pl.col("trading_day").shift(1)).then((close / previous).log())
+        .otherwise((close / pl.col("open")).log())
+        .over("symbol")
     )
     frame = add_momentum(frame, rows)
     frame = add_volatility(frame, rows)

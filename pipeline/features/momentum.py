@@ -40,7 +40,8 @@ def add_momentum(frame: pl.LazyFrame, rows: Callable[[int], int]) -> pl.LazyFram
     fast = 2.0 / (MACD_FAST + 1)
     slow = 2.0 / (MACD_SLOW + 1)
     frame = frame.with_columns(
-        *[(close / close.shift(rows(h))).log().over(by).alias(f"log_return_{h}m") for h in RETURN_HORIZONS_MIN],
+        # A sum of one-bar returns (`ret_1`), so a window across the open skips the overnight gap.
+        *[pl.col("ret_1").rolling_sum(rows(h)).over(by).alias(f"log_return_{h}m") for h in RETURN_HORIZONS_MIN],
         rsi(close, RSI_PERIOD).over(by).alias("rsi_14"),
         (_ewm(close, alpha=fast, min_samples=MACD_SLOW) - _ewm(close, alpha=slow, min_samples=MACD_SLOW))
         .over(by).alias("macd"),
