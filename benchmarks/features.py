@@ -13,7 +13,6 @@ import platform
 import statistics
 import time
 from datetime import date
-from pathlib import Path
 
 import polars as pl
 
@@ -32,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = SyntheticMarketConfig(trades_per_minute=args.trades_per_minute)
-    market = build_market_source(SourceSettings(synthetic=config), Path("."))
+    market = build_market_source(SourceSettings(synthetic=config))
     session = trading_session(date.fromisoformat(args.day))
     symbols = list(config.symbols)
     trades = market.fetch("trades", session, symbols)

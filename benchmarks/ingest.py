@@ -39,7 +39,7 @@ def trade_rows(n: int, bad_share: float, seed: int = 7) -> pl.DataFrame:
     """
     config = SyntheticMarketConfig(seed=seed)
     per_minute = n / (SESSION.minutes * len(config.symbols))
-    market = build_market_source(SourceSettings(synthetic=replace(config, trades_per_minute=per_minute)), Path("."))
+    market = build_market_source(SourceSettings(synthetic=replace(config, trades_per_minute=per_minute)))
     frame = market.fetch("trades", SESSION, config.symbols)
     rng = np.random.default_rng(seed)
     sign = np.where(rng.random(frame.height) < bad_share, -1.0, 1.0)

@@ -144,11 +144,12 @@ def synthetic_market_frames(
     from pipeline.features import bars_1m
     from pipeline.features.market import market_features_days
     from pipeline.market.calendar import trading_days, trading_session
-    from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
+    from pipeline.market.source_settings import SourceSettings, build_market_source
+    from pipeline.market.synthetic_config import SyntheticMarketConfig
 
     first = date.fromisoformat(start)
     sessions = [trading_session(d) for d in trading_days(first, first + timedelta(days=2 * days + 10))[:days]]
-    market = SyntheticMarket(SyntheticMarketConfig(seed=seed, alpha=alpha))
+    market = build_market_source(SourceSettings(synthetic=SyntheticMarketConfig(seed=seed, alpha=alpha)))
     bars = pl.concat([
         bars_1m(market.fetch("trades", s, list(symbols)), market.fetch("quotes", s, list(symbols)), s)
         for s in sessions

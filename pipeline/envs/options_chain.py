@@ -266,10 +266,12 @@ def synthetic_chain_tensors(days: int = 2, seed: int | None = None, symbol: str 
     import polars as pl
 
     from pipeline.market.calendar import trading_days, trading_session
-    from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
+    from pipeline.market.source_settings import SourceSettings, build_market_source
+    from pipeline.market.synthetic_config import SyntheticMarketConfig
 
     first = date.fromisoformat(start)
     sessions = [trading_session(d) for d in trading_days(first, first + timedelta(days=7 * days + 7))][:days]
     config = SyntheticMarketConfig() if seed is None else SyntheticMarketConfig(seed=seed)
-    frame = pl.concat([SyntheticMarket(config).fetch("option_snapshots", s, [symbol]) for s in sessions])
+    market = build_market_source(SourceSettings(synthetic=config))
+    frame = pl.concat([market.fetch("option_snapshots", s, [symbol]) for s in sessions])
     return chain_tensors_from_snapshots(frame, expiries=expiries, strikes=strikes)

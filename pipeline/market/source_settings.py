@@ -137,10 +137,11 @@ def _secret(value: str | None, env_var: str) -> str:
     return value
 
 
-def build_market_source(settings: SourceSettings, lake_dir: Path) -> MarketSource:
+def build_market_source(settings: SourceSettings, lake_dir: Path | None = None) -> MarketSource:
     """A ready source; raises SourceAuthError naming the variable when a broker's credentials are missing.
 
-    Each source's module is imported only when chosen, so the brokers' SDKs load only for them.
+    `lake_dir` locates the files source's landing folder (unless `settings.landing_dir` is set); the other sources
+    do not need it. Each source's module is imported only when chosen, so the brokers' SDKs load only for them.
     """
     if settings.source == "synthetic":
         from pipeline.market.synthetic import SyntheticMarket
@@ -149,7 +150,9 @@ def build_market_source(settings: SourceSettings, lake_dir: Path) -> MarketSourc
     if settings.source == "files":
         from pipeline.market.file_source import FileSource
 
-        return FileSource(settings.landing_path(lake_dir))
+        if lake_dir is None and settings.landing_dir is None:
+            raise ValueError("the files source reads <lake>/landing: pass the lake dir or set landing_dir")
+        return FileSource(settings.landing_path(lake_dir or Path(".")))
     if settings.source == "alpaca":
         api_key = _secret(settings.alpaca_api_key, ALPACA_KEY_VARS["alpaca_api_key"])
         secret_key = _secret(settings.alpaca_secret_key, ALPACA_KEY_VARS["alpaca_secret_key"])
