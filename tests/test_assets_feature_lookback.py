@@ -9,8 +9,11 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from pipeline.definitions import build_definitions
+from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig
+from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
 from pipeline.features.catalog import MARKET, features_of, market_feature_names
 from pipeline.features.lookback import LOOKBACK_TRADING_DAYS
 from pipeline.features.windows import MINUTES
@@ -147,3 +150,30 @@ def test_the_upstream_partitions_reach_back_the_catalog_lookback() -> None:
         assert isinstance(mapping, dg.TimeWindowPartitionMapping)
         assert mapping.start_offset == -LOOKBACK_TRADING_DAYS and mapping.end_offset == 0
         assert mapping.allow_nonexistent_upstream_partitions
+
+
+def test_a_daily_bar_portfolio_rebalances_daily_over_months_from_the_warehouse(setup) -> None:
+    """The whole path on daily bars: landed files -> features.market -> the loader -> a portfolio whose episodes
+    span 20 trading days, walked once in time order."""
+    _, _, store = setup
+    config = MarketLoaderConfig(features=("log_return_1d", "log_return_5d", "realized_vol_20d", "drawdown_60d"))
+    market = load_market_tensors(store, DAYS, config=config)
+    assert market.symbols == tuple(sorted(SYMBOLS)) and market.session_minutes.tolist() == [1] * len(DAYS)
+    env = PortfolioAllocationEnv(market, num_envs=2, config=PortfolioConfig(episode_days=20, evaluation=True))
+    env.reset(seed=0)
+    ends, values = [], []
+    while not bool(env.eval_finished):
+        action = torch.tensor([[1.0, -1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, -1.0]])
+        _, reward, terminated, truncated, info = env.step(action)
+        assert not truncated.any() and torch.isfinite(reward).all()
+        for i in torch.nonzero(terminated).flatten().tolist():
+            if int(info["episode_id"][i]) >= 0:
+                ends.append((int(info["episode_id"][i]), int(info["day"][i])))
+                values.append(float(info["value"][i]))
+    # Consecutive blocks of 20 days, each episode ending on its block's last day; the last block is what is left.
+    last = len(DAYS) - 1
+    assert sorted(ends) == [(0, 19), (1, 39), (2, 59), (3, 79), (4, last)]
+    assert all(v != 1.0 for v in values), "a portfolio that held risky assets for weeks changed value"
+    # The first 60-day drawdown is missing until 59 earlier closes exist: flagged, not a silent 0.
+    flag = market.feature_names.index("drawdown_60d_missing")
+    assert market.features[:59, 0, :, flag].eq(1).all() and market.features[60:, 0, :, flag].eq(0).all()
