@@ -88,6 +88,25 @@ def test_a_late_option_contract_is_not_back_filled() -> None:
     assert chain.quoted[0, :, 0, k, 0].all()  # the call of that strike was quoted all along
 
 
+def test_a_stale_option_quote_marks_what_is_held_but_opens_nothing() -> None:
+    frame = SyntheticMarket(SyntheticMarketConfig(seed=3)).fetch(
+        "option_snapshots", trading_session(date(2024, 7, 2)), ["SYMA"])
+    times = sorted(frame["ts"].unique().to_list())
+    first = frame.filter(pl.col("ts") == times[0])
+    expiry = sorted(first["expiry"].unique().to_list())[0]
+    spot = first["underlying_price"][0]
+    strike = min(first.filter(pl.col("expiry") == expiry)["strike"].unique().to_list(), key=lambda k: abs(k - spot))
+    gone = (pl.col("expiry") == expiry) & (pl.col("strike") == strike) & (pl.col("right") == "C")
+    # The call is quoted at the first snapshot only: later snapshots carry that quote, which the agent has seen.
+    frame = frame.filter(~(gone & (pl.col("ts") > times[0])))
+    chain = chain_tensors_from_snapshots(frame, expiries=1, strikes=3)
+    k = chain.strike[0, 0].tolist().index(strike)
+    call = (0, slice(None), 0, k, 0)
+    assert chain.quoted[call].tolist()[:3] == [True, False, False]
+    first_ask = float(frame.filter(gone)["ask"][0])
+    assert chain.ask[call].tolist()[:3] == pytest.approx([first_ask] * 3, rel=1e-6)
+
+
 def test_nan_in_the_warehouse_is_flagged_not_zeroed(tmp_path: Path) -> None:
     store = Warehouse(tmp_path / "warehouse.duckdb")
     day = date(2024, 7, 1)

@@ -4,8 +4,9 @@ Layout: `[days, snapshots, expiries, strikes, right]` (right 0 = call, 1 = put).
 grid of expiries and strikes (chosen at the day's first snapshot), so an index is the same contract all day.
 Builders: from `option_snapshots` rows (the raw-table contract, + `features.options` rows; polars imported lazily;
 the warehouse loader reads them), from the synthetic market, or from a small torch Black-Scholes chain that needs
-neither polars nor the market (the default of the gym id, and the GPU path). Quotes are filled forward only: a
-contract not yet quoted at a snapshot is not `quoted` there (values 0) and must not be traded.
+neither polars nor the market (the default of the gym id, and the GPU path). Quotes are filled forward only, to
+mark and close what is held; a position opens only on a contract `quoted` at that very snapshot, so an order never
+fills at a stale quote the agent already saw. Before its first quote of the day a contract's values are 0.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ class OptionChainTensors:
     expiry_days: torch.Tensor  # [D, S, E] calendar days left; <= 0 means the contract settles at that snapshot
     underlying: torch.Tensor  # [D, S] underlying price
     quoted: torch.Tensor | None = None
-    """bool [D, S, E, K, 2]: the contract has had a bid and ask this day at or before the snapshot (default: all).
-    Where False its quote tensors are 0 and no order may open or close it."""
+    """bool [D, S, E, K, 2]: the contract has a bid and ask of its own at this snapshot (default: all). Where False
+    no position opens on it; its quote tensors hold its last quote of the day (0 before the first one)."""
     features: torch.Tensor | None = None
     """float [D, S, F]: features.options columns of the snapshot (values then `<name>_missing` flags; default none)."""
     feature_names: tuple[str, ...] = ()
@@ -219,8 +220,8 @@ def chain_tensors_from_snapshots(frame: pl.DataFrame, expiries: int = 3, strikes
     """Tensors from `raw.option_snapshots` rows of ONE underlying (any number of trading days).
 
     Per day the grid is chosen at the first snapshot (see `_day_chain`); every day must have the same number of
-    snapshot times. A contract's quote is filled forward from its last snapshot; before its first bid and ask of
-    the day it is not `quoted` (values 0). `features` (features.options rows of the underlying) give the
+    snapshot times. A contract's quote is filled forward from its last snapshot (0 before its first bid and ask of
+    the day); it is `quoted` only at the snapshots that have its own bid and ask. `features` (features.options rows of the underlying) give the
     `feature_names` columns at each snapshot, with missing flags.
     """
     import polars as pl
@@ -235,11 +236,11 @@ def chain_tensors_from_snapshots(frame: pl.DataFrame, expiries: int = 3, strikes
     if len(n_snaps) != 1:
         raise ValueError(f"days have different snapshot counts {sorted(n_snaps)}; build one tensor per day length")
     stacked = {n: np.stack([p[n] for p in per_day]) for n in per_day[0] if n != "ts"}
-    both = np.where(np.isfinite(stacked["bid"]) & np.isfinite(stacked["ask"]), 1.0, np.nan)
-    quoted = fill_forward(both)[1]
+    quoted = np.isfinite(stacked["bid"]) & np.isfinite(stacked["ask"])
+    ever_quoted = fill_forward(np.where(quoted, 1.0, np.nan))[1]
     for name in QUOTE_FIELDS:
         filled, seen = fill_forward(stacked[name])
-        stacked[name] = np.where(quoted & seen, filled, 0.0)
+        stacked[name] = np.where(ever_quoted & seen, filled, 0.0)
     stacked["mid"] = 0.5 * (stacked["bid"] + stacked["ask"])
     tensors = {n: torch.from_numpy(v) for n, v in stacked.items()}
     if feature_names:
