@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
+from pipeline.envs.intraday import LONG, IntradayConfig, IntradayTradingEnv
 from pipeline.envs.market_data import UNQUOTED_PRICE, MarketTensors
 from pipeline.envs.options_chain import chain_tensors_from_snapshots
 from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
@@ -63,6 +65,24 @@ def test_quotes_need_only_be_valid_where_tradable() -> None:
     assert market.bid[0, :, 0].tolist() == pytest.approx([UNQUOTED_PRICE, 10.0, 10.1])
     with pytest.raises(ValueError, match="forward-fill missing quotes"):
         MarketTensors.from_arrays(bid, bid + 0.02)
+
+
+def test_a_price_imputed_from_a_close_is_tradable_on_its_own_bar_only() -> None:
+    """Bar-only symbols trade at their close +- a half-spread. B has bars at minutes 0, 2, 4 only: at 1 and 3 its
+    price would be the close the agent has just seen, so an order there must not fill."""
+    ts = [OPEN + timedelta(minutes=i) for i in range(5)]
+    bars = pl.DataFrame({"symbol": ["A"] * 5 + ["B"] * 3, "ts": ts + ts[::2],
+                         "close": [10.0, 10.1, 10.2, 10.3, 10.4, 50.0, 60.0, 61.0]})
+    market = MarketTensors.from_frames(bars)
+    assert market.tradable[0, :, 0].all() and not market.quoted.any()
+    assert market.tradable[0, :, 1].tolist() == [True, False, True, False, True]
+    assert market.mid[0, :, 1].tolist() == pytest.approx([50.0, UNQUOTED_PRICE, 60.0, UNQUOTED_PRICE, 61.0])
+    env = IntradayTradingEnv(market.subset(symbols=[1]), config=IntradayConfig(window=2, evaluation=True))
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(torch.tensor([LONG]))  # decided at minute 0, minute 1 has no bar of its own
+    assert float(info["position"][0]) == 0.0 and int(info["fills"][0]) == 0
+    _, _, _, _, info = env.step(torch.tensor([LONG]))  # decided at minute 1, fills at minute 2's own price
+    assert float(info["position"][0]) == 100.0 and float(info["entry_price"][0]) > 60.0
 
 
 def test_a_late_option_contract_is_not_back_filled() -> None:

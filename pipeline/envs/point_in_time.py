@@ -47,15 +47,17 @@ def tradable_quotes(bid: np.ndarray, ask: np.ndarray, quoted: np.ndarray | None 
     """bid, ask, quoted and tradable [days, minutes, symbols] from quotes that are NaN where none was in force.
 
     Quotes are filled forward within the day; a bar before the symbol's first quote of the day is not tradable and
-    holds `UNQUOTED_PRICE`. `quoted` (default: every present quote) marks real quotes as opposed to quotes imputed
+    holds `UNQUOTED_PRICE`, and neither is a bar that only carries forward a price imputed from an earlier close. `quoted` (default: every present quote) marks real quotes as opposed to quotes imputed
     from a bar's close; it is filled forward with them and False where untradable.
     """
     present = np.isfinite(bid) & np.isfinite(ask)
     both = np.where(present[..., None], np.stack([bid, ask], axis=-1), np.nan)
     filled, seen = fill_forward(both)
-    tradable = seen[..., 0]
     real = np.where(present, present if quoted is None else np.asarray(quoted, dtype=bool), np.nan)
     real_filled, _ = fill_forward(real.astype(np.float64))
+    # A real quote stands until replaced; a price imputed from a bar's close is good for that bar only: carried to
+    # a bar without one, an order would fill at the close the agent has just seen.
+    tradable = seen[..., 0] & (present | (real_filled == 1.0))
     return {
         "bid": np.where(tradable, filled[..., 0], UNQUOTED_PRICE),
         "ask": np.where(tradable, filled[..., 1], UNQUOTED_PRICE),
