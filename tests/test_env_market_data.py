@@ -17,6 +17,7 @@ import torch
 from pipeline.envs.intraday import HOLD, LONG, SHORT, IntradayConfig, IntradayTradingEnv
 from pipeline.envs.market_data import (
     DEFAULT_FEATURES,
+    UNQUOTED_PRICE,
     MarketTensors,
     random_walk_arrays,
     synthetic_market_tensors,
@@ -92,9 +93,11 @@ def test_from_frames_pivots_forward_fills_and_spreads_the_close() -> None:
     market = MarketTensors.from_frames(bars_frame(), half_spread_bps=5.0)
     assert market.symbols == ("A", "B") and market.trading_days == ("2024-07-01",)
     assert market.bid.shape == (1, 4, 2) and market.session_minutes.tolist() == [4]
-    np.testing.assert_allclose(market.mid[0, :, 1].numpy(), [20.0, 20.0, 22.0, 23.0], rtol=1e-6)
+    # B has no bar at minute 1: a price imputed from minute 0's close would be one the agent saw, so no trading.
+    np.testing.assert_allclose(market.mid[0, :, 1].numpy(), [20.0, UNQUOTED_PRICE, 22.0, 23.0], rtol=1e-6)
     np.testing.assert_allclose((market.ask - market.bid)[0, 0].numpy(), [10.0e-3, 20.0e-3], rtol=1e-4)
-    assert market.tradable.all() and not market.quoted.any()  # quotes imputed from the close are flagged
+    assert market.tradable[0, :, 1].tolist() == [True, False, True, True] and market.tradable[0, :, 0].all()
+    assert not market.quoted.any()  # quotes imputed from the close are flagged
 
 
 def test_from_frames_takes_external_features_and_their_turbulence() -> None:
