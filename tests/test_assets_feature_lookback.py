@@ -156,8 +156,14 @@ def test_a_daily_bar_portfolio_rebalances_daily_over_months_from_the_warehouse(s
     """The whole path on daily bars: landed files -> features.market -> the loader -> a portfolio whose episodes
     span 20 trading days, walked once in time order."""
     _, _, store = setup
-    config = MarketLoaderConfig(features=("log_return_1d", "log_return_5d", "realized_vol_20d", "drawdown_60d"))
+    config = MarketLoaderConfig(features=("log_return_1d", "log_return_5d", "realized_vol_20d", "drawdown_60d"),
+                                turbulence="turbulence_index_daily")
     market = load_market_tensors(store, DAYS, config=config)
+    # Risk-off on daily bars reads the daily index; null (no trigger) until its 252-day window is full.
+    daily = _market(store).group_by("trading_day").agg(pl.col("turbulence_index_daily").max()).sort("trading_day")
+    assert market.turbulence[:, 0].tolist() == [0.0 if v is None else v for v in daily["turbulence_index_daily"]]
+    with pytest.raises(ValueError, match="turbulence must be one of"):
+        MarketLoaderConfig(turbulence="vix")
     assert market.symbols == tuple(sorted(SYMBOLS)) and market.session_minutes.tolist() == [1] * len(DAYS)
     env = PortfolioAllocationEnv(market, num_envs=2, config=PortfolioConfig(episode_days=20, evaluation=True))
     env.reset(seed=0)

@@ -22,6 +22,7 @@ from pipeline.envs.market_data import (
     random_walk_arrays,
     synthetic_market_tensors,
 )
+from pipeline.envs.market_frames import frames_to_arrays, impute_quotes
 from pipeline.envs.numpy_features import default_features_numpy
 from pipeline.envs.synthetic_walk import SIGNAL_MINUTES
 from pipeline.features import market_features
@@ -98,6 +99,18 @@ def test_from_frames_pivots_forward_fills_and_spreads_the_close() -> None:
     np.testing.assert_allclose((market.ask - market.bid)[0, 0].numpy(), [10.0e-3, 20.0e-3], rtol=1e-4)
     assert market.tradable[0, :, 1].tolist() == [True, False, True, True] and market.tradable[0, :, 0].all()
     assert not market.quoted.any()  # quotes imputed from the close are flagged
+
+
+def test_risk_off_reads_the_chosen_turbulence_column() -> None:
+    bars = bars_frame()
+    features = bars.select("symbol", pl.col("ts").dt.replace_time_zone("UTC"), momentum=pl.col("close"),
+                           turbulence_index=pl.lit(None, pl.Float64), turbulence_index_daily=pl.lit(5.0))
+    prices = impute_quotes(bars.with_columns(pl.col("ts").dt.replace_time_zone("UTC"),
+                                             trading_day=pl.col("ts").dt.date()))
+    daily = frames_to_arrays(prices, features, ["momentum"], turbulence_column="turbulence_index_daily")
+    assert np.all(daily["turbulence"] == 5.0)
+    minute = frames_to_arrays(prices, features, ["momentum"])
+    assert np.all(minute["turbulence"] == 0.0)  # the minute index is null here: no risk-off trigger
 
 
 def test_from_frames_takes_external_features_and_their_turbulence() -> None:

@@ -61,12 +61,13 @@ def frames_to_arrays(
     features: Any | None = None,
     feature_names: Sequence[str] | None = None,
     symbols: Sequence[str] | None = None,
+    turbulence_column: str = TURBULENCE_COLUMN,
 ) -> dict[str, Any]:
     """Pivot long frames into the keyword arguments of `MarketTensors.from_arrays`.
 
     `prices` has symbol, ts (bar END), trading_day, bid, ask, quoted (see `impute_quotes`) and optionally close,
     high, low, volume. `features` has symbol, ts and the `feature_names` columns (default: all its numeric ones)
-    plus `turbulence_index` for risk-off. Bars are the distinct ts of each trading day in either frame; a value a
+    plus `turbulence_column` (the minute index, or `turbulence_index_daily` on daily bars) for risk-off. Bars are the distinct ts of each trading day in either frame; a value a
     symbol lacks at a bar is filled forward within the day, else 0 with its `<name>_missing` flag; a symbol is
     tradable from its first quote of the day. Without `features`, the returned close/high/low/volume let
     `from_arrays` compute the default features.
@@ -121,10 +122,10 @@ def frames_to_arrays(
     lacking = [c for c in names if c not in frames[1].columns]
     if lacking:
         raise ValueError(f"features frame lacks the chosen columns {lacking}; it has {frames[1].columns}")
-    extra = [TURBULENCE_COLUMN] if TURBULENCE_COLUMN in frames[1].columns and TURBULENCE_COLUMN not in names else []
+    extra = [turbulence_column] if turbulence_column in frames[1].columns and turbulence_column not in names else []
     columns = pivot(frames[1], [*names, *extra])
     arrays["features"], arrays["feature_names"] = observation_arrays({n: columns[n] for n in names})
-    turbulence = columns.get(TURBULENCE_COLUMN)
+    turbulence = columns.get(turbulence_column)
     arrays["turbulence"] = (
         minute_series(turbulence) if turbulence is not None else np.zeros(shape[:2])
     )

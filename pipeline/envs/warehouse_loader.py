@@ -37,6 +37,7 @@ DEFAULT_OPTION_FEATURES: tuple[str, ...] = (
 )
 """features.options columns the options agent sees by default: level, skew and term of the smile, and flow."""
 _OPTION_KEYS = ("underlying", "ts", "trading_day")
+TURBULENCE_COLUMNS = (TURBULENCE_COLUMN, "turbulence_index_daily")
 _PRICE_COLUMNS = {"symbol": pl.Utf8, "ts": pl.Datetime("us", "UTC"), "trading_day": pl.Date,
                   "bid": pl.Float64, "ask": pl.Float64, "quoted": pl.Boolean}
 
@@ -61,9 +62,14 @@ class MarketLoaderConfig:
     """features.market columns the agent observes, by catalog name; each gets a `<name>_missing` flag beside it."""
     half_spread_bps: float = DEFAULT_HALF_SPREAD_BPS
     """Half-spread of the quote imputed around the close of a bar-only symbol (it has no quotes)."""
+    turbulence: str = TURBULENCE_COLUMN
+    """The column that drives the envs' risk-off: the minute index (one-minute rows), or `turbulence_index_daily`
+    on daily bars, where the minute index is null."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", _chosen(self.features, market_feature_names(), MARKET))
+        if self.turbulence not in TURBULENCE_COLUMNS:
+            raise ValueError(f"turbulence must be one of {TURBULENCE_COLUMNS}, got {self.turbulence!r}")
         if self.half_spread_bps < 0:
             raise ValueError(f"half_spread_bps must be >= 0, got {self.half_spread_bps}")
 
@@ -127,7 +133,7 @@ def load_market_tensors(
     """
     cfg = config or MarketLoaderConfig()
     days = _as_days(trading_days)
-    columns = list(dict.fromkeys(["symbol", "ts", "trading_day", "bar_interval", *cfg.features, TURBULENCE_COLUMN]))
+    columns = list(dict.fromkeys(["symbol", "ts", "trading_day", "bar_interval", *cfg.features, cfg.turbulence]))
     features = store.read_partition(MARKET, days, columns)
     _require_days(features, days, MARKET)
     if symbols is not None:
@@ -146,7 +152,7 @@ def load_market_tensors(
         impute_quotes(quotes).select(list(_PRICE_COLUMNS)).cast(_PRICE_COLUMNS),
         _bar_only_prices(store, days, features, quoted_symbols, cfg.half_spread_bps),
     ])
-    arrays = frames_to_arrays(prices, features, cfg.features, symbols=symbols)
+    arrays = frames_to_arrays(prices, features, cfg.features, symbols=symbols, turbulence_column=cfg.turbulence)
     return MarketTensors.from_arrays(**arrays, device=device)
 
 
