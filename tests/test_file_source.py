@@ -10,9 +10,11 @@ import polars as pl
 import pytest
 
 from pipeline.market import file_source
+from pipeline.market.calendar import trading_session
 from pipeline.market.file_source import FileSource, landing_partitions
 from pipeline.market.schemas import RAW_COLUMNS
 from pipeline.market.source import MarketSource, SourceError, TradingSession
+from pipeline.market.validation import validate
 
 DAY = date(2024, 7, 5)
 SESSION = TradingSession(DAY, datetime(2024, 7, 5, 13, 30, tzinfo=UTC), datetime(2024, 7, 5, 20, 0, tzinfo=UTC))
@@ -120,6 +122,21 @@ def test_daily_bar_with_date_only_ts_belongs_to_that_day(tmp_path: Path) -> None
     errors = frame["_parse_error"].to_list()
     assert errors[:2] == [None, None] and errors[3:] == [None, None]
     assert "a date-only ts is a daily bar" in errors[2]
+
+
+def test_daily_bars_stamped_at_midnight_utc_belong_to_their_utc_date(tmp_path: Path) -> None:
+    """Midnight UTC is the evening before in New York: filed by its New York date, Monday's bar would be lost
+    (Sunday is no session) and Tuesday's row would carry Wednesday's close."""
+    csv = "symbol,ts,interval,open,high,low,close,volume\n" + "".join(
+        f"SPY,2024-07-0{d}T00:00:00Z,1d,{c},{c + 1},{c - 1},{c},10\n" for d, c in ((1, 100), (2, 110), (3, 120))
+    )
+    _land(tmp_path, "bars", "b.csv", csv)
+    source = FileSource(tmp_path)
+    closes = {d: source.fetch("bars", trading_session(date(2024, 7, d)), []) for d in (1, 2, 3)}
+    assert {d: f["close"].to_list() for d, f in closes.items()} == {1: [100.0], 2: [110.0], 3: [120.0]}
+    result = validate("bars", closes[2], trading_session(date(2024, 7, 2)))
+    assert result.accepted["close"].to_list() == [110.0] and result.rejected.is_empty()
+    assert landing_partitions(tmp_path)["bars"] == {date(2024, 7, d) for d in (1, 2, 3)}  # what the sensor asks for
 
 
 def test_parquet_with_native_types(tmp_path: Path) -> None:

@@ -78,13 +78,24 @@ def _no_rows(table: str) -> pl.DataFrame:
     return empty_frame(table).with_columns(pl.lit(None, pl.Utf8).alias(PARSE_ERROR))
 
 
+def _trading_day(columns: Sequence[str]) -> pl.Expr:
+    """The trading day of a parsed row: the New York date of its ts, except that a daily bar stamped at midnight
+    UTC names its session by its UTC date (in New York it is still the evening before: filed there, day D's row
+    would carry D+1's close, and a Monday's bar would land on a Sunday)."""
+    day = pl.col("ts").dt.convert_time_zone(NY_TZ).dt.date()
+    if "interval" not in columns:
+        return day
+    utc = pl.col("ts").dt.convert_time_zone("UTC")
+    utc_midnight = (pl.col("interval").str.strip_chars() == "1d") & (utc.dt.time() == pl.time(0))
+    return pl.when(utc_midnight).then(utc.dt.date()).otherwise(day)
+
+
 def _with_trading_day(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add the New York trading day of each row; rows whose ts failed get the file's first day.
+    """Add the trading day of each row; rows whose ts failed get the file's first day.
 
     Assigning unparseable rows to one covered day sends each of them to quarantine exactly once.
     """
-    day = pl.col("ts").dt.convert_time_zone(NY_TZ).dt.date()
-    frame = frame.with_columns(day.alias("trading_day"))
+    frame = frame.with_columns(_trading_day(frame.columns).alias("trading_day"))
     first_day = frame["trading_day"].min()
     return frame.with_columns(pl.col("trading_day").fill_null(first_day))
 
@@ -155,15 +166,19 @@ class FileSource:
 
 
 def file_trading_days(table: str, path: Path) -> set[date]:
-    """The New York dates of one landed file's rows, reading only its ts column.
+    """The trading days of one landed file's rows (by the rule of `_trading_day`).
 
     Raises SourceError when the file cannot be read or no row has a parseable ts (it would cover no day).
     """
-    frame = _read(path, columns=["ts"])
+    frame = _read(path)
     if frame.height == 0:
         return set()
-    ts = frame.select(ts_expr("ts", frame.schema["ts"], allow_date_only=table == "bars").alias("ts"))["ts"]
-    days = set(ts.dt.convert_time_zone(NY_TZ).dt.date().drop_nulls().unique().to_list())
+    if "ts" not in frame.columns:
+        raise SourceError(f"landed file {path} has no column ts; it covers no trading day")
+    parsed = frame.select(ts_expr("ts", frame.schema["ts"], allow_date_only=table == "bars").alias("ts"),
+                          *([pl.col("interval").cast(pl.Utf8)] if table == "bars" and "interval" in frame.columns
+                            else []))
+    days = set(parsed.select(_trading_day(parsed.columns))["ts"].drop_nulls().unique().to_list())
     if not days:
         raise SourceError(f"no row of landed file {path} has a parseable ts; it covers no trading day")
     return days
