@@ -2,8 +2,10 @@
 
 `pipeline.features` (polars) defines every feature of `features.market`; this module computes the few in
 `DEFAULT_FEATURES` with numpy, for the numpy synthetic market and `MarketTensors.from_arrays`, where polars may be
-absent. Same names, windows and formulas as docs/FEATURES.md, one trading day at a time on one-minute bars, NaN
-where polars gives null; tests/test_env_loader.py holds them equal to `pipeline.features.market_features`.
+absent. Same names, windows and formulas as docs/FEATURES.md, on one-minute bars, NaN where polars gives null, but
+one trading day at a time: it has no lookback, so it equals `pipeline.features.market_features` of a day computed
+without history (held equal by tests/test_env_market_data.py), and its windows refill after each open where the
+warehouse's reach into the session before.
 """
 
 from __future__ import annotations
