@@ -85,7 +85,8 @@ def test_a_price_imputed_from_a_close_is_tradable_on_its_own_bar_only() -> None:
     assert float(info["position"][0]) == 100.0 and float(info["entry_price"][0]) > 60.0
 
 
-def test_a_late_option_contract_is_not_back_filled() -> None:
+def atm_contract(right: str) -> tuple[pl.DataFrame, list, float, pl.Expr]:
+    """One synthetic day's snapshots, their times, and the front-expiry contract nearest the first spot."""
     frame = SyntheticMarket(SyntheticMarketConfig(seed=3)).fetch(
         "option_snapshots", trading_session(date(2024, 7, 2)), ["SYMA"])
     times = sorted(frame["ts"].unique().to_list())
@@ -93,7 +94,12 @@ def test_a_late_option_contract_is_not_back_filled() -> None:
     expiry = sorted(first["expiry"].unique().to_list())[0]
     spot = first["underlying_price"][0]
     strike = min(first.filter(pl.col("expiry") == expiry)["strike"].unique().to_list(), key=lambda k: abs(k - spot))
-    late = (pl.col("expiry") == expiry) & (pl.col("strike") == strike) & (pl.col("right") == "P")
+    return frame, times, strike, (pl.col("expiry") == expiry) & (pl.col("strike") == strike) & (pl.col("right") == right)
+
+
+def test_a_late_option_contract_is_not_back_filled() -> None:
+    frame, times, strike, contract = atm_contract("P")
+    late = contract
     # The put is missing from the first snapshot and has no quote at the second.
     frame = frame.filter(~(late & (pl.col("ts") == times[0]))).with_columns(
         [pl.when(late & (pl.col("ts") == times[1])).then(None).otherwise(pl.col(c)).alias(c) for c in ("bid", "ask")]
@@ -109,14 +115,8 @@ def test_a_late_option_contract_is_not_back_filled() -> None:
 
 
 def test_a_stale_option_quote_marks_what_is_held_but_opens_nothing() -> None:
-    frame = SyntheticMarket(SyntheticMarketConfig(seed=3)).fetch(
-        "option_snapshots", trading_session(date(2024, 7, 2)), ["SYMA"])
-    times = sorted(frame["ts"].unique().to_list())
-    first = frame.filter(pl.col("ts") == times[0])
-    expiry = sorted(first["expiry"].unique().to_list())[0]
-    spot = first["underlying_price"][0]
-    strike = min(first.filter(pl.col("expiry") == expiry)["strike"].unique().to_list(), key=lambda k: abs(k - spot))
-    gone = (pl.col("expiry") == expiry) & (pl.col("strike") == strike) & (pl.col("right") == "C")
+    frame, times, strike, contract = atm_contract("C")
+    gone = contract
     # The call is quoted at the first snapshot only: later snapshots carry that quote, which the agent has seen.
     frame = frame.filter(~(gone & (pl.col("ts") > times[0])))
     chain = chain_tensors_from_snapshots(frame, expiries=1, strikes=3)
