@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
+from pandera.config import ValidationDepth, config_context
 
+from pipeline.market.calendar import trading_session
 from pipeline.market.schemas import RAW_COLUMNS
 from pipeline.market.source import TradingSession
 from pipeline.market.validation import ValidationResult, rejected_share, validate
@@ -211,3 +217,117 @@ def test_many_failures_keep_the_invariant_and_the_share() -> None:
     assert result.rejected.height == 100
     assert rejected_share(result) == pytest.approx(0.25)
     assert result.reason_counts() == {"price > 0": 100}
+
+
+def test_time_zone_naive_timestamps_raise_and_other_zones_become_utc() -> None:
+    naive = frame("trades", [trade()]).with_columns(pl.col("ts").dt.replace_time_zone(None))
+    with pytest.raises(ValueError, match=r"trades\.ts holds time-zone-naive timestamps.*replace_time_zone"):
+        validate("trades", naive, SESSION)
+    new_york = frame("trades", [trade()]).with_columns(pl.col("ts").dt.convert_time_zone("America/New_York"))
+    result = validate("trades", new_york, SESSION)
+    check_invariant(result)
+    assert result.accepted["ts"].to_list() == [T0]
+
+
+def test_text_timestamps_parse_or_quarantine_whatever_their_order() -> None:
+    texts = ["2024-07-05 14:00:00", "2024-07-05T10:00:01-04:00", "2024-07-05T14:00:02.5Z", "garbage",
+             "1720188003000000000"]
+    rows = [trade(size=float(i)) for i in range(len(texts))]
+    result = validate("trades", frame("trades", rows).with_columns(pl.Series("ts", texts)), SESSION)
+    check_invariant(result)
+    # 10:00:01 at -04:00 is 14:00:01 UTC; 1720188003 s after the epoch is 2024-07-05 14:00:03 UTC.
+    assert result.accepted["ts"].to_list() == [T0 + timedelta(seconds=1), T0 + timedelta(seconds=2.5),
+                                               T0 + timedelta(seconds=3)]
+    # Without an offset the instant is ambiguous: the first value must not set the format for the others.
+    assert [json.loads(p)["ts"] for p in result.rejected["payload"]] == ["2024-07-05 14:00:00", "garbage"]
+    assert all(r.startswith("ts is not an ISO-8601 timestamp with a UTC offset") for r in result.rejected["reason"])
+
+
+PANDERA_OFF = """
+import sys
+from datetime import date
+import polars as pl
+from pipeline.market.calendar import trading_session
+from pipeline.market.schemas import RAW_COLUMNS
+from pipeline.market.validation import validate
+session = trading_session(date(2024, 7, 5))
+row = {"symbol": "SPY", "ts": session.open, "price": -1.0, "size": 1.0, "exchange": "P", "conditions": None,
+       "source": "test", "trading_day": session.trading_day}
+result = validate("trades", pl.DataFrame([row], schema=RAW_COLUMNS["trades"]), session)
+print(result.rejected["reason"].to_list())
+"""
+
+
+def test_pandera_environment_variables_cannot_switch_the_checks_off() -> None:
+    # pandera reads PANDERA_* when it is imported, so only a fresh interpreter shows what they do.
+    env = os.environ | {"PANDERA_VALIDATION_ENABLED": "False", "PANDERA_VALIDATION_DEPTH": "SCHEMA_ONLY"}
+    done = subprocess.run([sys.executable, "-c", PANDERA_OFF], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['price > 0']"
+
+
+def test_a_global_pandera_switch_in_the_caller_does_not_skip_the_checks() -> None:
+    with config_context(validation_enabled=False, validation_depth=ValidationDepth.SCHEMA_ONLY):
+        result = validate("trades", frame("trades", [trade(price=0.0)]), SESSION)
+    assert only_reason(result) == "price > 0"
+
+
+def test_rows_after_an_early_close_are_quarantined() -> None:
+    day = date(2024, 11, 29)
+    session = trading_session(day)
+    # The day after Thanksgiving closes at 13:00 New York time (EST, UTC-5): 18:00 UTC.
+    close = datetime(2024, 11, 29, 13, tzinfo=ZoneInfo("America/New_York")).astimezone(UTC)
+    assert close == datetime(2024, 11, 29, 18, tzinfo=UTC)
+    times = [close - timedelta(minutes=1), close, close + timedelta(seconds=1), close + timedelta(hours=2)]
+    trades = validate("trades", frame("trades", [trade(ts=t, trading_day=day) for t in times]), session)
+    check_invariant(trades)
+    assert trades.accepted["ts"].to_list() == times[:2]
+    assert trades.rejected["reason"].to_list() == ["ts outside the session 14:30-18:00 UTC"] * 2
+    # A bar starting at the close covers after-hours trading.
+    bars = validate("bars", frame("bars", [bar(ts=t, trading_day=day) for t in times]), session)
+    check_invariant(bars)
+    assert bars.accepted["ts"].to_list() == times[:1]
+    assert bars.rejected.height == 3
+
+
+@pytest.mark.parametrize(
+    ("table", "rows", "reasons"),
+    [
+        ("quotes", [quote(bid=0.0), quote(ts=T0 + timedelta(seconds=1), bid=-2.0, ask=-1.0)],
+         ["bid > 0", "bid > 0; ask > 0"]),
+        ("bars", [bar(open=0.0, low=0.0), bar(ts=T0 + timedelta(minutes=1), close=-1.0)],
+         ["open > 0; low > 0", "close > 0; OHLC inconsistent: need low <= open, close <= high"]),
+        ("option_snapshots", [option(bid=-0.1), option(ts=T0 + timedelta(seconds=1), bid=-0.3, ask=-0.2),
+                              option(ts=T0 + timedelta(seconds=2), underlying_price=0.0),
+                              option(ts=T0 + timedelta(seconds=3), underlying_price=-500.0)],
+         ["bid >= 0", "bid >= 0; ask >= 0", "underlying_price > 0", "underlying_price > 0"]),
+    ],
+)
+def test_prices_at_or_below_zero_beyond_trades(table: str, rows: list[dict], reasons: list[str]) -> None:
+    clean = {"quotes": quote, "bars": bar, "option_snapshots": option}[table](ts=T0 + timedelta(minutes=30))
+    result = validate(table, frame(table, [*rows, clean]), SESSION)
+    check_invariant(result)
+    assert result.rejected["reason"].to_list() == reasons
+    assert result.accepted.rows(named=True) == [clean]
+
+
+def test_option_bid_of_zero_is_a_valid_quote() -> None:
+    result = validate("option_snapshots", frame("option_snapshots", [option(bid=0.0, last=0.0)]), SESSION)
+    check_invariant(result)
+    assert result.accepted.height == 1
+
+
+@pytest.mark.parametrize(
+    ("table", "first", "same_key", "other_key"),
+    [
+        ("quotes", quote(), quote(bid=499.0), quote(symbol="QQQ")),
+        ("bars", bar(), bar(close=10.9), bar(interval="5m")),
+        ("option_snapshots", option(), option(bid=4.0, underlying_price=501.0),
+         option(contract="SPY240719P00500000", right="P", delta=-0.5)),
+    ],
+)
+def test_duplicate_keys_beyond_trades_keep_the_first(table: str, first: dict, same_key: dict, other_key: dict) -> None:
+    result = validate(table, frame(table, [first, same_key, other_key, same_key]), SESSION)
+    check_invariant(result)
+    assert result.rejected["reason"].to_list() == ["duplicate key"] * 2
+    assert result.accepted.rows(named=True) == [first, other_key]

@@ -16,8 +16,8 @@ import pandera.polars as pa
 import polars as pl
 from pandera.config import ValidationDepth, config_context
 
-from pipeline.market.landing_parse import PARSE_ERROR
-from pipeline.market.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS
+from pipeline.market.landing_parse import PARSE_ERROR, ts_expr
+from pipeline.market.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS, UTC_TS
 from pipeline.market.source import TradingSession
 from pipeline.market.validation_schemas import raw_schema
 
@@ -84,14 +84,17 @@ def _coerce(table: str, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Expr | No
                     "(e.g. .dt.replace_time_zone('UTC')) so they can be stored as UTC"
                 )
             cast = pl.col(column).dt.convert_time_zone("UTC").dt.cast_time_unit("us")
-        elif have == pl.Utf8 and dtype == pl.Datetime("us", "UTC"):
-            cast = pl.col(column).str.to_datetime(strict=False, time_unit="us", time_zone="UTC")
+        elif dtype == UTC_TS:
+            # The landed files' rules, value by value: polars' own parser infers one format from the first value,
+            # so a naive first value would be taken as UTC and every offset-carrying one after it rejected.
+            cast = ts_expr(column, have, allow_date_only=table == "bars")
         else:
             cast = pl.col(column).cast(dtype, strict=False)
+        expected = "an ISO-8601 timestamp with a UTC offset or epoch nanoseconds" if dtype == UTC_TS else f"a {dtype}"
         exprs.append(cast.alias(column))
         errors.append(
             pl.when(pl.col(column).is_not_null() & cast.is_null()).then(
-                pl.format(f"{column} is not a {dtype}: '{{}}'", pl.col(column).cast(pl.Utf8))
+                pl.format(f"{column} is not {expected}: '{{}}'", pl.col(column).cast(pl.Utf8))
             )
         )
     if PARSE_ERROR in frame.columns:
