@@ -29,7 +29,7 @@ def add_microstructure(frame: pl.LazyFrame, rows: Callable[[int], int]) -> pl.La
     by = "symbol"
     volume = pl.col("volume")
     dollar_volume = pl.col("close") * volume
-    signed_dollar_m = pl.col("signed_volume") * pl.col("close") / 1e6
+    signed_dollar_m = pl.col("signed_dollar_volume") / 1e6  # sum(sign * size * price), each trade at its price
     n15, n30 = rows(15), rows(KYLE_WINDOW_MIN)
     lag = rows(REALIZED_SPREAD_LAG_MIN)
     dprice = pl.col("close").diff()
