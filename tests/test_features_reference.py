@@ -10,32 +10,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 from features_testdata import SESSION
 
-from pipeline.features import market_features
+from pipeline.features import MarketHistory, market_features
 from pipeline.features.bars import BARS_1M_COLUMNS
 from pipeline.features.catalog import MARKET, features_of, market_feature_names
 from pipeline.market.schemas import UTC_TS
+from pipeline.market.source import TradingSession
 
 SYMBOL = "XYZ"
 MINUTES = 120
 EMPTY_MINUTES = (3, 40, 41, 77)  # minutes without trades: the bar repeats the last close with volume 0
+# The early close before the 4th of July: the session before SESSION.
+PREVIOUS = TradingSession(date(2024, 7, 3), datetime(2024, 7, 3, 13, 30, tzinfo=UTC), datetime(2024, 7, 3, 17, tzinfo=UTC))
 CHECKED_ELSEWHERE = {"rsi_14", "macd", "macd_signal", "macd_hist"}
 INT_COLUMNS = {"trade_count", "quote_count"}
 
 Trade = tuple[int, float, float]  # (sign, size, price)
 
 
-def _bars_frame(columns: dict[str, np.ndarray]) -> pl.DataFrame:
+def _bars_frame(columns: dict[str, np.ndarray], session: TradingSession = SESSION) -> pl.DataFrame:
     """A features.bars_1m frame of SYMBOL from per-minute arrays (row i is the bar ending at open + i + 1 min)."""
     n = len(columns["close"])
-    ts = [SESSION.open + timedelta(minutes=i + 1) for i in range(n)]
-    data = {"symbol": [SYMBOL] * n, "ts": ts, "trading_day": [SESSION.trading_day] * n, **columns}
+    ts = [session.open + timedelta(minutes=i + 1) for i in range(n)]
+    data = {"symbol": [SYMBOL] * n, "ts": ts, "trading_day": [session.trading_day] * n, **columns}
     schema = {c: (pl.Utf8 if c == "symbol" else UTC_TS if c == "ts" else pl.Date if c == "trading_day"
                   else pl.Int64 if c in INT_COLUMNS else pl.Float64) for c in BARS_1M_COLUMNS}
     frame = pl.DataFrame(data)
@@ -43,10 +46,10 @@ def _bars_frame(columns: dict[str, np.ndarray]) -> pl.DataFrame:
     return frame.with_columns(pl.col(pl.Float64).fill_nan(None)).select(BARS_1M_COLUMNS).cast(schema)
 
 
-def _trades_day(seed: int = 11) -> tuple[list[list[Trade]], dict[str, np.ndarray]]:
+def _trades_day(seed: int = 11, level: float = 100.0) -> tuple[list[list[Trade]], dict[str, np.ndarray]]:
     """Per-minute trades around a random-walk mid, and the bars_1m columns they make (bars.py's rules)."""
     rng = np.random.default_rng(seed)
-    mid = 100.0 * np.exp(np.cumsum(8e-4 * rng.standard_normal(MINUTES)))
+    mid = level * np.exp(np.cumsum(8e-4 * rng.standard_normal(MINUTES)))
     half = rng.uniform(0.01, 0.05, MINUTES)
     counts = rng.integers(1, 6, MINUTES)
     counts[list(EMPTY_MINUTES)] = 0
@@ -117,15 +120,20 @@ def _adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14)
     return _wilder(dx, period)
 
 
-def _reference(trades: list[list[Trade]], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every intraday features.market column of one session from its catalog formula, with numpy."""
+def _reference(trades: list[list[Trade]], b: dict[str, np.ndarray],
+               opens: tuple[int, ...] = (0,)) -> dict[str, np.ndarray]:
+    """Every intraday features.market column from its catalog formula, with numpy, over consecutive sessions whose
+    first rows are `opens`: windows run across them, the session columns restart at each."""
     c, o, h, lo, v = b["close"], b["open"], b["high"], b["low"], b["volume"]
-    n, t_idx = len(c), np.arange(len(c))
+    n = len(c)
     ret = np.concatenate([[np.nan], np.log(c[1:] / c[:-1])])
+    # A session's first one-bar return counts from its own open: the overnight gap is left out.
+    ret[list(opens[1:])] = np.log(c / o)[list(opens[1:])]
+    sessions = [slice(start, end) for start, end in zip(opens, [*opens[1:], n], strict=True)]
     ref: dict[str, np.ndarray] = {}
 
-    def lagged(values: np.ndarray, k: int) -> np.ndarray:
-        return np.concatenate([np.full(k, np.nan), values[:-k]])
+    def per_session(stat: Callable[[np.ndarray], np.ndarray], values: np.ndarray) -> np.ndarray:
+        return np.concatenate([stat(values[s]) for s in sessions])
 
     # Microstructure.
     ref["quoted_spread"] = b["spread_mean"]
@@ -163,20 +171,20 @@ def _reference(trades: list[list[Trade]], b: dict[str, np.ndarray]) -> dict[str,
     ref["trade_intensity_5m_30m"] = _rolling(tc, 5, np.mean) / _rolling(tc, 30, np.mean)
     ref["trades_per_minute_15m"] = _rolling(tc, 15, np.mean)
     ref["vwap_deviation_bps"] = 1e4 * (c / b["vwap"] - 1)
-    dollars = np.cumsum([sum(s * p for _, s, p in minute) for minute in trades])
+    dollars = per_session(np.cumsum, np.array([sum(s * p for _, s, p in minute) for minute in trades]))
     with np.errstate(invalid="ignore", divide="ignore"):
-        ref["session_vwap_deviation_bps"] = 1e4 * (c / (dollars / np.cumsum(v)) - 1)
+        ref["session_vwap_deviation_bps"] = 1e4 * (c / (dollars / per_session(np.cumsum, v)) - 1)
     ref["log_dollar_volume"] = np.log1p(c * v)
 
     # Momentum (RSI and MACD: test_features_market.py).
     for horizon in (1, 5, 15, 30, 60):
-        ref[f"log_return_{horizon}m"] = np.where(t_idx >= horizon, np.log(c / np.roll(c, horizon)), np.nan)
+        ref[f"log_return_{horizon}m"] = _rolling(ret, horizon, np.sum)
     ref["price_vs_sma_15m"] = c / _rolling(c, 15, np.mean) - 1
     ref["price_vs_sma_60m"] = c / _rolling(c, 60, np.mean) - 1
     ref["stochastic_k_14"] = (c - _rolling(lo, 14, np.min)) / (_rolling(h, 14, np.max) - _rolling(lo, 14, np.min))
-    ref["session_return"] = np.log(c / c[0])
-    ref["distance_from_session_high"] = np.log(c / np.maximum.accumulate(h))
-    ref["distance_from_session_low"] = np.log(c / np.minimum.accumulate(lo))
+    ref["session_return"] = np.log(c / per_session(lambda x: np.full(len(x), x[0]), c))
+    ref["distance_from_session_high"] = np.log(c / per_session(np.maximum.accumulate, h))
+    ref["distance_from_session_low"] = np.log(c / per_session(np.minimum.accumulate, lo))
 
     # Volatility.
     for w in (5, 15, 30, 60):
@@ -217,10 +225,19 @@ def _assert_matches(got: list[float | None], expected: list[float | None], colum
     assert [g for g, _ in pairs] == pytest.approx([e for _, e in pairs], rel=rel, abs=abs_tol), column
 
 
-@pytest.fixture(scope="module")
-def day() -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+@pytest.fixture(scope="module", params=["one session", "after a session of history"])
+def day(request: pytest.FixtureRequest) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    """features.market of the hand-made day and its reference, alone or with the session before it as history."""
     trades, columns = _trades_day()
-    return market_features(_bars_frame(columns), SESSION).sort("ts"), _reference(trades, columns)
+    if request.param == "one session":
+        return market_features(_bars_frame(columns), SESSION).sort("ts"), _reference(trades, columns)
+    # The day before trades about 5% lower: a gap that must stay out of the one-bar returns and not elsewhere.
+    earlier_trades, earlier = _trades_day(seed=5, level=95.0)
+    history = MarketHistory((PREVIOUS,), _bars_frame(earlier, PREVIOUS))
+    both = {c: np.concatenate([earlier[c], columns[c]]) for c in columns}
+    reference = _reference(earlier_trades + trades, both, opens=(0, MINUTES))
+    market = market_features(_bars_frame(columns), SESSION, history=history).sort("ts")
+    return market, {c: values[MINUTES:] for c, values in reference.items()}
 
 
 def test_the_reference_covers_every_intraday_column() -> None:
