@@ -20,6 +20,7 @@ from features_testdata import SESSION
 from pipeline.features import MarketHistory, market_features
 from pipeline.features.bars import BARS_1M_COLUMNS
 from pipeline.features.catalog import MARKET, features_of, market_feature_names
+from pipeline.features.windows import TRADING_DAYS
 from pipeline.market.schemas import UTC_TS
 from pipeline.market.source import TradingSession
 
@@ -30,6 +31,11 @@ EMPTY_MINUTES = (3, 40, 41, 77)  # minutes without trades: the bar repeats the l
 PREVIOUS = TradingSession(date(2024, 7, 3), datetime(2024, 7, 3, 13, 30, tzinfo=UTC), datetime(2024, 7, 3, 17, tzinfo=UTC))
 CHECKED_ELSEWHERE = {"rsi_14", "macd", "macd_signal", "macd_hist"}
 INT_COLUMNS = {"trade_count", "quote_count"}
+# Every features.market column but the turbulence indices and the daily ones (from daily closes, not minute bars).
+INTRADAY = sorted(
+    set(market_feature_names()) - CHECKED_ELSEWHERE - {f.name for f in features_of(MARKET, "turbulence")}
+    - {f.name for f in features_of(MARKET) if f.window.unit == TRADING_DAYS}
+)
 
 Trade = tuple[int, float, float]  # (sign, size, price)
 
@@ -241,15 +247,11 @@ def day(request: pytest.FixtureRequest) -> tuple[pl.DataFrame, dict[str, np.ndar
 
 
 def test_the_reference_covers_every_intraday_column() -> None:
-    elsewhere = {f.name for f in features_of(MARKET, "turbulence")} | CHECKED_ELSEWHERE
-    daily = {f.name for f in features_of(MARKET) if f.window.unit == "trading days"}
     trades, columns = _trades_day()
-    assert set(_reference(trades, columns)) == set(market_feature_names()) - elsewhere - daily
+    assert sorted(_reference(trades, columns)) == INTRADAY
 
 
-@pytest.mark.parametrize("column", sorted(
-    set(market_feature_names()) - CHECKED_ELSEWHERE - {"turbulence_index", "turbulence_index_daily"}
-    - {f.name for f in features_of(MARKET) if f.window.unit == "trading days"}))
+@pytest.mark.parametrize("column", INTRADAY)
 def test_column_matches_its_numpy_reference(day: tuple[pl.DataFrame, dict[str, np.ndarray]], column: str) -> None:
     market, reference = day
     got = [None if x is None else float(x) for x in market[column].to_list()]
