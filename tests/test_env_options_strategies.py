@@ -27,9 +27,9 @@ C, P = CALL, PUT
 HandLeg = tuple[int, float, int, int]
 
 
-def spots(settle: float) -> tuple[float, float, float, float]:
-    """Underlying per snapshot: seen 100 (ATM 100), fills at 101, the front expiry settles at `settle`."""
-    return (100.0, 101.0, settle, settle - 1.0)
+def spots(settle: float, seen: float = 100.0) -> tuple[float, float, float, float]:
+    """Underlying per snapshot: `seen` (the ATM strike), fills at 101, the front expiry settles at `settle`."""
+    return (seen, 101.0, settle, settle - 1.0)
 
 
 def intrinsic(spot: float, strike: float, right: int) -> float:
@@ -52,7 +52,7 @@ def quote(settle: float, s: int, e: int, strike: float, right: int, buy: bool) -
     return m + half_spread(s) if buy else m - half_spread(s)
 
 
-def hand_chain(settle: float = 103.0) -> OptionChainTensors:
+def hand_chain(settle: float = 103.0, seen: float = 100.0) -> OptionChainTensors:
     """One day, 4 snapshots, 3 expiries x 5 strikes, priced by `mid` / `half_spread` element by element."""
     n_s, n_e, n_k = 4, 3, len(STRIKES)
     mids = torch.zeros(1, n_s, n_e, n_k, 2, dtype=torch.float64)
@@ -61,13 +61,13 @@ def hand_chain(settle: float = 103.0) -> OptionChainTensors:
         for e in range(n_e):
             for k, strike in enumerate(STRIKES):
                 for r in (CALL, PUT):
-                    mids[0, s, e, k, r] = mid(spots(settle)[s], e, strike, r)
+                    mids[0, s, e, k, r] = mid(spots(settle, seen)[s], e, strike, r)
                     halves[0, s, e, k, r] = half_spread(s)
     return OptionChainTensors(
         bid=mids - halves, ask=mids + halves, mid=mids, iv=torch.full_like(mids, 0.2),
         delta=torch.zeros_like(mids), strike=torch.tensor(STRIKES, dtype=torch.float64).expand(1, n_e, n_k).clone(),
         expiry_days=torch.tensor(EXPIRY_DAYS, dtype=torch.float64).T[None].contiguous(),
-        underlying=torch.tensor([spots(settle)], dtype=torch.float64),
+        underlying=torch.tensor([spots(settle, seen)], dtype=torch.float64),
     )
 
 
@@ -130,10 +130,10 @@ PAYOFFS: dict[str, tuple[float, float, float, float]] = {
 }
 
 
-def make_env(settle: float = 103.0) -> OptionsTradingEnv:
+def make_env(settle: float = 103.0, seen: float = 100.0) -> OptionsTradingEnv:
     cfg = OptionsTradingConfig(action_set=91, window=4, fee_per_contract=FEE, fee_per_share=SHARE_FEE,
                                underlying_half_spread_bps=HALF_SPREAD_BPS)
-    env = OptionsTradingEnv(hand_chain(settle), num_envs=1, config=cfg)
+    env = OptionsTradingEnv(hand_chain(settle, seen), num_envs=1, config=cfg)
     env.reset(seed=0)
     return env
 
@@ -261,3 +261,40 @@ def test_covered_call_liquidates_shares_at_the_bid_side_of_the_underlying() -> N
     sale = 100.0 * 111.0 * (1.0 - HALF_SPREAD_BPS * 1e-4) - 100.0 * SHARE_FEE
     assert bool(terminated[0]) and env.shares.item() == 0
     assert info["equity"].item() == pytest.approx(opened - 700.0 + sale, abs=1e-3)
+
+
+@pytest.mark.parametrize(("name", "opens"), [
+    ("long_call_butterfly_e0", False),  # C110 +1: no such strike
+    ("short_iron_condor_e0", False),
+    ("long_call_k+1_e0", False),
+    ("bull_call_vertical_e0", False),
+    ("bear_put_vertical_e0", True),  # P110 / P105 are both on the grid
+])
+def test_a_strategy_with_a_strike_off_the_grid_does_not_open(name: str, opens: bool) -> None:
+    # Seen spot 110: ATM is the top strike, so +1 and +2 strikes do not exist. Clamping them onto 110 would hold a
+    # different strategy than the name (a vertical long and short the same contract, paying two spreads).
+    env = make_env(seen=110.0)
+    info = open_strategy(env, name)
+    if opens:
+        assert held_legs(env) == [(P, 105.0, 0, -1), (P, 110.0, 0, 1)]
+        assert env.cash.item() == pytest.approx(opening_cash(((P, 110, 0, 1), (P, 105, 0, -1)), 0), abs=1e-3)
+    else:
+        assert held_legs(env) == [] and env.action.item() == 0
+        assert env.cash.item() == 0.0 and info["fees"].item() == 0.0
+
+
+def test_a_calendar_past_the_last_expiry_does_not_open() -> None:
+    # The front expiry settles at snapshot 2, so at snapshot 3 expiry offset 0 is e1 and offset 2 does not exist.
+    env = make_env()
+    env.step(torch.tensor([0]))
+    env.step(torch.tensor([0]))
+    _, _, terminated, _, info = env.step(torch.tensor([action_index("long_call_calendar_e1_e2")]))
+    assert bool(terminated[0]) and info["fees"].item() == 0.0 and info["equity"].item() == 0.0
+    # The e0/e1 calendar is on e1/e2 there: it opens and is liquidated at once, crossing each spread twice.
+    env = make_env()
+    env.step(torch.tensor([0]))
+    env.step(torch.tensor([0]))
+    _, _, terminated, _, info = env.step(torch.tensor([action_index("long_call_calendar_e0_e1")]))
+    round_trip = 2 * half_spread(3) * 100.0 * 2 + 4 * FEE
+    assert bool(terminated[0]) and info["fees"].item() == pytest.approx(4 * FEE, abs=1e-4)
+    assert info["equity"].item() == pytest.approx(-round_trip, abs=1e-3)

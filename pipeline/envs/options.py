@@ -6,8 +6,9 @@ fills happen at snapshot k+1 (buy at the ask, sell at the bid, plus a per-contra
 no fill uses a price the agent saw. Positions are marked at snapshot k+1's mid; contracts whose expiry is reached
 settle at intrinsic value. An episode is one trading day; at its last snapshot what is left is liquidated at
 bid/ask and the episode terminates (nothing follows, so nothing is bootstrapped); `truncated` is always False.
-Reward = (change of equity in dollars) * reward_scale, clipped. A strategy opens only if every leg is `quoted` at
-the fill snapshot (a multi-leg order fills whole or not at all).
+Reward = (change of equity in dollars) * reward_scale, clipped. A strategy opens only if every leg is on the day's
+grid (its strike and expiry offsets exist there) and `quoted` at the fill snapshot (a multi-leg order fills whole or
+not at all).
 
 `episode_days > 1` runs an episode over consecutive days: the book is liquidated at every close (each day has its
 own contract grid) and the action seen at a close opens at the next day's first snapshot, on that day's grid,
@@ -232,14 +233,19 @@ class OptionsTradingEnv(ScheduledEnv):
 
     def _open_positions(self, mask: torch.Tensor, actions: torch.Tensor, seen_spot: torch.Tensor) -> torch.Tensor:
         """Open the legs of `actions` for masked envs at the current snapshot, strikes around the spot the agent
-        saw; a strategy with a leg that is not quoted there does not open."""
+        saw; a strategy with a leg off the day's grid, or not quoted there, does not open."""
         day = self.day[:, None]
-        exp = (self._first_alive[self.day, self.snap][:, None] + self._leg_eoff[actions]).clamp_max(self.n_exp - 1)
+        exp = self._first_alive[self.day, self.snap][:, None] + self._leg_eoff[actions]
+        on_grid = exp < self.n_exp
+        exp = exp.clamp_max(self.n_exp - 1)
         atm = (self.chain.strike[day, exp] - seen_spot[:, None, None]).abs().argmin(-1)
-        strike = (atm + self._leg_koff[actions]).clamp(0, self.n_strikes - 1)
+        strike = atm + self._leg_koff[actions]
+        # Clamping an off-grid leg would put it on another contract (a calendar or vertical on one contract).
+        on_grid = on_grid & (strike >= 0) & (strike < self.n_strikes)
+        strike = strike.clamp(0, self.n_strikes - 1)
         contract = (exp * self.n_strikes + strike) * 2 + self._leg_right[actions]
         legs = self._leg_qty[actions]
-        quoted = _gather_contract(self._quoted, self.day, self.snap, contract) | (legs == 0)
+        quoted = (_gather_contract(self._quoted, self.day, self.snap, contract) & on_grid) | (legs == 0)
         mask = mask & quoted.all(-1)
         q = torch.where(mask[:, None], legs, torch.zeros_like(self.qty))
         lots = torch.where(mask, self._action_shares[actions], torch.zeros_like(self.shares))

@@ -1,8 +1,9 @@
 """The one action table of the options env: every discrete action is a strategy of option legs (+ shares).
 
 Legs are relative to the grid the agent observed: `strike_offset` counts strikes from the at-the-money strike of
-the leg's expiry, `expiry_offset` counts expiries from the nearest one still alive at the fill snapshot. Action 0
-is flat (close everything); actions 1..30 are single long calls/puts; actions 31..90 are multi-leg strategies.
+the leg's expiry, `expiry_offset` counts expiries from the nearest one still alive at the fill snapshot; a
+strategy with a leg off the grid (no such strike or expiry) does not open. Action 0 is flat (close everything);
+actions 1..30 are single long calls/puts; actions 31..90 are multi-leg strategies.
 The 31-action set is the first 31 rows of the 91-action table, so a policy trained on it indexes the same rows.
 """
 
