@@ -70,7 +70,12 @@ def _check_table_name(table: str) -> tuple[str, str]:
             f"table name {table!r} is not '<schema>.<name>' with schema one of {SCHEMAS} and a lowercase "
             "snake_case name (e.g. 'raw.trades', 'features.bars_1m')"
         )
-    return match.group(1), match.group(2)
+    schema, name = match.group(1), match.group(2)
+    # raw and quarantine hold fixed tables only; the other schemas grow a table on its first write.
+    fixed = {"raw": [f"raw.{t}" for t in RAW_COLUMNS], "quarantine": [QUARANTINE_TABLE]}.get(schema)
+    if fixed is not None and table not in fixed:
+        raise ValueError(f"unknown table {table!r}: the {schema} schema holds only {fixed}")
+    return schema, name
 
 
 def raw_table_ddl(name: str) -> str:
@@ -192,10 +197,18 @@ class Warehouse:
     def _conform_rejected(rejected: pl.DataFrame | None, days: list[date]) -> pl.DataFrame:
         if rejected is None:
             return pl.DataFrame(schema=QUARANTINE_COLUMNS)
+        fix = "pass the `rejected` frame of pipeline.market.validation.validate"
         missing = [c for c in QUARANTINE_COLUMNS if c not in rejected.columns]
         if missing:
-            raise ValueError(f"rejected rows lack columns {missing}; pass the `rejected` frame of validate()")
-        frame = rejected.select([pl.col(c).cast(t) for c, t in QUARANTINE_COLUMNS.items()])
+            raise ValueError(f"rejected rows lack columns {missing}; {fix}")
+        wrong = {c: str(rejected.schema[c]) for c, t in QUARANTINE_COLUMNS.items() if rejected.schema[c] != t}
+        if wrong:
+            raise ValueError(f"rejected rows have columns of the wrong type {wrong}, expected {QUARANTINE_COLUMNS}; {fix}")
+        frame = rejected.select(list(QUARANTINE_COLUMNS))
+        # source_table is set from the write; a null elsewhere is a row no re-run could find or explain.
+        nulls = [c for c in QUARANTINE_COLUMNS if c != "source_table" and frame[c].null_count()]
+        if nulls:
+            raise ValueError(f"rejected rows have nulls in {nulls}; {fix}")
         if frame.filter(~pl.col("trading_day").is_in(days)).height:
             raise ValueError(f"rejected rows have a trading_day outside the partition {days}")
         return frame
@@ -218,7 +231,12 @@ class Warehouse:
 
     def append(self, table: str, frame: pl.DataFrame) -> int:
         """Insert rows into a non-partitioned use of a table (e.g. one model in models.registry); creates it if new."""
-        _check_table_name(table)
+        schema, _ = _check_table_name(table)
+        if schema in ("raw", "quarantine"):
+            raise ValueError(
+                f"{table}: raw and quarantine rows are written per trading day, with their validation; use "
+                "write_partition(raw_table, days, accepted, rejected)"
+            )
         with self.transaction() as con:
             self._create_if_new(con, table, frame)
             self._insert(con, table, frame)
@@ -243,6 +261,8 @@ class Warehouse:
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {_STAGING}")
         except duckdb.BinderException as exc:
             raise ValueError(f"{table}: the frame's columns {frame.columns} do not fit the table: {exc}") from exc
+        except duckdb.ConversionException as exc:
+            raise ValueError(f"{table}: a value of the frame does not fit its column: {exc}") from exc
         con.unregister(_STAGING)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:

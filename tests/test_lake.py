@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.lake import Warehouse, lake_dir, warehouse_path
+from pipeline import lake_lock
+from pipeline.lake import Warehouse, WarehouseLockTimeout, lake_dir, warehouse_path
 from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES
 
 DAY = date(2024, 7, 5)
@@ -179,3 +184,86 @@ def test_no_connection_is_held_between_calls(warehouse: Warehouse) -> None:
         assert con.execute("SELECT count(*) FROM raw.trades").fetchall() == [(3,)]
     finally:
         con.close()
+
+
+def test_direct_writes_to_the_quarantine_and_raw_appends_are_refused(warehouse: Warehouse) -> None:
+    with pytest.raises(ValueError, match=r"write_partition\(\.\.\., rejected=\.\.\.\)"):
+        warehouse.write_partition("quarantine.rejected_rows", [DAY], rejected(DAY, ["a"]))
+    with pytest.raises(ValueError, match="written per trading day, with their validation"):
+        warehouse.append("quarantine.rejected_rows", rejected(DAY, ["a"]))
+    with pytest.raises(ValueError, match="written per trading day, with their validation"):
+        warehouse.append("raw.trades", trades(DAY, 1))
+    assert warehouse.row_count("quarantine.rejected_rows") == 0
+    assert warehouse.row_count("raw.trades") == 0
+
+
+@pytest.mark.parametrize(
+    ("malformed", "message"),
+    [
+        (lambda f: f.drop("payload"), r"lack columns \['payload'\]"),
+        (lambda f: f.with_columns(trading_day=pl.lit("2024-07-05")), r"wrong type \{'trading_day': 'String'\}"),
+        (lambda f: f.with_columns(pl.col("ingested_at").dt.replace_time_zone(None)), "wrong type.*ingested_at"),
+        (lambda f: f.with_columns(trading_day=pl.lit(None, pl.Date)), r"nulls in \['trading_day'\]"),
+        (lambda f: f.with_columns(reason=pl.lit(None, pl.Utf8)), r"nulls in \['reason'\]"),
+        (lambda f: f.with_columns(trading_day=pl.lit(NEXT_DAY)), "outside the partition"),
+        (lambda f: f.with_columns(payload=pl.lit("{not json")), "payload"),
+    ],
+    ids=["missing-column", "text-day", "naive-ingested-at", "null-day", "null-reason", "other-day", "bad-json"],
+)
+def test_malformed_rejected_rows_are_refused_and_keep_the_old_partition(
+    warehouse: Warehouse, malformed: Callable[[pl.DataFrame], pl.DataFrame], message: str
+) -> None:
+    warehouse.write_partition("raw.trades", [DAY], trades(DAY, 2), rejected(DAY, ["old"]))
+    with pytest.raises(ValueError, match=message):
+        warehouse.write_partition("raw.trades", [DAY], trades(DAY, 5), malformed(rejected(DAY, ["new"])))
+    assert warehouse.row_count("raw.trades") == 2
+    assert warehouse.query("SELECT trading_day, reason FROM quarantine.rejected_rows").rows() == [(DAY, "old")]
+
+
+def test_unknown_tables_name_the_known_ones(warehouse: Warehouse) -> None:
+    known = r"\['raw\.trades', 'raw\.quotes', 'raw\.bars', 'raw\.option_snapshots'\]"
+    with pytest.raises(ValueError, match=rf"unknown table 'raw\.foo': the raw schema holds only {known}"):
+        warehouse.write_partition("raw.foo", [DAY], trades(DAY, 1))
+    with pytest.raises(ValueError, match=rf"unknown table 'raw\.foo'.*{known}"):
+        warehouse.read_partition("raw.foo", [DAY])
+    with pytest.raises(ValueError, match=r"unknown table 'quarantine\.other'.*\['quarantine\.rejected_rows'\]"):
+        warehouse.row_count("quarantine.other")
+
+
+# A DuckDB session that ignores our lock (a CLI, a notebook) and holds the file until its stdin closes.
+HOLDER = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+sys.stdin.read()
+con.close()
+"""
+
+
+def test_open_gives_up_after_its_retries_with_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "warehouse.duckdb"
+    patient, impatient = Warehouse(db, lock_timeout_s=3600), Warehouse(db, lock_timeout_s=0)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    waits: list[float] = []
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"holding"
+        # Record the backoff instead of sleeping it: the retry limit, not the deadline, must stop the first call.
+        monkeypatch.setattr(lake_lock.time, "sleep", waits.append)
+        with pytest.raises(WarehouseLockTimeout, match=rf"could not open the warehouse {db}.*holds the file") as info:
+            patient.row_count("raw.trades")
+        assert isinstance(info.value.__cause__, duckdb.IOException)
+        retries = len(waits)
+        with pytest.raises(WarehouseLockTimeout, match="close it and retry"):
+            impatient.row_count("raw.trades")
+    finally:
+        monkeypatch.undo()
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert retries == lake_lock._OPEN_RETRIES == 8
+    # Past its deadline at the first failure, the impatient one does not wait at all.
+    assert len(waits) == retries
+    # Doubling from 50 ms, capped at 2 s, each stretched by a jitter factor in [1, 2).
+    base = np.minimum(0.05 * 2.0 ** np.arange(8), 2.0)
+    assert np.all(np.asarray(waits) >= base) and np.all(np.asarray(waits) < 2 * base)
+    assert patient.row_count("raw.trades") == 0
