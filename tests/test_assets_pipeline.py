@@ -14,6 +14,7 @@ from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 DAY = "2024-07-05"
+SNAPSHOT_MINUTES = 60
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def assets() -> list[dg.AssetsDefinition]:
 @pytest.fixture(scope="module")
 def synthetic_run(module_lake_env: dict[str, str], assets) -> dg.ExecuteInProcessResult:
     # Hourly option snapshots keep the chain small; the features' content is tested in the core.
-    resources = {"warehouse": WarehouseResource(), "market_data": MarketDataResource(snapshot_minutes=60)}
+    resources = {"warehouse": WarehouseResource(), "market_data": MarketDataResource(snapshot_minutes=SNAPSHOT_MINUTES)}
     return dg.materialize(assets, resources=resources, partition_key=DAY)
 
 
@@ -73,7 +74,15 @@ def test_tables_hold_the_day(store: Warehouse) -> None:
     assert symbols == ["QQQ", "SPY"]
     # A full regular session: one bar per minute per symbol.
     assert store.row_count("features.bars_1m") == 2 * 390
-    assert store.row_count("features.options") > 0
+    # One features.options row per underlying per snapshot: hourly snapshots from open + 60 min to the close
+    # (390 minutes) are at minutes 60, 120, ..., 360, so 6 a day, for each of the two underlyings.
+    snapshots = len(range(SNAPSHOT_MINUTES, 390 + 1, SNAPSHOT_MINUTES))
+    assert snapshots == 6
+    assert store.row_count("features.options") == 2 * snapshots
+    per_underlying = store.query("SELECT underlying, count(DISTINCT ts) AS n FROM features.options "
+                                 "GROUP BY underlying ORDER BY underlying")
+    assert per_underlying["underlying"].to_list() == ["QQQ", "SPY"]
+    assert per_underlying["n"].to_list() == [snapshots, snapshots]
 
 
 def test_feature_metadata(synthetic_run: dg.ExecuteInProcessResult, store: Warehouse) -> None:
