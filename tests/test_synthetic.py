@@ -13,6 +13,7 @@ from pipeline.market.schemas import RAW_COLUMNS
 from pipeline.market.source import MarketSource
 from pipeline.market.source_settings import SourceSettings, build_market_source, synthetic_config_from_env
 from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
+from pipeline.market.synthetic_config import symbol_profile
 from pipeline.market.synthetic_paths import clear_caches
 
 DAY = trading_session(date(2024, 7, 5))
@@ -94,7 +95,18 @@ def test_ticks_conform_to_the_raw_schema_and_stay_in_the_session(
         assert frame["ts"].min() > DAY.open and frame["ts"].max() <= DAY.close
         assert (frame["source"] == "synthetic").all() and (frame["trading_day"] == DAY.trading_day).all()
     assert quotes.select(pl.struct("symbol", "ts").is_unique().all()).item()
-    assert 150_000 <= trades.height + quotes.height <= 600_000
+    # Two quotes per trade (the one it hits, just before, and the size update, just after), all at distinct times.
+    assert quotes.height == 2 * trades.height
+    # Expected trades: 390 minutes x each symbol's rate (trades_per_minute times its fixed 0.6-1.4 scale); the
+    # intraday profile and the vol factor both have mean 1. The day's shared vol regime moves the intensity by
+    # exp(regime / 2), std about 0.125, so +-20% (1.6 std) holds for any seeded day while a lost or doubled
+    # minute, symbol or trade stream falls outside. The docs' "about 216k rows" is this day: 3 x ~72k.
+    config = SyntheticMarketConfig()
+    rates = [symbol_profile(config.seed, s, config.trades_per_minute).trade_rate for s in config.symbols]
+    assert all(0.6 * config.trades_per_minute <= r <= 1.4 * config.trades_per_minute for r in rates)
+    expected_trades = 390 * sum(rates)
+    assert 0.8 * expected_trades <= trades.height <= 1.2 * expected_trades
+    assert abs(trades.height + quotes.height - 216_000) <= 0.05 * 216_000
     round_lots = (trades["size"] % 100 == 0).mean()
     assert round_lots > 0.85
     cents = trades["price"].to_numpy() * 100
