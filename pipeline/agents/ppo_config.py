@@ -41,7 +41,8 @@ class PPOConfig:
     critic_lr: float = 4e-4
     """Adam learning rate of the critic trunk (higher than the actor's: the critic must track a moving policy)."""
     anneal_lr: bool = True
-    """Linearly anneal both learning rates to 0 over total_timesteps."""
+    """Linearly anneal both learning rates over total_timesteps, down to 1e-3 of their start (the last update still
+    moves the weights)."""
     policy_epochs: int = 1
     """Epochs over the rollout that update the actor (the critic is updated with it)."""
     extra_critic_epochs: int = 4
