@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
+from pipeline.agents import clstm_ppo
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.network import CLSTMActorCritic
 from pipeline.agents.ppo_config import PPOConfig
@@ -142,9 +145,24 @@ def test_network_runs_one_lstm_call_per_trunk_over_whole_windows() -> None:
     assert calls == [(7, 16, 8)] * 3
 
 
-def test_diagnostics_go_to_tensorboard_and_to_the_returned_history(tmp_path) -> None:
+class StepClock:
+    """perf_counter stand-in that moves 0.5 s per call, so SPS has one exact value instead of a timing."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 0.5
+        return self.now
+
+
+def test_diagnostics_go_to_tensorboard_and_to_the_returned_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # Only this module's clock: the rollout start and the end of its update are read once each, 0.5 s apart.
+    monkeypatch.setattr(clstm_ppo, "time", StepClock())
     agent = CLSTMPPO("CartPole-v1", tensorboard_dir=str(tmp_path), **TINY)
     agent.learn(3 * 4 * 32)
     assert len(agent.history) == 2 and agent.history[-1]["update"] == 2
@@ -153,5 +171,10 @@ def test_diagnostics_go_to_tensorboard_and_to_the_returned_history(tmp_path) -> 
     scalars = set(events.Tags()["scalars"])
     assert {"charts/SPS", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
             "critic/value_mc_corr", "losses/entropy_pct_of_initial"} <= scalars
+    # SPS is the update's env steps (num_envs x num_steps = 128) over the time from rollout start to update end,
+    # logged at the step count reached; the first rollout only warms the critic and logs nothing.
     sps = events.Scalars("charts/SPS")
-    assert len(sps) == 2 and all(e.value > 0 for e in sps)
+    steps = TINY["num_envs"] * TINY["num_steps"]
+    assert [e.value for e in sps] == pytest.approx([steps / 0.5] * 2)
+    assert [e.step for e in sps] == [2 * steps, 3 * steps]
+    assert [h["charts/SPS"] for h in agent.history] == pytest.approx([steps / 0.5] * 2)
