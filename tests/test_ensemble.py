@@ -54,6 +54,19 @@ class FixedAction:
         return np.tile(self.action, (np.atleast_2d(obs).shape[0], 1)), None
 
 
+class RecordRewards(gym.Wrapper):
+    """Keeps every reward the wrapped env hands out: the validation returns a score is computed from."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.rewards: list[float] = []
+
+    def step(self, action: object) -> tuple:
+        out = self.env.step(action)
+        self.rewards.append(float(out[1]))
+        return out
+
+
 def test_softmax_weights_follow_sharpe_and_temperature() -> None:
     w = ensemble_weights([1.0, 0.0, -1.0], "softmax", temperature=1.0)
     np.testing.assert_allclose(w, np.exp([1.0, 0.0, -1.0]) / np.exp([1.0, 0.0, -1.0]).sum())
@@ -124,10 +137,20 @@ def test_sb3_and_clstm_members_validation_weights_and_manifest_round_trip(tmp_pa
         members.append(("sb3", tmp_path / f"ppo_seed{seed}"))
     # An untrained CLSTM-PPO is enough to check the mixed-kind interface (probs + recurrent state, load by kind).
     members.append(("clstm_ppo", CLSTMPPO(DISCRETE_ID, num_envs=1, hidden=8, seed=2).save(tmp_path / "clstm")))
-    scores = [validation_sharpe(load_member(k, p), gym.make(DISCRETE_ID), n_steps=40, seed=7) for k, p in members]
-    assert all(np.isfinite(scores))
+    scores, returns = [], []
+    for kind, path in members:
+        env = RecordRewards(gym.make(DISCRETE_ID))
+        scores.append(validation_sharpe(load_member(kind, path), env, n_steps=40, seed=7))
+        returns.append(np.asarray(env.rewards))
+    # The score is the per-step Sharpe (mean / sample std, not annualized) of exactly the 40 validation rewards.
+    assert [r.size for r in returns] == [40, 40, 40]
+    assert any(r.std() > 0 for r in returns)  # at least one member's Sharpe is not the flat-returns 0
+    expected = [r.mean() / r.std(ddof=1) if r.std(ddof=1) > 1e-12 else 0.0 for r in returns]
+    np.testing.assert_allclose(scores, expected, rtol=1e-9, atol=1e-12)
     ensemble = PolicyEnsemble.from_members(members, scores, weighting="softmax", temperature=0.5)
-    np.testing.assert_allclose(ensemble.weights, ensemble_weights(scores, "softmax", 0.5))
+    # Softmax of Sharpe / temperature, as the module docstring documents.
+    softmax = np.exp(np.asarray(expected) / 0.5) / np.exp(np.asarray(expected) / 0.5).sum()
+    np.testing.assert_allclose(ensemble.weights, softmax, rtol=1e-9)
 
     env = gym.make(DISCRETE_ID)
     obs = np.stack([env.reset(seed=s)[0] for s in range(6)])
