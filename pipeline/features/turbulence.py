@@ -22,7 +22,8 @@ DAILY_TURBULENCE_WINDOW_DAYS = 252  # FinRL's one trading year
 
 
 def mahalanobis(history: np.ndarray, current: np.ndarray, ridge: float = TURBULENCE_RIDGE) -> np.ndarray:
-    """Squared distance of each current[t] (N,) from the window history[t] (N, W) of N symbols' returns."""
+    """Squared distance of each current[t] (N,) from the window history[t] (N, W) of N symbols' returns (a history
+    of one window, shape (1, N, W), serves every t)."""
     n_symbols, window = history.shape[1], history.shape[2]
     mean = history.mean(axis=2)
     centered = history - mean[:, :, None]
@@ -100,5 +101,6 @@ def daily_turbulence(current: pl.DataFrame, closes: pl.DataFrame, history_days: 
         # A missing price counts as no change, as in the minute index.
         returns = np.where(np.isfinite(returns), returns, 0.0).T  # (N, window)
         today = np.where(np.isfinite(today), today, 0.0)
-        values = mahalanobis(np.broadcast_to(returns, (stamps.height, *returns.shape)), today, ridge)
+        # One window for every stamp of the day: a batch of one covariance, broadcast against each stamp.
+        values = mahalanobis(returns[None], today, ridge)
     return stamps.with_columns(pl.Series("turbulence_index_daily", values).fill_nan(None))
