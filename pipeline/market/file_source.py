@@ -165,16 +165,26 @@ class FileSource:
         return rows
 
 
+def _header(path: Path) -> list[str]:
+    """The column names of a landed file (nothing for an empty or unreadable one: `_read` reports those)."""
+    try:
+        if path.suffix.lower() == ".csv":
+            return pl.read_csv(path, n_rows=0, infer_schema=False).columns
+        return list(pl.read_parquet_schema(path))
+    except (pl.exceptions.PolarsError, OSError):
+        return []
+
+
 def file_trading_days(table: str, path: Path) -> set[date]:
     """The trading days of one landed file's rows (by the rule of `_trading_day`).
 
     Raises SourceError when the file cannot be read or no row has a parseable ts (it would cover no day).
     """
-    frame = _read(path)
+    # The sensor calls this on every tick: read ts (and a bar's interval, which can move its day) and nothing else.
+    wanted = ["ts", "interval"] if table == "bars" and "interval" in _header(path) else ["ts"]
+    frame = _read(path, columns=wanted)
     if frame.height == 0:
         return set()
-    if "ts" not in frame.columns:
-        raise SourceError(f"landed file {path} has no column ts; it covers no trading day")
     parsed = frame.select(ts_expr("ts", frame.schema["ts"], allow_date_only=table == "bars").alias("ts"),
                           *([pl.col("interval").cast(pl.Utf8)] if table == "bars" and "interval" in frame.columns
                             else []))
