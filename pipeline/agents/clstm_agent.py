@@ -105,7 +105,7 @@ class CLSTMAgent:
         if tuple(x.shape[1:]) != self.obs_shape:
             raise ValueError(f"observation shape {tuple(x.shape[1:])} does not match the agent's {self.obs_shape}")
         window = ObsWindow(x.shape[0], self.obs_shape, self.config.window, self.device)
-        if state is not None:
+        if state is not None and window.rolling:  # windowed (T, F) obs carry no state; ignore one passed back
             window.windows = torch.as_tensor(np.asarray(state, dtype=np.float32), device=self.device)
         start = None if episode_start is None else torch.as_tensor(
             np.asarray(episode_start, dtype=bool).reshape(-1), device=self.device)
