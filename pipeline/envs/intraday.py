@@ -111,7 +111,7 @@ class IntradayTradingEnv(ScheduledEnv):
         self._quotes = marks.reshape(-1, 2)
         self._tradable = m.tradable.reshape(-1)
         self._features = m.features.reshape(-1, m.num_features)
-        self._turbulence = m.turbulence.unsqueeze(-1).expand(-1, -1, m.num_symbols).reshape(-1)
+        self._turbulence = m.turbulence.reshape(-1)  # one index per (day, minute), shared by every symbol
         self.episodes = EpisodeSchedule(
             m.session_minutes, m.num_symbols, self.num_envs, self.config.episode_days,
             self.config.evaluation, self.device,
@@ -172,7 +172,8 @@ class IntradayTradingEnv(ScheduledEnv):
     def _target_position(self, actions: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if cfg.turbulence_threshold is not None:
-            risk_off = self._turbulence[self._index()] > cfg.turbulence_threshold
+            e = self.episodes
+            risk_off = self._turbulence[e.day * self.market.num_minutes + e.bar] > cfg.turbulence_threshold
             # Risk-off: a reversal only closes the position, and nothing opens or adds exposure.
             reduce = ((actions == LONG) & (position < 0)) | ((actions == SHORT) & (position > 0))
             opens = (actions == LONG) | (actions == SHORT)
