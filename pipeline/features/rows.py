@@ -33,12 +33,14 @@ def interval_minutes(interval: str) -> int:
     return int(match.group(1)) * _MINUTES_PER_UNIT[match.group(2).lower()]
 
 
+def _bars_1m_columns(frame: pl.DataFrame) -> list[pl.Expr]:
+    """The features.bars_1m columns of `frame`, a null float column for each it lacks (tick-only ones on bars)."""
+    return [pl.col(c) if c in frame.columns else pl.lit(None, dtype=pl.Float64).alias(c) for c in BARS_1M_COLUMNS]
+
+
 def tick_rows(bars_1m: pl.DataFrame) -> pl.DataFrame:
     """features.bars_1m rows with bar_interval '1m' and _minutes 1 (columns it lacks are null)."""
-    present = set(bars_1m.columns)
-    frame = bars_1m.select(
-        *[pl.col(c) if c in present else pl.lit(None, dtype=pl.Float64).alias(c) for c in BARS_1M_COLUMNS]
-    )
+    frame = bars_1m.select(*_bars_1m_columns(bars_1m))
     return utc_ts(frame).with_columns(bar_interval=pl.lit("1m"), _minutes=pl.lit(1, dtype=pl.Int64))
 
 
@@ -67,10 +69,8 @@ def bar_rows(bars: pl.DataFrame, sessions: Sequence[TradingSession], bar_ts: Bar
         )
         .filter(pl.col("ts") > pl.col("_open"), pl.col("ts") <= pl.col("_close"))
     )
-    present = set(rows.columns)
     return rows.select(
-        *[pl.col(c) if c in present else pl.lit(None, dtype=pl.Float64).alias(c) for c in BARS_1M_COLUMNS],
-        "bar_interval", "_minutes",
+        *_bars_1m_columns(rows), "bar_interval", "_minutes",
     ).with_columns(trade_count=pl.col("trade_count").cast(pl.Int64), quote_count=pl.col("quote_count").cast(pl.Int64))
 
 
