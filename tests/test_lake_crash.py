@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import os
-import random
+import json
 import signal
 import subprocess
 import sys
-import time
 from datetime import date
+from functools import cache
 from pathlib import Path
 
 import polars as pl
+import pytest
 
-from pipeline.lake import Warehouse
+from pipeline.lake import Warehouse, WarehouseLockTimeout
 
 DAY = date(2024, 7, 5)
+# More than one DuckDB row group (122,880 rows), so the insert writes blocks to the file before it commits.
 ROWS = 150_000
-KILLS = 5
 REPO = Path(__file__).resolve().parents[1]
 
-# Builds the two alternating contents of the partition; imported by the child and by this test.
-CONTENT = """
+Fingerprint = tuple[int, float, str, int]
+
+# Builds the two contents of the partition and reads its fingerprint; run by the child and by this test.
+SHARED = """
 from datetime import UTC, date, datetime, timedelta
 import polars as pl
 from pipeline.market.schemas import RAW_COLUMNS
@@ -51,86 +53,135 @@ def content(version: int, rows: int, day: date) -> tuple[pl.DataFrame, pl.DataFr
         }
     )
     return trades, rejected
+
+def fingerprint(con, day: date) -> tuple[int, float, str, int]:
+    '''(row count, price checksum, source tag, quarantined rows) of the day's partition.'''
+    n, checksum, source, rejected = con.execute(
+        "SELECT (SELECT count(*) FROM raw.trades WHERE trading_day = $day), "
+        "(SELECT coalesce(sum(price), 0) FROM raw.trades WHERE trading_day = $day), "
+        "(SELECT coalesce(min(source), '') FROM raw.trades WHERE trading_day = $day), "
+        "(SELECT count(*) FROM quarantine.rejected_rows WHERE trading_day = $day)",
+        {"day": day},
+    ).fetchall()[0]
+    return int(n), round(float(checksum), 2), str(source), int(rejected)
 """
 
-CHILD = CONTENT + """
-import sys
+# Writes version 1 over version 0, and stops for good right after the first statement that starts with
+# `stop_after`: the transaction is open (or, for COMMIT, committed on a connection that was never closed) when
+# the parent, told by the "paused" line, kills it. The line carries what the writer's own connection saw then.
+CHILD = SHARED + """
+import json, sys, time
+from contextlib import contextmanager
 from pipeline.lake import Warehouse
 
-path, rows, progress = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "a", buffering=1)
+path, rows, stop_after = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 day = date(2024, 7, 5)
-frames = [content(v, rows, day) for v in (0, 1)]
+trades, rejected = content(1, rows, day)
 warehouse = Warehouse(path)
-progress.write("ready\\n")
-version = 1
-while True:
-    progress.write(f"begin {version}\\n")
-    warehouse.write_partition("raw.trades", [day], *frames[version])
-    progress.write(f"done {version}\\n")
-    version = 1 - version
+
+
+class StoppingConnection:
+    def __init__(self, con):
+        self._con = con
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+    def execute(self, sql, *args):
+        result = self._con.execute(sql, *args)
+        if sql.startswith(stop_after):
+            print("paused", json.dumps(fingerprint(self._con, day)), flush=True)
+            time.sleep(600)
+        return result
+
+
+real_connect = Warehouse.connect
+
+
+@contextmanager
+def stopping_connect(self):
+    with real_connect(self) as con:
+        # No checkpoint at COMMIT: a kill after it leaves the commit in the WAL for the next open to replay.
+        con.execute("SET checkpoint_threshold = '1GB'")
+        yield StoppingConnection(con)
+
+
+Warehouse.connect = stopping_connect
+warehouse.write_partition("raw.trades", [day], trades, rejected)
+print("finished", flush=True)
 """
+
+
+@cache
+def _shared() -> dict:
+    namespace: dict = {}
+    exec(SHARED, namespace)  # the same code the child runs, so expectations match byte for byte
+    return namespace
 
 
 def _content(version: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    namespace: dict = {}
-    exec(CONTENT, namespace)  # the same builder the child runs, so expectations match byte for byte
-    return namespace["content"](version, ROWS, DAY)
+    return _shared()["content"](version, ROWS, DAY)
 
 
-def _fingerprint(warehouse: Warehouse) -> tuple[int, float, str, int]:
-    """(row count, price checksum, source tag, quarantined rows) of the partition."""
-    row = warehouse.query(
-        "SELECT count(*) AS n, coalesce(sum(price), 0) AS checksum, coalesce(min(source), '') AS source "
-        "FROM raw.trades WHERE trading_day = ?",
-        [DAY],
-    ).row(0)
-    rejected = warehouse.row_count("quarantine.rejected_rows", [DAY])
-    return int(row[0]), round(float(row[1]), 2), str(row[2]), rejected
+def _fingerprint(warehouse: Warehouse) -> Fingerprint:
+    with warehouse.connect() as con:
+        return _shared()["fingerprint"](con, DAY)
 
 
-def _expected(version: int) -> tuple[int, float, str, int]:
+def _expected(version: int) -> Fingerprint:
     trades, rejected = _content(version)
     return trades.height, round(float(trades["price"].sum()), 2), f"v{version}", rejected.height
 
 
-def _wait_for(path: Path, text: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"the writer never reported {text!r}: {path.read_text() if path.exists() else ''}")
+OLD, NEW = 0, 1
+# Statement the writer dies right after -> what its own open transaction holds then, from the old (o) and
+# new (n) fingerprints. All but the last are partial states no other reader may ever see.
+STAGES = {
+    "BEGIN TRANSACTION": lambda o, n: o,
+    "DELETE FROM raw.trades": lambda o, n: (0, 0.0, "", o[3]),
+    "INSERT INTO raw.trades": lambda o, n: (*n[:3], o[3]),
+    "DELETE FROM quarantine.rejected_rows": lambda o, n: (*n[:3], 0),
+    "COMMIT": lambda o, n: n,
+}
 
 
-def test_sigkill_mid_write_leaves_old_or_new_partition(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_after", list(STAGES))
+def test_sigkill_mid_write_leaves_old_or_new_partition(tmp_path: Path, stop_after: str) -> None:
     db = tmp_path / "warehouse.duckdb"
-    warehouse = Warehouse(db)
-    warehouse.write_partition("raw.trades", [DAY], *_content(0))
-    expected = {0: _expected(0), 1: _expected(1)}
-    rng = random.Random(20240705)
-    killed_mid_write = 0
-    for attempt in range(KILLS):
-        progress = tmp_path / f"progress_{attempt}.log"
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(db), str(ROWS), str(progress)], cwd=REPO, stderr=subprocess.PIPE
-        )
-        try:
-            _wait_for(progress, "begin", timeout_s=60)
-            time.sleep(rng.uniform(0.0, 1.5))
-        finally:
-            os.kill(child.pid, signal.SIGKILL)
-            _, stderr = child.communicate()
-        assert child.returncode == -signal.SIGKILL, stderr.decode()
+    Warehouse(db).write_partition("raw.trades", [DAY], *_content(OLD))
+    old, new = _expected(OLD), _expected(NEW)
 
-        last = progress.read_text().split()[-2:]
-        found = _fingerprint(Warehouse(db))
-        assert found in expected.values(), f"partial partition after kill {attempt}: {found}"
-        if last[0] == "begin":
-            killed_mid_write += 1
-            # Killed inside a write: the commit either happened or did not.
-            writing = int(last[1])
-            assert found in (expected[writing], expected[1 - writing])
-        else:
-            assert found == expected[int(last[1])]
-    assert killed_mid_write >= 1, "no kill landed inside a write; the test proved nothing"
-    assert Warehouse(db).row_count("raw.trades") in (expected[0][0], expected[1][0])
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(db), str(ROWS), stop_after],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().decode().split(maxsplit=1)
+        if line[:1] != ["paused"]:
+            child.kill()
+            stderr = child.communicate(timeout=60)[1].decode()
+            raise AssertionError(f"the writer never stopped after {stop_after!r}: {line} {stderr}")
+        # The kill lands inside the write: its transaction holds the partial state, and it holds the warehouse.
+        assert tuple(json.loads(line[1])) == STAGES[stop_after](old, new)
+        with pytest.raises(WarehouseLockTimeout):
+            Warehouse(db, lock_timeout_s=0.2)
+    finally:
+        child.kill()
+        _, stderr = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, stderr.decode()
+
+    committed = stop_after == "COMMIT"
+    if committed:
+        # The commit sits only in the WAL: the open below has to replay it.
+        assert db.with_name(db.name + ".wal").exists()
+    # The kernel dropped the dead writer's flock: the next process gets the warehouse without waiting it out.
+    after_kill = Warehouse(db, lock_timeout_s=10)
+    assert _fingerprint(after_kill) == (new if committed else old)
+
+    # The next writer replaces the partition as usual, and nothing of the killed write is left around it.
+    version = OLD if committed else NEW
+    after_kill.write_partition("raw.trades", [DAY], *_content(version))
+    assert _fingerprint(Warehouse(db)) == _expected(version)
+    assert after_kill.row_count("raw.trades") == _expected(version)[0]
+    assert after_kill.row_count("quarantine.rejected_rows") == _expected(version)[3]
