@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +55,15 @@ def module_lake_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     with pytest.MonkeyPatch.context() as mp:
         _apply(mp, env)
         yield env
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A localhost port that refuses every connection for the whole test.
+
+    The socket stays bound but never listens: Linux answers a connect to it with ECONNREFUSED at once, and no other
+    process can bind the port while it is held. (A port bound and closed again is free for anyone to take.)
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]

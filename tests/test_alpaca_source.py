@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-import socket
 import traceback
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -28,6 +27,14 @@ from tests.fakes.alpaca_server import DROP, HANG, FakeAlpacaState, fake_alpaca
 KEY, SECRET = "PKTESTKEY123", "s3cr3t-VALUE-never-printed"
 DAY = date(2024, 7, 5)
 SESSION = TradingSession(DAY, datetime(2024, 7, 5, 13, 30, tzinfo=UTC), datetime(2024, 7, 5, 20, 0, tzinfo=UTC))
+# The client's timeout where the fake server answers every request: never reached, so however loaded the machine,
+# a slow reply cannot turn into a timeout and an extra retry (the tests count retries exactly).
+ANSWERED_TIMEOUT_S = 10.0
+# The client's timeout in the test with a HANG, which the fake never answers: the HANG costs exactly this long, and
+# the same test's real replies must arrive within it. A localhost reply takes milliseconds even on a loaded
+# machine, so 2 s keeps a wide margin for them while the test stays quick; shorter would buy little time and
+# spend margin, longer would only slow the test.
+HANG_TIMEOUT_S = 2.0
 
 
 def _trade(t: str, price: float, i: int) -> dict:
@@ -63,9 +70,10 @@ def sleeps() -> SleepRecorder:
     return SleepRecorder()
 
 
-def _source(url: str, sleeps: SleepRecorder, secret: str = SECRET, **kwargs: object) -> AlpacaSource:
+def _source(url: str, sleeps: SleepRecorder, secret: str = SECRET, timeout_s: float = ANSWERED_TIMEOUT_S,
+            **kwargs: object) -> AlpacaSource:
     retry = RetryPolicy(max_attempts=5, base_delay_s=1.0, sleep=sleeps, rng=random.Random(0))
-    return AlpacaSource(KEY, secret, url_override=url, retry=retry, request_timeout_s=0.2, **kwargs)
+    return AlpacaSource(KEY, secret, url_override=url, retry=retry, request_timeout_s=timeout_s, **kwargs)
 
 
 @pytest.fixture
@@ -179,10 +187,9 @@ def test_rejected_keys_name_both_variables(state: FakeAlpacaState, url: str, sle
 
 def test_transient_failures_are_retried_with_backoff(state: FakeAlpacaState, url: str, sleeps: SleepRecorder) -> None:
     state.failures = [429, 503, DROP, HANG]
-    state.hang_s = 0.4
-    frame = _source(url, sleeps).fetch("quotes", SESSION, ["AAPL"])
+    frame = _source(url, sleeps, timeout_s=HANG_TIMEOUT_S).fetch("quotes", SESSION, ["AAPL"])
     assert frame.height == 2
-    assert len(sleeps.calls) == 4
+    assert len(state.requests) == 5 and len(sleeps.calls) == 4  # one retry per injected failure, no more
     # Full jitter: each delay lies under its doubling cap.
     assert all(0 <= s <= cap for s, cap in zip(sleeps.calls, [1, 2, 4, 8], strict=True))
 
@@ -202,14 +209,8 @@ def test_client_error_is_not_retried(state: FakeAlpacaState, url: str, sleeps: S
     assert sleeps.calls == []
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_unreachable_server_is_unavailable(sleeps: SleepRecorder) -> None:
-    source = _source(f"http://127.0.0.1:{_closed_port()}", sleeps)
+def test_unreachable_server_is_unavailable(sleeps: SleepRecorder, refused_port: int) -> None:
+    source = _source(f"http://127.0.0.1:{refused_port}", sleeps)
     with pytest.raises(SourceUnavailableError, match="could not reach Alpaca"):
         source.fetch("trades", SESSION, ["AAPL"])
     assert len(sleeps.calls) == 4

@@ -9,7 +9,6 @@ alpaca-py clients, with the keys wired from the environment the way `pipeline.de
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,18 +213,11 @@ def test_rate_limited_request_is_retried_then_succeeds(
     assert_secret_nowhere(result, instance, python_logs, lake_env)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_tws_fails_the_run_naming_host_and_port(
-    raw_assets: list[dg.AssetsDefinition], instance: dg.DagsterInstance, lake_env: dict[str, str],
+    raw_assets: list[dg.AssetsDefinition], instance: dg.DagsterInstance, lake_env: dict[str, str], refused_port: int,
 ) -> None:
-    port = _closed_port()
     market_data = MarketDataResource(
-        source="ibkr", symbols=SYMBOLS, ibkr_host="127.0.0.1", ibkr_port=port, ibkr_connect_timeout_s=2.0
+        source="ibkr", symbols=SYMBOLS, ibkr_host="127.0.0.1", ibkr_port=refused_port, ibkr_connect_timeout_s=2.0
     )
     resources = {"warehouse": WarehouseResource(), "market_data": market_data}
     result = _materialize(raw_assets, resources, instance, tables=("trades", "option_snapshots"))
@@ -234,4 +226,4 @@ def test_unreachable_tws_fails_the_run_naming_host_and_port(
     assert list(failures) == ["raw__trades"]  # TWS has no option snapshots: that asset never connects
     cls_name, message = failures["raw__trades"]
     assert cls_name == "SourceUnavailableError"
-    assert f"could not reach TWS/IB Gateway at 127.0.0.1:{port}" in message
+    assert f"could not reach TWS/IB Gateway at 127.0.0.1:{refused_port}" in message

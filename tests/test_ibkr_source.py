@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
@@ -122,12 +121,9 @@ def test_lost_connection_mid_fetch_is_unavailable_and_disconnects() -> None:
     assert ib.disconnect_calls == 1
 
 
-def test_real_ib_client_against_a_closed_port() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    source = IBKRSource("127.0.0.1", port, 23, ib_factory=IB, connect_timeout_s=2.0)  # ib_async's real client
-    with pytest.raises(SourceUnavailableError, match=f"127.0.0.1:{port} \\(client id 23\\)"):
+def test_real_ib_client_against_a_closed_port(refused_port: int) -> None:
+    source = IBKRSource("127.0.0.1", refused_port, 23, ib_factory=IB, connect_timeout_s=2.0)  # ib_async's real client
+    with pytest.raises(SourceUnavailableError, match=f"127.0.0.1:{refused_port} \\(client id 23\\)"):
         source.fetch("trades", SESSION, ["AAPL"])
 
 

@@ -7,8 +7,8 @@ The real alpaca-py clients talk to it through `url_override`, so the SDK's own r
 from __future__ import annotations
 
 import json
+import select
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-HANG = "hang"  # failure script entry: answer after `hang_s` (longer than the client's timeout)
+HANG = "hang"  # failure script entry: never answer; hold the connection until the client gives up
 DROP = "drop"  # failure script entry: close the connection without an answer
 
 
@@ -33,7 +33,6 @@ class FakeAlpacaState:
     chains: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     failures: list[int | str] = field(default_factory=list)
     """Consumed one per request before answering normally: an HTTP status, HANG or DROP."""
-    hang_s: float = 0.5
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
 
@@ -50,6 +49,8 @@ def _page(data: dict[str, list[dict[str, Any]]], symbols: list[str], token: str 
 
 class _Handler(BaseHTTPRequestHandler):
     state: FakeAlpacaState
+    stopped: threading.Event
+    """Set when the server shuts down, so a HANG whose client never hangs up still ends."""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         """Silence the stdlib's per-request stderr line."""
@@ -74,16 +75,31 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(2)
                 return
             if failure == HANG:
-                time.sleep(state.hang_s)
+                self._hang()
             else:
                 self._send(int(failure), {"code": int(failure) * 100000, "message": "injected failure"})
-                return
+            return
         key = self.headers.get("APCA-API-KEY-ID")
         secret = self.headers.get("APCA-API-SECRET-KEY")
         if key != state.api_key or secret != state.secret_key:
             self._send(401 if not secret else 403, {"message": "forbidden."})
             return
         self._route(url.path, params)
+
+    def _hang(self) -> None:
+        """Answer nothing until the client closes the connection (its timeout fired) or the server stops.
+
+        A reply that only comes late would race the client's timeout on a loaded machine; one that never comes
+        makes the timeout certain, whatever the client's timeout and however slow the machine.
+        """
+        self.close_connection = True
+        while not self.stopped.is_set():
+            readable, _, _ = select.select([self.connection], [], [], 0.05)
+            try:
+                if readable and not self.connection.recv(4096):
+                    return  # end of stream: the client gave up
+            except OSError:
+                return  # reset by the client: it gave up too
 
     def _route(self, path: str, params: dict[str, str]) -> None:
         state = self.state
@@ -112,7 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def fake_alpaca(state: FakeAlpacaState) -> Iterator[str]:
     """Serve `state` on 127.0.0.1; yields the base URL to pass as `url_override`."""
-    handler = type("Handler", (_Handler,), {"state": state})
+    stopped = threading.Event()
+    handler = type("Handler", (_Handler,), {"state": state, "stopped": stopped})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -120,5 +137,6 @@ def fake_alpaca(state: FakeAlpacaState) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        stopped.set()
         server.shutdown()
         server.server_close()
