@@ -1,0 +1,260 @@
+"""The training dataset of one trading day D: a window of trading days ending at D, split by time, saved to disk.
+
+The window is the `window_days` XNYS sessions ending at D. Its first days are for training, its last
+`validation_days` for validation (checkpoint selection, early stopping), and the `embargo_days` between them are
+dropped so that no feature window or episode straddles the two parts. Everything is read through the one bridge
+(`pipeline.envs.warehouse_loader.load_market_tensors`), each part on its own days only, and nothing after D is
+read. The normalization statistics are those of the train part alone, in `RunningMeanStd`'s layout so that a
+`RunningNormalizer` can start from them.
+
+`data_version` is the sha256 of the warehouse rows the dataset is made of (`UPSTREAM_TABLES`, every column, the
+train and validation days, the dataset's symbols), sorted and encoded canonically (`_table_digest`), so the same
+rows give the same version whatever their insertion order, and any changed row gives another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+
+from pipeline.agents.normalize import RunningMeanStd
+from pipeline.envs.market_data import MarketTensors
+from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
+from pipeline.features.catalog import BARS, MARKET
+from pipeline.features.lookback import earlier_trading_days
+from pipeline.lake import Warehouse
+from pipeline.market.calendar import is_trading_day
+
+PARTS = ("train", "validation")
+UPSTREAM_TABLES = (MARKET, BARS, "raw.bars")
+"""What `data_version` covers: the features, the quotes (features.bars_1m) and the bars that price bar-only symbols."""
+MARKET_FILE, NORMALIZATION_FILE, MANIFEST_FILE = "market.safetensors", "normalization.safetensors", "manifest.json"
+_TENSORS = ("bid", "ask", "features", "turbulence", "session_minutes", "tradable", "quoted")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which days and symbols make the dataset of a day D, and what the agent sees of them."""
+
+    window_days: int = 20
+    """XNYS sessions in the window, D included: train + embargo + validation."""
+    validation_days: int = 4
+    """The window's last sessions, held out for checkpoint selection and early stopping."""
+    embargo_days: int = 1
+    """Sessions dropped between train and validation, so nothing of one leaks into the other."""
+    symbols: tuple[str, ...] | None = None
+    """Symbols to load; None: every symbol features.market holds on the train days."""
+    loader: MarketLoaderConfig = MarketLoaderConfig()
+    """Features, imputed half-spread and turbulence column (see `MarketLoaderConfig`)."""
+
+    def __post_init__(self) -> None:
+        if self.validation_days < 1 or self.embargo_days < 0:
+            raise ValueError(
+                f"need validation_days >= 1 and embargo_days >= 0; got {self.validation_days}, {self.embargo_days}"
+            )
+        if self.window_days < self.validation_days + self.embargo_days + 1:
+            raise ValueError(
+                f"window_days={self.window_days} leaves no train day after {self.validation_days} validation and "
+                f"{self.embargo_days} embargo days; raise window_days or lower the others"
+            )
+        if self.symbols is not None:
+            object.__setattr__(self, "symbols", tuple(self.symbols))
+            if not self.symbols or len(set(self.symbols)) != len(self.symbols):
+                raise ValueError(f"symbols must name each symbol once (or be None for all); got {self.symbols}")
+
+
+@dataclass(frozen=True)
+class DaySplit:
+    """The window's sessions, oldest first, and the part each belongs to."""
+
+    window: tuple[date, ...]
+    train: tuple[date, ...]
+    embargo: tuple[date, ...]
+    validation: tuple[date, ...]
+
+
+def window_split(end_day: date, config: DatasetConfig) -> DaySplit:
+    """The `config.window_days` XNYS sessions ending at `end_day` (inclusive), split train | embargo | validation."""
+    if not is_trading_day(end_day):
+        raise ValueError(f"{end_day} is not an XNYS session: a dataset ends on a trading day (the partition D)")
+    window = (*earlier_trading_days(end_day, config.window_days - 1), end_day)
+    if len(window) < config.window_days:
+        raise ValueError(f"the calendar holds only {len(window)} sessions up to {end_day}; lower window_days")
+    n_train = config.window_days - config.embargo_days - config.validation_days
+    return DaySplit(window, window[:n_train], window[n_train : n_train + config.embargo_days],
+                    window[n_train + config.embargo_days :])
+
+
+@dataclass(frozen=True)
+class TrainingDataset:
+    """Train and validation market tensors of one D, the train part's normalization, and the manifest."""
+
+    train: MarketTensors
+    validation: MarketTensors
+    normalization: dict[str, torch.Tensor]
+    """float64 `mean` [F], `var` [F] (population) and `count` [] of the train part's session bars, per column of
+    `train.features` (RunningMeanStd's mean/var/count)."""
+    manifest: dict[str, Any]
+    """JSON-ready: data_version, data_version_covers, end_day, days (window/train/embargo/validation), symbols,
+    feature_names, config."""
+
+    @property
+    def data_version(self) -> str:
+        return self.manifest["data_version"]
+
+    def part(self, name: str) -> MarketTensors:
+        """The train or validation tensors, by name."""
+        if name not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}; got {name!r}")
+        return self.train if name == "train" else self.validation
+
+
+def _require_days(store: Warehouse, days: Sequence[date], end_day: date, config: DatasetConfig) -> None:
+    if not store.table_exists(MARKET):
+        raise ValueError(f"{MARKET} does not exist in {store.path}: materialize the features group first")
+    present = set(store.query(
+        f"SELECT DISTINCT trading_day FROM {MARKET} WHERE list_contains(?::DATE[], trading_day)", [list(days)]
+    )["trading_day"].to_list())
+    missing = [str(d) for d in days if d not in present]
+    if missing:
+        first = store.query(f"SELECT min(trading_day) AS first FROM {MARKET}")["first"][0]
+        raise ValueError(
+            f"{MARKET} has no rows for {missing}, needed by the {config.window_days}-day window ending {end_day} "
+            f"(the warehouse's first day is {first}): materialize those partitions, or shorten the window "
+            "with DatasetConfig.window_days"
+        )
+
+
+def _train_symbols(store: Warehouse, train_days: Sequence[date]) -> tuple[str, ...]:
+    rows = store.query(
+        f"SELECT DISTINCT symbol FROM {MARKET} WHERE list_contains(?::DATE[], trading_day) ORDER BY symbol",
+        [list(train_days)],
+    )
+    return tuple(rows["symbol"].to_list())
+
+
+def _column_bytes(series: pl.Series) -> tuple[str, bytes]:
+    """A type label and a byte encoding of one column that does not depend on the library's versions."""
+    dtype = series.dtype
+    nulls = series.is_null().to_numpy().astype(np.uint8).tobytes()
+    if dtype == pl.String:
+        values = [v.encode() for v in series.fill_null("").to_list()]
+        return "str", nulls + b"".join(len(v).to_bytes(8, "little") + v for v in values)
+    if isinstance(dtype, pl.Datetime):
+        label, physical = "ts_us_utc", series.dt.convert_time_zone("UTC").dt.cast_time_unit("us").to_physical()
+    elif dtype == pl.Date:
+        label, physical = "date", series.to_physical()
+    elif dtype == pl.Boolean:
+        label, physical = "bool", series.cast(pl.UInt8)
+    elif dtype.is_integer():
+        label, physical = "i64", series
+    elif dtype.is_float():
+        values = series.cast(pl.Float64).fill_null(0.0).to_numpy().astype("<f8")
+        values[np.isnan(values)] = np.nan  # one NaN bit pattern
+        return "f64", nulls + values.tobytes()
+    else:
+        raise ValueError(f"data_version cannot encode a column of type {dtype}; add it to _column_bytes")
+    return label, nulls + physical.cast(pl.Int64).fill_null(0).to_numpy().astype("<i8").tobytes()
+
+
+def _table_digest(digest: Any, table: str, rows: pl.DataFrame) -> None:
+    """Feed `rows` into `digest`: sorted by every column (insertion order is not data), columns by name."""
+    columns = sorted(rows.columns)
+    rows = rows.select(columns).sort(columns, nulls_last=True)
+    digest.update(f"{table}\0{rows.height}\0".encode())
+    for name in columns:
+        label, payload = _column_bytes(rows[name])
+        digest.update(f"{name}\0{label}\0{len(payload)}\0".encode())
+        digest.update(payload)
+
+
+def data_version(store: Warehouse, days: Sequence[date], symbols: Sequence[str]) -> str:
+    """sha256 hex of every column of the `UPSTREAM_TABLES` rows of `days` and `symbols` (absent tables: none)."""
+    digest = hashlib.sha256()
+    for table in UPSTREAM_TABLES:
+        if store.table_exists(table):
+            rows = store.read_partition(table, days).filter(pl.col("symbol").is_in(list(symbols)))
+        else:
+            rows = pl.DataFrame()
+        _table_digest(digest, table, rows)
+    return digest.hexdigest()
+
+
+def session_normalization(market: MarketTensors) -> dict[str, torch.Tensor]:
+    """Mean, variance and count of each feature column over the session bars of every day and symbol."""
+    in_session = torch.arange(market.num_minutes) < market.session_minutes.cpu()[:, None]
+    rows = market.features.cpu()[in_session].reshape(-1, market.num_features)
+    stats = RunningMeanStd((market.num_features,), "cpu", torch.float64)
+    stats.update(rows)
+    return {"mean": stats.mean, "var": stats.var, "count": stats.count}
+
+
+def build_dataset(store: Warehouse, end_day: date, config: DatasetConfig | None = None) -> TrainingDataset:
+    """The dataset of trading day `end_day` (D) from the warehouse; reads no row after D."""
+    cfg = config or DatasetConfig()
+    split = window_split(end_day, cfg)
+    read_days = [*split.train, *split.validation]
+    _require_days(store, read_days, end_day, cfg)
+    symbols = cfg.symbols if cfg.symbols is not None else _train_symbols(store, split.train)
+    train = load_market_tensors(store, split.train, symbols, cfg.loader)
+    validation = load_market_tensors(store, split.validation, symbols, cfg.loader)
+    manifest = {
+        "data_version": data_version(store, read_days, symbols),
+        "data_version_covers": (
+            f"sha256 of every column of {list(UPSTREAM_TABLES)} on the train and validation days for the symbols, "
+            "rows sorted by every column"
+        ),
+        "end_day": str(end_day),
+        "days": {name: [str(d) for d in getattr(split, name)] for name in ("window", "train", "embargo", "validation")},
+        "symbols": list(train.symbols),
+        "feature_names": list(train.feature_names),
+        "config": dataclasses.asdict(cfg),
+    }
+    # Through JSON once, so the manifest in memory is the one `load_dataset` reads back (lists, not tuples).
+    manifest = json.loads(json.dumps(manifest))
+    return TrainingDataset(train, validation, session_normalization(train), manifest)
+
+
+def save_dataset(dataset: TrainingDataset, directory: str | Path) -> Path:
+    """Write market.safetensors (train.* and validation.*), normalization.safetensors and manifest.json."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    market = {
+        f"{part}.{name}": getattr(dataset.part(part), name).detach().cpu().contiguous()
+        for part in PARTS for name in _TENSORS
+    }
+    save_file(market, str(out / MARKET_FILE))
+    save_file({k: v.detach().cpu().contiguous() for k, v in dataset.normalization.items()},
+              str(out / NORMALIZATION_FILE))
+    (out / MANIFEST_FILE).write_text(json.dumps(dataset.manifest, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def load_dataset(directory: str | Path, device: torch.device | str = "cpu") -> TrainingDataset:
+    """A dataset written by `save_dataset`, market tensors on `device` (safetensors and JSON only: no pickle)."""
+    folder = Path(directory)
+    if not (folder / MANIFEST_FILE).is_file():
+        raise ValueError(f"{folder} holds no {MANIFEST_FILE}: pass a folder written by save_dataset")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    market = load_file(str(folder / MARKET_FILE), device=str(device))
+    parts = {
+        part: MarketTensors(
+            **{name: market[f"{part}.{name}"] for name in _TENSORS},
+            feature_names=tuple(manifest["feature_names"]),
+            symbols=tuple(manifest["symbols"]),
+            trading_days=tuple(manifest["days"][part]),
+        )
+        for part in PARTS
+    }
+    return TrainingDataset(**parts, normalization=load_file(str(folder / NORMALIZATION_FILE)), manifest=manifest)
