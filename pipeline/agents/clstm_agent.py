@@ -93,13 +93,17 @@ class CLSTMAgent:
         self.critic_warmed_up = False
         self.initial_entropy: float | None = None
         self.best: dict[str, float] = {}
+        self.best_source = "training_episodes"
+        """What `best` and the best_* checkpoints were scored on: "training_episodes" or "validation"."""
         self.updates_since_best = 0
         self.history: list[dict[str, Any]] = []
         self.rollout_state: RolloutState | None = None
 
     # ---------------------------------------------------------------------------------------- inference
     def _windows(self, obs: Any, state: np.ndarray | None, episode_start: Any) -> tuple[torch.Tensor, Any, bool]:
-        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        # A batched env's tensors (on any device) pass straight through; anything else goes through numpy.
+        x = obs.to(self.device, torch.float32) if torch.is_tensor(obs) else torch.as_tensor(
+            np.asarray(obs, dtype=np.float32), device=self.device)
         single = x.dim() == len(self.obs_shape)
         x = x.unsqueeze(0) if single else x
         if tuple(x.shape[1:]) != self.obs_shape:
@@ -160,7 +164,7 @@ class CLSTMAgent:
         meta = {**meta, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
                 "obs_shape": list(self.obs_shape), "action_dim": self.action_dim, "discrete": self.discrete,
                 "window_shape": list(self.window_shape), "optim": {"actor": actor_m, "critic": critic_m},
-                **{key: getattr(self, key) for key in PROGRESS_KEYS}}
+                "best_source": self.best_source, **{key: getattr(self, key) for key in PROGRESS_KEYS}}
         return tensors, meta
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -196,6 +200,8 @@ class CLSTMAgent:
         self.generator.set_state(tensors["rng.agent"])
         for key in PROGRESS_KEYS:
             setattr(self, key, meta[key])
+        # Checkpoints written before validation existed scored their best on training episodes.
+        self.best_source = meta.get("best_source", "training_episodes")
         env = self.env
         if isinstance(env, ResumableEnv) and meta.get("rollout_num_envs") == env.num_envs:
             env.load_state_dict(substate(tensors, "env."))  # the env moves them to its own device

@@ -3,15 +3,21 @@
 `learn` alternates `collect_rollout` (env steps into preallocated buffers, no host sync) and `_update` (GAE,
 critic warm-up or the PPO epochs of `ppo_update`, diagnostics, best_* bookkeeping, checkpoints). Host transfers
 happen once per update, after the rollout.
+
+Which policy is "best" (best_* checkpoints, `agent.best`, early stopping) is scored on the episodes that finished
+in each update's rollout, or, given a `validation_env`, on the deterministic policy's walk over the held-out
+episodes of that env every `validate_every` updates (`validation.evaluate_policy`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 
@@ -22,8 +28,10 @@ from pipeline.agents.distributed import average_tensors, is_distributed
 from pipeline.agents.gae import compute_gae
 from pipeline.agents.network import distribution_stats, sample_actions
 from pipeline.agents.normalize import RETURNS_KEY
+from pipeline.agents.ppo_config import PPOConfig
 from pipeline.agents.ppo_update import Schedule, critic_epochs, flat_windows, ppo_epochs
 from pipeline.agents.rollout import RolloutBuffer, RolloutState
+from pipeline.agents.validation import check_validation_env, evaluate_policy
 
 
 class StopRequested:
@@ -37,13 +45,44 @@ class StopRequested:
 
 
 class CLSTMPPO(CLSTMAgent):
-    """Cascaded-LSTM PPO (SB3-style API): `CLSTMPPO(env, config=None, **overrides)`, `learn`, `predict`, `save`,
-    `CLSTMPPO.load`."""
+    """Cascaded-LSTM PPO (SB3-style API): `CLSTMPPO(env, config=None, *, validation_env=None, **overrides)`,
+    `learn`, `predict`, `save`, `CLSTMPPO.load`.
 
-    def learn(self, total_timesteps: int, reset_num_timesteps: bool = True) -> CLSTMPPO:
+    `validation_env`: a native batched env in evaluation mode over held-out days (the same features and env
+    config as `env`). With one, best_* checkpoints, `best` and early stopping follow its validation metrics
+    (history rows of the updates that validated get `val_<metric>` keys), and validating changes nothing of the
+    training run itself.
+    """
+
+    validation_env: Any = None
+
+    def __init__(self, env: Any, config: PPOConfig | None = None, *, validation_env: Any = None,
+                 **overrides: Any) -> None:
+        super().__init__(env, config, **overrides)
+        self.set_validation_env(validation_env)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, env: Any = None, *, validation_env: Any = None,
+             **overrides: Any) -> Self:
+        """`CLSTMAgent.load`, plus the validation env a resumed run keeps validating on."""
+        agent = super().load(path, env, **overrides)
+        agent.set_validation_env(validation_env)
+        return agent
+
+    def set_validation_env(self, env: Any) -> None:
+        """Validate on `env` from now on (None: score training episodes); checked against the agent's spaces."""
+        if env is not None:
+            check_validation_env(env, self.obs_shape, self.action_dim, self.discrete)
+        self.validation_env = env
+
+    def learn(self, total_timesteps: int, reset_num_timesteps: bool = True,
+              callback: Callable[[dict[str, Any]], None] | None = None) -> CLSTMPPO:
         """Train for `total_timesteps` env steps. With reset_num_timesteps=False they come on top of the steps
         already taken, and the LR/entropy schedules run to that sum (as SB3): a resumed run passes the steps it
         has left, `total - agent.num_timesteps`, and follows the straight run's schedules.
+
+        `callback` gets each update's diagnostics row (the one appended to `history`) on rank 0, after that
+        update's checkpoints are written: where a caller streams progress.
 
         SIGTERM during learn() writes `latest` to checkpoint_dir and exits with status 0; NaN or exploding
         losses raise TrainingDivergedError without touching existing checkpoints.
@@ -55,6 +94,10 @@ class CLSTMPPO(CLSTMAgent):
         else:
             self.total_timesteps = self.num_timesteps + int(total_timesteps)
         cfg = self.config
+        source = "training_episodes" if self.validation_env is None else "validation"
+        if source != self.best_source:
+            # Scores on training episodes and on validation days are not comparable: the best starts over.
+            self.best, self.updates_since_best, self.best_source = {}, 0, source
         if self.rollout_state is None:
             self.rollout_state = RolloutState.start(self.env, cfg.seed + self.rank, cfg.window, self.device)
         buf = RolloutBuffer.allocate(cfg.num_steps, self.env.num_envs, self.window_shape, self.action_dim,
@@ -78,12 +121,14 @@ class CLSTMPPO(CLSTMAgent):
                 if scalars is None:
                     continue
                 scalars["charts/SPS"] = buf.rewards.numel() * self.world_size / (time.perf_counter() - started)
-                metrics = {k.removeprefix("episodes/"): v for k, v in scalars.items() if k.startswith("episodes/")}
-                improved = self._record_best(metrics)
+                metrics = self._selection_metrics(scalars)
+                improved = [] if metrics is None else self._record_best(metrics)
                 if directory is not None:
-                    self._write_checkpoints(directory, improved, metrics)
+                    self._write_checkpoints(directory, improved, metrics or {})
                 logger.log(self.num_timesteps, scalars)
                 self.history.append(scalars)
+                if callback is not None and self.rank == 0:
+                    callback(scalars)
                 if cfg.verbose and self.rank == 0:
                     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in scalars.items()), flush=True)
@@ -166,8 +211,21 @@ class CLSTMPPO(CLSTMAgent):
             **update_scalars(losses, self.initial_entropy, buf.values, returns, mc_returns, metrics),
         }
 
+    def _selection_metrics(self, scalars: dict[str, Any]) -> dict[str, float] | None:
+        """The metrics that score this update for best_* and early stopping: its training episodes' metrics, or
+        with a validation env the validation run's (added to `scalars` as val_*), None on updates that skip it."""
+        if self.validation_env is None:
+            return {k.removeprefix("episodes/"): v for k, v in scalars.items() if k.startswith("episodes/")}
+        last = self.num_timesteps >= self.total_timesteps
+        if self.num_updates % self.config.validate_every and not last:
+            return None
+        metrics = evaluate_policy(self, self.validation_env, seed=self.config.seed)
+        scalars.update({f"val_{k}": v for k, v in metrics.items()})
+        return metrics
+
     def _record_best(self, metrics: dict[str, float]) -> list[str]:
-        """Record each episode metric that beat its best (early stopping counts updates since the best composite)."""
+        """Record each metric that beat its best; early stopping counts the scored updates (every update, or
+        every validation run) since the best composite."""
         improved = []
         if metrics and metrics.get("episodes", 0) >= self.config.min_episodes_for_best:
             for name in ("composite", "sharpe", "win_rate", "profit_rate"):
@@ -185,6 +243,7 @@ class CLSTMPPO(CLSTMAgent):
         names = [f"best_{name}" for name in improved]
         if self.num_updates % self.config.checkpoint_every == 0:
             names.append("latest")
+        # meta["best_source"] says what `metrics` (the ones that picked best_*) were scored on.
         for name in names:
             ckpt.write_checkpoint(directory / f"{name}{ckpt.SUFFIX}", tensors, {**meta, "metrics": metrics})
 
