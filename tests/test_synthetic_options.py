@@ -13,6 +13,7 @@ from pipeline.market.black_scholes import bs_greeks, bs_price, implied_vol
 from pipeline.market.calendar import trading_session
 from pipeline.market.schemas import RAW_COLUMNS
 from pipeline.market.synthetic import SyntheticMarket
+from pipeline.market.synthetic_config import SyntheticMarketConfig
 from pipeline.market.synthetic_options import expiries, occ_symbol
 
 DAY = trading_session(date(2024, 7, 5))
@@ -105,3 +106,13 @@ def test_expiries_roll_holiday_fridays_back() -> None:
     # 2025-04-18 is Good Friday: the weekly expiring that week moves to Thursday 2025-04-17.
     assert expiries(date(2025, 4, 11), (7,)) == [date(2025, 4, 17)]
     assert expiries(date(2024, 7, 5), (7, 14)) == [date(2024, 7, 12), date(2024, 7, 19)]
+
+
+def test_a_session_shorter_than_the_snapshot_interval_has_an_empty_chain() -> None:
+    # 2024-07-03 closes at 13:00 (210 minutes): hourly-and-a-half snapshots fit, 390-minute ones do not.
+    early_close = trading_session(date(2024, 7, 3))
+    market = SyntheticMarket(SyntheticMarketConfig(snapshot_minutes=390))
+    chain = market.fetch("option_snapshots", early_close, ["SPY"])
+    assert chain.is_empty() and chain.columns == list(RAW_COLUMNS["option_snapshots"])
+    full_day = market.fetch("option_snapshots", trading_session(date(2024, 7, 5)), ["SPY"])
+    assert full_day.height > 0 and full_day["ts"].n_unique() == 1

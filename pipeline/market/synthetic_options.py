@@ -111,11 +111,12 @@ def option_snapshots(config: SyntheticMarketConfig, sd: SymbolDay) -> pl.DataFra
     t = np.maximum(t, 1.0 / (365 * 24 * 60))  # a contract expiring at this close still has a minute left
     spot_2d = np.repeat(spot[:, None], n_contracts, axis=1)
     forward = spot_2d * np.exp(config.risk_free_rate * t)
+    # A session shorter than the snapshot interval (an early close) has no snapshot: an empty chain.
     iv = np.vstack([
         implied_vol_surface(VARIANCE_PREMIUM * spot_vol[i], VARIANCE_PREMIUM * profile.annual_vol, t[i],
                             np.log(strike_col / forward[i]))
         for i in range(n_snaps)
-    ])
+    ]) if n_snaps else np.empty((0, n_contracts))
     calls = np.broadcast_to(is_call, t.shape)
     strikes_2d = np.broadcast_to(strike_col, t.shape)
     price = bs_price(spot_2d, strikes_2d, t, config.risk_free_rate, iv, calls)
