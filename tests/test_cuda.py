@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_learning import evaluate_cartpole
+from test_learning import CARTPOLE_HPARAMS, evaluate_cartpole
 
 from pipeline.agents.clstm_ppo import CLSTMPPO, StopRequested
 from pipeline.agents.rollout import RolloutBuffer
@@ -66,8 +66,7 @@ def test_clstm_ppo_solves_cartpole_on_cuda(amp: bool) -> None:
     """The CPU recipe of tests/test_learning.py, with the network, rollout buffers and updates on the GPU. The
     sampling stream differs from the CPU one (a CUDA generator), so this is the recipe on another seed: on CPU it
     reached >= 195 for seeds 0-7 in fp32 and 0-5 under CPU bf16 autocast."""
-    agent = CLSTMPPO("CartPole-v1", num_envs=8, num_steps=64, hidden=32, window=4, actor_lr=1e-3,
-                     critic_lr=3e-3, seed=0, device="cuda", amp=amp)
+    agent = CLSTMPPO("CartPole-v1", device="cuda", amp=amp, **CARTPOLE_HPARAMS)
     agent.learn(20_480)
     assert agent.device.type == "cuda"
     assert evaluate_cartpole(agent) >= 195

@@ -1,32 +1,34 @@
-"""The positive and negative controls' shared recipe: one planted-signal market of 10 trading days, CLSTM-PPO
-trained on days 0-5 with one set of hyperparameters, and its net PnL on days 6-9, each (day, symbol) walked once.
+"""The positive and negative controls' shared recipe: one synthetic market of 10 trading days, CLSTM-PPO trained
+on days 0-5 with the `small_budget` preset (the README's CPU recipe) for 409,600 steps, and its net PnL on days
+6-9, each (day, symbol) walked once.
 
-The hyperparameters are not the library defaults: with those, CLSTM-PPO does not learn within a CPU test budget
-(see the training issue). Entropy 0.03 keeps the policy exploring long enough to leave "never trade", the first
-thing it learns under costs. The earlier recipe (alpha 0.15, entropy 0.01, 245,760 steps) learned in 1 of 3 agent
-seeds; this one learned in 3 of 3 (seeds 0-2).
+The library defaults (the `gpu_long` preset) do not learn within a CPU test budget; `small_budget` learned the
+planted signal with agent seeds 0-2. Every control trains with exactly this recipe and budget; they differ only
+in the market (planted signal, martingale, martingale without costs, martingale with a leak).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from pipeline.agents.clstm_ppo import CLSTMPPO
-from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
+from pipeline.agents.ppo_config import PPOConfig
+from pipeline.envs.intraday import LONG, IntradayConfig, IntradayTradingEnv
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 
 TRAIN_DAYS, TEST_DAYS = 6, 4
 # Whole-day episodes (no loss-cut/profit-lock) with the default fees, slippage and spread crossing.
 INTRADAY = IntradayConfig(window=8, loss_cut=None, profit_lock=None)
+# The same env with every cost removed: no fee, no slippage (and markets given with bid = ask = mid).
+FRICTIONLESS = replace(INTRADAY, fee_per_share=0.0, slippage_bps=0.0)
 CONTROL_STEPS = 409_600
-CONTROL_HPARAMS = dict(
-    num_steps=32, hidden=32, num_minibatches=8, gamma=0.95, gae_lambda=0.9, actor_lr=3e-4, critic_lr=1e-3,
-    policy_epochs=4, ent_coef_start=0.03, ent_coef_end=0.03, anneal_lr=False, torch_threads=1, seed=0,
-)
+CONTROL_CONFIG = PPOConfig.preset("small_budget", torch_threads=1, seed=0)
+# One-sided 5% critical value of Student's t for >= 9 degrees of freedom (every control has n >= 10).
+T_CRITICAL = 1.83
 
 
 def control_market(alpha: float, seed: int) -> MarketTensors:
@@ -34,30 +36,70 @@ def control_market(alpha: float, seed: int) -> MarketTensors:
     return synthetic_market_tensors(days=TRAIN_DAYS + TEST_DAYS, alpha=alpha, seed=seed, source="market")
 
 
-def train_control_agent(market: MarketTensors) -> CLSTMPPO:
+def without_spread(market: MarketTensors) -> MarketTensors:
+    """The market quoted at its mid: bid = ask, so crossing the spread costs nothing."""
+    return replace(market, bid=market.mid.clone(), ask=market.mid.clone())
+
+
+def with_fill_leak(market: MarketTensors) -> MarketTensors:
+    """A deliberate look-ahead: feature 0 of bar t becomes the mid's log return (bps) from bar t+1 to t+2, the
+    move an order placed at bar t earns (it fills at bar t+1). The negative control must be able to see this."""
+    mid = market.mid.double()
+    leak = torch.zeros_like(mid)
+    leak[:, :-2] = torch.log(mid[:, 2:] / mid[:, 1:-1]) * 1e4
+    features = market.features.clone()
+    features[..., 0] = leak.to(features.dtype)
+    return replace(market, features=features)
+
+
+def train_control_agent(market: MarketTensors, config: IntradayConfig = INTRADAY) -> CLSTMPPO:
     """CLSTM-PPO trained with the controls' recipe on the training days only."""
-    train_env = IntradayTradingEnv(market.subset(days=range(TRAIN_DAYS)), num_envs=64, config=INTRADAY)
-    return CLSTMPPO(train_env, **CONTROL_HPARAMS).learn(CONTROL_STEPS)
+    train_env = IntradayTradingEnv(market.subset(days=range(TRAIN_DAYS)), num_envs=64, config=config)
+    return CLSTMPPO(train_env, CONTROL_CONFIG).learn(CONTROL_STEPS)
 
 
-def out_of_sample_pnl(market: MarketTensors, policy: Callable[[torch.Tensor], np.ndarray],
-                      num_envs: int = 16) -> np.ndarray:
-    """Net PnL (after all costs) of every (day, symbol) of the TEST days under `policy`, each walked once in time
-    order by the env's evaluation mode."""
+@dataclass(frozen=True)
+class Outcomes:
+    """Per (day, symbol) of the test days, in episode order: net PnL (dollars, after all costs) and orders."""
+
+    pnl: np.ndarray
+    fills: np.ndarray
+
+
+def out_of_sample(market: MarketTensors, policy: Callable[[torch.Tensor], np.ndarray],
+                  config: IntradayConfig = INTRADAY, num_envs: int = 16) -> Outcomes:
+    """Every (day, symbol) of the TEST days under `policy`, each walked once in time order (evaluation mode)."""
     test_days = market.subset(days=range(TRAIN_DAYS, TRAIN_DAYS + TEST_DAYS))
-    env = IntradayTradingEnv(test_days, num_envs=num_envs, config=replace(INTRADAY, evaluation=True))
+    env = IntradayTradingEnv(test_days, num_envs=num_envs, config=replace(config, evaluation=True))
     obs, _ = env.reset(seed=123)
-    pnl: dict[int, float] = {}
+    done: dict[int, tuple[float, int]] = {}
     while not bool(env.eval_finished):
         obs, _, term, trunc, info = env.step(torch.as_tensor(policy(obs)))
         for i in torch.nonzero(term | trunc).flatten().tolist():
             if int(info["episode_id"][i]) >= 0:
-                pnl[int(info["episode_id"][i])] = float(info["pnl"][i])
-    assert sorted(pnl) == list(range(TEST_DAYS * market.num_symbols)), "every (day, symbol) exactly once"
-    return np.array([pnl[k] for k in sorted(pnl)])
+                done[int(info["episode_id"][i])] = (float(info["pnl"][i]), int(info["fills"][i]))
+    assert sorted(done) == list(range(TEST_DAYS * market.num_symbols)), "every (day, symbol) exactly once"
+    rows = np.array([done[k] for k in sorted(done)])
+    return Outcomes(pnl=rows[:, 0], fills=rows[:, 1].astype(int))
+
+
+def agent_policy(agent: CLSTMPPO) -> Callable[[torch.Tensor], np.ndarray]:
+    """The trained agent's deterministic policy."""
+    return lambda obs: agent.predict(obs.numpy())[0]
+
+
+def buy_and_hold(obs: torch.Tensor) -> np.ndarray:
+    """Long from the first bar to the close (the env flattens at the close)."""
+    return np.full(obs.shape[0], LONG)
 
 
 def t_statistic(values: np.ndarray) -> float:
     """One-sample t statistic of the mean against 0 (0 when every value is equal to the mean)."""
     sd = values.std(ddof=1)
     return 0.0 if sd == 0 else float(values.mean() / (sd / np.sqrt(len(values))))
+
+
+def margin_report(pnl: np.ndarray, baseline: np.ndarray, name: str) -> str:
+    """The paired margin over a baseline on the same (day, symbol)s: its mean and its own t statistic."""
+    diff = pnl - baseline
+    return f"margin over {name}: mean {diff.mean():+.2f} $/day-symbol, paired t {t_statistic(diff):.2f}, n={len(diff)}"
