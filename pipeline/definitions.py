@@ -10,9 +10,11 @@ import dagster as dg
 
 from assets.features import FEATURES_GROUP, build_feature_assets
 from assets.ingest import INGEST_GROUP, build_ingest_assets
+from assets.training import build_training_assets
 from pipeline.partitions import partitions_start_from_env, trading_day_partitions
 from pipeline.schedules import build_daily_job, build_daily_schedule
 from pipeline.sensors import build_landing_sensor
+from resources.compute import ComputeResource
 from resources.market_data import MarketDataResource, alpaca_key_fields
 from resources.warehouse import WarehouseResource
 
@@ -20,7 +22,11 @@ from resources.warehouse import WarehouseResource
 def build_definitions() -> dg.Definitions:
     """Build the code location; PIPELINE_PARTITIONS_START sets the first partition (default 2024-01-02)."""
     partitions_def = trading_day_partitions(partitions_start_from_env())
-    assets = [*build_ingest_assets(partitions_def), *build_feature_assets(partitions_def)]
+    assets = [
+        *build_ingest_assets(partitions_def),
+        *build_feature_assets(partitions_def),
+        *build_training_assets(partitions_def),
+    ]
     daily_job = build_daily_job()
     return dg.Definitions(
         assets=assets,
@@ -30,6 +36,8 @@ def build_definitions() -> dg.Definitions:
         resources={
             "warehouse": WarehouseResource(),
             "market_data": MarketDataResource(**alpaca_key_fields()),
+            "compute": ComputeResource(),
+            "pipes_subprocess_client": dg.PipesSubprocessClient(),
         },
     )
 

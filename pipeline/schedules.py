@@ -1,6 +1,6 @@
 """The daily schedule: after the close of each trading day, run the daily job for that day's partition.
 
-The job is an asset selection (today ingest -> features); later stages (training, evaluation, deployment) join
+The job is an asset selection (today ingest -> features -> training); later stages (training, evaluation, deployment) join
 it by adding their groups to DAILY_GROUPS, not by writing a new schedule.
 """
 
@@ -12,13 +12,14 @@ import dagster as dg
 
 from assets.features import FEATURES_GROUP
 from assets.ingest import INGEST_GROUP
+from assets.training import TRAINING_GROUP
 from pipeline.market.calendar import NY_TZ, is_trading_day
 
 # define_asset_job's return type is not exported by dagster; name it here once.
 DailyJob = Any
 
 DAILY_JOB_NAME = "daily_pipeline"
-DAILY_GROUPS: tuple[str, ...] = (INGEST_GROUP, FEATURES_GROUP)
+DAILY_GROUPS: tuple[str, ...] = (INGEST_GROUP, FEATURES_GROUP, TRAINING_GROUP)
 # 17:30 New York: after the 16:00 close (and after early closes) with time for vendors to settle the day.
 AFTER_CLOSE_CRON = "30 17 * * 1-5"
 

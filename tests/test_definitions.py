@@ -13,6 +13,7 @@ from resources.market_data import MarketDataResource
 
 RAW_KEYS = [dg.AssetKey(["raw", t]) for t in ("trades", "quotes", "bars", "option_snapshots")]
 FEATURE_KEYS = [dg.AssetKey(["features", t]) for t in ("bars_1m", "market", "options")]
+TRAINING_KEYS = [dg.AssetKey("training_dataset"), dg.AssetKey("clstm_ppo_policy")]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def asset_graph(defs: dg.Definitions):
 
 def test_definitions_load(defs: dg.Definitions) -> None:
     dg.Definitions.validate_loadable(defs)
-    assert set(defs.resolve_asset_graph().get_all_asset_keys()) == set(RAW_KEYS + FEATURE_KEYS)
+    assert set(defs.resolve_asset_graph().get_all_asset_keys()) == set(RAW_KEYS + FEATURE_KEYS + TRAINING_KEYS)
 
 
 def test_assets_are_partitioned_single_run_in_the_duckdb_pool(asset_graph) -> None:
@@ -56,6 +57,20 @@ def test_feature_lineage(asset_graph) -> None:
     assert asset_graph.get(FEATURE_KEYS[2]).parent_keys == {RAW_KEYS[3]}
 
 
+def test_training_lineage_reads_the_window_ending_at_the_partition(asset_graph) -> None:
+    dataset, policy = (asset_graph.get(key) for key in TRAINING_KEYS)
+    assert dataset.parent_keys == {FEATURE_KEYS[0], FEATURE_KEYS[1]}
+    assert policy.parent_keys == {TRAINING_KEYS[0]}
+    assert {dataset.group_name, policy.group_name} == {"training"}
+    # Day D's dataset depends on the 20 trading days ending at D (2024-07-04 is a holiday), none after it.
+    mapping = dataset.partition_mappings[FEATURE_KEYS[1]]
+    upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
+        dataset.partitions_def.subset_with_partition_keys(["2024-07-05"]), dataset.partitions_def,
+        dataset.partitions_def,
+    ).partitions_subset.get_partition_keys()
+    assert len(upstream) == 20 and upstream[-1] == "2024-07-05" and upstream[0] == "2024-06-06"
+
+
 def test_daily_schedule_targets_the_day_that_closed(defs: dg.Definitions) -> None:
     schedule = defs.get_schedule_def("daily_after_close")
     assert schedule.cron_schedule == "30 17 * * 1-5"
@@ -72,7 +87,7 @@ def test_daily_schedule_targets_the_day_that_closed(defs: dg.Definitions) -> Non
     result = schedule.evaluate_tick(holiday)
     assert not result.run_requests and "holiday" in result.skip_message
     job = defs.resolve_job_def("daily_pipeline")
-    assert set(job.asset_layer.selected_asset_keys) == set(RAW_KEYS + FEATURE_KEYS)
+    assert set(job.asset_layer.selected_asset_keys) == set(RAW_KEYS + FEATURE_KEYS + TRAINING_KEYS)
 
 
 def test_partitions_start_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,138 @@
+"""The training group as real Dagster runs on a temp lake of synthetic data: the dataset asset, CLSTM-PPO through
+Dagster Pipes (the trainer in its own process), the registry row, and the README's CLI command.
+
+A small step budget keeps this about plumbing and evidence (what is logged, saved, registered and reported);
+whether the trained policy beats its baselines is test_assets_training_learns.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from conftest import REPO_ROOT, pipeline_env
+
+from pipeline.agents.clstm_ppo import CLSTMPPO
+from pipeline.agents.validation import evaluate_policy
+from pipeline.definitions import build_definitions
+from pipeline.lake import Warehouse
+from pipeline.market.calendar import trading_days
+from pipeline.registry import file_sha256, read_registry
+from pipeline.training.env_factories import intraday_env
+from resources.compute import ComputeResource
+from resources.market_data import MarketDataResource
+from resources.warehouse import WarehouseResource
+
+DAY = "2024-07-05"
+HISTORY = trading_days("2024-06-03", DAY)  # the 20-day window ending at DAY and a few days before it
+STEPS = 8192
+TRAINING = {"training_dataset", "clstm_ppo_policy"}
+
+
+def _groups(assets: list[dg.AssetsDefinition], groups: set[str]) -> list[dg.AssetsDefinition]:
+    return [a for a in assets if set(a.group_names_by_key.values()) & groups]
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory):
+    env = pipeline_env(tmp_path_factory.mktemp("training"))
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        mp.setenv("PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES", "390")
+        assets = list(build_definitions().assets)
+        tags = {"dagster/asset_partition_range_start": HISTORY[0].isoformat(),
+                "dagster/asset_partition_range_end": HISTORY[-1].isoformat()}
+        data = dg.materialize(_groups(assets, {"ingest", "features"}), tags=tags,
+                              resources={"warehouse": WarehouseResource(), "market_data": MarketDataResource()})
+        assert data.success
+        instance = dg.DagsterInstance.ephemeral()
+        resources = {"warehouse": WarehouseResource(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
+                     "compute": ComputeResource(total_timesteps=STEPS, torch_threads=1)}
+        run_config = {"ops": {"clstm_ppo_policy": {"config": {"num_envs": 16}}}}
+        result = dg.materialize(_groups(assets, {"training"}), resources=resources, partition_key=DAY,
+                                instance=instance, run_config=run_config)
+        yield env, result, instance
+
+
+def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
+    (materialization,) = result.asset_materializations_for_node(node)
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def test_dataset_is_the_window_ending_at_the_partition(lake) -> None:
+    env, result, _ = lake
+    meta = _metadata(result, "training_dataset")
+    window = [d.isoformat() for d in HISTORY[-20:]]
+    assert meta["train_days"] == window[:15] and meta["embargo_days"] == window[15:16]
+    assert meta["validation_days"] == window[16:] and window[-1] == DAY
+    folder = Path(env["PIPELINE_DATA_LAKE"]) / "artifacts" / "datasets" / DAY
+    assert meta["path"] == str(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "market.safetensors",
+                                                       "normalization.safetensors"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert meta["data_version"] == manifest["data_version"] and meta["symbols"] == ["QQQ", "SPY"]
+    (event,) = result.get_asset_materialization_events()[:1]
+    assert event.materialization.tags["dagster/data_version"] == manifest["data_version"]
+
+
+def test_trainer_ran_through_pipes_and_streamed_its_progress(lake) -> None:
+    _, result, instance = lake
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("external process successfully opened dagster pipes" in m for m in messages)
+    # One line per PPO update, 16 envs x 32 steps each; the first rollout only warms the critic up.
+    progress = [m.split()[:2] for m in messages if m.startswith("update=")]
+    rollout = 16 * 32
+    expected = [[f"update={u}", f"steps={rollout * (u + 1)}"] for u in range(1, STEPS // rollout)]
+    assert progress == expected
+    meta = _metadata(result, "clstm_ppo_policy")
+    assert meta["num_timesteps"] == STEPS and meta["num_updates"] == len(expected)
+    assert meta["hparams"]["ent_coef_start"] == 0.03  # the small_budget preset, picked by budget on CPU
+    assert meta["training_curve"].startswith("![training curve](data:image/svg+xml;base64,")
+    assert meta["selected_checkpoint"] == "best_composite (validation)"
+
+
+def test_reported_validation_metrics_are_the_saved_models(lake) -> None:
+    env, result, _ = lake
+    meta = _metadata(result, "clstm_ppo_policy")
+    dataset = Path(env["PIPELINE_DATA_LAKE"]) / "artifacts" / "datasets" / DAY
+    validation = intraday_env(dataset, part="validation", num_envs=16, window=8, loss_cut=None, profit_lock=None)
+    again = evaluate_policy(CLSTMPPO.load(meta["artifact"]), validation)
+    assert again["episodes"] == 8  # 4 validation days x 2 symbols, each once
+    for key, value in again.items():
+        assert meta[f"validation/{key}"] == pytest.approx(value), key
+
+
+def test_model_is_registered_as_a_candidate_with_its_lineage(lake) -> None:
+    env, result, _ = lake
+    meta = _metadata(result, "clstm_ppo_policy")
+    dataset_meta = _metadata(result, "training_dataset")
+    (row,) = read_registry(Warehouse(Path(env["PIPELINE_DATA_LAKE"]) / "warehouse.duckdb")).to_dicts()
+    assert row["model_id"] == meta["model_id"] and row["status"] == "candidate"
+    assert (row["algo"], row["member"], row["trading_day"]) == ("clstm_ppo", "seed0", date.fromisoformat(DAY))
+    assert row["sha256"] == file_sha256(row["artifact_path"]) == meta["sha256"]
+    assert row["data_version"] == dataset_meta["data_version"]
+    assert (row["window_start"].isoformat(), row["window_end"].isoformat()) == (HISTORY[-20].isoformat(), DAY)
+    assert row["code_version"] and row["config_hash"] == meta["config_hash"]
+    assert json.loads(row["metrics"])["validation"]["episodes"] == 8
+
+
+def test_readme_cli_command_trains_and_a_rerun_replaces_its_registry_row(lake) -> None:
+    env, _, _ = lake
+    run_config = {"execution": {"config": {"in_process": {}}},
+                  "resources": {"compute": {"config": {"total_timesteps": STEPS, "torch_threads": 1}}},
+                  "ops": {"clstm_ppo_policy": {"config": {"num_envs": 16, "seed": 1}}}}
+    command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "pipeline.definitions",
+               "--select", "group:training", "--partition", DAY, "--config-json", json.dumps(run_config)]
+    store = Warehouse(Path(env["PIPELINE_DATA_LAKE"]) / "warehouse.duckdb")
+    for _ in range(2):
+        done = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-4000:]
+        members = sorted(read_registry(store)["member"].to_list())
+        assert members == ["seed0", "seed1"]  # the same seed, config and data: one row, replaced
