@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_GROUPS = ("ingest", "features")
 INSTANCE_TEMPLATE = REPO_ROOT / "dagster_home" / "dagster.yaml"
 # Two symbols keep Dagster-level tests fast; the core tests cover the full synthetic universe.
 TEST_SYMBOLS = "SPY,QQQ"
@@ -67,3 +68,12 @@ def refused_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+def assets_in_groups(*groups: str) -> list:
+    """The code location's assets of `groups`: a run handed every asset needs every asset's resources (training
+    needs `compute` and a Pipes client), even for the ones a selection leaves out. Imports dagster only when called
+    (the GPU machine runs tests/test_cuda.py without it)."""
+    from pipeline.definitions import build_definitions
+
+    return [a for a in build_definitions().assets if set(a.group_names_by_key.values()) & set(groups)]

@@ -6,8 +6,8 @@ from datetime import date
 
 import dagster as dg
 import pytest
+from conftest import DATA_GROUPS, assets_in_groups
 
-from pipeline.definitions import build_definitions
 from pipeline.lake import Warehouse
 from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES
 from resources.market_data import MarketDataResource
@@ -19,7 +19,7 @@ SNAPSHOT_MINUTES = 60
 
 @pytest.fixture(scope="module")
 def assets() -> list[dg.AssetsDefinition]:
-    return list(build_definitions().assets)
+    return assets_in_groups(*DATA_GROUPS)
 
 
 @pytest.fixture(scope="module")

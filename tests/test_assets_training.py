@@ -16,11 +16,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import REPO_ROOT, pipeline_env
+from conftest import DATA_GROUPS, REPO_ROOT, assets_in_groups, pipeline_env
 
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.validation import evaluate_policy
-from pipeline.definitions import build_definitions
 from pipeline.lake import Warehouse
 from pipeline.market.calendar import trading_days
 from pipeline.registry import file_sha256, read_registry
@@ -35,10 +34,6 @@ STEPS = 8192
 TRAINING = {"training_dataset", "clstm_ppo_policy"}
 
 
-def _groups(assets: list[dg.AssetsDefinition], groups: set[str]) -> list[dg.AssetsDefinition]:
-    return [a for a in assets if set(a.group_names_by_key.values()) & groups]
-
-
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory):
     env = pipeline_env(tmp_path_factory.mktemp("training"))
@@ -46,17 +41,16 @@ def lake(tmp_path_factory: pytest.TempPathFactory):
         for name, value in env.items():
             mp.setenv(name, value)
         mp.setenv("PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES", "390")
-        assets = list(build_definitions().assets)
         tags = {"dagster/asset_partition_range_start": HISTORY[0].isoformat(),
                 "dagster/asset_partition_range_end": HISTORY[-1].isoformat()}
-        data = dg.materialize(_groups(assets, {"ingest", "features"}), tags=tags,
+        data = dg.materialize(assets_in_groups(*DATA_GROUPS), tags=tags,
                               resources={"warehouse": WarehouseResource(), "market_data": MarketDataResource()})
         assert data.success
         instance = dg.DagsterInstance.ephemeral()
         resources = {"warehouse": WarehouseResource(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
                      "compute": ComputeResource(total_timesteps=STEPS, torch_threads=1)}
         run_config = {"ops": {"clstm_ppo_policy": {"config": {"num_envs": 16}}}}
-        result = dg.materialize(_groups(assets, {"training"}), resources=resources, partition_key=DAY,
+        result = dg.materialize(assets_in_groups("training"), resources=resources, partition_key=DAY,
                                 instance=instance, run_config=run_config)
         yield env, result, instance
 

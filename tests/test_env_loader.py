@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import assets_in_groups
 
 from assets.features import FEATURES_GROUP
 from assets.ingest import INGEST_GROUP
-from pipeline.definitions import build_definitions
 from pipeline.envs.market_data import DEFAULT_FEATURES, UNQUOTED_PRICE, synthetic_market_tensors
 from pipeline.envs.warehouse_loader import (
     DEFAULT_OPTION_FEATURES,
@@ -37,13 +37,10 @@ SYMBOLS = ("QQQ", "SPY")  # tests/conftest.py TEST_SYMBOLS, sorted
 @pytest.fixture(scope="module")
 def lake(module_lake_env: dict[str, str]) -> Path:
     """A lake with ingest + features of DAYS from the synthetic source (hourly option snapshots)."""
-    defs = build_definitions()
     resources = {"warehouse": WarehouseResource(), "market_data": MarketDataResource(snapshot_minutes=60)}
     for day in DAYS:
-        result = dg.materialize(
-            list(defs.assets), resources=resources, partition_key=str(day),
-            selection=dg.AssetSelection.groups(INGEST_GROUP, FEATURES_GROUP),
-        )
+        result = dg.materialize(assets_in_groups(INGEST_GROUP, FEATURES_GROUP), resources=resources,
+                                partition_key=str(day))
         assert result.success
     return Path(module_lake_env["PIPELINE_DATA_LAKE"]) / "warehouse.duckdb"
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from trading_controls import (
+    LEARNING_TIMEOUT_S,
     T_CRITICAL,
     agent_policy,
     buy_and_hold,
@@ -47,6 +49,7 @@ def test_solves_cartpole() -> None:
     assert evaluate_cartpole(agent) >= 195
 
 
+@pytest.mark.timeout(LEARNING_TIMEOUT_S)
 def test_planted_signal_beats_flat_and_buy_and_hold_out_of_sample() -> None:
     """Train on days 0-5 of a strong (alpha 0.25) momentum market, judge the deterministic policy on days 6-9
     against each baseline on the same (day, symbol)s: a positive mean margin with a significant paired t."""

@@ -9,7 +9,9 @@ leak control there shows the same statistic catches a look-ahead.
 
 from __future__ import annotations
 
+import pytest
 from trading_controls import (
+    LEARNING_TIMEOUT_S,
     T_CRITICAL,
     agent_policy,
     control_market,
@@ -19,6 +21,7 @@ from trading_controls import (
 )
 
 
+@pytest.mark.timeout(LEARNING_TIMEOUT_S)
 def test_martingale_after_costs_gives_no_significant_out_of_sample_edge() -> None:
     market = control_market(alpha=0.0, seed=11)
     trained = out_of_sample(market, agent_policy(train_control_agent(market)))

@@ -9,8 +9,10 @@ trained policy does trade and any significant edge could only come from seeing t
 
 from __future__ import annotations
 
+import pytest
 from trading_controls import (
     FRICTIONLESS,
+    LEARNING_TIMEOUT_S,
     T_CRITICAL,
     agent_policy,
     control_market,
@@ -28,12 +30,14 @@ def _trained_outcomes(leak: bool):
     return out_of_sample(market, agent_policy(train_control_agent(market, FRICTIONLESS)), FRICTIONLESS)
 
 
+@pytest.mark.timeout(LEARNING_TIMEOUT_S)
 def test_frictionless_martingale_policy_trades_without_a_significant_edge() -> None:
     trained = _trained_outcomes(leak=False)
     assert (trained.fills >= 2).all(), f"orders per (day, symbol): {trained.fills.tolist()}"
     assert t_statistic(trained.pnl) < T_CRITICAL, f"edge on a martingale: {trained.pnl.round(1).tolist()}"
 
 
+@pytest.mark.timeout(LEARNING_TIMEOUT_S)
 def test_a_planted_look_ahead_is_found_by_the_same_recipe_and_statistic() -> None:
     trained = _trained_outcomes(leak=True)
     assert t_statistic(trained.pnl) > T_CRITICAL, f"leak not found: {trained.pnl.round(1).tolist()}"

@@ -1,0 +1,71 @@
+"""The training group, materialized with its defaults (the small_budget preset at the compute resource's default
+budget), learns: on a synthetic market with a planted signal, the registered CLSTM-PPO policy of day D beats flat
+and buy-and-hold on the 15 trading days after D, after costs, each by a margin with its own paired t statistic.
+
+The planted signal is alpha 0.25, the strength the learning controls use. At alpha 0.15 the same run was measured
+to learn nothing (the policy never trades; out-of-sample PnL 0 on all 30 day-symbols): see the training issue.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+from conftest import DATA_GROUPS, assets_in_groups, pipeline_env
+from trading_controls import (
+    LEARNING_TIMEOUT_S,
+    T_CRITICAL,
+    agent_policy,
+    buy_and_hold,
+    margin_report,
+    t_statistic,
+    walk_episodes,
+)
+
+from pipeline.agents.clstm_agent import CLSTMAgent
+from pipeline.envs.intraday import IntradayConfig
+from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
+from pipeline.lake import Warehouse
+from pipeline.market.calendar import trading_days
+from pipeline.registry import read_registry
+from resources.compute import ComputeResource
+from resources.market_data import MarketDataResource
+from resources.warehouse import WarehouseResource
+
+DAY = "2024-07-05"
+HISTORY, LATER = trading_days("2024-06-03", DAY), trading_days("2024-07-08", "2024-07-26")
+ALPHA = 0.25
+# The settings the asset trains with (assets.training.DEFAULT_INTRADAY), walked once per (day, symbol).
+INTRADAY = IntradayConfig(window=8, loss_cut=None, profit_lock=None)
+
+
+@pytest.mark.timeout(LEARNING_TIMEOUT_S)
+def test_registered_policy_beats_flat_and_buy_and_hold_after_the_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in pipeline_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES", "390")
+    warehouse = WarehouseResource()
+    tags = {"dagster/asset_partition_range_start": HISTORY[0].isoformat(),
+            "dagster/asset_partition_range_end": LATER[-1].isoformat()}
+    data = dg.materialize(assets_in_groups(*DATA_GROUPS), tags=tags,
+                          resources={"warehouse": warehouse, "market_data": MarketDataResource(alpha=ALPHA)})
+    assert data.success
+    # Default training config and budget; one torch thread only so parallel test workers do not oversubscribe.
+    resources = {"warehouse": warehouse, "pipes_subprocess_client": dg.PipesSubprocessClient(),
+                 "compute": ComputeResource(torch_threads=1)}
+    assert dg.materialize(assets_in_groups("training"), resources=resources, partition_key=DAY).success
+
+    store = Warehouse(warehouse.database_path())
+    (row,) = read_registry(store).to_dicts()
+    agent = CLSTMAgent.load(row["artifact_path"])
+    later = load_market_tensors(store, LATER, ["QQQ", "SPY"], MarketLoaderConfig())
+    trained = walk_episodes(later, agent_policy(agent), INTRADAY)
+    held = walk_episodes(later, buy_and_hold, INTRADAY)
+    assert len(trained.pnl) == 30 and trained.fills.sum() > 0
+    for name, baseline in (("flat", np.zeros_like(trained.pnl)), ("buy-and-hold", held.pnl)):
+        margin = trained.pnl - baseline
+        assert margin.mean() > 0 and t_statistic(margin) > T_CRITICAL, margin_report(trained.pnl, baseline, name)
