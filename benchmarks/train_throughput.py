@@ -1,4 +1,6 @@
-"""Training throughput on IntradayTrading: CLSTM-PPO (rollout + update, env-steps/s) vs SB3 PPO in the same run.
+"""Training throughput on IntradayTrading: CLSTM-PPO (rollout + update, env-steps/s) vs SB3 PPO in the same run,
+and, where dagster is installed, the `clstm_ppo_policy` asset end to end (dataset asset, Pipes start-up, the
+trainer process, registration) against the bare trainer on the same dataset and budget.
 
 Prints ONE JSON object. Needs only torch + numpy (+ gymnasium): the market (`--market auto`) is the embedded
 SyntheticMarket where polars is installed and otherwise the numpy synthetic market (same planted signal, no
@@ -23,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
+from pipeline.agents.ppo_config import PPOConfig  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
 from pipeline.envs.market_data import embedded_market_available, synthetic_market_tensors  # noqa: E402
 
@@ -75,6 +78,61 @@ def sb3_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any]:
             "num_envs": args.sb3_envs, "n_steps": n_steps, "device": "cpu"}
 
 
+def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """Env-steps/s of `dg.materialize` of the training group for one day (dataset + CLSTM-PPO through Pipes) vs
+    CLSTMPPO.learn in this process on the same saved dataset, preset and budget. Ingest and features of the
+    window are built first and not timed."""
+    try:
+        import dagster as dg
+    except ImportError:
+        return {"skipped": "dagster is not installed here"}
+    import os
+    import tempfile
+
+    from pipeline.market.calendar import trading_days
+
+    day, steps = "2024-07-05", args.asset_steps
+    with tempfile.TemporaryDirectory() as root:
+        os.environ.update(PIPELINE_DATA_LAKE=f"{root}/lake", PIPELINE_SYNTHETIC_SYMBOLS="SPY,QQQ",
+                          PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES="390")
+        from assets.training import DEFAULT_INTRADAY
+        from pipeline.definitions import build_definitions
+        from pipeline.training.env_factories import intraday_env
+        from resources.compute import ComputeResource
+        from resources.market_data import MarketDataResource
+        from resources.warehouse import WarehouseResource
+
+        assets = list(build_definitions().assets)
+        groups = {a: set(a.group_names_by_key.values()) for a in assets}
+        window = trading_days("2024-06-06", day)
+        tags = {"dagster/asset_partition_range_start": window[0].isoformat(),
+                "dagster/asset_partition_range_end": window[-1].isoformat()}
+        data = [a for a in assets if groups[a] & {"ingest", "features"}]
+        dg.materialize(data, tags=tags, resources={"warehouse": WarehouseResource(),
+                                                   "market_data": MarketDataResource()})
+        compute = ComputeResource(total_timesteps=steps, torch_threads=args.threads or None)
+        resources = {"warehouse": WarehouseResource(), "compute": compute,
+                     "pipes_subprocess_client": dg.PipesSubprocessClient()}
+        started = time.perf_counter()
+        run = dg.materialize([a for a in assets if groups[a] & {"training"}], resources=resources,
+                             partition_key=day)
+        asset_seconds = time.perf_counter() - started
+        assert run.success
+        env = intraday_env(f"{root}/lake/artifacts/datasets/{day}", num_envs=64, **DEFAULT_INTRADAY)
+        started = time.perf_counter()
+        CLSTMPPO(env, PPOConfig.preset(compute.resolved_preset(), torch_threads=args.threads or None)).learn(steps)
+        bare_seconds = time.perf_counter() - started
+    return {
+        "env_steps": steps,
+        "preset": compute.resolved_preset(),
+        "asset_end_to_end_env_steps_per_s": steps / asset_seconds,
+        "asset_seconds": asset_seconds,
+        "bare_trainer_env_steps_per_s": steps / bare_seconds,
+        "bare_seconds": bare_seconds,
+        "ratio_asset_over_bare": bare_seconds / asset_seconds,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -94,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sb3-envs", type=int, default=8)
     parser.add_argument("--sb3-steps", type=int, default=4096)
     parser.add_argument("--skip-sb3", action="store_true")
+    parser.add_argument("--asset-steps", type=int, default=65_536,
+                        help="env steps of the training-asset vs bare-trainer comparison (0 skips it)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["sb3_ppo"] = {"skipped": "--skip-sb3"} if args.skip_sb3 else sb3_throughput(args, market)
     sb3 = result["sb3_ppo"].get("env_steps_per_s")
     result["ratio_clstm_over_sb3"] = result["clstm_ppo"]["env_steps_per_s"] / sb3 if sb3 else None
+    result["training_asset"] = asset_throughput(args) if args.asset_steps else {"skipped": "--asset-steps 0"}
     print(json.dumps(result))
     return result
 
