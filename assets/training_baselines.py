@@ -1,0 +1,168 @@
+"""SB3 baselines and the ensemble of a trading day D (group `training`, partitioned like the other training assets).
+
+- `sb3_baselines`: SB3 PPO on the intraday env and SAC on the portfolio env, both on D's dataset (train part) with
+  the costs of the envs' defaults (the intraday env with CLSTM-PPO's settings), each scored on the validation
+  walk and registered in `models.registry` as a `candidate` (algo `sb3_ppo` / `sb3_sac`, member `seed<k>`).
+- `ensemble_policy`: the intraday models registered for D on D's dataset (CLSTM-PPO and SB3 PPO, every seed),
+  weighted by their validation scores, saved as `ensemble.json`, scored on the same walk and registered
+  (algo `ensemble`).
+SB3 trains in this process: it is small and CPU-bound, so a subprocess would add start-up and nothing else. It
+runs on the CPU whatever the compute resource's device, with the resource's `torch_threads`.
+"""
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from assets.training import (
+    CLSTM_KEY,
+    DATASET_KEY,
+    DEFAULT_INTRADAY,
+    TRAINING_GROUP,
+    _one_day,
+    artifacts_dir,
+    dataset_dir,
+)
+from pipeline.agents.ensemble import WEIGHTINGS
+from pipeline.registry import ModelRecord, code_version, config_hash, file_sha256, register_model
+from pipeline.training.baselines import BASELINES, torch_threads, train_dataset_baseline, validate
+from pipeline.training.dataset import MANIFEST_FILE
+from pipeline.training.ensembles import INTRADAY_ALGOS, build_ensemble, common_env_config, registered_members
+from resources.compute import ComputeResource
+from resources.warehouse import WarehouseResource
+
+BASELINES_KEY = dg.AssetKey("sb3_baselines")
+ENSEMBLE_KEY = dg.AssetKey("ensemble_policy")
+
+
+class SB3BaselinesConfig(dg.Config):
+    # Measured on a busy 2-core machine with compute.torch_threads=1: PPO 20,000 steps in 40 s, SAC 5,000 in 177 s
+    # (a gradient step per env step), so the defaults together take about two minutes.
+    ppo_timesteps: int = Field(default=20_000, description="SB3 PPO env steps on the intraday env (under a minute).")
+    sac_timesteps: int = Field(default=2_000, description="SAC env steps on the portfolio env (about a minute).")
+    seed: int = Field(default=0, description="Seed of both runs (the member seed<k> of the registry).")
+    intraday_env_json: str = Field(
+        default=json.dumps(DEFAULT_INTRADAY), description="IntradayConfig fields (CLSTM-PPO's), as JSON."
+    )
+    portfolio_env_json: str = Field(default="{}", description="PortfolioConfig fields, as JSON.")
+    ppo_hparams_json: str = Field(default="{}", description="SB3 PPO constructor arguments, as JSON.")
+    sac_hparams_json: str = Field(default="{}", description="SB3 SAC constructor arguments, as JSON.")
+
+    def runs(self) -> dict[str, dict[str, Any]]:
+        """Per registry algo: the run's budget, seed, env settings and hyperparameters (what its config hash covers)."""
+        return {
+            "sb3_ppo": {"total_timesteps": self.ppo_timesteps, "seed": self.seed,
+                        "env": json.loads(self.intraday_env_json), "hparams": json.loads(self.ppo_hparams_json)},
+            "sb3_sac": {"total_timesteps": self.sac_timesteps, "seed": self.seed,
+                        "env": json.loads(self.portfolio_env_json), "hparams": json.loads(self.sac_hparams_json)},
+        }
+
+
+class EnsemblePolicyConfig(dg.Config):
+    weighting: str = Field(default="softmax", description=f"Member weights from validation scores: {WEIGHTINGS}.")
+    temperature: float = Field(default=1.0, description="Softmax temperature (high: equal weights).")
+    score_metric: str = Field(
+        default="sharpe", description="Validation metric that weights the members (sharpe, composite, ...)."
+    )
+
+
+def _record(day: date, algo: str, member: str, artifact: Path, manifest: dict[str, Any], run: dict[str, Any],
+            metrics: dict[str, Any]) -> ModelRecord:
+    return ModelRecord(
+        trading_day=day, algo=algo, member=member, artifact_path=str(artifact), sha256=file_sha256(artifact),
+        config_hash=config_hash(run), code_version=code_version(), data_version=manifest["data_version"],
+        window_start=date.fromisoformat(manifest["days"]["window"][0]),
+        window_end=date.fromisoformat(manifest["days"]["window"][-1]), metrics=metrics,
+    )
+
+
+def _partition_dataset(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> tuple[date, Path, dict[str, Any]]:
+    """The run's trading day D, the folder of D's training dataset, and its manifest."""
+    day = _one_day(context)
+    folder = dataset_dir(warehouse, day)
+    return day, folder, json.loads((folder / MANIFEST_FILE).read_text())
+
+
+def _validation_metadata(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}validation/{k}": float(v) for k, v in metrics.items()}
+
+
+def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    def training_asset(key: dg.AssetKey, deps: list[dg.AssetKey]) -> Any:
+        """A training asset of D (its description is the function's docstring)."""
+        return dg.asset(key=key, deps=deps, group_name=TRAINING_GROUP, kinds={"pytorch"},
+                        partitions_def=partitions_def)
+
+    @training_asset(BASELINES_KEY, [DATASET_KEY])
+    def sb3_baselines(
+        context: dg.AssetExecutionContext, config: SB3BaselinesConfig, warehouse: WarehouseResource,
+        compute: ComputeResource,
+    ) -> dg.MaterializeResult:
+        """SB3 PPO (intraday env) and SAC (portfolio env) on the dataset of D, scored on its validation days and
+        registered in models.registry as candidates."""
+        day, data_dir, manifest = _partition_dataset(context, warehouse)
+        metadata: dict[str, Any] = {"data_version": manifest["data_version"]}
+        for algo, run in config.runs().items():
+            model_dir = artifacts_dir(warehouse) / "models" / day.isoformat() / f"{algo}-seed{config.seed}"
+            context.log.info(f"training {algo} ({BASELINES[algo].gym_id}, {run['total_timesteps']} steps)")
+            policy, validation = train_dataset_baseline(algo, data_dir, model_dir, run["env"], run["total_timesteps"],
+                                                        config.seed, run["hparams"], compute.torch_threads)
+            metrics = {"validation": validation, "train": {"num_timesteps": policy.meta["num_timesteps"],
+                                                           "mean_episode_return": policy.meta["mean_episode_return"]}}
+            record = _record(day, algo, f"seed{config.seed}", model_dir / "model.zip", manifest, run, metrics)
+            model_id = register_model(warehouse.warehouse(), record)
+            context.log.info(f"registered {model_id} (candidate): validation {validation}")
+            metadata |= {f"{algo}/model_id": model_id, f"{algo}/artifact": dg.MetadataValue.path(str(model_dir)),
+                         f"{algo}/sha256": record.sha256, f"{algo}/num_timesteps": policy.meta["num_timesteps"],
+                         **_validation_metadata(f"{algo}/", validation)}
+        return dg.MaterializeResult(metadata=metadata)
+
+    @training_asset(ENSEMBLE_KEY, [CLSTM_KEY, BASELINES_KEY])
+    def ensemble_policy(
+        context: dg.AssetExecutionContext, config: EnsemblePolicyConfig, warehouse: WarehouseResource,
+        compute: ComputeResource,
+    ) -> dg.MaterializeResult:
+        """The intraday models registered for D (CLSTM-PPO and SB3 PPO, every seed) weighted by validation score;
+        ensemble.json under artifacts/models/<D>/ensemble/, scored on the validation days and registered as a
+        candidate."""
+        day, data_dir, manifest = _partition_dataset(context, warehouse)
+        members = registered_members(warehouse.warehouse(), day, manifest["data_version"], config.score_metric,
+                                     INTRADAY_ALGOS)
+        out_dir = artifacts_dir(warehouse) / "models" / day.isoformat() / "ensemble"
+        env_config = common_env_config(members)
+        # Loading a CLSTM-PPO member sets torch's threads to its training run's; this process keeps its own.
+        with torch_threads(compute.torch_threads):
+            ensemble = build_ensemble(members, out_dir, config.weighting, config.temperature)
+            validation = validate(ensemble, "sb3_ppo", data_dir, env_config)
+        model_ids, weights = [m.model_id for m in members], [float(w) for w in ensemble.weights]
+        run = {"members": model_ids, "weighting": config.weighting, "temperature": config.temperature,
+               "score_metric": config.score_metric, "env": env_config}
+        metrics = {"validation": validation, "members": model_ids, "weights": weights,
+                   "scores": [m.score for m in members]}
+        record = _record(day, "ensemble", f"k{len(members)}", out_dir / "ensemble.json", manifest, run, metrics)
+        model_id = register_model(warehouse.warehouse(), record)
+        context.log.info(f"registered {model_id} (candidate): {len(members)} members, weights {weights}")
+        return dg.MaterializeResult(metadata={
+            "model_id": model_id,
+            "artifact": dg.MetadataValue.path(str(out_dir)),
+            "sha256": record.sha256,
+            "data_version": record.data_version,
+            "members": dg.MetadataValue.json(model_ids),
+            "weights": dg.MetadataValue.json(weights),
+            "scores": dg.MetadataValue.json(metrics["scores"]),
+            "members_table": dg.MetadataValue.md(_members_table(members, weights, config.score_metric)),
+            **_validation_metadata("", validation),
+        })
+
+    return [sb3_baselines, ensemble_policy]
+
+
+def _members_table(members: list[Any], weights: list[float], metric: str) -> str:
+    rows = [f"| {m.model_id} | {m.algo} | {m.score:.4g} | {w:.4f} |" for m, w in zip(members, weights, strict=True)]
+    return "\n".join([f"| member | algo | validation {metric} | weight |", "|---|---|---|---|", *rows])

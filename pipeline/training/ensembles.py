@@ -1,0 +1,111 @@
+"""The ensemble of a trading day D: the registered intraday models of D, weighted by their validation scores.
+
+Members are read from `models.registry`, not from folders: the rows of D whose algorithm acts on the intraday env
+(CLSTM-PPO and SB3 PPO, any seed) and whose data version is that of D's dataset. Of the rows of one (algo,
+member), the latest registered is taken, and only while its artifact still has the registered sha256 (a later
+run with another config writes into the same folder). Every member must have been trained on the same env
+settings (costs, window, stops): the ensemble is scored on that env's validation walk.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipeline.agents.baselines import META_FILE
+from pipeline.agents.ensemble import PolicyEnsemble
+from pipeline.envs.intraday import IntradayConfig
+from pipeline.lake import Warehouse
+from pipeline.registry import file_sha256, read_registry
+
+INTRADAY_ALGOS = ("clstm_ppo", "sb3_ppo")
+"""The registry's algorithms that act on the intraday env (Discrete actions): what an ensemble can mix."""
+MEMBER_KINDS = {"clstm_ppo": "clstm_ppo", "sb3_ppo": "sb3"}
+"""Registry algo -> `ensemble.load_member` kind."""
+TRAINER_CONFIG = "train_config.json"
+"""The trainer's JSON config, beside a CLSTM-PPO model: where its env settings are."""
+_PLACEMENT = ("dataset_dir", "part", "num_envs", "device")
+"""Env kwargs that say where an env runs and on which data, not what it is."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One registered model as an ensemble member."""
+
+    model_id: str
+    algo: str
+    artifact_path: str
+    score: float
+    env_config: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return MEMBER_KINDS[self.algo]
+
+    @property
+    def path(self) -> Path:
+        """What `load_member` loads: a CLSTM-PPO checkpoint file, or the folder of an SB3 baseline's model.zip."""
+        artifact = Path(self.artifact_path)
+        return artifact if self.kind == "clstm_ppo" else artifact.parent
+
+
+def member_env_config(algo: str, artifact_path: str | Path) -> dict[str, Any]:
+    """The env settings a registered model was trained with, from the config saved beside its artifact."""
+    folder = Path(artifact_path).parent
+    if algo == "clstm_ppo":
+        kwargs = json.loads((folder / TRAINER_CONFIG).read_text())["env"]["kwargs"]
+    else:
+        kwargs = json.loads((folder / META_FILE).read_text())["env_kwargs"]
+    return {k: v for k, v in kwargs.items() if k not in _PLACEMENT}
+
+
+def registered_members(store: Warehouse, trading_day: date, data_version: str, score_metric: str = "sharpe",
+                       algos: tuple[str, ...] = INTRADAY_ALGOS) -> list[Member]:
+    """The current registered models of `trading_day` on `data_version` for `algos`, with their validation
+    `score_metric` (see the module docstring for which rows count)."""
+    unknown = sorted(set(algos) - set(MEMBER_KINDS))
+    if unknown:
+        raise ValueError(f"algorithms {unknown} cannot be ensembled here; use some of {sorted(MEMBER_KINDS)}")
+    rows = read_registry(store, trading_day)
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows.filter(rows["algo"].is_in(list(algos)) & (rows["data_version"] == data_version)).to_dicts():
+        latest[(row["algo"], row["member"])] = row  # oldest first: the last one wins
+    members = []
+    for row in latest.values():
+        artifact = Path(row["artifact_path"])
+        if not artifact.is_file() or file_sha256(artifact) != row["sha256"]:
+            continue  # overwritten or removed since it was registered
+        validation = json.loads(row["metrics"]).get("validation", {})
+        if score_metric not in validation:
+            raise ValueError(f"{row['model_id']} has no validation {score_metric!r} in models.registry "
+                             f"(it has {sorted(validation)}); pick score_metric from those")
+        members.append(Member(row["model_id"], row["algo"], str(artifact), float(validation[score_metric]),
+                              member_env_config(row["algo"], artifact)))
+    return sorted(members, key=lambda m: m.model_id)
+
+
+def common_env_config(members: list[Member]) -> dict[str, Any]:
+    """The intraday settings every member was trained with; a clear error if they differ."""
+    configs = {m.model_id: IntradayConfig(**m.env_config) for m in members}
+    first = next(iter(configs.values()))
+    differ = [model_id for model_id, config in configs.items() if config != first]
+    if differ:
+        raise ValueError(f"ensemble members were trained on different intraday env settings ({differ} differ from "
+                         f"{members[0].model_id}); retrain them with the same env config, or ensemble fewer algos")
+    return members[0].env_config
+
+
+def build_ensemble(members: list[Member], directory: str | Path, weighting: str = "softmax",
+                   temperature: float = 1.0) -> PolicyEnsemble:
+    """Load `members`, weight them by their scores (`ensemble_weights`) and save `ensemble.json` in `directory`."""
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, found {len(members)} "
+                         f"({[m.model_id for m in members]}): materialize clstm_ppo_policy and sb3_baselines "
+                         "for this day first (or more seeds of them)")
+    ensemble = PolicyEnsemble.from_members([(m.kind, m.path) for m in members], [m.score for m in members],
+                                           weighting, temperature)
+    ensemble.save(directory)
+    return ensemble
