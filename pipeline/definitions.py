@@ -11,6 +11,7 @@ import dagster as dg
 from assets.features import FEATURES_GROUP, build_feature_assets
 from assets.ingest import INGEST_GROUP, build_ingest_assets
 from assets.training import build_training_assets
+from assets.training_baselines import build_training_baseline_assets
 from pipeline.partitions import partitions_start_from_env, trading_day_partitions
 from pipeline.schedules import build_daily_job, build_daily_schedule
 from pipeline.sensors import build_landing_sensor
@@ -26,6 +27,7 @@ def build_definitions() -> dg.Definitions:
         *build_ingest_assets(partitions_def),
         *build_feature_assets(partitions_def),
         *build_training_assets(partitions_def),
+        *build_training_baseline_assets(partitions_def),
     ]
     daily_job = build_daily_job()
     return dg.Definitions(

@@ -32,7 +32,11 @@ class ComputeResource(dg.ConfigurableResource):
     preset: str | None = Field(
         default=None, description="CLSTM-PPO preset (small_budget | gpu_long); unset: picked by budget and device."
     )
-    torch_threads: int | None = Field(default=None, description="torch threads per CPU process; unset: torch's.")
+    torch_threads: int | None = Field(
+        default=1,
+        description="torch threads per CPU training process (default 1: the small LSTMs and MLPs gain little from "
+        "more, and were measured 4-5x slower with 2 threads on a busy 2-core machine); unset: torch's default.",
+    )
 
     def resolved_device(self) -> str:
         if self.device == "auto":

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO_ROOT
 from test_checkpoints import ROLLOUT, TINY, CountingEnv
 
@@ -177,3 +178,18 @@ def test_load_baseline_refuses_a_planted_pickled_entry(tmp_path: Path, monkeypat
     with pytest.raises(ValueError, match="no 'spaces' entry"):
         load_baseline(folder)
     assert not marker.exists()
+
+
+def test_loading_a_model_leaves_the_process_thread_count_alone(tmp_path: Path) -> None:
+    """torch_threads is a training setting: learn() applies it, loading a model to predict does not."""
+    before = torch.get_num_threads()
+    agent = CLSTMPPO("CartPole-v1", num_envs=2, num_steps=8, hidden=8, window=2, torch_threads=before + 1)
+    assert torch.get_num_threads() == before
+    path = agent.save(tmp_path / "model")
+    CLSTMPPO.load(path)
+    assert torch.get_num_threads() == before
+    try:
+        agent.learn(16)
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)

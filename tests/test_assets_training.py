@@ -50,7 +50,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory):
         resources = {"warehouse": WarehouseResource(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
                      "compute": ComputeResource(total_timesteps=STEPS, torch_threads=1)}
         run_config = {"ops": {"clstm_ppo_policy": {"config": {"num_envs": 16}}}}
-        result = dg.materialize(assets_in_groups("training"), resources=resources, partition_key=DAY,
+        clstm = [a for a in assets_in_groups("training") if a.key.path[-1] in TRAINING]
+        result = dg.materialize(clstm, resources=resources, partition_key=DAY,
                                 instance=instance, run_config=run_config)
         yield env, result, instance
 
@@ -121,12 +122,17 @@ def test_readme_cli_command_trains_and_a_rerun_replaces_its_registry_row(lake) -
     env, _, _ = lake
     run_config = {"execution": {"config": {"in_process": {}}},
                   "resources": {"compute": {"config": {"total_timesteps": STEPS, "torch_threads": 1}}},
-                  "ops": {"clstm_ppo_policy": {"config": {"num_envs": 16, "seed": 1}}}}
+                  "ops": {"clstm_ppo_policy": {"config": {"num_envs": 16, "seed": 1}},
+                          "sb3_baselines": {"config": {"seed": 1, "ppo_timesteps": 1024, "sac_timesteps": 200}}}}
     command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "pipeline.definitions",
                "--select", "group:training", "--partition", DAY, "--config-json", json.dumps(run_config)]
     store = Warehouse(Path(env["PIPELINE_DATA_LAKE"]) / "warehouse.duckdb")
     for _ in range(2):
         done = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-4000:]
-        members = sorted(read_registry(store)["member"].to_list())
-        assert members == ["seed0", "seed1"]  # the same seed, config and data: one row, replaced
+        rows = read_registry(store)
+        # The whole group: CLSTM-PPO seed1 beside the fixture's seed0, both SB3 baselines and their ensemble; the
+        # second run (same seeds, config and data) replaces its rows instead of adding to them.
+        assert sorted(zip(rows["algo"], rows["member"], strict=True)) == [
+            ("clstm_ppo", "seed0"), ("clstm_ppo", "seed1"), ("ensemble", "k3"), ("sb3_ppo", "seed1"),
+            ("sb3_sac", "seed1")]

@@ -13,7 +13,7 @@ from resources.market_data import MarketDataResource
 
 RAW_KEYS = [dg.AssetKey(["raw", t]) for t in ("trades", "quotes", "bars", "option_snapshots")]
 FEATURE_KEYS = [dg.AssetKey(["features", t]) for t in ("bars_1m", "market", "options")]
-TRAINING_KEYS = [dg.AssetKey("training_dataset"), dg.AssetKey("clstm_ppo_policy")]
+TRAINING_KEYS = [dg.AssetKey(k) for k in ("training_dataset", "clstm_ppo_policy", "sb3_baselines", "ensemble_policy")]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_feature_lineage(asset_graph) -> None:
 
 
 def test_training_lineage_reads_the_window_ending_at_the_partition(asset_graph) -> None:
-    dataset, policy = (asset_graph.get(key) for key in TRAINING_KEYS)
+    dataset, policy = (asset_graph.get(key) for key in TRAINING_KEYS[:2])
     assert dataset.parent_keys == {FEATURE_KEYS[0], FEATURE_KEYS[1]}
     assert policy.parent_keys == {TRAINING_KEYS[0]}
     assert {dataset.group_name, policy.group_name} == {"training"}
@@ -69,6 +69,16 @@ def test_training_lineage_reads_the_window_ending_at_the_partition(asset_graph) 
         dataset.partitions_def,
     ).partitions_subset.get_partition_keys()
     assert len(upstream) == 20 and upstream[-1] == "2024-07-05" and upstream[0] == "2024-06-06"
+
+
+def test_baselines_train_on_the_dataset_and_the_ensemble_on_every_intraday_model(asset_graph) -> None:
+    dataset, clstm, baselines, ensemble = (asset_graph.get(key) for key in TRAINING_KEYS)
+    assert baselines.parent_keys == {TRAINING_KEYS[0]}
+    assert ensemble.parent_keys == {TRAINING_KEYS[1], TRAINING_KEYS[2]}
+    assert {baselines.group_name, ensemble.group_name} == {"training"}
+    # The dataset's day partitions with the default (same day) mapping: day D's models come from day D's dataset.
+    assert baselines.partitions_def == ensemble.partitions_def == dataset.partitions_def
+    assert not baselines.partition_mappings and not ensemble.partition_mappings
 
 
 def test_daily_schedule_targets_the_day_that_closed(defs: dg.Definitions) -> None:

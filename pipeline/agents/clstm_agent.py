@@ -60,8 +60,6 @@ class CLSTMAgent:
     ) -> None:
         self.config, self.device, self.env = cfg, device, env
         self.rank, self.world_size = init_distributed(device)
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True

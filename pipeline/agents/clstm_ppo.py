@@ -94,6 +94,8 @@ class CLSTMPPO(CLSTMAgent):
         else:
             self.total_timesteps = self.num_timesteps + int(total_timesteps)
         cfg = self.config
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
         source = "training_episodes" if self.validation_env is None else "validation"
         if source != self.best_source:
             # Scores on training episodes and on validation days are not comparable: the best starts over.

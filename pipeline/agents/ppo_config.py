@@ -79,7 +79,8 @@ class PPOConfig:
     compile: bool = False
     """torch.compile the encoder and the heads (CUDA; first update pays the compile time)."""
     torch_threads: int | None = None
-    """torch.set_num_threads for CPU runs (None: leave torch's default)."""
+    """torch.set_num_threads for CPU runs, applied when learn() starts (None: leave torch's default). Loading a
+    model to predict leaves the process's setting alone."""
     divergence_threshold: float = 1e6
     """A loss or gradient norm above this (or NaN/inf) raises TrainingDivergedError."""
     checkpoint_dir: str | None = None
