@@ -21,7 +21,7 @@ from assets.metadata import partition_days
 from pipeline.envs.numpy_features import DEFAULT_FEATURES
 from pipeline.envs.warehouse_loader import MarketLoaderConfig
 from pipeline.registry import ModelRecord, code_version, config_hash, file_sha256, register_model
-from pipeline.training.dataset import DatasetConfig, build_dataset, load_dataset, save_dataset
+from pipeline.training.dataset import DatasetConfig, build_dataset, load_manifest, save_dataset
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 
@@ -140,7 +140,7 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
     ) -> dg.MaterializeResult:
         day = _one_day(context)
         data_dir = dataset_dir(warehouse, day)
-        manifest = load_dataset(data_dir).manifest
+        manifest = load_manifest(data_dir)
         run = _clstm_run_config(config, compute, data_dir)
         model_dir = artifacts_dir(warehouse) / "models" / day.isoformat() / f"clstm_ppo-seed{config.seed}"
         model_dir.mkdir(parents=True, exist_ok=True)

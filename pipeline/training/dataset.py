@@ -241,12 +241,18 @@ def save_dataset(dataset: TrainingDataset, directory: str | Path) -> Path:
     return out
 
 
-def load_dataset(directory: str | Path, device: torch.device | str = "cpu") -> TrainingDataset:
-    """A dataset written by `save_dataset`, market tensors on `device` (safetensors and JSON only: no pickle)."""
+def load_manifest(directory: str | Path) -> dict:
+    """The manifest of a saved dataset alone (its data version, days, symbols), without reading the tensors."""
     folder = Path(directory)
     if not (folder / MANIFEST_FILE).is_file():
         raise ValueError(f"{folder} holds no {MANIFEST_FILE}: pass a folder written by save_dataset")
-    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    return json.loads((folder / MANIFEST_FILE).read_text())
+
+
+def load_dataset(directory: str | Path, device: torch.device | str = "cpu") -> TrainingDataset:
+    """A dataset written by `save_dataset`, market tensors on `device` (safetensors and JSON only: no pickle)."""
+    folder = Path(directory)
+    manifest = load_manifest(folder)
     market = load_file(str(folder / MARKET_FILE), device=str(device))
     parts = {
         part: MarketTensors(
