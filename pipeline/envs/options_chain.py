@@ -259,9 +259,10 @@ def datetime_at_close(day: date, tz: tzinfo) -> datetime:
 
 
 def synthetic_chain_tensors(days: int = 2, seed: int | None = None, symbol: str = "SYMA", expiries: int = 3,
-                            strikes: int = 9, start: str = "2024-07-01") -> OptionChainTensors:
+                            strikes: int = 9, start: str = "2024-07-01",
+                            alpha: float | None = None) -> OptionChainTensors:
     """Tensors from the embedded synthetic market's option snapshots for the first `days` trading days from
-    `start` (seed None: the market's default seed)."""
+    `start` (seed None: the market's default seed; alpha None: its default planted signal, 0 a martingale)."""
     from datetime import timedelta
 
     import polars as pl
@@ -272,7 +273,8 @@ def synthetic_chain_tensors(days: int = 2, seed: int | None = None, symbol: str 
 
     first = date.fromisoformat(start)
     sessions = [trading_session(d) for d in trading_days(first, first + timedelta(days=7 * days + 7))][:days]
-    config = SyntheticMarketConfig() if seed is None else SyntheticMarketConfig(seed=seed)
+    chosen = {"seed": seed, "alpha": alpha}
+    config = SyntheticMarketConfig(**{name: value for name, value in chosen.items() if value is not None})
     market = build_market_source(SourceSettings(synthetic=config))
     frame = pl.concat([market.fetch("option_snapshots", s, [symbol]) for s in sessions])
     return chain_tensors_from_snapshots(frame, expiries=expiries, strikes=strikes)
