@@ -41,3 +41,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/features.py
 	$(PY) benchmarks/env_throughput.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/options_controls.py
