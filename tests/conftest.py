@@ -77,3 +77,9 @@ def assets_in_groups(*groups: str) -> list:
     from pipeline.definitions import build_definitions
 
     return [a for a in build_definitions().assets if set(a.group_names_by_key.values()) & set(groups)]
+
+
+def materialized_metadata(result: object, node: str) -> dict:
+    """The plain values of the metadata of the one materialization of `node` in a `dg.materialize` result."""
+    (materialization,) = result.asset_materializations_for_node(node)  # type: ignore[attr-defined]
+    return {k: v.value for k, v in materialization.metadata.items()}

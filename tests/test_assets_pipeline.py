@@ -6,7 +6,7 @@ from datetime import date
 
 import dagster as dg
 import pytest
-from conftest import DATA_GROUPS, assets_in_groups
+from conftest import DATA_GROUPS, assets_in_groups, materialized_metadata
 
 from pipeline.lake import Warehouse
 from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES
@@ -34,11 +34,6 @@ def store(synthetic_run: dg.ExecuteInProcessResult, module_lake_env: dict[str, s
     return Warehouse(f"{module_lake_env['PIPELINE_DATA_LAKE']}/warehouse.duckdb")
 
 
-def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
-    (materialization,) = result.asset_materializations_for_node(node)
-    return {k: v.value for k, v in materialization.metadata.items()}
-
-
 def test_every_asset_materialized(synthetic_run: dg.ExecuteInProcessResult) -> None:
     assert synthetic_run.success
     keys = {event.asset_key for event in synthetic_run.get_asset_materialization_events()}
@@ -50,7 +45,7 @@ def test_every_asset_materialized(synthetic_run: dg.ExecuteInProcessResult) -> N
 def test_raw_metadata_accounts_for_every_row(
     synthetic_run: dg.ExecuteInProcessResult, store: Warehouse, table: str
 ) -> None:
-    meta = _metadata(synthetic_run, f"raw__{table}")
+    meta = materialized_metadata(synthetic_run, f"raw__{table}")
     assert meta["rows_read"] == meta["rows_accepted"] + meta["rows_rejected"]
     assert sum(meta["rejected_by_reason"].values()) == meta["rows_rejected"]
     assert meta["dagster/row_count"] == store.row_count(f"raw.{table}") == meta["rows_accepted"]
@@ -85,12 +80,12 @@ def test_tables_hold_the_day(store: Warehouse) -> None:
     assert per_underlying["n"].to_list() == [snapshots, snapshots]
 
 
-def test_feature_metadata(synthetic_run: dg.ExecuteInProcessResult, store: Warehouse) -> None:
-    bars = _metadata(synthetic_run, "features__bars_1m")
-    trades, quotes = _metadata(synthetic_run, "raw__trades"), _metadata(synthetic_run, "raw__quotes")
+def test_featurematerialized_metadata(synthetic_run: dg.ExecuteInProcessResult, store: Warehouse) -> None:
+    bars = materialized_metadata(synthetic_run, "features__bars_1m")
+    trades, quotes = materialized_metadata(synthetic_run, "raw__trades"), materialized_metadata(synthetic_run, "raw__quotes")
     assert bars["rows_read"] == trades["rows_accepted"] + quotes["rows_accepted"]
     assert bars["rows_written"] == bars["dagster/row_count"] == 2 * 390
     assert bars["symbols"] == 2
-    market = _metadata(synthetic_run, "features__market")
+    market = materialized_metadata(synthetic_run, "features__market")
     assert market["dagster/row_count"] == store.row_count("features.market")
     assert "symbol" in [c.name for c in market["dagster/column_schema"].columns]

@@ -14,7 +14,7 @@ import dagster as dg
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_GROUPS, assets_in_groups
+from conftest import DATA_GROUPS, assets_in_groups, materialized_metadata
 
 from assets.training import build_training_assets
 from assets.training_baselines import build_training_baseline_assets
@@ -62,21 +62,16 @@ def lake(module_lake_env: dict[str, str]):
         yield Path(module_lake_env["PIPELINE_DATA_LAKE"]), result, store
 
 
-def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
-    (materialization,) = result.asset_materializations_for_node(node)
-    return {k: v.value for k, v in materialization.metadata.items()}
-
-
 def _rows(store: Warehouse, result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     """The registry rows of DAY trained on the fixture's dataset, by algorithm."""
-    version = _metadata(result, "training_dataset")["data_version"]
+    version = materialized_metadata(result, "training_dataset")["data_version"]
     rows = read_registry(store, date.fromisoformat(DAY)).to_dicts()
     return {row["algo"]: row for row in rows if row["data_version"] == version}
 
 
 def test_baselines_are_registered_candidates_with_their_lineage(lake) -> None:
     root, result, store = lake
-    meta, dataset = _metadata(result, "sb3_baselines"), _metadata(result, "training_dataset")
+    meta, dataset = materialized_metadata(result, "sb3_baselines"), materialized_metadata(result, "training_dataset")
     rows = _rows(store, result)
     assert set(rows) == {"clstm_ppo", "sb3_ppo", "sb3_sac", "ensemble"}
     for algo in ("sb3_ppo", "sb3_sac"):
@@ -95,7 +90,7 @@ def test_baselines_are_registered_candidates_with_their_lineage(lake) -> None:
 
 def test_baseline_validation_metrics_are_the_saved_models(lake) -> None:
     root, result, store = lake
-    meta, rows = _metadata(result, "sb3_baselines"), _rows(store, result)
+    meta, rows = materialized_metadata(result, "sb3_baselines"), _rows(store, result)
     dataset = root / "artifacts" / "datasets" / DAY
     # Another env count than the asset's: the evaluation walk visits every episode once whatever the count.
     walks = {"sb3_ppo": (intraday_env(dataset, "validation", num_envs=5, **INTRADAY), final_pnl, 8),
@@ -112,7 +107,7 @@ def test_baseline_validation_metrics_are_the_saved_models(lake) -> None:
 
 def test_ensemble_weights_its_members_by_validation_score(lake) -> None:
     root, result, store = lake
-    meta, rows = _metadata(result, "ensemble_policy"), _rows(store, result)
+    meta, rows = materialized_metadata(result, "ensemble_policy"), _rows(store, result)
     members = [rows["clstm_ppo"]["model_id"], rows["sb3_ppo"]["model_id"]]
     assert sorted(meta["members"]) == sorted(members)
     scores = {row["model_id"]: json.loads(row["metrics"])["validation"]["sharpe"] for row in rows.values()
@@ -130,11 +125,11 @@ def test_ensemble_weights_its_members_by_validation_score(lake) -> None:
 
 def test_ensemble_is_registered_and_its_metrics_are_the_saved_ensembles(lake) -> None:
     root, result, store = lake
-    meta, row = _metadata(result, "ensemble_policy"), _rows(store, result)["ensemble"]
+    meta, row = materialized_metadata(result, "ensemble_policy"), _rows(store, result)["ensemble"]
     folder = root / "artifacts" / "models" / DAY / "ensemble"
     assert (row["model_id"], row["status"], row["member"]) == (meta["model_id"], "candidate", "k2")
     assert row["sha256"] == file_sha256(folder / "ensemble.json") == meta["sha256"]
-    assert row["data_version"] == _metadata(result, "training_dataset")["data_version"] == meta["data_version"]
+    assert row["data_version"] == materialized_metadata(result, "training_dataset")["data_version"] == meta["data_version"]
     ensemble = PolicyEnsemble.load(folder)
     np.testing.assert_allclose(ensemble.weights, meta["weights"])
     env = intraday_env(root / "artifacts" / "datasets" / DAY, "validation", num_envs=8, **INTRADAY)

@@ -16,8 +16,8 @@ import dagster as dg
 import numpy as np
 import pytest
 import torch
+from conftest import materialized_metadata
 from test_assets_feature_lookback import DAYS, RANGE_TAGS, SYMBOLS, _land_daily_bars
-from test_assets_training_baselines import _metadata
 
 from assets.training import DATASET_KEY, DEFAULT_INTRADAY
 from assets.training_baselines import BASELINES_KEY
@@ -73,7 +73,7 @@ def trained(module_lake_env: dict[str, str]):
 
 def test_the_dataset_is_the_landed_sessions_ending_at_d(trained) -> None:
     lake, result, _ = trained
-    meta = _metadata(result, "training_dataset")
+    meta = materialized_metadata(result, "training_dataset")
     window = [d.isoformat() for d in DAYS[-WINDOW_DAYS:]]
     n_train = WINDOW_DAYS - 1 - VALIDATION_DAYS  # one embargo day
     manifest = meta["manifest"]
@@ -94,7 +94,7 @@ def test_the_dataset_is_the_landed_sessions_ending_at_d(trained) -> None:
 
 def test_the_sac_model_is_registered_with_the_datasets_lineage(trained) -> None:
     lake, result, store = trained
-    meta, dataset = _metadata(result, "sb3_baselines"), _metadata(result, "training_dataset")
+    meta, dataset = materialized_metadata(result, "sb3_baselines"), materialized_metadata(result, "training_dataset")
     rows = {row["algo"]: row for row in read_registry(store, DAY).to_dicts()}
     assert set(rows) == {"sb3_ppo", "sb3_sac"}
     row = rows["sb3_sac"]
@@ -112,7 +112,7 @@ def test_the_sac_model_is_registered_with_the_datasets_lineage(trained) -> None:
 
 def test_the_validation_walk_covers_every_multi_day_episode_once(trained) -> None:
     _, result, _ = trained
-    meta = _metadata(result, "sb3_baselines")
+    meta = materialized_metadata(result, "sb3_baselines")
     blocks = VALIDATION_DAYS // EPISODE_DAYS
     # The portfolio plays all symbols in one episode per block; the intraday env one episode per (block, symbol).
     assert meta["sb3_sac/validation/episodes"] == blocks
@@ -121,7 +121,7 @@ def test_the_validation_walk_covers_every_multi_day_episode_once(trained) -> Non
 
 def test_the_sac_model_loads_and_walks_the_validation_days(trained) -> None:
     _, result, store = trained
-    meta, dataset = _metadata(result, "sb3_baselines"), _metadata(result, "training_dataset")
+    meta, dataset = materialized_metadata(result, "sb3_baselines"), materialized_metadata(result, "training_dataset")
     (row,) = [r for r in read_registry(store, DAY).to_dicts() if r["algo"] == "sb3_sac"]
     policy = load_baseline(Path(row["artifact_path"]).parent)
     # Another env count than the asset's: every block is dealt once whatever the count.
