@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import DATA_GROUPS, REPO_ROOT, assets_in_groups, pipeline_env
+from conftest import DATA_GROUPS, REPO_ROOT, assets_in_groups, materialized_metadata, pipeline_env
 
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.validation import evaluate_policy
@@ -56,14 +56,9 @@ def lake(tmp_path_factory: pytest.TempPathFactory):
         yield env, result, instance
 
 
-def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
-    (materialization,) = result.asset_materializations_for_node(node)
-    return {k: v.value for k, v in materialization.metadata.items()}
-
-
 def test_dataset_is_the_window_ending_at_the_partition(lake) -> None:
     env, result, _ = lake
-    meta = _metadata(result, "training_dataset")
+    meta = materialized_metadata(result, "training_dataset")
     window = [d.isoformat() for d in HISTORY[-20:]]
     assert meta["train_days"] == window[:15] and meta["embargo_days"] == window[15:16]
     assert meta["validation_days"] == window[16:] and window[-1] == DAY
@@ -86,7 +81,7 @@ def test_trainer_ran_through_pipes_and_streamed_its_progress(lake) -> None:
     rollout = 16 * 32
     expected = [[f"update={u}", f"steps={rollout * (u + 1)}"] for u in range(1, STEPS // rollout)]
     assert progress == expected
-    meta = _metadata(result, "clstm_ppo_policy")
+    meta = materialized_metadata(result, "clstm_ppo_policy")
     assert meta["num_timesteps"] == STEPS and meta["num_updates"] == len(expected)
     assert meta["hparams"]["ent_coef_start"] == 0.03  # the small_budget preset, picked by budget on CPU
     assert meta["training_curve"].startswith("![training curve](data:image/svg+xml;base64,")
@@ -95,7 +90,7 @@ def test_trainer_ran_through_pipes_and_streamed_its_progress(lake) -> None:
 
 def test_reported_validation_metrics_are_the_saved_models(lake) -> None:
     env, result, _ = lake
-    meta = _metadata(result, "clstm_ppo_policy")
+    meta = materialized_metadata(result, "clstm_ppo_policy")
     dataset = Path(env["PIPELINE_DATA_LAKE"]) / "artifacts" / "datasets" / DAY
     validation = intraday_env(dataset, part="validation", num_envs=16, window=8, loss_cut=None, profit_lock=None)
     again = evaluate_policy(CLSTMPPO.load(meta["artifact"]), validation)
@@ -106,8 +101,8 @@ def test_reported_validation_metrics_are_the_saved_models(lake) -> None:
 
 def test_model_is_registered_as_a_candidate_with_its_lineage(lake) -> None:
     env, result, _ = lake
-    meta = _metadata(result, "clstm_ppo_policy")
-    dataset_meta = _metadata(result, "training_dataset")
+    meta = materialized_metadata(result, "clstm_ppo_policy")
+    dataset_meta = materialized_metadata(result, "training_dataset")
     (row,) = read_registry(Warehouse(Path(env["PIPELINE_DATA_LAKE"]) / "warehouse.duckdb")).to_dicts()
     assert row["model_id"] == meta["model_id"] and row["status"] == "candidate"
     assert (row["algo"], row["member"], row["trading_day"]) == ("clstm_ppo", "seed0", date.fromisoformat(DAY))
@@ -136,3 +131,30 @@ def test_readme_cli_command_trains_and_a_rerun_replaces_its_registry_row(lake) -
         assert sorted(zip(rows["algo"], rows["member"], strict=True)) == [
             ("clstm_ppo", "seed0"), ("clstm_ppo", "seed1"), ("ensemble", "k3"), ("sb3_ppo", "seed1"),
             ("sb3_sac", "seed1")]
+
+
+def test_compute_with_two_processes_trains_under_torchrun(lake) -> None:
+    """`nproc_per_node: 2` launches the trainer with torchrun (2 CPU ranks, gloo) through the same Pipes client:
+    rank 0 alone reports, the steps count both ranks, and the model is registered like a one-process one."""
+    env, _, _ = lake
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        instance = dg.DagsterInstance.ephemeral()
+        resources = {"warehouse": WarehouseResource(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
+                     "compute": ComputeResource(total_timesteps=STEPS, torch_threads=1, nproc_per_node=2)}
+        run_config = {"ops": {"clstm_ppo_policy": {"config": {"num_envs": 16, "seed": 2}}}}
+        clstm = [a for a in assets_in_groups("training") if a.key.path[-1] == "clstm_ppo_policy"]
+        result = dg.materialize(clstm, resources=resources, partition_key=DAY, instance=instance,
+                                run_config=run_config)
+    assert result.success
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("torch.distributed.run" in m and "--nproc-per-node=2" in m for m in messages)
+    meta = materialized_metadata(result, "clstm_ppo_policy")
+    assert meta["world_size"] == 2 and meta["num_timesteps"] == STEPS
+    # 2 ranks x 16 envs x 32 steps per update; one progress line per update, from rank 0 only.
+    progress = [m for m in messages if m.startswith("update=")]
+    assert len(progress) == meta["num_updates"] == STEPS // (2 * 16 * 32) - 1
+    rows = read_registry(Warehouse(Path(env["PIPELINE_DATA_LAKE"]) / "warehouse.duckdb")).to_dicts()
+    (row,) = [r for r in rows if (r["algo"], r["member"]) == ("clstm_ppo", "seed2")]
+    assert row["model_id"] == meta["model_id"] and row["sha256"] == file_sha256(row["artifact_path"])

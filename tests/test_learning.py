@@ -16,6 +16,7 @@ from trading_controls import (
     control_market,
     margin_report,
     out_of_sample,
+    outcome_report,
     t_statistic,
     train_control_agent,
 )
@@ -56,6 +57,7 @@ def test_planted_signal_beats_flat_and_buy_and_hold_out_of_sample() -> None:
     market = control_market(alpha=0.25, seed=1)
     trained = out_of_sample(market, agent_policy(train_control_agent(market)))
     held = out_of_sample(market, buy_and_hold)
+    print(outcome_report(trained, "planted alpha 0.25"))
     assert trained.fills.sum() > 0
     for name, baseline in (("flat", np.zeros_like(trained.pnl)), ("buy-and-hold", held.pnl)):
         margin = trained.pnl - baseline

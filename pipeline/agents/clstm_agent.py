@@ -37,6 +37,18 @@ def resolve_device(name: str) -> torch.device:
     return local_device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
+def initial_action_probs(setting: str | list, env: Any) -> list[float] | None:
+    """The starting action distribution `PPOConfig.initial_action_probs` asks for (None: uniform, the network's
+    own initialization). "env" reads the env's `initial_action_probs`; an env without one (or no env, as when a
+    checkpoint is loaded over the weights) starts uniform."""
+    if setting == "uniform":
+        return None
+    if setting == "env":
+        probs = getattr(env, "initial_action_probs", None)
+        return None if probs is None else [float(p) for p in probs]
+    return [float(p) for p in setting]
+
+
 class CLSTMAgent:
     """Cascaded-LSTM actor-critic with its normalizer, optimizers, RNG, progress and envs.
 
@@ -53,6 +65,10 @@ class CLSTMAgent:
         batched = as_batched_env(env, cfg.num_envs, device)
         self._setup(cfg.replace(num_envs=batched.num_envs), device, batched, tuple(batched.obs_shape),
                     int(batched.action_dim), bool(batched.discrete))
+        # Every rank starts from rank 0's fresh weights. Not in _setup: a loaded model has the file's weights on
+        # every rank, and rank 0 alone loads one after training (to validate the saved model) when the other ranks
+        # have left, so a collective there would wait for ranks that are gone.
+        broadcast_parameters(self.policy.parameters())
 
     def _setup(
         self, cfg: PPOConfig, device: torch.device, env: Any | None,
@@ -73,8 +89,10 @@ class CLSTMAgent:
         self.policy = CLSTMActorCritic(
             self.window_shape[-1], action_dim, discrete, cfg.hidden, cfg.encoder_layers, cfg.init_log_std
         ).to(device)
+        probs = initial_action_probs(cfg.initial_action_probs, env) if discrete else None
+        if probs is not None:
+            self.policy.set_initial_action_probs(probs)
         self.policy.amp = cfg.amp
-        broadcast_parameters(self.policy.parameters())
         self.optimizers = Optimizers(
             torch.optim.Adam(self.policy.actor_parameters(), lr=cfg.actor_lr, eps=1e-5),
             torch.optim.Adam(self.policy.critic_parameters(), lr=cfg.critic_lr, eps=1e-5),

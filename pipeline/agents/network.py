@@ -97,6 +97,18 @@ class CLSTMActorCritic(nn.Module):
             out = self.critic(seq.detach())
         return out.float().squeeze(-1)
 
+    def set_initial_action_probs(self, probs: list[float] | tuple[float, ...]) -> None:
+        """Start a discrete policy at the distribution `probs` (normalized to sum to 1): the actor's output bias
+        becomes log(probs). Its last layer's weights are small (gain 0.01), so the first logits are about this bias
+        whatever the observation."""
+        head = self.actor.head[-1]
+        if not self.discrete or len(probs) != head.out_features or min(probs) <= 0:
+            raise ValueError(f"initial action probabilities {list(probs)} need a discrete policy and one value > 0 "
+                             f"per action ({head.out_features} actions, discrete={self.discrete})")
+        p = torch.tensor(probs, dtype=torch.float64)
+        with torch.no_grad():
+            head.bias.copy_(torch.log(p / p.sum()).to(head.bias.dtype))
+
     def actor_parameters(self) -> list[nn.Parameter]:
         """Parameters trained by the actor optimizer."""
         params = [*self.encoder.parameters(), *self.shared_lstm.parameters(), *self.actor.parameters()]

@@ -74,6 +74,10 @@ class PPOConfig:
     """Clip scaled rewards to +-clip_reward."""
     init_log_std: float = -0.5
     """Initial log std of the Gaussian head (continuous actions)."""
+    initial_action_probs: str | list = "env"
+    """Initial action distribution of a discrete policy (the bias of its logits): "env" takes the env's own
+    `initial_action_probs` where it has one (IntradayTrading: mostly HOLD) and is uniform otherwise; "uniform"; or
+    one probability per action. Ignored for continuous actions and when a checkpoint's weights are loaded."""
     amp: bool = True
     """bf16 autocast of encoder and LSTMs on CUDA (log-probs and ratios stay fp32); ignored on CPU."""
     compile: bool = False
@@ -109,7 +113,8 @@ class PPOConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             hint = hints[f.name]
-            allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (typing.get_origin(hint) or hint,)
+            options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+            allowed = tuple(typing.get_origin(a) or a for a in options)
             # bool is an int to isinstance; a flag where a count belongs (or the reverse) is a mistake.
             ok = isinstance(value, allowed) and (isinstance(value, bool) == (bool in allowed))
             if not ok and not (float in allowed and isinstance(value, int) and not isinstance(value, bool)):
@@ -121,6 +126,11 @@ class PPOConfig:
             bad.append("num_envs")
         if not (0.0 < self.gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0 and self.clip_eps > 0.0):
             bad.append("gamma/gae_lambda/clip_eps")
+        probs = self.initial_action_probs
+        if isinstance(probs, str) and probs not in ("env", "uniform"):
+            raise ValueError(f'initial_action_probs={probs!r}: use "env", "uniform" or one probability per action')
+        if isinstance(probs, list) and not all(isinstance(p, int | float) and p > 0 for p in probs):
+            raise ValueError(f"initial_action_probs={probs!r}: every probability must be a number > 0")
         if bad:
             raise ValueError(f"CLSTM-PPO hyperparameter(s) {bad} out of range; counts must be >= 1, "
                              "0 < gamma <= 1, 0 <= gae_lambda <= 1 and clip_eps > 0")
@@ -157,10 +167,11 @@ SMALL_BUDGET_MAX_STEPS = 10_000_000
 """Budgets below this many env steps get the small_budget preset from `preset_for_budget`."""
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Measured on CPU (tests/trading_controls.py, 409,600 steps, 64 envs): on the planted-signal intraday market
-    # (10 days, 6 to train, 4 out of sample) it learned with agent seeds 0-2 and earned +$592..$658 net of costs
-    # out of sample. Constant LR and entropy 0.03 keep it exploring long enough to leave "never trade", and four
-    # policy epochs move the policy within a budget of a few hundred updates.
+    # Measured on CPU (409,600 steps, 64 envs, the intraday env's mostly-HOLD start): on the planted-signal market
+    # of tests/trading_controls.py (alpha 0.25; 6 days to train, 4 out of sample) it earned +$665 per day-symbol
+    # net of costs (t 5.53); through the training assets at the synthetic default alpha 0.15 (15 train days) +$249
+    # on the 15 days after D (t 5.96). Constant LR and entropy 0.03 keep it exploring, and four policy epochs move
+    # the policy within a budget of a few hundred updates.
     "small_budget": dict(
         num_steps=32, hidden=32, num_minibatches=8, gamma=0.95, gae_lambda=0.9, actor_lr=3e-4, critic_lr=1e-3,
         policy_epochs=4, ent_coef_start=0.03, ent_coef_end=0.03, anneal_lr=False,
@@ -168,7 +179,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The DESIGN recipe (the PPOConfig defaults): one policy epoch, small annealed LRs and a decaying entropy
     # bonus, meant for ~100M-step GPU runs. Not measured to learn here at that scale; measured NOT to learn on
     # small budgets (245k steps on the planted-signal intraday env, 295k on the options env: entropy stayed at
-    # 99.98% of its start and the deterministic policy never traded).
+    # 99.98% of its start and the deterministic policy never traded; measured with a uniform starting policy, before
+    # the intraday env's mostly-HOLD start, and not since).
     "gpu_long": dict(
         num_steps=128, hidden=64, num_minibatches=4, gamma=0.99, gae_lambda=0.95, actor_lr=1e-4, critic_lr=4e-4,
         policy_epochs=1, ent_coef_start=0.02, ent_coef_end=0.005, anneal_lr=True,
