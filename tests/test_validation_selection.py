@@ -41,9 +41,10 @@ def _validation_env(market: MarketTensors, num_envs: int = 4) -> IntradayTrading
 
 
 def _agent(market: MarketTensors, **overrides) -> CLSTMPPO:
-    """An agent whose deterministic policy trades from the start: the actor's last layer at gain 1 instead of
-    0.01, so the held-out PnL (and the validation scores) move as training moves the weights."""
-    agent = CLSTMPPO(_train_env(market), **HPARAMS, **overrides)
+    """An agent whose deterministic policy trades from the start: a uniform start (not the env's mostly-HOLD one)
+    and the actor's last layer at gain 1 instead of 0.01, so the held-out PnL (and the validation scores) move as
+    training moves the weights."""
+    agent = CLSTMPPO(_train_env(market), **{"initial_action_probs": "uniform", **HPARAMS, **overrides})
     torch.nn.init.orthogonal_(agent.policy.actor.head[-1].weight, gain=1.0)
     return agent
 
