@@ -2,7 +2,8 @@
 
 The Dagster UI renders markdown metadata, images included, so the plot needs no plotting library and no file
 server: one polyline per series over a shared x axis (env steps), each series scaled to its own range (the legend
-gives the range), since returns, entropy and KL live on different scales.
+gives the range), since returns, entropy and KL live on different scales. `shared_y=True` puts every series on
+one y scale instead (labelled on the axis), for series that must be compared, like equity curves.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ def _finite(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in points if math.isfinite(x) and math.isfinite(y)]
 
 
-def svg_line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: str, x_label: str) -> str:
-    """An SVG chart of each named series of (x, y) points (non-finite points are left out)."""
+def svg_line_chart(
+    series: Mapping[str, Sequence[tuple[float, float]]], title: str, x_label: str, *, shared_y: bool = False
+) -> str:
+    """An SVG chart of each named series of (x, y) points (non-finite points are left out); each series on its
+    own y scale, or all on one when `shared_y`."""
     clean = {name: _finite(points) for name, points in series.items()}
     clean = {name: points for name, points in clean.items() if points}
     xs = [x for points in clean.values() for x, _ in points] or [0.0, 1.0]
     x_lo, x_hi = min(xs), max(xs)
     x_span = (x_hi - x_lo) or 1.0
+    all_ys = [y for points in clean.values() for _, y in points] or [0.0, 1.0]
     plot_w, plot_h = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" '
@@ -36,9 +41,12 @@ def svg_line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: s
         f'<text x="{WIDTH / 2}" y="{HEIGHT - 8}" text-anchor="middle">{escape(x_label)} '
         f"({x_lo:,.0f} to {x_hi:,.0f})</text>",
     ]
+    if shared_y:
+        parts.append(f'<text x="{PAD - 4}" y="{PAD + 4}" text-anchor="end">{max(all_ys):.4g}</text>'
+                     f'<text x="{PAD - 4}" y="{PAD + plot_h}" text-anchor="end">{min(all_ys):.4g}</text>')
     for i, (name, points) in enumerate(clean.items()):
         ys = [y for _, y in points]
-        y_lo, y_hi = min(ys), max(ys)
+        y_lo, y_hi = (min(all_ys), max(all_ys)) if shared_y else (min(ys), max(ys))
         y_span = (y_hi - y_lo) or 1.0
         coords = " ".join(
             f"{PAD + (x - x_lo) / x_span * plot_w:.1f},{PAD + plot_h - (y - y_lo) / y_span * plot_h:.1f}"
@@ -47,7 +55,7 @@ def svg_line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: s
         color = COLORS[i % len(COLORS)]
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{coords}"/>')
         parts.append(f'<text x="{PAD + 6}" y="{PAD + 14 + 14 * i}" fill="{color}">{escape(name)} '
-                     f"[{y_lo:.4g}, {y_hi:.4g}]</text>")
+                     f"[{min(ys):.4g}, {max(ys):.4g}]</text>")
     parts.append("</svg>")
     return "".join(parts)
 
