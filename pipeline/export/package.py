@@ -1,0 +1,200 @@
+"""The deployment artifact of one trained CLSTM model: a folder that serves the policy without this project.
+
+`export_deployment` writes `policy.onnx` and `policy.pt2` (raw observations in, normalization inside the graph),
+`normalizer.safetensors`, `config.json`, `lineage.json` and `MODEL_CARD.md`. The folder is built next to its
+destination and renamed into place, so a crash leaves the previous artifact (or none), never half of one. The
+artifact's `sha256` is the sha256 of its `sha256sum`-style listing (one "<sha256>  <file name>" line per file,
+sorted by name), so it changes when any file does; an export of the same model with the same inputs is
+byte-identical, so it also has the same sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from pipeline.agents import checkpoints as ckpt
+from pipeline.agents.clstm_agent import CLSTMAgent
+from pipeline.envs.intraday import AGENT_FEATURES, FLAT, HOLD, LONG, SHORT
+from pipeline.export.model_card import ModelCard, render_model_card
+from pipeline.export.onnx_policy import (
+    INPUT_NAME,
+    ONNX_FILE,
+    ONNX_OPSET,
+    OUTPUT_NAMES,
+    PROGRAM_FILE,
+    DeployedPolicy,
+    export_program,
+    load_onnx_session,
+    load_program,
+    run_exported,
+    run_onnx,
+    save_onnx,
+    save_program,
+)
+from pipeline.registry import file_sha256, sha256_text
+
+__all__ = ["ARTIFACT_FILES", "DeploymentArtifact", "export_deployment", "load_onnx_session", "load_program",
+           "read_artifact", "run_exported", "run_onnx"]
+"""The consumers' entry points, the graph runners of onnx_policy included."""
+
+NORMALIZER_FILE, CONFIG_FILE, LINEAGE_FILE, CARD_FILE = (
+    "normalizer.safetensors", "config.json", "lineage.json", "MODEL_CARD.md")
+ARTIFACT_FILES = (ONNX_FILE, PROGRAM_FILE, NORMALIZER_FILE, CONFIG_FILE, LINEAGE_FILE, CARD_FILE)
+FORMAT_VERSION = 1
+INTRADAY_ACTIONS = tuple(name for _, name in sorted({HOLD: "hold", LONG: "long", SHORT: "short",
+                                                      FLAT: "flat"}.items()))
+"""IntradayTrading's action meanings, by action index."""
+
+
+@dataclass(frozen=True)
+class DeploymentArtifact:
+    """A deployment folder, each file's sha256, and the sha256 of the whole (what the registry records)."""
+
+    path: Path
+    files: Mapping[str, str]
+    """File name -> sha256, for every file in the folder."""
+    sha256: str
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """File name -> path."""
+        return {name: self.path / name for name in self.files}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (for asset metadata)."""
+        return {"path": str(self.path), "sha256": self.sha256, "files": dict(self.files)}
+
+
+def read_artifact(path: str | Path) -> DeploymentArtifact:
+    """Hash the files of a deployment folder (to record it, or to check that it is what was recorded)."""
+    folder = Path(path)
+    missing = [name for name in ARTIFACT_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a deployment artifact: it lacks {missing}; "
+                                "write one with pipeline.export.package.export_deployment")
+    hashes = {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    listing = "".join(f"{sha}  {name}\n" for name, sha in sorted(hashes.items()))
+    return DeploymentArtifact(folder, hashes, sha256_text(listing))
+
+
+def _write_json(path: Path, value: Mapping[str, Any]) -> None:
+    # default=str: lineage may hold dates (training window), written as ISO strings.
+    path.write_text(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def _config(module: DeployedPolicy, columns: Sequence[str], actions: Sequence[str],
+            hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    batch_shape = ["batch", *module.obs_shape]
+    return {
+        "format_version": FORMAT_VERSION,
+        "algo": "clstm_ppo",
+        "observation": {
+            "name": INPUT_NAME, "dtype": "float32", "shape": batch_shape, "window": module.obs_shape[0],
+            "features": list(columns),
+            "normalization": {
+                "inside_graph": module.normalizer.norm_obs, "file": NORMALIZER_FILE,
+                "formula": "clip((obs - obs_mean) / sqrt(obs_var + epsilon), -clip_obs, clip_obs), in float64",
+            },
+        },
+        "action_space": {"type": "discrete", "n": len(actions), "meanings": list(actions)},
+        "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": batch_shape}],
+        "outputs": [
+            {"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch", len(actions)]},
+            {"name": OUTPUT_NAMES[1], "dtype": "int64", "shape": ["batch"]},
+        ],
+        "state": {"shapes": {}, "description": "none: each call reads a whole window of bars, and the LSTMs run "
+                                               "over that window inside the call; nothing is carried between calls"},
+        "hyperparameters": dict(hyperparameters),
+        "files": {"onnx": ONNX_FILE, "torch_export": PROGRAM_FILE},
+        "onnx_opset": ONNX_OPSET,
+        "versions": {name: metadata.version(name) for name in ("torch", "onnx", "onnxscript")},
+    }
+
+
+def _normalizer_file(module: DeployedPolicy, path: Path) -> None:
+    # RunningNormalizer.load reads this file back; the per-env training return is no deployment state.
+    state = {k: v for k, v in module.normalizer.state_dict().items() if k != "discounted_return"}
+    save_file(state, str(path), metadata={"normalize_obs": str(module.normalizer.norm_obs).lower()})
+
+
+def _replace_folder(staging: Path, target: Path) -> None:
+    """Move `staging` to `target`, replacing a previous artifact there (moved aside first, deleted last)."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    previous = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+    os.replace(target, previous)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        os.replace(previous, target)
+        raise
+    shutil.rmtree(previous)
+
+
+def export_deployment(
+    model_path: str | Path,
+    out_dir: str | Path,
+    *,
+    feature_names: Sequence[str],
+    lineage: Mapping[str, Any],
+    card: ModelCard,
+    agent_features: Sequence[str] = AGENT_FEATURES,
+    action_meanings: Sequence[str] = INTRADAY_ACTIONS,
+) -> DeploymentArtifact:
+    """Write the deployment artifact of the CLSTM checkpoint `model_path` (file or checkpoint folder) to `out_dir`.
+
+    `feature_names`: the market feature columns of the observation, in order (the training dataset manifest's
+    `feature_names`); the env's `agent_features` follow them in each row. `lineage` (code version, config hash,
+    data version, training window, upstream partitions, ...) goes to lineage.json with the model file's sha256.
+    """
+    model_file = ckpt.checkpoint_path(model_path)
+    _, meta = ckpt.read_checkpoint(model_file)
+    # Exported on CPU in float32, uncompiled: the graph must not depend on where or how the model was trained.
+    agent = CLSTMAgent.load(model_file, device="cpu", compile=False)
+    columns = (*feature_names, *agent_features)
+    if len(columns) != agent.obs_shape[-1] or len(set(columns)) != len(columns):
+        raise ValueError(
+            f"the model reads {agent.obs_shape[-1]} observation columns, but feature_names + agent_features name "
+            f"{len(columns)} (distinct: {len(set(columns))}): {list(columns)}; pass the market feature names of "
+            "the dataset the model was trained on (its manifest's feature_names), without the agent features"
+        )
+    if len(action_meanings) != agent.action_dim:
+        raise ValueError(f"the model has {agent.action_dim} actions, action_meanings names {len(action_meanings)}: "
+                         f"{list(action_meanings)}")
+    model_sha = file_sha256(model_file)
+    if lineage.get("model_sha256", model_sha) != model_sha:
+        raise ValueError(f"lineage says model_sha256={lineage['model_sha256']}, but {model_file} has {model_sha}")
+
+    module = DeployedPolicy(agent)
+    config = _config(module, columns, action_meanings, meta["config"])
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp's folder is private to this user; the artifact is meant to be read
+    try:
+        program = export_program(module)
+        save_program(program, staging / PROGRAM_FILE)
+        save_onnx(program, staging / ONNX_FILE)
+        _normalizer_file(module, staging / NORMALIZER_FILE)
+        _write_json(staging / CONFIG_FILE, config)
+        _write_json(staging / LINEAGE_FILE, {**lineage, "model_file": model_file.name, "model_sha256": model_sha})
+        (staging / CARD_FILE).write_text(render_model_card(card, config))
+        for written in staging.iterdir():
+            written.chmod(0o644)  # safetensors writes its file private to this user; the artifact is for readers
+        _replace_folder(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return read_artifact(out)
