@@ -20,7 +20,7 @@ from pipeline.agents.normalize import RunningNormalizer
 from pipeline.envs.intraday import AGENT_FEATURES, IntradayTradingEnv
 from pipeline.envs.market_data import synthetic_market_tensors
 from pipeline.export import package
-from pipeline.export.model_card import MetricRow, ModelCard
+from pipeline.export.model_card import BaselineRow, MetricRow, ModelCard
 from pipeline.export.onnx_policy import load_onnx_session, load_program, run_exported, run_onnx
 from pipeline.registry import file_sha256
 
@@ -32,9 +32,9 @@ CARD = ModelCard(
     train_days=("2024-07-01",), validation_days=("2024-07-02",), trade_size=100.0,
     costs={"fee_per_share": 0.005, "slippage_bps": 1.0},
     metrics=(MetricRow("sharpe", 0.5, 0.1, 0.9), MetricRow("total_return", 0.01)),
-    baselines={"buy_and_hold": [("sharpe", 0.2, -0.1, 0.4), ("total_return", 0.0, None, None)],
-               "random": [("sharpe", -0.3, -0.6, 0.0)]},
-    intended_use=("paper trading on the listed symbols",), limits=("synthetic market only",),
+    baselines=(BaselineRow("buy_and_hold", [("sharpe", 0.2, -0.1, 0.4), ("total_return", 0.0, None, None)]),
+               BaselineRow("random", [MetricRow("sharpe", -0.3, -0.6, 0.0)])),
+    intended_use=("paper trading on the listed symbols",), limitations=("synthetic market only",),
 )
 
 

@@ -23,6 +23,14 @@ class MetricRow(NamedTuple):
 
 
 @dataclass(frozen=True)
+class BaselineRow:
+    """A baseline strategy judged on the same days, with the same metrics as the model."""
+
+    strategy: str
+    metrics: Sequence[MetricRow]
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What MODEL_CARD.md says beyond the artifact's config. Metric rows may be MetricRows or plain
     (name, value, ci_low, ci_high) tuples."""
@@ -45,10 +53,10 @@ class ModelCard:
     """Trading days held out for checkpoint selection, oldest first (ISO dates)."""
     metrics: Sequence[MetricRow] = ()
     """The model's metrics on the evaluation days."""
-    baselines: Mapping[str, Sequence[MetricRow]] = field(default_factory=dict)
-    """Strategy name -> its metrics on the same days (rows named as the model's)."""
+    baselines: Sequence[BaselineRow] = ()
+    """Baseline strategies with their metrics on the same days (rows named as the model's)."""
     intended_use: Sequence[str] = ()
-    limits: Sequence[str] = ()
+    limitations: Sequence[str] = ()
     status: str = "candidate"
     """Registry status: candidate, production or rejected."""
 
@@ -127,11 +135,11 @@ def render_model_card(card: ModelCard, config: Mapping[str, Any]) -> str:
     ]
     names = [m.name for m in metrics]
     table = [[f"this model ({card.model_id})", *[_with_interval(m) for m in metrics]]]
-    for strategy, rows in card.baselines.items():
-        by_name = {m.name: m for m in _rows(rows)}
-        table.append([strategy, *[_with_interval(by_name.get(name)) for name in names]])
+    for baseline in card.baselines:
+        by_name = {m.name: m for m in _rows(baseline.metrics)}
+        table.append([baseline.strategy, *[_with_interval(by_name.get(name)) for name in names]])
     lines += _table(("strategy", *names), table) if card.baselines else ["- none given"]
     lines += ["", "Values are shown as value [CI low, CI high] where an interval exists.", "",
               "## Intended use", "", *_bullets(card.intended_use, "not stated"), "",
-              "## Limits", "", *_bullets(card.limits, "not stated"), ""]
+              "## Limitations", "", *_bullets(card.limitations, "not stated"), ""]
     return "\n".join(lines)
