@@ -13,7 +13,15 @@ import dagster as dg
 import polars as pl
 
 from assets.ingest import raw_asset_key
-from assets.metadata import frame_metadata, partition_days, window_metadata
+from assets.metadata import (
+    day_frames,
+    feature_column_descriptions,
+    feature_table_schema,
+    partition_days,
+    partition_metadata,
+    report_partitions,
+    run_metadata,
+)
 from pipeline.features import LOOKBACK_TRADING_DAYS, bars_1m, options_features
 from pipeline.features.lookback import earlier_trading_days, row_lookback_sessions
 from pipeline.features.market import market_features_days
@@ -27,18 +35,19 @@ MARKET_KEY = dg.AssetKey(["features", "market"])
 OPTIONS_KEY = dg.AssetKey(["features", "options"])
 FEATURE_KEYS = (BARS_1M_KEY, MARKET_KEY, OPTIONS_KEY)
 
-# The trading days of one run of one features table from what the warehouse holds: (rows out, input rows read).
-DaysBuilder = Callable[[Warehouse, list[date]], tuple[pl.DataFrame, int]]
+# The trading days of one run of one features table from what the warehouse holds: (rows out, input rows read per
+# day, counted as a single-day run of that day would read them).
+DaysBuilder = Callable[[Warehouse, list[date]], tuple[pl.DataFrame, dict[date, int]]]
 # The columns of the older lookback days of features.bars_1m: only their daily closes are read.
 _CLOSE_COLUMNS = ["symbol", "ts", "trading_day", "close"]
 
 
 def _each_day(build_day: Callable[[Warehouse, date], tuple[pl.DataFrame, int]]) -> DaysBuilder:
-    def build(store: Warehouse, days: list[date]) -> tuple[pl.DataFrame, int]:
-        built = [build_day(store, day) for day in days]
-        frames = [frame for frame, _ in built]
+    def build(store: Warehouse, days: list[date]) -> tuple[pl.DataFrame, dict[date, int]]:
+        built = {day: build_day(store, day) for day in days}
+        frames = [frame for frame, _ in built.values()]
         frame = pl.concat([f for f in frames if not f.is_empty()] or frames[:1], how="vertical_relaxed")
-        return frame, sum(rows for _, rows in built)
+        return frame, {day: rows for day, (_, rows) in built.items()}
 
     return build
 
@@ -49,7 +58,7 @@ def _bars_1m_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
     return bars_1m(trades, quotes, trading_session(day)), trades.height + quotes.height
 
 
-def _market_days(store: Warehouse, days: list[date]) -> tuple[pl.DataFrame, int]:
+def _market_days(store: Warehouse, days: list[date]) -> tuple[pl.DataFrame, dict[date, int]]:
     # One read of the days and their lookback; the core gives every day the slice a single-day run would read.
     # Bar-only symbols get rows from raw.bars, whose ts is the bar's start (Alpaca, IBKR, most files).
     lookback = earlier_trading_days(days[0])
@@ -63,7 +72,10 @@ def _market_days(store: Warehouse, days: list[date]) -> tuple[pl.DataFrame, int]
     raw_bars = store.read_partition("raw.bars", every_day)
     sessions = [trading_session(day) for day in every_day]
     features = market_features_days(sessions, minute_bars, raw_bars, bar_ts="start", targets=len(days))
-    return features, minute_bars.height + raw_bars.height
+    rows_per_day = pl.concat([minute_bars.select("trading_day"), raw_bars.select("trading_day")])["trading_day"]
+    counts = dict(rows_per_day.value_counts().iter_rows())
+    # A day reads its own rows and its lookback's, as a single-day run of it does.
+    return features, {day: sum(counts.get(d, 0) for d in [*earlier_trading_days(day), day]) for day in days}
 
 
 def _options_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
@@ -90,25 +102,35 @@ def _build_feature_asset(
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
+        metadata={"dagster/column_schema": feature_table_schema(table)},
     )
     def _features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         days = partition_days(context)
         store = warehouse.warehouse()
         frame, rows_read = build_days(store, days)
         store.write_partition(table, days, frame)
-        symbols = frame["symbol" if "symbol" in frame.columns else "underlying"].n_unique() if frame.height else 0
+        symbols = _symbol_count(frame)
         context.log.info(f"{table}: {frame.height} rows for {symbols} symbol(s) over {len(days)} trading day(s)")
+        report_partitions(context, {
+            day: {
+                **partition_metadata(day, day_frame, store.row_count(table, [day])),
+                "symbols": _symbol_count(day_frame),
+                "rows_read": rows_read[day],
+            }
+            for day, day_frame in day_frames(frame, days).items()
+        })
         return dg.MaterializeResult(
             metadata={
-                **window_metadata(days),
-                **frame_metadata(frame, store.row_count(table)),
-                "symbols": symbols,
-                "rows_read": rows_read,
+                **run_metadata(days, frame, feature_column_descriptions(table)),
                 "lookback_trading_days": lookback_trading_days,
             }
         )
 
     return _features
+
+
+def _symbol_count(frame: pl.DataFrame) -> int:
+    return frame["symbol" if "symbol" in frame.columns else "underlying"].n_unique() if frame.height else 0
 
 
 def _with_lookback(key: dg.AssetKey) -> dg.AssetDep:

@@ -1,7 +1,8 @@
 """Ingest assets: fetch each trading day of a raw table, validate it, write raw + quarantine in one transaction.
 
 One asset per raw table (`raw/trades`, `raw/quotes`, `raw/bars`, `raw/option_snapshots`). A single-run range
-backfill handles every day of the range in one write, so a partition is always either its old or its new content.
+backfill handles every day of the range in one write, so a partition is always either its old or its new content;
+each day's partition reports its own rows read, accepted and rejected.
 """
 
 import dagster as dg
@@ -9,7 +10,14 @@ import polars as pl
 from pydantic import Field
 
 from assets.checks import DEFAULT_MAX_REJECTED_SHARE, rejected_share_result, rejected_share_spec
-from assets.metadata import frame_metadata, partition_days, window_metadata
+from assets.metadata import (
+    partition_days,
+    partition_metadata,
+    raw_column_descriptions,
+    raw_table_schema,
+    report_partitions,
+    run_metadata,
+)
 from pipeline.market.calendar import trading_session
 from pipeline.market.schemas import RAW_TABLES
 from pipeline.market.validation import validate
@@ -50,6 +58,7 @@ def build_raw_asset(table: str, partitions_def: dg.PartitionsDefinition) -> dg.A
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
         check_specs=[rejected_share_spec(key)],
+        metadata={"dagster/column_schema": raw_table_schema(table)},
     )
     def _ingest(
         context: dg.AssetExecutionContext,
@@ -60,30 +69,33 @@ def build_raw_asset(table: str, partitions_def: dg.PartitionsDefinition) -> dg.A
         days = partition_days(context)
         source = market_data.build_source(warehouse.lake())
         symbols = market_data.universe()
-        accepted, rejected, rows_read = [], [], 0
+        results = {}
         for day in days:
             session = trading_session(day)
-            result = validate(table, source.fetch(table, session, symbols), session)
-            accepted.append(result.accepted)
-            rejected.append(result.rejected)
-            rows_read += result.rows_read
-        accepted_frame = pl.concat(accepted, how="vertical_relaxed")
-        rejected_frame = pl.concat(rejected, how="vertical_relaxed")
+            results[day] = validate(table, source.fetch(table, session, symbols), session)
+        accepted_frame = pl.concat([r.accepted for r in results.values()], how="vertical_relaxed")
+        rejected_frame = pl.concat([r.rejected for r in results.values()], how="vertical_relaxed")
+        rows_read = sum(r.rows_read for r in results.values())
         store = warehouse.warehouse()
         store.write_partition(f"raw.{table}", days, accepted_frame, rejected_frame)
         context.log.info(
             f"raw.{table}: {accepted_frame.height} rows accepted, {rejected_frame.height} quarantined "
             f"over {len(days)} trading day(s) from source {market_data.source_name()}"
         )
+        report_partitions(context, {
+            day: {
+                **partition_metadata(day, result.accepted, store.row_count(f"raw.{table}", [day])),
+                "rows_read": result.rows_read,
+                "rows_accepted": result.accepted.height,
+                "rows_rejected": result.rejected.height,
+                "rejected_by_reason": dg.MetadataValue.json(reason_counts(result.rejected)),
+            }
+            for day, result in results.items()
+        })
         return dg.MaterializeResult(
             metadata={
-                **window_metadata(days),
-                **frame_metadata(accepted_frame, store.row_count(f"raw.{table}")),
+                **run_metadata(days, accepted_frame, raw_column_descriptions(table)),
                 "source": market_data.source_name(),
-                "rows_read": rows_read,
-                "rows_accepted": accepted_frame.height,
-                "rows_rejected": rejected_frame.height,
-                "rejected_by_reason": dg.MetadataValue.json(reason_counts(rejected_frame)),
             },
             check_results=[
                 rejected_share_result(key, rows_read, rejected_frame.height, config.max_rejected_share)

@@ -1,14 +1,24 @@
-"""Metadata every warehouse asset reports: row counts, column schema, a markdown preview, the partition window."""
+"""Metadata every warehouse asset reports: row counts, column schema, a markdown preview, the partition window.
 
-from __future__ import annotations
+Column descriptions come from their one home, the feature catalog and the raw-table docs, so the UI shows them on
+the asset (definition metadata, before any run) and on every materialization. A run over a range of trading days
+reports each day's figures on that day's partition (`report_partitions`), and what the run as a whole did once.
+"""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
+from pipeline.features.catalog import Feature, features_of
+from pipeline.market.column_docs import raw_column_description
+from pipeline.market.schemas import RAW_COLUMNS
+
 PREVIEW_ROWS = 5
+# Metadata as assets pass it to Dagster (dagster exports no name for its raw metadata value type).
+Metadata = dict[str, Any]
 
 
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:
@@ -16,8 +26,46 @@ def partition_days(context: dg.AssetExecutionContext) -> list[date]:
     return [date.fromisoformat(key) for key in context.partition_keys]
 
 
-def column_schema(frame: pl.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
+def feature_description(feature: Feature) -> str:
+    """One line for a catalog column: its formula, window (with unit) and value unit."""
+    window = "" if feature.window.text == "-" else f"; window: {feature.window}"
+    unit = "" if feature.unit == "-" else f"; unit: {feature.unit}"
+    return f"{feature.formula}{window}{unit}"
+
+
+def raw_column_descriptions(table: str) -> dict[str, str]:
+    """{column: description} of raw.`table`, in contract order."""
+    return {column: raw_column_description(table, column) for column in RAW_COLUMNS[table]}
+
+
+def feature_column_descriptions(table: str) -> dict[str, str]:
+    """{column: description} of a features table (`features.bars_1m`, ...), in catalog order."""
+    return {f.name: feature_description(f) for f in features_of(table)}
+
+
+def raw_table_schema(table: str) -> dg.TableSchema:
+    """The column schema of raw.`table` before any run: contract names and types, with descriptions."""
+    descriptions = raw_column_descriptions(table)
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype), descriptions[name]) for name, dtype in RAW_COLUMNS[table].items()]
+    )
+
+
+def feature_table_schema(table: str) -> dg.TableSchema:
+    """The column schema of a features table before any run: the catalog's names, with each value's unit as the
+    type (the storage type is known once a run has written the table, and is on its materializations)."""
+    return dg.TableSchema(
+        columns=[dg.TableColumn(f.name, f.unit, feature_description(f)) for f in features_of(table)]
+    )
+
+
+def column_schema(frame: pl.DataFrame, descriptions: Mapping[str, str]) -> dg.TableSchema:
+    """The written frame's columns and storage types, each with its description."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, str(dtype), descriptions.get(name)) for name, dtype in frame.schema.items()
+        ]
+    )
 
 
 def preview_markdown(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> str:
@@ -36,7 +84,7 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
-def window_metadata(days: Sequence[date]) -> dict[str, dg.RawMetadataValue]:
+def window_metadata(days: Sequence[date]) -> Metadata:
     return {
         "first_trading_day": days[0].isoformat() if days else "",
         "last_trading_day": days[-1].isoformat() if days else "",
@@ -44,11 +92,39 @@ def window_metadata(days: Sequence[date]) -> dict[str, dg.RawMetadataValue]:
     }
 
 
-def frame_metadata(frame: pl.DataFrame, table_row_count: int) -> dict[str, dg.RawMetadataValue]:
-    """Schema, preview and row counts of what a run wrote (`table_row_count`: the whole table after the write)."""
+def run_metadata(days: Sequence[date], frame: pl.DataFrame, descriptions: Mapping[str, str]) -> Metadata:
+    """What one run reports on every partition it wrote: the run's window and the table's column schema."""
     return {
-        "dagster/column_schema": column_schema(frame),
-        "dagster/row_count": table_row_count,
+        "run_first_trading_day": days[0].isoformat() if days else "",
+        "run_last_trading_day": days[-1].isoformat() if days else "",
+        "run_trading_days": len(days),
+        "dagster/column_schema": column_schema(frame, descriptions),
+    }
+
+
+def day_frames(frame: pl.DataFrame, days: Sequence[date]) -> dict[date, pl.DataFrame]:
+    """`frame`'s rows of each of `days` (an empty frame for a day without rows)."""
+    parts = frame.partition_by("trading_day", as_dict=True) if frame.height else {}
+    return {day: parts.get((day,), frame.clear()) for day in days}
+
+
+def partition_metadata(day: date, frame: pl.DataFrame, day_row_count: int) -> Metadata:
+    """One partition's own figures: its day, the rows this run wrote for it, its rows in the table, a preview."""
+    return {
+        **window_metadata([day]),
+        "dagster/row_count": day_row_count,
         "rows_written": frame.height,
         "preview": dg.MetadataValue.md(preview_markdown(frame)),
     }
+
+
+def report_partitions(
+    context: dg.AssetExecutionContext, metadata_by_day: Mapping[date, Metadata]
+) -> None:
+    """Attach each day's metadata to that day's materialization only.
+
+    Dagster records one materialization per partition of a ranged run and gives each the run's MaterializeResult
+    metadata; metadata added with a partition key overrides it on that partition alone.
+    """
+    for day, metadata in metadata_by_day.items():
+        context.add_asset_metadata(dict(metadata), partition_key=day.isoformat())

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.feature_checks import build_feature_checks
 from assets.features import FEATURES_GROUP, build_feature_assets
 from assets.ingest import INGEST_GROUP, build_ingest_assets
 from assets.training import build_training_assets
 from assets.training_baselines import build_training_baseline_assets
 from pipeline.partitions import partitions_start_from_env, trading_day_partitions
 from pipeline.schedules import build_daily_job, build_daily_schedule
-from pipeline.sensors import build_landing_sensor
+from pipeline.sensors import build_landing_sensor, run_failure_summary
 from resources.compute import ComputeResource
 from resources.market_data import MarketDataResource, alpaca_key_fields
 from resources.warehouse import WarehouseResource
@@ -32,9 +33,13 @@ def build_definitions() -> dg.Definitions:
     daily_job = build_daily_job()
     return dg.Definitions(
         assets=assets,
+        asset_checks=build_feature_checks(),
         jobs=[daily_job],
         schedules=[build_daily_schedule(daily_job)],
-        sensors=[build_landing_sensor(dg.AssetSelection.groups(INGEST_GROUP, FEATURES_GROUP), partitions_def)],
+        sensors=[
+            build_landing_sensor(dg.AssetSelection.groups(INGEST_GROUP, FEATURES_GROUP), partitions_def),
+            run_failure_summary,
+        ],
         resources={
             "warehouse": WarehouseResource(),
             "market_data": MarketDataResource(**alpaca_key_fields()),

@@ -1,16 +1,23 @@
-"""The landing-file sensor: new or changed files in <lake>/landing/<table>/ trigger ingest runs (source=files).
+"""The code location's sensors: landing files trigger ingest runs, and a failed run leaves a one-line summary.
 
-The cursor is the JSON map {relative path: [mtime_ns, size]} of the files already seen. For every new or changed
-file the sensor reads its `ts` column, and requests one run per trading day it covers, selecting only the raw
-tables that have new files that day (so a day of trades never blanks that day's quotes) plus the features.
+Landing: new or changed files in <lake>/landing/<table>/ trigger ingest runs (source=files). The cursor is the
+JSON map {relative path: [mtime_ns, size]} of the files already seen. For every new or changed file the sensor
+reads its `ts` column, and requests one run per trading day it covers, selecting only the raw tables that have new
+files that day (so a day of trades never blanks that day's quotes) plus the features.
+
+Run failures: every failed run of the location gets one line (which run, job and partitions, which steps failed
+with the first line of their error, where to look) in the sensor's log and in <lake>/logs/run_failures.log.
 """
 
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+from dagster_shared.error import SerializableErrorInfo
 
 from assets.features import FEATURE_KEYS
 from pipeline.market.calendar import is_trading_day
@@ -21,6 +28,16 @@ from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 FILES_RUN_CONFIG_SOURCE = "files"
+LANDING_SENSOR_NAME = "landing_files_sensor"
+RUN_FAILURE_SENSOR_NAME = "run_failure_summary"
+# Under the data lake, so failures are visible next to the data they concern, without the UI.
+RUN_FAILURES_LOG = Path("logs") / "run_failures.log"
+# How to switch a sensor on; it is off until someone does (the daemon evaluates only running sensors).
+TURN_ON = (
+    "Off by default. Turn it on in the UI (Automation, then the toggle next to {name}) or with "
+    "`dagster sensor start {name} -m pipeline.definitions`; it is evaluated only while `dagster dev` or "
+    "`dagster-daemon run` is running."
+)
 
 FileState = dict[str, list[int]]
 
@@ -49,10 +66,11 @@ def build_landing_sensor(
     """The sensor; days outside `partitions_def` (before its start) are logged and skipped."""
 
     @dg.sensor(
-        name="landing_files_sensor",
+        name=LANDING_SENSOR_NAME,
         target=ingest_and_features,
         minimum_interval_seconds=60,
-        description="Ingests files dropped into <lake>/landing/<table>/ (CSV or Parquet) with source=files.",
+        description="Ingests files dropped into <lake>/landing/<table>/ (CSV or Parquet) with source=files. "
+        + TURN_ON.format(name=LANDING_SENSOR_NAME),
     )
     def landing_files_sensor(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource, market_data: MarketDataResource
@@ -100,3 +118,68 @@ def _run_request(day: str, tables: list[str], state: FileState) -> dg.RunRequest
         run_config={"resources": {"market_data": {"config": {"source": FILES_RUN_CONFIG_SOURCE}}}},
         tags={"pipeline/trigger": "landing_files"},
     )
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def failure_summary(
+    run_id: str,
+    job_name: str,
+    tags: dict[str, str],
+    failed_steps: Sequence[tuple[str, str]],
+    run_error: str,
+    dagster_home: str,
+) -> str:
+    """One line: the run, its job and partitions, each failed step with its error's first line, where to look.
+
+    `failed_steps` are (step key, error text) pairs; `run_error` is the run's own failure message, used when no
+    step failed (a run that could not start, or was stopped).
+    """
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    partition = tags.get("dagster/partition")
+    partitions = f"partitions {start}...{end}" if start else f"partition {partition}" if partition else "no partition"
+    steps = "; ".join(f"step {key}: {_first_line(error)}" for key, error in failed_steps)
+    what = steps or f"run error: {_first_line(run_error)}"
+    return (
+        f"run {run_id} (job {job_name}, {partitions}) failed: {what} | look at /runs/{run_id} in the Dagster UI, "
+        f"compute logs under {dagster_home}/storage/{run_id}/compute_logs"
+    )
+
+
+def append_failure_line(lake: Path, line: str) -> Path:
+    """Append `line`, stamped with the current UTC time, to <lake>/logs/run_failures.log."""
+    path = lake / RUN_FAILURES_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as log:
+        log.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} {line}\n")
+    return path
+
+
+def _root_cause(error: SerializableErrorInfo | None) -> str:
+    """The innermost error's message: Dagster wraps the asset's own exception in a step execution error."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message if error is not None else ""
+
+
+@dg.run_failure_sensor(
+    name=RUN_FAILURE_SENSOR_NAME,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Writes one line per failed run of this code location (run, job, partitions, failed steps with "
+    "their error, where to look) to the sensor's log and to <lake>/logs/run_failures.log. On by default; it is "
+    "evaluated only while `dagster dev` or `dagster-daemon run` is running.",
+)
+def run_failure_summary(context: dg.RunFailureSensorContext, warehouse: WarehouseResource) -> None:
+    run = context.dagster_run
+    failed_steps = [
+        (event.step_key or "?", _root_cause(event.step_failure_data.error))
+        for event in context.get_step_failure_events()
+    ]
+    line = failure_summary(
+        run.run_id, run.job_name, dict(run.tags), failed_steps, context.failure_event.message or "",
+        context.instance.root_directory,
+    )
+    path = append_failure_line(warehouse.lake(), line)
+    context.log.error(f"{line} (also in {path})")
