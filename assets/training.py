@@ -71,7 +71,7 @@ def dataset_dir(warehouse: WarehouseResource, day: date) -> Path:
     return artifacts_dir(warehouse) / "datasets" / day.isoformat()
 
 
-def _one_day(context: dg.AssetExecutionContext) -> date:
+def one_day(context: dg.AssetExecutionContext) -> date:
     days = partition_days(context)
     if len(days) != 1:
         raise ValueError(f"training runs one trading day per run (one model per day); got {len(days)} days")
@@ -112,7 +112,7 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
     def training_dataset(
         context: dg.AssetExecutionContext, config: TrainingDatasetConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
-        day = _one_day(context)
+        day = one_day(context)
         dataset = build_dataset(warehouse.warehouse(), day, config.dataset_config())
         path = save_dataset(dataset, dataset_dir(warehouse, day))
         manifest = dataset.manifest
@@ -138,7 +138,7 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         compute: ComputeResource,
         pipes_subprocess_client: dg.PipesSubprocessClient,
     ) -> dg.MaterializeResult:
-        day = _one_day(context)
+        day = one_day(context)
         data_dir = dataset_dir(warehouse, day)
         manifest = load_manifest(data_dir)
         run = _clstm_run_config(config, compute, data_dir)
@@ -159,7 +159,8 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
             code_version=code_version(), data_version=manifest["data_version"],
             window_start=date.fromisoformat(manifest["days"]["window"][0]),
             window_end=date.fromisoformat(manifest["days"]["window"][-1]),
-            metrics={"validation": summary.get("validation", {}), "best": summary.get("best", {})},
+            metrics={"validation": summary.get("validation", {}), "best": summary.get("best", {}),
+                     "last": {k: v for k, v in summary.get("last", {}).items() if isinstance(v, int | float)}},
         )
         model_id = register_model(warehouse.warehouse(), record)
         context.log.info(f"registered {model_id} (candidate)")

@@ -23,9 +23,9 @@ from assets.training import (
     DATASET_KEY,
     DEFAULT_INTRADAY,
     TRAINING_GROUP,
-    _one_day,
     artifacts_dir,
     dataset_dir,
+    one_day,
 )
 from pipeline.agents.ensemble import WEIGHTINGS
 from pipeline.registry import ModelRecord, code_version, config_hash, file_sha256, register_model
@@ -84,7 +84,7 @@ def _partition_dataset(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> tuple[date, Path, dict[str, Any]]:
     """The run's trading day D, the folder of D's training dataset, and its manifest."""
-    day = _one_day(context)
+    day = one_day(context)
     folder = dataset_dir(warehouse, day)
     return day, folder, json.loads((folder / MANIFEST_FILE).read_text())
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.deployment import build_deployment_assets
+from assets.evaluation import build_evaluation_assets
 from assets.feature_checks import build_feature_checks
 from assets.features import FEATURES_GROUP, build_feature_assets
 from assets.ingest import INGEST_GROUP, build_ingest_assets
@@ -29,6 +31,8 @@ def build_definitions() -> dg.Definitions:
         *build_feature_assets(partitions_def),
         *build_training_assets(partitions_def),
         *build_training_baseline_assets(partitions_def),
+        *build_evaluation_assets(partitions_def),
+        *build_deployment_assets(partitions_def),
     ]
     daily_job = build_daily_job()
     return dg.Definitions(

@@ -3,7 +3,10 @@
 A row names the model (`model_id`), the trading day D of the partition that trained it and the window of days it
 saw, the algorithm and ensemble member, where its artifact is and that file's sha256, the hash of the config it
 was trained with, the code version that trained it, the data version of its dataset, its metrics (JSON) and its
-status: every model starts as `candidate`; promotion (evaluation) moves it to `production` or `rejected`.
+status: every model starts as `candidate`; the promotion gate moves it to `production` or `rejected`, and a
+production model that a newer one replaces becomes `retired`. `models.promotions` keeps every promotion, so the
+model that was in production on any past day can be found again (`production_as_of`): a backfill of old days
+evaluates the model that was live then, not today's.
 
 The id is a function of (algo, member, trading day, config hash, data version): materializing the same partition
 again with the same config and data replaces its row instead of adding a duplicate.
@@ -26,11 +29,18 @@ import polars as pl
 from pipeline.lake import Warehouse
 
 REGISTRY_TABLE = "models.registry"
-STATUSES = ("candidate", "production", "rejected")
+PROMOTIONS_TABLE = "models.promotions"
+STATUSES = ("candidate", "production", "rejected", "retired")
 _DDL = f"""CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (
     model_id VARCHAR PRIMARY KEY, trading_day DATE, algo VARCHAR, member VARCHAR, artifact_path VARCHAR,
     sha256 VARCHAR, config_hash VARCHAR, code_version VARCHAR, data_version VARCHAR, metrics JSON,
     status VARCHAR, window_start DATE, window_end DATE, registered_at TIMESTAMPTZ)"""
+# Columns added after the first release: registries written before them gain them on first use.
+_LATER_COLUMNS = (("status_reason", "VARCHAR"), ("status_changed_at", "TIMESTAMPTZ"), ("deploy_path", "VARCHAR"),
+                  ("deploy_sha256", "VARCHAR"))
+_PROMOTIONS_DDL = f"""CREATE TABLE IF NOT EXISTS {PROMOTIONS_TABLE} (
+    model_id VARCHAR, model_trading_day DATE, previous_model_id VARCHAR, decided_on DATE, promoted_at TIMESTAMPTZ,
+    reasons JSON)"""
 _REPO = Path(__file__).resolve().parent.parent
 
 
@@ -95,13 +105,27 @@ def code_version() -> str:
             return "unknown"
 
 
+def _ensure_tables(con: Any) -> None:
+    con.execute(_DDL)
+    for name, sql_type in _LATER_COLUMNS:
+        con.execute(f"ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS {name} {sql_type}")
+    con.execute(_PROMOTIONS_DDL)
+
+
 def register_model(store: Warehouse, record: ModelRecord) -> str:
-    """Write `record` to models.registry (replacing the row of the same model_id); returns the model_id."""
+    """Write `record` to models.registry (replacing the row of the same model_id); returns the model_id.
+
+    A re-run that reproduces the same file (same sha256) keeps the row's status: retraining bit-identical weights
+    does not demote a production model. Different weights start over as `candidate`."""
     row = asdict(record) | {"model_id": record.model_id, "metrics": json.dumps(dict(record.metrics), default=float),
                             "registered_at": datetime.now(UTC)}
-    columns = list(row)
     with store.transaction() as con:
-        con.execute(_DDL)
+        _ensure_tables(con)
+        kept = con.execute(f"SELECT status, status_reason, status_changed_at FROM {REGISTRY_TABLE} "
+                           "WHERE model_id = ? AND sha256 = ?", [record.model_id, record.sha256]).fetchone()
+        if kept is not None:
+            row |= {"status": kept[0], "status_reason": kept[1], "status_changed_at": kept[2]}
+        columns = list(row)
         con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE model_id = ?", [record.model_id])
         placeholders = ", ".join("?" for _ in columns)
         con.execute(f"INSERT INTO {REGISTRY_TABLE} ({', '.join(columns)}) VALUES ({placeholders})",
@@ -112,7 +136,67 @@ def register_model(store: Warehouse, record: ModelRecord) -> str:
 def read_registry(store: Warehouse, trading_day: date | None = None) -> pl.DataFrame:
     """The registry's rows (of one trading day if given), oldest registration first."""
     with store.transaction() as con:
-        con.execute(_DDL)
+        _ensure_tables(con)
         where, params = ("WHERE trading_day = ?", [trading_day]) if trading_day else ("", [])
         return con.sql(f"SELECT * FROM {REGISTRY_TABLE} {where} ORDER BY registered_at, model_id",
                        params=params or None).pl()
+
+
+def get_model(store: Warehouse, model_id: str) -> dict[str, Any]:
+    """The registry row of `model_id` (metrics parsed); a clear error if it is not registered."""
+    with store.transaction() as con:
+        _ensure_tables(con)
+        rows = con.sql(f"SELECT * FROM {REGISTRY_TABLE} WHERE model_id = ?", params=[model_id]).pl().to_dicts()
+    if not rows:
+        raise ValueError(f"model {model_id!r} is not in {REGISTRY_TABLE}; materialize its training partition")
+    return rows[0] | {"metrics": json.loads(rows[0]["metrics"] or "{}")}
+
+
+def set_status(store: Warehouse, model_id: str, status: str, reason: str) -> None:
+    """Move `model_id` to `status` (`rejected`, `candidate`), saying why; promotion goes through `promote`."""
+    if status not in STATUSES or status == "production":
+        raise ValueError(f"set_status takes one of {[s for s in STATUSES if s != 'production']}; use promote()")
+    get_model(store, model_id)
+    with store.transaction() as con:
+        con.execute(f"UPDATE {REGISTRY_TABLE} SET status = ?, status_reason = ?, status_changed_at = ? "
+                    "WHERE model_id = ?", [status, reason, datetime.now(UTC), model_id])
+
+
+def promote(store: Warehouse, model_id: str, decided_on: date, reasons: Mapping[str, Any]) -> str | None:
+    """Make `model_id` the production model in one transaction: the current production model (if any) becomes
+    `retired`, and `models.promotions` records the change. Returns the model it replaced (None if none)."""
+    model = get_model(store, model_id)
+    now = datetime.now(UTC)
+    with store.transaction() as con:
+        previous = [r[0] for r in con.execute(
+            f"SELECT model_id FROM {REGISTRY_TABLE} WHERE status = 'production' AND model_id != ?", [model_id]
+        ).fetchall()]
+        con.execute(f"UPDATE {REGISTRY_TABLE} SET status = 'retired', status_reason = ?, status_changed_at = ? "
+                    "WHERE status = 'production' AND model_id != ?", [f"replaced by {model_id}", now, model_id])
+        con.execute(f"UPDATE {REGISTRY_TABLE} SET status = 'production', status_reason = ?, status_changed_at = ? "
+                    "WHERE model_id = ?", [f"promoted on {decided_on}", now, model_id])
+        con.execute(f"INSERT INTO {PROMOTIONS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+                    [model_id, model["trading_day"], previous[0] if previous else None, decided_on, now,
+                     json.dumps(dict(reasons), default=float)])
+    return previous[0] if previous else None
+
+
+def production_as_of(store: Warehouse, day: date) -> dict[str, Any] | None:
+    """The model that was in production for trading day `day`: the last promoted model trained on days before
+    `day` (so never a model that saw `day`), or None. Later promotions of older models do not rewrite history:
+    among models trained before `day`, the most recent promotion wins."""
+    with store.transaction() as con:
+        _ensure_tables(con)
+        row = con.execute(
+            f"SELECT model_id FROM {PROMOTIONS_TABLE} WHERE model_trading_day < ? "
+            "ORDER BY promoted_at DESC, model_trading_day DESC LIMIT 1", [day]
+        ).fetchone()
+    return get_model(store, row[0]) if row else None
+
+
+def record_deployment(store: Warehouse, model_id: str, deploy_path: str, deploy_sha256: str) -> None:
+    """Write where a model's deployment artifact is and its sha256."""
+    get_model(store, model_id)
+    with store.transaction() as con:
+        con.execute(f"UPDATE {REGISTRY_TABLE} SET deploy_path = ?, deploy_sha256 = ? WHERE model_id = ?",
+                    [deploy_path, deploy_sha256, model_id])

@@ -1,7 +1,7 @@
 """The daily schedule: after the close of each trading day, run the daily job for that day's partition.
 
-The job is an asset selection (today ingest -> features -> training); later stages (training, evaluation, deployment) join
-it by adding their groups to DAILY_GROUPS, not by writing a new schedule.
+The job is an asset selection: ingest -> features -> training -> evaluation -> deployment for the trading day that
+just closed. A stage joins it by adding its group to DAILY_GROUPS, not by writing a new schedule.
 """
 
 from collections.abc import Sequence
@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from assets.deployment import DEPLOYMENT_GROUP
+from assets.evaluation import EVALUATION_GROUP
 from assets.features import FEATURES_GROUP
 from assets.ingest import INGEST_GROUP
 from assets.training import TRAINING_GROUP
@@ -19,7 +21,7 @@ from pipeline.market.calendar import NY_TZ, is_trading_day
 DailyJob = Any
 
 DAILY_JOB_NAME = "daily_pipeline"
-DAILY_GROUPS: tuple[str, ...] = (INGEST_GROUP, FEATURES_GROUP, TRAINING_GROUP)
+DAILY_GROUPS: tuple[str, ...] = (INGEST_GROUP, FEATURES_GROUP, TRAINING_GROUP, EVALUATION_GROUP, DEPLOYMENT_GROUP)
 # 17:30 New York: after the 16:00 close (and after early closes) with time for vendors to settle the day.
 AFTER_CLOSE_CRON = "30 17 * * 1-5"
 
@@ -43,7 +45,10 @@ def build_daily_schedule(job: DailyJob) -> dg.ScheduleDefinition:
         job=job,
         cron_schedule=AFTER_CLOSE_CRON,
         execution_timezone=NY_TZ,
-        description="After the close, materializes the daily job for the trading day that just ended.",
+        description="After the close, materializes the daily job for the trading day that just ended. Off by "
+        "default. Turn it on in the UI (Automation, then the toggle next to daily_after_close) or with `dagster "
+        "schedule start daily_after_close -m pipeline.definitions`; it runs only while `dagster dev` or "
+        "`dagster-daemon run` is running.",
     )
     def daily_after_close(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         day = context.scheduled_execution_time.astimezone(ZoneInfo(NY_TZ)).date()

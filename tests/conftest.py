@@ -83,3 +83,17 @@ def materialized_metadata(result: object, node: str) -> dict:
     """The plain values of the metadata of the one materialization of `node` in a `dg.materialize` result."""
     (materialization,) = result.asset_materializations_for_node(node)  # type: ignore[attr-defined]
     return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def ingest_history(days: list, market_data: object | None = None) -> None:
+    """Ingest and featurize `days` (oldest first) in one single-run range backfill on the lake of the environment."""
+    import dagster as dg
+
+    from resources.market_data import MarketDataResource
+    from resources.warehouse import WarehouseResource
+
+    tags = {"dagster/asset_partition_range_start": days[0].isoformat(),
+            "dagster/asset_partition_range_end": days[-1].isoformat()}
+    result = dg.materialize(assets_in_groups(*DATA_GROUPS), tags=tags, resources={
+        "warehouse": WarehouseResource(), "market_data": market_data or MarketDataResource()})
+    assert result.success

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import DATA_GROUPS, REPO_ROOT, assets_in_groups, materialized_metadata, pipeline_env
+from conftest import REPO_ROOT, assets_in_groups, ingest_history, materialized_metadata, pipeline_env
 
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.validation import evaluate_policy
@@ -25,7 +25,6 @@ from pipeline.market.calendar import trading_days
 from pipeline.registry import file_sha256, read_registry
 from pipeline.training.env_factories import intraday_env
 from resources.compute import ComputeResource
-from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 DAY = "2024-07-05"
@@ -41,11 +40,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory):
         for name, value in env.items():
             mp.setenv(name, value)
         mp.setenv("PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES", "390")
-        tags = {"dagster/asset_partition_range_start": HISTORY[0].isoformat(),
-                "dagster/asset_partition_range_end": HISTORY[-1].isoformat()}
-        data = dg.materialize(assets_in_groups(*DATA_GROUPS), tags=tags,
-                              resources={"warehouse": WarehouseResource(), "market_data": MarketDataResource()})
-        assert data.success
+        ingest_history(HISTORY)
         instance = dg.DagsterInstance.ephemeral()
         resources = {"warehouse": WarehouseResource(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
                      "compute": ComputeResource(total_timesteps=STEPS, torch_threads=1)}

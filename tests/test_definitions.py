@@ -14,6 +14,11 @@ from resources.market_data import MarketDataResource
 RAW_KEYS = [dg.AssetKey(["raw", t]) for t in ("trades", "quotes", "bars", "option_snapshots")]
 FEATURE_KEYS = [dg.AssetKey(["features", t]) for t in ("bars_1m", "market", "options")]
 TRAINING_KEYS = [dg.AssetKey(k) for k in ("training_dataset", "clstm_ppo_policy", "sb3_baselines", "ensemble_policy")]
+EVALUATION_KEYS = [dg.AssetKey(k) for k in ("backtest", "shadow_evaluation", "candidate_evaluation")]
+DEPLOYMENT_KEYS = [dg.AssetKey(k) for k in ("deployment_artifact", "production_model")]
+ALL_KEYS = set(RAW_KEYS + FEATURE_KEYS + TRAINING_KEYS + EVALUATION_KEYS + DEPLOYMENT_KEYS)
+GATE_CHECKS = {"artifact_matches_model", "metrics_finite", "training_converged", "beats_production",
+               "beats_best_baseline"}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +35,7 @@ def asset_graph(defs: dg.Definitions):
 
 def test_definitions_load(defs: dg.Definitions) -> None:
     dg.Definitions.validate_loadable(defs)
-    assert set(defs.resolve_asset_graph().get_all_asset_keys()) == set(RAW_KEYS + FEATURE_KEYS + TRAINING_KEYS)
+    assert set(defs.resolve_asset_graph().get_all_asset_keys()) == ALL_KEYS
 
 
 def test_assets_are_partitioned_single_run_in_the_duckdb_pool(asset_graph) -> None:
@@ -47,8 +52,31 @@ def test_assets_are_partitioned_single_run_in_the_duckdb_pool(asset_graph) -> No
 
 def test_raw_assets_have_blocking_rejected_share_checks(defs: dg.Definitions) -> None:
     specs = {spec.key: spec for asset in defs.assets for spec in asset.check_specs}
-    assert set(specs) == {dg.AssetCheckKey(key, "rejected_share") for key in RAW_KEYS}
-    assert all(spec.blocking for spec in specs.values())
+    raw = {key: spec for key, spec in specs.items() if key.asset_key in RAW_KEYS}
+    assert set(raw) == {dg.AssetCheckKey(key, "rejected_share") for key in RAW_KEYS}
+    assert all(spec.blocking for spec in raw.values())
+
+
+def test_promotion_is_guarded_by_blocking_checks(defs: dg.Definitions, asset_graph) -> None:
+    specs = {spec.key: spec for asset in defs.assets for spec in asset.check_specs}
+    gate = {key: spec for key, spec in specs.items() if key.asset_key == DEPLOYMENT_KEYS[0]}
+    assert {key.name for key in gate} == GATE_CHECKS and all(spec.blocking for spec in gate.values())
+    # production_model runs after (and only after) the gate's asset: a failed blocking check stops it.
+    assert asset_graph.get(DEPLOYMENT_KEYS[1]).parent_keys == {DEPLOYMENT_KEYS[0]}
+    assert asset_graph.get(DEPLOYMENT_KEYS[0]).parent_keys == {TRAINING_KEYS[1], EVALUATION_KEYS[2]}
+
+
+def test_backtest_of_a_day_runs_the_model_of_the_day_before(asset_graph) -> None:
+    backtest = asset_graph.get(EVALUATION_KEYS[0])
+    assert backtest.parent_keys == {TRAINING_KEYS[0], TRAINING_KEYS[1], FEATURE_KEYS[0], FEATURE_KEYS[1]}
+    for key in TRAINING_KEYS[:2]:
+        upstream = backtest.partition_mappings[key].get_upstream_mapped_partitions_result_for_partitions(
+            backtest.partitions_def.subset_with_partition_keys(["2024-07-08"]), backtest.partitions_def,
+            backtest.partitions_def,
+        ).partitions_subset.get_partition_keys()
+        assert list(upstream) == ["2024-07-05"]  # the trading day before (a Monday after a Friday)
+    # The features are the backtest day's own: the same day.
+    assert FEATURE_KEYS[1] not in backtest.partition_mappings
 
 
 def test_feature_lineage(asset_graph) -> None:
@@ -97,7 +125,7 @@ def test_daily_schedule_targets_the_day_that_closed(defs: dg.Definitions) -> Non
     result = schedule.evaluate_tick(holiday)
     assert not result.run_requests and "holiday" in result.skip_message
     job = defs.resolve_job_def("daily_pipeline")
-    assert set(job.asset_layer.selected_asset_keys) == set(RAW_KEYS + FEATURE_KEYS + TRAINING_KEYS)
+    assert set(job.asset_layer.selected_asset_keys) == ALL_KEYS
 
 
 def test_partitions_start_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,7 +55,7 @@ def evaluate_policy(
     rng_tensors, rng_meta = ckpt.rng_to_flat()
     agent_rng = agent.generator.get_state()
     try:
-        pnl = _walk(agent, env, seed, outcome)
+        pnl = walk_outcomes(agent, env, seed, outcome)
     finally:
         ckpt.rng_from_flat(rng_tensors, rng_meta)
         agent.generator.set_state(agent_rng)
@@ -66,7 +66,7 @@ def evaluate_policy(
     return metrics
 
 
-def _walk(agent: Any, env: Any, seed: int, outcome: Callable[[dict[str, Any]], torch.Tensor]) -> dict[int, float]:
+def walk_outcomes(agent: Any, env: Any, seed: int, outcome: Callable[[dict[str, Any]], torch.Tensor]) -> dict[int, float]:
     """{episode id: outcome} of every episode of the walk (one host sync per step, to read the finished ones)."""
     obs, _ = env.reset(seed=seed)
     state, episode_start = None, np.ones(env.num_envs, dtype=bool)

@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.agents.validation import _walk, final_pnl
+from pipeline.agents.validation import final_pnl, walk_outcomes
 from pipeline.envs.costs import last_quotes
 from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
 from pipeline.envs.market_data import MarketTensors
@@ -208,5 +208,5 @@ def episode_pnls(
     comparisons of two policies on the same episodes.
     """
     env = intraday_eval_env(market, env_config)
-    outcomes = _walk(_bound(policy, env), env, seed, final_pnl)
+    outcomes = walk_outcomes(_bound(policy, env), env, seed, final_pnl)
     return np.array([outcomes[k] for k in sorted(outcomes)], dtype=np.float64)

@@ -1,0 +1,226 @@
+"""Deployment assets (group `deployment`), partitioned by trading day D.
+
+- `deployment_artifact`: packages the candidate of D into `<lake>/artifacts/deploy/<model_id>/` (ONNX with the
+  normalization inside, torch.export program, config, normalizer, lineage, model card) and records its sha256 in
+  `models.registry`. Its blocking checks are the promotion gate: the package must reproduce the model, the
+  candidate's metrics must be finite, its training must not have diverged, and on the validation days it must beat
+  the production model and the best baseline by the configured margin with the confidence interval above 0. A
+  refused candidate is marked `rejected` with the reasons, which the failed checks also show.
+- `production_model`: runs only when every gate check passed (blocking checks stop it otherwise) and makes the
+  candidate the production model; the model it replaces becomes `retired`.
+"""
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from assets.evaluation import CANDIDATE_EVALUATION_KEY, VALIDATION_TABLE, candidates_of
+from assets.training import CLSTM_KEY, artifacts_dir, dataset_dir, one_day
+from pipeline.backtest.inputs import RegisteredPolicy, validation_market
+from pipeline.backtest.metrics import metrics_table
+from pipeline.backtest.promotion import (
+    CANDIDATE,
+    PRODUCTION,
+    GateResult,
+    PromotionPolicy,
+    daily_returns,
+    evaluate_gate,
+)
+from pipeline.envs.intraday import IntradayTradingEnv
+from pipeline.export.model_card import BaselineRow, MetricRow, ModelCard
+from pipeline.export.onnx_policy import run_onnx
+from pipeline.export.package import export_deployment
+from pipeline.lake import Warehouse
+from pipeline.registry import production_as_of, promote, read_registry, record_deployment, set_status
+from pipeline.training.dataset import load_manifest
+from resources.warehouse import WarehouseResource
+
+DEPLOYMENT_GROUP = "deployment"
+DEPLOY_KEY = dg.AssetKey("deployment_artifact")
+PRODUCTION_KEY = dg.AssetKey("production_model")
+GATE_CHECKS = ("metrics_finite", "training_converged", "beats_production", "beats_best_baseline")
+ARTIFACT_CHECK = "artifact_matches_model"
+# ONNX Runtime and torch must agree on raw observations to this (max abs difference of action probabilities).
+ARTIFACT_TOLERANCE = 1e-4
+INTENDED_USE = (
+    "Paper trading and shadow evaluation beside the production model; live trading only once promoted.",
+    "Research: a reproducible record of what the pipeline trained on day D, with its lineage.",
+)
+LIMITS = (
+    "Judged on a handful of validation days: the confidence intervals are wide, and a pass is evidence, not proof.",
+    "Trades one symbol at a time with a fixed size; no portfolio-level risk limits beyond the env's.",
+    "Costs are modeled (spread crossing at the next bar, fees, slippage); market impact of large orders is not.",
+    "Retrain daily: the model saw only its training window, and regimes change.",
+)
+
+
+class PromotionConfig(dg.Config):
+    margin: float = Field(default=0.0, description="Mean daily net return (fraction of capital) by which the "
+                          "candidate must beat production and the best baseline on the validation days.")
+    level: float = Field(default=0.9, description="Level of the bootstrap interval of the paired daily difference.")
+    n_boot: int = Field(default=2000, description="Bootstrap resamples of the validation days.")
+    max_approx_kl: float = Field(default=0.5, description="Training diverged when its last approx KL is above this.")
+
+    def policy(self) -> PromotionPolicy:
+        return PromotionPolicy(margin=self.margin, level=self.level, n_boot=self.n_boot,
+                               max_approx_kl=self.max_approx_kl)
+
+
+def _chosen_member(candidates: list[RegisteredPolicy], validation: pl.DataFrame) -> RegisteredPolicy:
+    """The member with the best mean daily validation return (the only one when one seed was trained)."""
+    daily = (validation.filter(pl.col("strategy") == CANDIDATE).group_by("model_id", "validation_day")
+             .agg(pl.col("ret").sum()).group_by("model_id").agg(pl.col("ret").mean()))
+    scores = dict(zip(daily["model_id"].to_list(), daily["ret"].to_list(), strict=True))
+    return max(candidates, key=lambda c: (scores.get(c.model_id, -np.inf), c.model_id))
+
+
+def _validation_rows(store: Warehouse, day: date, model_id: str) -> pl.DataFrame:
+    """The candidate evaluation of `day`, with the chosen member as the candidate (per validation day)."""
+    rows = store.read_partition(VALIDATION_TABLE, [day])
+    if rows.is_empty():
+        raise ValueError(f"{VALIDATION_TABLE} has no rows for {day}: materialize candidate_evaluation first")
+    rows = rows.filter((pl.col("strategy") != CANDIDATE) | (pl.col("model_id") == model_id))
+    return rows.drop("trading_day").rename({"validation_day": "trading_day"})
+
+
+def _artifact_agreement(member: RegisteredPolicy, artifact_dir: Path) -> float:
+    """Max abs difference of action probabilities, ONNX Runtime vs the model itself, on real validation
+    observations (raw, as the env emits them)."""
+    env = IntradayTradingEnv(validation_market(member.dataset_dir), num_envs=16, config=member.env_config)
+    obs, _ = env.reset(seed=0)
+    samples = []
+    for _ in range(40):
+        samples.append(obs.clone())
+        obs, *_ = env.step(np.random.default_rng(len(samples)).integers(0, env.action_dim, env.num_envs))
+    batch = np.concatenate([s.numpy() for s in samples]).astype(np.float32)
+    expected, _ = member.policy.action_probs(batch)
+    return float(np.abs(run_onnx(artifact_dir, batch) - expected).max())
+
+
+def _check(name: str, result: GateResult) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(check_name=name, passed=result.passed, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata={"reason": result.reason, "details": dg.MetadataValue.json(result.details)})
+
+
+def build_deployment_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        key=DEPLOY_KEY,
+        deps=[CLSTM_KEY, CANDIDATE_EVALUATION_KEY],
+        group_name=DEPLOYMENT_GROUP,
+        kinds={"onnx", "pytorch"},
+        partitions_def=partitions_def,
+        pool="duckdb",
+        check_specs=[dg.AssetCheckSpec(name, asset=DEPLOY_KEY, blocking=True, description=text) for name, text in (
+            (ARTIFACT_CHECK, "ONNX Runtime on raw observations reproduces the model's action probabilities."),
+            ("metrics_finite", "Every metric of the candidate is finite."),
+            ("training_converged", "Training did not diverge (last approximate KL within the limit)."),
+            ("beats_production", "Beats the production model on the validation days, CI above 0."),
+            ("beats_best_baseline", "Beats the best baseline on the validation days, CI above 0."),
+        )],
+        description="The candidate of D as a deployment package (policy.onnx, policy.pt2, config, normalizer, "
+        "lineage, model card) under artifacts/deploy/<model_id>/; its checks are the promotion gate.",
+    )
+    def deployment_artifact(
+        context: dg.AssetExecutionContext, config: PromotionConfig, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        day = one_day(context)
+        store = warehouse.warehouse()
+        candidates = candidates_of(store, warehouse, day)
+        validation = store.read_partition(VALIDATION_TABLE, [day])
+        member = _chosen_member(candidates, validation)
+        rows = _validation_rows(store, day, member.model_id)
+        daily = daily_returns(rows)
+        gate = evaluate_gate(daily, member.row["metrics"], rows["strategy"].is_in([PRODUCTION]).any(),
+                             config.policy())
+        metrics = metrics_table(rows, window="validation", trading_day=day, n_boot=config.n_boot,
+                                level=config.level)
+        out_dir = artifacts_dir(warehouse) / "deploy" / member.model_id
+        artifact = export_deployment(
+            member.row["artifact_path"], out_dir, feature_names=load_manifest(member.dataset_dir)["feature_names"],
+            lineage=_lineage(member, dataset_dir(warehouse, day), context),
+            card=_card(member, metrics, gate))
+        record_deployment(store, member.model_id, str(out_dir), artifact.sha256)
+        difference = _artifact_agreement(member, out_dir)
+        agrees = GateResult(ARTIFACT_CHECK, difference <= ARTIFACT_TOLERANCE,
+                            f"max |ONNX - torch| of the action probabilities is {difference:.2e} "
+                            f"(tolerance {ARTIFACT_TOLERANCE:g})", {"max_abs_difference": difference})
+        failed = [g for g in (agrees, *gate) if not g.passed]
+        if failed:
+            set_status(store, member.model_id, "rejected", "; ".join(f"{g.name}: {g.reason}" for g in failed))
+            context.log.warning(f"{member.model_id} is not promoted: " + "; ".join(g.name for g in failed))
+        return dg.MaterializeResult(
+            metadata={
+                "model_id": member.model_id,
+                "path": dg.MetadataValue.path(str(out_dir)),
+                "sha256": artifact.sha256,
+                "files": dg.MetadataValue.json({name: sha for name, sha in artifact.files.items()}),
+                "verdict": "passes the promotion gate" if not failed else
+                           "rejected: " + ", ".join(g.name for g in failed),
+                "model_card": dg.MetadataValue.md((out_dir / "MODEL_CARD.md").read_text()),
+            },
+            check_results=[_check(g.name, g) for g in (agrees, *gate)],
+        )
+
+    @dg.asset(
+        key=PRODUCTION_KEY,
+        deps=[DEPLOY_KEY],
+        group_name=DEPLOYMENT_GROUP,
+        kinds={"duckdb"},
+        partitions_def=partitions_def,
+        pool="duckdb",
+        description="Promotes the candidate of D to production in models.registry; runs only when every blocking "
+        "check of its deployment_artifact passed.",
+    )
+    def production_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        day = one_day(context)
+        store = warehouse.warehouse()
+        deployed = read_registry(store, day).filter(pl.col("deploy_path").is_not_null()
+                                                    & (pl.col("status") != "rejected"))
+        if deployed.is_empty():
+            raise ValueError(f"no deployable candidate of {day}: materialize deployment_artifact for {day} first")
+        row = deployed.sort("registered_at").row(-1, named=True)
+        before = production_as_of(store, day)
+        replaced = promote(store, row["model_id"], day, {"gate": "every blocking check of deployment_artifact "
+                                                          "passed", "replaces": before and before["model_id"]})
+        context.log.info(f"{row['model_id']} is now in production (replaces {replaced or 'nothing'})")
+        return dg.MaterializeResult(metadata={
+            "model_id": row["model_id"], "replaced": replaced or "none",
+            "deploy_path": dg.MetadataValue.path(row["deploy_path"]), "deploy_sha256": row["deploy_sha256"],
+        })
+
+    return [deployment_artifact, production_model]
+
+
+def _lineage(member: RegisteredPolicy, data_dir: Path, context: dg.AssetExecutionContext) -> dict[str, Any]:
+    manifest = load_manifest(data_dir)
+    row = member.row
+    return {
+        "model_id": row["model_id"], "code_version": row["code_version"], "config_hash": row["config_hash"],
+        "data_version": row["data_version"], "training_window": [str(row["window_start"]), str(row["window_end"])],
+        "days": manifest["days"], "symbols": manifest["symbols"],
+        "upstream_partitions": {"clstm_ppo_policy": context.partition_key, "training_dataset": context.partition_key,
+                                "features/market": manifest["days"]["window"]},
+        "dagster_run_id": context.run.run_id,
+    }
+
+
+def _card(member: RegisteredPolicy, metrics: pl.DataFrame, gate: list[GateResult]) -> ModelCard:
+    manifest = load_manifest(member.dataset_dir)
+    env = member.env_config
+    rows = {s: [MetricRow(r["metric"], r["value"], r["ci_low"], r["ci_high"]) for r in g.to_dicts()]
+            for (s,), g in metrics.group_by("strategy", maintain_order=True)}
+    return ModelCard(
+        model_id=member.model_id, symbols=manifest["symbols"], data_version=manifest["data_version"],
+        train_days=manifest["days"]["train"], validation_days=manifest["days"]["validation"],
+        trade_size=env.trade_size, costs={"fee_per_share": env.fee_per_share, "slippage_bps": env.slippage_bps},
+        metrics=rows.get(CANDIDATE, []),
+        baselines=[BaselineRow(s, r) for s, r in rows.items() if s != CANDIDATE],
+        intended_use=INTENDED_USE,
+        limitations=[*LIMITS, *[f"Promotion gate, {g.name}: {g.reason}" for g in gate]],
+        status="candidate" if all(g.passed for g in gate) else "rejected",
+    )

@@ -1,0 +1,81 @@
+"""What an evaluation runs: registered models as policies, and the market of the days they are judged on.
+
+A model is judged only on data it never saw: the day after its training window (walk-forward backtest) or the
+validation days of its own dataset (the promotion gate). Its observations are built exactly as in training: the
+same features, turbulence column and symbols as its dataset's manifest, and the same intraday env settings as its
+training config; the normalization statistics are the model's own (fitted on its training window), inside it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipeline.agents.ensemble import load_member
+from pipeline.envs.intraday import IntradayConfig
+from pipeline.envs.market_data import MarketTensors
+from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
+from pipeline.lake import Warehouse
+from pipeline.registry import file_sha256
+from pipeline.training.dataset import load_dataset, load_manifest
+from pipeline.training.ensembles import TRAINER_CONFIG, member_env_config
+
+
+@dataclass(frozen=True)
+class RegisteredPolicy:
+    """A registered CLSTM-PPO model, loaded, with the env settings and dataset it was trained on."""
+
+    model_id: str
+    policy: Any
+    env_config: IntradayConfig
+    dataset_dir: Path
+    row: dict[str, Any]
+
+
+def load_registered(row: dict[str, Any]) -> RegisteredPolicy:
+    """Load the model of a `models.registry` row; refuses a file whose sha256 is not the registered one."""
+    artifact = Path(row["artifact_path"])
+    if not artifact.is_file():
+        raise ValueError(f"the artifact of {row['model_id']} is missing ({artifact}): re-materialize its training "
+                         "partition")
+    if file_sha256(artifact) != row["sha256"]:
+        raise ValueError(f"the artifact of {row['model_id']} ({artifact}) changed since it was registered (sha256 "
+                         "differs): re-materialize its training partition")
+    trainer = json.loads((artifact.parent / TRAINER_CONFIG).read_text())
+    env_config = IntradayConfig(**member_env_config(row["algo"], artifact))
+    return RegisteredPolicy(row["model_id"], load_member("clstm_ppo", artifact), env_config,
+                            Path(trainer["env"]["kwargs"]["dataset_dir"]), row)
+
+
+def loader_config(dataset_dir: str | Path) -> MarketLoaderConfig:
+    """The loader settings (features, turbulence, imputed spread) a dataset was built with."""
+    saved = load_manifest(dataset_dir)["config"]["loader"]
+    return MarketLoaderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
+
+def market_for_day(store: Warehouse, day: date, dataset_dir: str | Path,
+                   symbols: Sequence[str] | None = None) -> MarketTensors:
+    """Trading day `day` as the models of `dataset_dir` observe it: their features and turbulence column, on
+    `symbols` (default: the dataset's symbols)."""
+    chosen = list(symbols) if symbols is not None else load_manifest(dataset_dir)["symbols"]
+    return load_market_tensors(store, [day], chosen, loader_config(dataset_dir))
+
+
+def training_market(dataset_dir: str | Path) -> MarketTensors:
+    """The train part of a saved dataset: what the portfolio baselines estimate their weights on."""
+    return load_dataset(dataset_dir).train
+
+
+def validation_market(dataset_dir: str | Path) -> MarketTensors:
+    """The validation part of a saved dataset (after the embargo, never trained on)."""
+    return load_dataset(dataset_dir).validation
+
+
+def same_observations(a: str | Path, b: str | Path) -> bool:
+    """Whether models trained on datasets `a` and `b` observe the same columns (so one can run on the other's)."""
+    left, right = load_manifest(a), load_manifest(b)
+    return left["feature_names"] == right["feature_names"]
