@@ -1,8 +1,9 @@
 """Evaluation and deployment as real Dagster runs, walk-forward over two model days of a martingale market.
 
-The synthetic market runs with alpha=0 (no predictable component, costs on): nothing may be promoted. Each model
-day D runs training -> evaluation -> deployment for D, as the daily job does. The backtest of the second day
-runs the first day's candidate; the metrics in `evaluation.backtest_metrics` are recomputed here from
+The synthetic market runs with alpha=0 (no predictable component, costs on): nothing may be promoted. The first
+model day runs training -> evaluation -> deployment for that day; the second is the daily loop itself: the
+schedule's run request for the day, executed as the `daily_pipeline` job (ingest through deployment, SB3
+baselines and ensemble included). The backtest of the second day runs the first day's candidate; the metrics in `evaluation.backtest_metrics` are recomputed here from
 `evaluation.backtest_returns` with plain numpy; the deployment artifact exists for every candidate and its
 blocking checks keep the candidate out of production.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import date, datetime, time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import numpy as np
@@ -37,6 +40,11 @@ RUN_CONFIG = {"ops": {
     "backtest": {"config": {"n_boot": 200}},
     "candidate_evaluation": {"config": {"n_boot": 200}},
 }}
+# The daily job also trains the SB3 baselines and the ensemble; small budgets keep them quick.
+JOB_CONFIG = {
+    "ops": {**RUN_CONFIG["ops"], "sb3_baselines": {"config": {"ppo_timesteps": 2048, "sac_timesteps": 256}}},
+    "resources": {"compute": {"config": {"total_timesteps": STEPS, "torch_threads": 1}}},
+}
 BASELINES = {"flat", "buy_and_hold", "equal_weight", "min_variance", "max_sharpe", "momentum", "random", "oracle"}
 
 
@@ -58,9 +66,25 @@ def loop(tmp_path_factory: pytest.TempPathFactory):
         resources = {"warehouse": WarehouseResource(), "market_data": market_data,
                      "pipes_subprocess_client": dg.PipesSubprocessClient(),
                      "compute": ComputeResource(total_timesteps=STEPS, torch_threads=1)}
-        runs = {day: dg.materialize(_daily_assets(), resources=resources, partition_key=day, instance=instance,
-                                    run_config=RUN_CONFIG, raise_on_error=False) for day in (FIRST, SECOND)}
+        mp.setenv("PIPELINE_SYNTHETIC_ALPHA", "0")  # what the daily job's own market_data resource reads
+        runs = {FIRST: dg.materialize(_daily_assets(), resources=resources, partition_key=FIRST, instance=instance,
+                                      run_config=RUN_CONFIG, raise_on_error=False),
+                SECOND: _scheduled_run(SECOND, instance)}
         yield Warehouse(Path(env["PIPELINE_DATA_LAKE"]) / "warehouse.duckdb"), runs, instance, resources
+
+
+def _scheduled_run(day: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """What the daily schedule does after the close of `day`: its run request, run as the daily job."""
+    from pipeline.definitions import build_definitions
+
+    defs = build_definitions()
+    after_close = datetime.combine(date.fromisoformat(day), time(17, 30), tzinfo=ZoneInfo("America/New_York"))
+    context = dg.build_schedule_context(scheduled_execution_time=after_close,
+                                        repository_def=defs.get_repository_def())
+    (request,) = defs.get_schedule_def("daily_after_close").evaluate_tick(context).run_requests
+    assert request.partition_key == day
+    return defs.resolve_job_def("daily_pipeline").execute_in_process(
+        partition_key=request.partition_key, run_config=JOB_CONFIG, instance=instance, raise_on_error=False)
 
 
 def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
@@ -72,18 +96,35 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluat
             if e.event_type_value == "ASSET_CHECK_EVALUATION"}
 
 
+def test_the_scheduled_run_materializes_every_asset_of_its_day(loop) -> None:
+    from pipeline.definitions import build_definitions
+
+    _, runs, _, _ = loop
+    every = {key.path[-1] for key in build_definitions().resolve_job_def("daily_pipeline")
+             .asset_layer.selected_asset_keys}
+    assert {"trades", "market", "clstm_ppo_policy", "sb3_baselines", "ensemble_policy", "backtest",
+            "deployment_artifact"} <= every
+    # All but the promotion, which the gate's blocking checks stop on a martingale (next test).
+    assert _materialized(runs[SECOND]) == every - {"production_model"}
+    result = runs[SECOND]
+    assert {e.partition for e in result.get_asset_materialization_events()} == {SECOND}
+    failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failed == ["deployment_artifact"]
+
+
 def test_a_martingale_candidate_is_packaged_but_never_promoted(loop) -> None:
     store, runs, _, _ = loop
     for day, result in runs.items():
         # Everything of the day but the promotion ran; the run fails at the gate, as a blocking check should.
-        assert _materialized(result) == set(DAILY) - {"production_model"}, day
+        assert set(DAILY) - {"production_model"} <= _materialized(result), day
+        assert "production_model" not in _materialized(result), day
         assert not result.success
         checks = _checks(result)
         assert checks["artifact_matches_model"].passed, checks["artifact_matches_model"].metadata
         assert not all(checks[name].passed for name in ("beats_production", "beats_best_baseline"))
         reason = checks["beats_best_baseline"].metadata["reason"].value
         assert "validation days" in reason and "CI" in reason
-    rows = read_registry(store)
+    rows = read_registry(store).filter(pl.col("algo") == "clstm_ppo")
     assert set(rows["status"]) == {"rejected"} and rows.height == 2
     assert all("beats_best_baseline" in r or "beats_production" in r for r in rows["status_reason"])
     assert store.query("SELECT count(*) AS n FROM models.promotions")["n"][0] == 0
@@ -91,7 +132,7 @@ def test_a_martingale_candidate_is_packaged_but_never_promoted(loop) -> None:
 
 def test_every_candidate_has_a_deployment_artifact_with_its_hash_in_the_registry(loop) -> None:
     store, runs, _, _ = loop
-    for row in read_registry(store).to_dicts():
+    for row in read_registry(store).filter(pl.col("algo") == "clstm_ppo").to_dicts():
         folder = Path(row["deploy_path"])
         assert folder.name == row["model_id"] and folder.parent.name == "deploy"
         assert {"policy.onnx", "policy.pt2", "config.json", "normalizer.safetensors", "lineage.json",
@@ -166,7 +207,7 @@ def test_every_metric_is_recomputed_from_backtest_returns(loop) -> None:
 
 def test_shadow_record_follows_the_production_model(loop) -> None:
     store, _, instance, resources = loop
-    (first,) = read_registry(store, trading_days(FIRST, FIRST)[0])["model_id"].to_list()
+    (first,) = read_registry(store, trading_days(FIRST, FIRST)[0])["model_id"].to_list()  # CLSTM-PPO only that day
     # An operator overrides the gate (registry API): from the next day on, the model of FIRST is live.
     promote(store, first, trading_days(FIRST, FIRST)[0], {"gate": "manual promotion in a test"})
     assert production_as_of(store, trading_days(FIRST, FIRST)[0]) is None  # never a model on its own day
