@@ -200,3 +200,17 @@ def test_oracle_beats_random_on_the_planted_signal(seed: int) -> None:
     oracle = run_intraday(market, intraday_baseline(ORACLE, signal_minutes=SIGNAL_MINUTES), ORACLE)
     random = run_intraday(market, intraday_baseline(RANDOM, seed=seed), RANDOM)
     assert oracle["ret"].sum() - random["ret"].sum() > 0.01
+
+
+def test_max_sharpe_converges_without_overflowing_its_step() -> None:
+    # Found by the asset run on 15 synthetic train days: once at the optimum the projection returned w itself, the
+    # tie grew the step each of 2000 iterations to inf, and the simplex projection of inf failed.
+    from pipeline.backtest.strategies import _max_sharpe
+
+    mean, var = np.array([1e-4, 5e-5, 2e-5]), np.array([1e-6, 4e-7, 9e-7])
+    weights = _max_sharpe(mean, np.diag(var))
+    tangency = (mean / var) / (mean / var).sum()  # long-only is not binding here: every mean is positive
+    assert np.isfinite(weights).all() and weights == pytest.approx(tangency, abs=1e-6)
+    # A corner optimum (one symbol gains, the other loses): the ascent pushes past the vertex every step.
+    corner = _max_sharpe(np.array([1e-4, -1e-5]), np.diag([1e-6, 1e-6]))
+    assert corner == pytest.approx([1.0, 0.0])

@@ -169,8 +169,10 @@ def _max_sharpe(mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
         sd = np.sqrt(w @ cov @ w)
         grad = mean / sd - (mean @ w) * (cov @ w) / sd**3
         candidate = _project(w + step * grad)
-        if sharpe(candidate) >= sharpe(w):
-            w, step = candidate, step * 1.5
+        # Only a strict gain grows the step: at the optimum the projection returns w itself, and growing the step
+        # on ties would overflow it to inf (and the projection to NaN).
+        if sharpe(candidate) > sharpe(w):
+            w, step = candidate, min(step * 1.5, 1e6)
         else:
             step *= 0.5
         if step < 1e-12:
