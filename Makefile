@@ -1,11 +1,11 @@
-# make test / make demo / make dev / make bench: each creates .venv and installs on first use.
+# make test / make demo / make dev / make bench / make screenshots: each creates .venv and installs on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export PIPELINE_DATA_LAKE ?= $(CURDIR)/data_lake
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install test demo dev bench lint dagster-home
+.PHONY: install test demo dev bench lint dagster-home screenshots
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ demo: $(STAMP) dagster-home
 
 dev: $(STAMP) dagster-home
 	$(VENV)/bin/dagster dev -w workspace.yaml
+
+# PNGs of the UI on the demo's instance and lake (after `make demo`), for the README; needs Debian's chromium.
+screenshots: $(STAMP) dagster-home
+	$(PY) scripts/ui_screenshots.py --out docs/ui
 
 bench: $(STAMP)
 	$(PY) benchmarks/ingest.py

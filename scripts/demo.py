@@ -1,64 +1,211 @@
-"""`make demo`: materialize ingest -> features for three trading days of the synthetic market, headless.
+"""`make demo`: the whole default graph, headless, on the embedded synthetic market; its runs show in `make dev`.
 
-Runs the real `dagster asset materialize` CLI as one single-run range backfill (no network, no credentials),
-then prints where the results are: the warehouse file and the row count of every table.
+1. One single-run backfill of ingest and features over a range of trading days.
+2. Walk-forward: for each of the last `--model-days` trading days, in order, one run of training (and evaluation
+   and deployment, where the code location has those groups) for that day's partition, with DEMO_RUN_CONFIG.
+3. Prints where the results are: the warehouse tables and their row counts, and the deployment artifacts.
+
+Runs are launched in this process against the code location that workspace.yaml names, the one `make dev` loads,
+and carry its origin: the UI lists them under that location (Overview timeline, asset pages, run history).
+`dagster asset materialize -m pipeline.definitions` stamps no code location on its runs, and the timeline drops
+runs without one.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import subprocess
 import sys
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster._cli.workspace.cli_target import get_repository_python_origin_from_cli_opts
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._utils.hosted_user_process import recon_repository_from_origin
+from dagster_shared.cli import PythonPointerOpts
+
+from pipeline.lake import Warehouse, warehouse_path
+from pipeline.market.calendar import trading_days
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# 2024-07-04 is a holiday: the range shows the calendar at work (3 trading days, not 4).
-DEFAULT_RANGE = ("2024-07-03", "2024-07-08")
-SELECTION = "group:ingest or group:features"
+WORKSPACE = REPO_ROOT / "workspace.yaml"
+DATA_GROUPS = ("ingest", "features")
+# Run per trading day, in this order; groups the code location does not (yet) have are left out.
+MODEL_GROUPS = ("training", "evaluation", "deployment")
+# 9 sessions (2024-07-04 is a holiday): the 6-day training window of the first model day, plus 3 model days.
+DEFAULT_RANGE = ("2024-07-01", "2024-07-12")
+DEFAULT_MODEL_DAYS = 3
+# Run config of every model-day run: small budgets so the whole demo takes minutes on a 2-core CPU.
+DEMO_RUN_CONFIG: dict[str, Any] = {
+    "ops": {
+        "training_dataset": {"config": {"window_days": 6, "validation_days": 2, "embargo_days": 0}},
+        "clstm_ppo_policy": {"config": {"total_timesteps": 20000}},
+        "sb3_baselines": {"config": {"ppo_timesteps": 4000, "sac_timesteps": 300}},
+    }
+}
+# Every demo run: step processes fork from a server that imported the code location once, instead of each step
+# importing torch and the definitions anew (seconds per step on a small machine).
+EXECUTION_CONFIG: dict[str, Any] = {
+    "execution": {"config": {"multiprocess": {
+        "start_method": {"forkserver": {"preload_modules": ["pipeline.definitions"]}},
+    }}}
+}
+REPORT_SCHEMAS = ("raw", "quarantine", "features", "models", "evaluation")
 
 
-def materialize(first: str, last: str) -> None:
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [
-        str(dagster), "asset", "materialize", "-m", "pipeline.definitions",
-        "--select", SELECTION, "--partition-range", f"{first}...{last}",
-    ]
-    print("$", " ".join(command[1:]), flush=True)
-    env = {**os.environ, "PIPELINE_SOURCE": "synthetic"}
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=env)
-    if completed.returncode != 0:
-        sys.exit(f"demo run failed (exit {completed.returncode}); the Dagster log above says which step")
+class DemoRunFailed(RuntimeError):
+    """A demo run did not succeed; the message names the step and the run."""
 
 
-def report() -> None:
-    from pipeline.lake import Warehouse, warehouse_path
+class CodeLocation:
+    """The code location that a workspace file names, loaded in this process.
 
+    `origin` is what the webserver knows the location by (its name comes from the workspace file); runs created here
+    carry it, so the UI files them under the same location as runs launched from the UI.
+    """
+
+    def __init__(self, workspace: Path = WORKSPACE) -> None:
+        (self.origin,) = WorkspaceFileTarget(paths=[str(workspace)]).create_origins()
+        target = self.origin.loadable_target_origin
+        pointer = PythonPointerOpts(
+            python_file=target.python_file, module_name=target.module_name, package_name=target.package_name,
+            working_directory=target.working_directory or str(workspace.parent), attribute=target.attribute,
+        )
+        self.repository: ReconstructableRepository = recon_repository_from_origin(
+            get_repository_python_origin_from_cli_opts(pointer)
+        )
+        self.definitions = self.repository.get_definition()
+
+    @property
+    def name(self) -> str:
+        return self.origin.location_name
+
+    def groups(self) -> set[str]:
+        graph = self.definitions.asset_graph
+        return {graph.get(key).group_name for key in graph.get_all_asset_keys()}
+
+    def launch(
+        self,
+        instance: dg.DagsterInstance,
+        groups: Sequence[str],
+        partition: str | tuple[str, str],
+        run_config: Mapping[str, Any] | None = None,
+    ) -> dg.DagsterRun:
+        """Run the assets of `groups` for one partition, or a (first, last) range in one run; return the run.
+
+        Executes in this process with the job's default (multiprocess) executor unless `run_config` says otherwise.
+        """
+        keys = dg.AssetSelection.groups(*groups).resolve(self.definitions.asset_graph)
+        job_def = self.definitions.get_implicit_job_def_for_assets(keys)
+        if job_def is None:
+            raise ValueError(f"groups {list(groups)} do not share one partitioning: launch them separately")
+        if isinstance(partition, str):
+            tags = {PARTITION_NAME_TAG: partition}
+        else:
+            tags = {ASSET_PARTITION_RANGE_START_TAG: partition[0], ASSET_PARTITION_RANGE_END_TAG: partition[1]}
+        job = self.repository.get_reconstructable_job(job_def.name)
+        run = instance.create_run_for_job(
+            job_def=job_def,
+            run_config=dict(run_config or {}),
+            tags=tags,
+            asset_selection=frozenset(keys),
+            job_code_origin=job.get_python_origin(),
+            remote_job_origin=RemoteJobOrigin(
+                repository_origin=RemoteRepositoryOrigin(self.origin, self.definitions.name), job_name=job_def.name
+            ),
+        )
+        execute_run(job, run, instance)
+        return instance.get_run_by_id(run.run_id) or run
+
+
+def run_step(
+    location: CodeLocation,
+    instance: dg.DagsterInstance,
+    step: str,
+    groups: Sequence[str],
+    partition: str | tuple[str, str],
+    run_config: Mapping[str, Any] | None = None,
+) -> dg.DagsterRun:
+    """One demo step: launch it, print how long it took, raise DemoRunFailed unless the run succeeded."""
+    shown = partition if isinstance(partition, str) else "...".join(partition)
+    print(f"\n== {step}: {' + '.join(groups)} for {shown} (location {location.name})", flush=True)
+    started = time.monotonic()
+    run = location.launch(instance, groups, partition, run_config)
+    if run.status != dg.DagsterRunStatus.SUCCESS:
+        raise DemoRunFailed(f"demo step '{step}' failed: run {run.run_id} ended {run.status.value}; "
+                            "the Dagster log above (or the run's page in `make dev`) says which op")
+    print(f"== {step}: run {run.run_id} succeeded in {time.monotonic() - started:.0f} s", flush=True)
+    return run
+
+
+def model_days(first: str, last: str, count: int) -> list[str]:
+    """The last `count` trading days of the range, oldest first (walk-forward order)."""
+    days = [day.isoformat() for day in trading_days(first, last)]
+    if count > len(days):
+        raise ValueError(f"--model-days {count} exceeds the {len(days)} trading days in {first}...{last}")
+    return days[len(days) - count:] if count else []
+
+
+def report(lake: Path) -> None:
     path = warehouse_path().resolve()
     store = Warehouse(path)
+    schemas = ", ".join(f"'{schema}'" for schema in REPORT_SCHEMAS)
     tables = store.query(
         "SELECT table_schema || '.' || table_name AS name FROM information_schema.tables "
-        "WHERE table_schema IN ('raw', 'quarantine', 'features') ORDER BY name"
+        f"WHERE table_schema IN ({schemas}) ORDER BY name"
     )["name"].to_list()
     print(f"\nwarehouse: {path}")
     for table in tables:
-        days = store.query(f"SELECT count(DISTINCT trading_day) AS n FROM {table}")["n"][0]
-        print(f"  {table:<28} {store.row_count(table):>10,} rows  {days} trading day(s)")
+        print(f"  {table:<32} {store.row_count(table):>10,} rows")
+    deploy = lake / "artifacts" / "deploy"
+    folders = sorted(p for p in deploy.iterdir() if p.is_dir()) if deploy.is_dir() else []
+    print(f"\ndeployment artifacts: {deploy}" + ("" if folders else "  (none)"))
+    for folder in folders:
+        print(f"  {folder.name}/  {', '.join(sorted(p.name for p in folder.iterdir()))}")
     print(f"\nDagster instance (run history): {os.environ.get('DAGSTER_HOME')}")
     print("query it:  .venv/bin/python -c \"from pipeline.lake import Warehouse; "
           f"print(Warehouse('{path}').query('SELECT * FROM features.market LIMIT 5'))\"")
-    print("browse it: make dev  (the Dagster UI: lineage, metadata, checks, run history)")
+    print("browse it: make dev  (the demo's runs are on the Overview timeline, under the same code location)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--first", default=DEFAULT_RANGE[0], help="first trading day (partition key)")
-    parser.add_argument("--last", default=DEFAULT_RANGE[1], help="last trading day (partition key)")
+    parser.add_argument("--first", default=DEFAULT_RANGE[0], help="first trading day to ingest (partition key)")
+    parser.add_argument("--last", default=DEFAULT_RANGE[1], help="last trading day to ingest (partition key)")
+    parser.add_argument("--model-days", type=int, default=DEFAULT_MODEL_DAYS,
+                        help="train (evaluate, deploy) on each of the last N trading days of the range, in order")
     args = parser.parse_args()
-    # The CLI runs in the repo root and report() here: pin a relative default lake to one folder for both.
+    # Runs and report() share one lake: pin a relative default to the repo's folder.
     os.environ.setdefault("PIPELINE_DATA_LAKE", str(REPO_ROOT / "data_lake"))
-    materialize(args.first, args.last)
-    report()
+    os.environ.setdefault("PIPELINE_SOURCE", "synthetic")
+    lake = Path(os.environ["PIPELINE_DATA_LAKE"])
+    days = model_days(args.first, args.last, args.model_days)
+    location = CodeLocation()
+    groups = [group for group in MODEL_GROUPS if group in location.groups()]
+    started = time.monotonic()
+    try:
+        with dg.DagsterInstance.get() as instance:
+            run_step(location, instance, "ingest and features", DATA_GROUPS, (args.first, args.last),
+                     EXECUTION_CONFIG)
+            for day in days:
+                run_step(location, instance, f"model day {day}", groups, day, {**DEMO_RUN_CONFIG, **EXECUTION_CONFIG})
+    except DemoRunFailed as failure:
+        sys.exit(str(failure))
+    print(f"\ndemo runs took {time.monotonic() - started:.0f} s; run config of the model days: "
+          f"{json.dumps(DEMO_RUN_CONFIG)}")
+    report(lake)
 
 
 if __name__ == "__main__":
