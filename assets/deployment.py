@@ -28,7 +28,6 @@ from pipeline.backtest.promotion import (
     PRODUCTION,
     GateResult,
     PromotionPolicy,
-    daily_returns,
     evaluate_gate,
 )
 from pipeline.envs.intraday import IntradayTradingEnv
@@ -134,8 +133,7 @@ def build_deployment_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
         validation = store.read_partition(VALIDATION_TABLE, [day])
         member = _chosen_member(candidates, validation)
         rows = _validation_rows(store, day, member.model_id)
-        daily = daily_returns(rows)
-        gate = evaluate_gate(daily, member.row["metrics"], rows["strategy"].is_in([PRODUCTION]).any(),
+        gate = evaluate_gate(rows, member.row["metrics"], rows["strategy"].is_in([PRODUCTION]).any(),
                              config.policy())
         metrics = metrics_table(rows, window="validation", trading_day=day, n_boot=config.n_boot,
                                 level=config.level)

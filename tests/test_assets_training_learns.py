@@ -10,6 +10,7 @@ traded; out-of-sample PnL 0 on all 30 day-symbols).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -76,3 +77,21 @@ def test_registered_policy_beats_flat_and_buy_and_hold_after_the_partition(
     for name, baseline in (("flat", np.zeros_like(trained.pnl)), ("buy-and-hold", held.pnl)):
         margin = trained.pnl - baseline
         assert margin.mean() > 0 and t_statistic(margin) > T_CRITICAL, margin_report(trained.pnl, baseline, name)
+
+    # The gate runs on the model's 4 validation days. Measured: it beat the best baseline (momentum) by +0.98% a
+    # day, but 4 days leave the interval across 0 (-0.77% to +2.52%), so the default gate refuses it; the gate's
+    # positive control is the stronger alpha-0.25 signal (test_learning.py). Whatever the verdict, the package
+    # must reproduce the model and the registry must say what the checks said.
+    gate = [a for g in ("evaluation", "deployment") for a in assets_in_groups(g)
+            if a.key.path[-1] in ("candidate_evaluation", "deployment_artifact", "production_model")]
+    run = dg.materialize(gate, partition_key=DAY, raise_on_error=False, resources={
+        **resources, "market_data": MarketDataResource(alpha=ALPHA)})
+    checks = {e.event_specific_data.check_name: (e.event_specific_data.passed,
+                                                 e.event_specific_data.metadata["reason"].value)
+              for e in run.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    print("promotion gate:", json.dumps(checks, indent=1))
+    for name in ("artifact_matches_model", "metrics_finite", "training_converged"):
+        assert checks[name][0], checks[name]
+    (row,) = read_registry(store).to_dicts()
+    assert row["status"] == ("production" if all(p for p, _ in checks.values()) else "rejected")
+    assert Path(row["deploy_path"], "policy.onnx").is_file()

@@ -1,6 +1,6 @@
 """CLSTM-PPO learns: (a) CartPole-v1 to a mean return >= 195; (b) with a planted momentum signal (alpha > 0) it
 beats flat and buy-and-hold out of sample (later days than training) after costs on IntradayTrading, each by a
-margin with its own statistic. The negative controls, the same recipe and budget on a martingale, are in files of
+margin with its own statistic, and the promotion gate promotes it. The negative controls, the same recipe and budget on a martingale, are in files of
 their own (test_learning_martingale*.py), so the slow runs spread over the test workers."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from trading_controls import (
     margin_report,
     out_of_sample,
     outcome_report,
+    promotion_gate,
     t_statistic,
     train_control_agent,
 )
@@ -55,9 +56,14 @@ def test_planted_signal_beats_flat_and_buy_and_hold_out_of_sample() -> None:
     """Train on days 0-5 of a strong (alpha 0.25) momentum market, judge the deterministic policy on days 6-9
     against each baseline on the same (day, symbol)s: a positive mean margin with a significant paired t."""
     market = control_market(alpha=0.25, seed=1)
-    trained = out_of_sample(market, agent_policy(train_control_agent(market)))
+    agent = train_control_agent(market)
+    trained = out_of_sample(market, agent_policy(agent))
     held = out_of_sample(market, buy_and_hold)
     print(outcome_report(trained, "planted alpha 0.25"))
+    # The positive control of the promotion gate: this model passes every condition (the martingale's does not).
+    gate = promotion_gate(market, agent)
+    print("promotion gate:", gate)
+    assert all(passed for passed, _ in gate.values()), gate
     assert trained.fills.sum() > 0
     for name, baseline in (("flat", np.zeros_like(trained.pnl)), ("buy-and-hold", held.pnl)):
         margin = trained.pnl - baseline

@@ -17,6 +17,7 @@ from trading_controls import (
     control_market,
     out_of_sample,
     outcome_report,
+    promotion_gate,
     t_statistic,
     train_control_agent,
 )
@@ -25,8 +26,13 @@ from trading_controls import (
 @pytest.mark.timeout(LEARNING_TIMEOUT_S)
 def test_martingale_after_costs_gives_no_significant_out_of_sample_edge() -> None:
     market = control_market(alpha=0.0, seed=11)
-    trained = out_of_sample(market, agent_policy(train_control_agent(market)))
+    agent = train_control_agent(market)
+    trained = out_of_sample(market, agent_policy(agent))
     print(outcome_report(trained, "martingale with costs"))
+    # The negative control of the promotion gate: a model of a martingale is not promoted.
+    gate = promotion_gate(market, agent)
+    print("promotion gate:", gate)
+    assert not gate["beats_best_baseline"][0], gate
     assert (trained.fills > 0).mean() >= 0.5, f"too few day-symbols traded: {trained.fills.tolist()}"
     assert t_statistic(trained.pnl) < T_CRITICAL, (
         f"significant edge on a martingale: mean {trained.pnl.mean():.2f}, {trained.fills.sum()} orders")

@@ -15,10 +15,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.ppo_config import PPOConfig
+from pipeline.backtest.promotion import PromotionPolicy, evaluate_gate
+from pipeline.backtest.runner import run_intraday
+from pipeline.backtest.strategies import run_baselines
 from pipeline.envs.intraday import LONG, IntradayConfig, IntradayTradingEnv
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 
@@ -108,6 +112,19 @@ def outcome_report(outcomes: Outcomes, name: str) -> str:
     return (f"{name}: mean {outcomes.pnl.mean():+.2f} $/day-symbol, t {t_statistic(outcomes.pnl):.2f}, "
             f"n={len(outcomes.pnl)}, orders {int(outcomes.fills.sum())}, "
             f"traded on {int((outcomes.fills > 0).sum())} day-symbols")
+
+
+def promotion_gate(market: MarketTensors, agent: CLSTMPPO, config: IntradayConfig = INTRADAY) -> dict[str, Any]:
+    """The default promotion gate (pipeline.backtest.promotion) on the control's test days, as if they were the
+    candidate's validation days: the agent against every baseline (portfolio weights from the training days), with
+    no production model. Returns {condition: (passed, reason)}."""
+    test = market.subset(days=range(TRAIN_DAYS, TRAIN_DAYS + TEST_DAYS))
+    returns = pl.concat([
+        run_intraday(test, agent, "candidate", model_id="control", env_config=config),
+        run_baselines(test, market.subset(days=range(TRAIN_DAYS)), env_config=config),
+    ], how="vertical_relaxed")
+    metrics = {"last": {k: v for k, v in agent.history[-1].items() if isinstance(v, int | float)}}
+    return {g.name: (g.passed, g.reason) for g in evaluate_gate(returns, metrics, False, PromotionPolicy())}
 
 
 def margin_report(pnl: np.ndarray, baseline: np.ndarray, name: str) -> str:

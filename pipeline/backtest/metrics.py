@@ -201,10 +201,12 @@ def metrics_table(
 
 
 def paired_difference_ci(
-    a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, level: float = 0.9, seed: int = 0
+    a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, level: float = 0.9, seed: int = 0, block: int = 1
 ) -> tuple[float, float, float]:
     """(mean(a - b), lo, hi): the mean paired difference (e.g. episode PnLs of two policies on the same episodes)
-    and its `level` percentile bootstrap interval. With a single pair there is no spread to resample: NaN bounds."""
+    and its `level` percentile bootstrap interval. `block` > 1 resamples moving blocks of that many consecutive
+    pairs (for series whose neighbours are correlated, like per-bar returns of positions held for several bars).
+    With a single pair there is no spread to resample: NaN bounds."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if diff.ndim != 1 or diff.size == 0:
         raise ValueError(f"a and b must be equal-length 1-D arrays of paired outcomes; got shapes "
@@ -213,6 +215,9 @@ def paired_difference_ci(
     if diff.size == 1:
         return mean, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+    size = min(max(block, 1), diff.size)
+    starts = rng.integers(0, diff.size - size + 1, size=(n_boot, -(-diff.size // size)))
+    index = (starts[:, :, None] + np.arange(size)).reshape(n_boot, -1)[:, :diff.size]
+    means = diff[index].mean(axis=1)
     lo, hi = _interval(means, level)
     return mean, lo, hi
