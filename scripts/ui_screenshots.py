@@ -145,6 +145,11 @@ def _shot_pages(url: str) -> dict[str, Callable[[Page], None]]:
                 page.goto(f"{url}/assets/{asset}?view=partitions&partition={partition}")
                 page.get_by_text("Latest materialization").first.wait_for()
                 page.get_by_text("Metadata", exact=True).first.wait_for()
+                # Plots are markdown metadata (SVG): open the equity curve, where the asset has one.
+                plot = page.get_by_role("row").filter(has_text="equity_curve").get_by_text("[Show Markdown]")
+                if plot.count():
+                    plot.first.click()
+                    page.get_by_role("dialog").wait_for()
                 return
         raise LookupError("neither backtest nor clstm_ppo_policy has a materialization")
 
