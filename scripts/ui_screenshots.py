@@ -154,12 +154,14 @@ def _shot_pages(url: str) -> dict[str, Callable[[Page], None]]:
         raise LookupError("neither backtest nor clstm_ppo_policy has a materialization")
 
     def checks(page: Page) -> None:
-        page.goto(f"{url}/assets/raw/trades?view=checks")
+        # The promotion gate: the check that refused the demo's candidate, with its reason.
+        page.goto(f"{url}/assets/deployment_artifact?view=checks")
+        page.get_by_text("beats_best_baseline").first.click()
         page.get_by_text("Evaluation result").first.wait_for()
 
     def lineage(page: Page) -> None:
-        # Upstream as deep as it goes: back to the raw tables the model was trained from.
-        page.goto(f"{url}/assets/clstm_ppo_policy?view=lineage&lineageScope=upstream&lineageDepth=10")
+        # Upstream of the promotion: the deployment artifact, the evaluation, the model and its dataset.
+        page.goto(f"{url}/assets/production_model?view=lineage&lineageScope=upstream&lineageDepth=4")
         page.get_by_text("training_dataset", exact=True).first.wait_for()
 
     def automation(page: Page) -> None:
