@@ -97,3 +97,14 @@ def ingest_history(days: list, market_data: object | None = None) -> None:
     result = dg.materialize(assets_in_groups(*DATA_GROUPS), tags=tags, resources={
         "warehouse": WarehouseResource(), "market_data": market_data or MarketDataResource()})
     assert result.success
+
+
+def load_script(relative_path: str):
+    """A repo script (benchmarks/, scripts/) loaded as a module, so tests call its functions."""
+    import importlib.util
+
+    path = REPO_ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

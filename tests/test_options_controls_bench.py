@@ -3,23 +3,18 @@ per test day each, flat at exactly 0 and finite figures for the others."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "options_controls.py"
 POLICIES = ("flat", "random", "oracle", "oracle_at_mid_no_fees", "agent")
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("options_controls", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/options_controls.py")
 
 
 @pytest.fixture(scope="module")

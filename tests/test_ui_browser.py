@@ -10,7 +10,6 @@ used. Skips, saying so, where there is none.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from collections.abc import Iterator
@@ -20,21 +19,13 @@ from typing import NamedTuple
 
 import dagster as dg
 import pytest
-from conftest import REPO_ROOT, pipeline_env
+from conftest import load_script, pipeline_env
 from playwright.sync_api import Page, expect
 
 from pipeline.definitions import defs
 from pipeline.lake import Warehouse
 
-
-def _load_ui_helpers():
-    spec = importlib.util.spec_from_file_location("ui_screenshots", REPO_ROOT / "scripts" / "ui_screenshots.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ui_helpers = _load_ui_helpers()
+ui_helpers = load_script("scripts/ui_screenshots.py")
 DAY = "2024-07-05"
 LOCATION = "rl_trading_pipeline"
 # Generous: on a busy 2-core machine the UI first loads the code location (torch and all), and the run queues behind
