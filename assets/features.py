@@ -1,9 +1,10 @@
 """Feature assets: read the raw partitions of each trading day, call the framework-free feature code, write
-`features.bars_1m`, `features.market` and `features.options` (one transaction per run, like the raw tables).
+`features.bars_1m`, `features.market` and `features.options` (one transaction per day, like the raw tables).
 
-`features.market` of day D also reads the LOOKBACK_TRADING_DAYS sessions before D from the warehouse (its
-windows reach back; the partition mapping says so), and writes only D's rows. Each day of a range is computed
-from exactly the inputs a single-day run of it reads, so a range backfill equals day-by-day runs.
+A run over a range computes and writes one day at a time, as a single-day run of that day would, so it holds one
+day's rows whatever the range and a range backfill equals day-by-day runs. `features.market` of day D also reads
+the LOOKBACK_TRADING_DAYS sessions before D from the warehouse (its windows reach back; the partition mapping says
+so), and writes only D's rows.
 """
 
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import polars as pl
 
 from assets.ingest import raw_asset_key
 from assets.metadata import (
-    day_frames,
+    RunColumns,
     feature_column_descriptions,
     feature_table_schema,
     partition_days,
@@ -35,21 +36,10 @@ MARKET_KEY = dg.AssetKey(["features", "market"])
 OPTIONS_KEY = dg.AssetKey(["features", "options"])
 FEATURE_KEYS = (BARS_1M_KEY, MARKET_KEY, OPTIONS_KEY)
 
-# The trading days of one run of one features table from what the warehouse holds: (rows out, input rows read per
-# day, counted as a single-day run of that day would read them).
-DaysBuilder = Callable[[Warehouse, list[date]], tuple[pl.DataFrame, dict[date, int]]]
+# One trading day of a features table from what the warehouse holds: (rows out, input rows read).
+DayBuilder = Callable[[Warehouse, date], tuple[pl.DataFrame, int]]
 # The columns of the older lookback days of features.bars_1m: only their daily closes are read.
 _CLOSE_COLUMNS = ["symbol", "ts", "trading_day", "close"]
-
-
-def _each_day(build_day: Callable[[Warehouse, date], tuple[pl.DataFrame, int]]) -> DaysBuilder:
-    def build(store: Warehouse, days: list[date]) -> tuple[pl.DataFrame, dict[date, int]]:
-        built = {day: build_day(store, day) for day in days}
-        frames = [frame for frame, _ in built.values()]
-        frame = pl.concat([f for f in frames if not f.is_empty()] or frames[:1], how="vertical_relaxed")
-        return frame, {day: rows for day, (_, rows) in built.items()}
-
-    return build
 
 
 def _bars_1m_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
@@ -58,11 +48,10 @@ def _bars_1m_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
     return bars_1m(trades, quotes, trading_session(day)), trades.height + quotes.height
 
 
-def _market_days(store: Warehouse, days: list[date]) -> tuple[pl.DataFrame, dict[date, int]]:
-    # One read of the days and their lookback; the core gives every day the slice a single-day run would read.
+def _market_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
     # Bar-only symbols get rows from raw.bars, whose ts is the bar's start (Alpaca, IBKR, most files).
-    lookback = earlier_trading_days(days[0])
-    every_day = [*lookback, *days]
+    lookback = earlier_trading_days(day)
+    every_day = [*lookback, day]
     # Minute windows need every column of the last sessions only; older ones give their daily closes.
     full_from = max(0, len(lookback) - row_lookback_sessions(1))
     minute_bars = store.read_partition("features.bars_1m", every_day[full_from:])
@@ -70,12 +59,10 @@ def _market_days(store: Warehouse, days: list[date]) -> tuple[pl.DataFrame, dict
         older = store.read_partition("features.bars_1m", every_day[:full_from], _CLOSE_COLUMNS)
         minute_bars = pl.concat([older, minute_bars], how="diagonal_relaxed")
     raw_bars = store.read_partition("raw.bars", every_day)
-    sessions = [trading_session(day) for day in every_day]
-    features = market_features_days(sessions, minute_bars, raw_bars, bar_ts="start", targets=len(days))
-    rows_per_day = pl.concat([minute_bars.select("trading_day"), raw_bars.select("trading_day")])["trading_day"]
-    counts = dict(rows_per_day.value_counts().iter_rows())
-    # A day reads its own rows and its lookback's, as a single-day run of it does.
-    return features, {day: sum(counts.get(d, 0) for d in [*earlier_trading_days(day), day]) for day in days}
+    sessions = [trading_session(d) for d in every_day]
+    features = market_features_days(sessions, minute_bars, raw_bars, bar_ts="start", targets=1)
+    # The day reads its own rows and its lookback's.
+    return features, minute_bars.height + raw_bars.height
 
 
 def _options_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
@@ -86,7 +73,7 @@ def _options_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
 def _build_feature_asset(
     key: dg.AssetKey,
     deps: list[dg.AssetKey | dg.AssetDep],
-    build_days: DaysBuilder,
+    build_day: DayBuilder,
     description: str,
     partitions_def: dg.PartitionsDefinition,
     lookback_trading_days: int = 0,
@@ -107,21 +94,26 @@ def _build_feature_asset(
     def _features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         days = partition_days(context)
         store = warehouse.warehouse()
-        frame, rows_read = build_days(store, days)
-        store.write_partition(table, days, frame)
-        symbols = _symbol_count(frame)
-        context.log.info(f"{table}: {frame.height} rows for {symbols} symbol(s) over {len(days)} trading day(s)")
-        report_partitions(context, {
-            day: {
-                **partition_metadata(day, day_frame, store.row_count(table, [day])),
-                "symbols": _symbol_count(day_frame),
-                "rows_read": rows_read[day],
-            }
-            for day, day_frame in day_frames(frame, days).items()
-        })
+        columns = RunColumns()
+
+        def write(day: date) -> tuple[int, int]:
+            """Build and write one day (one transaction); its rows are freed on return."""
+            frame, rows_read = build_day(store, day)
+            store.write_partition(table, [day], frame)
+            columns.see(frame)
+            report_partitions(context, {day: {
+                **partition_metadata(day, frame, store.row_count(table, [day])),
+                "symbols": _symbol_count(frame),
+                "rows_read": rows_read,
+            }})
+            return frame.height, _symbol_count(frame)
+
+        written = [write(day) for day in days]
+        rows, symbols = sum(n for n, _ in written), max(s for _, s in written)
+        context.log.info(f"{table}: {rows} rows for up to {symbols} symbol(s) a day over {len(days)} trading day(s)")
         return dg.MaterializeResult(
             metadata={
-                **run_metadata(days, frame, feature_column_descriptions(table)),
+                **run_metadata(days, columns.frame, feature_column_descriptions(table)),
                 "lookback_trading_days": lookback_trading_days,
             }
         )
@@ -146,14 +138,14 @@ def build_feature_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Ass
         _build_feature_asset(
             BARS_1M_KEY,
             [raw_asset_key("trades"), raw_asset_key("quotes")],
-            _each_day(_bars_1m_day),
+            _bars_1m_day,
             "One row per symbol-minute: OHLCV, VWAP, trade count, spread and imbalance stats.",
             partitions_def,
         ),
         _build_feature_asset(
             MARKET_KEY,
             [_with_lookback(BARS_1M_KEY), _with_lookback(raw_asset_key("bars"))],
-            _market_days,
+            _market_day,
             "Model features per symbol-bar: microstructure, momentum, volatility, regime, turbulence, daily "
             "returns; windows reach into the trading days before the partition.",
             partitions_def,
@@ -162,7 +154,7 @@ def build_feature_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Ass
         _build_feature_asset(
             OPTIONS_KEY,
             [raw_asset_key("option_snapshots")],
-            _each_day(_options_day),
+            _options_day,
             "Per underlying and snapshot: ATM IV, skew, term slope, put/call ratios, aggregate greeks.",
             partitions_def,
         ),

@@ -1,9 +1,12 @@
 """Ingest assets: fetch each trading day of a raw table, validate it, write raw + quarantine in one transaction.
 
 One asset per raw table (`raw/trades`, `raw/quotes`, `raw/bars`, `raw/option_snapshots`). A single-run range
-backfill handles every day of the range in one write, so a partition is always either its old or its new content;
-each day's partition reports its own rows read, accepted and rejected.
+backfill fetches, validates and writes one day at a time, each day in its own transaction, so a partition is
+always either its old or its new content and the run holds one day's rows whatever the range (a backfill of years
+fits in memory); each day's partition reports its own rows read, accepted and rejected.
 """
+
+from datetime import date
 
 import dagster as dg
 import polars as pl
@@ -11,6 +14,7 @@ from pydantic import Field
 
 from assets.checks import DEFAULT_MAX_REJECTED_SHARE, rejected_share_result, rejected_share_spec
 from assets.metadata import (
+    RunColumns,
     partition_days,
     partition_metadata,
     raw_column_descriptions,
@@ -69,36 +73,37 @@ def build_raw_asset(table: str, partitions_def: dg.PartitionsDefinition) -> dg.A
         days = partition_days(context)
         source = market_data.build_source(warehouse.lake())
         symbols = market_data.universe()
-        results = {}
-        for day in days:
-            session = trading_session(day)
-            results[day] = validate(table, source.fetch(table, session, symbols), session)
-        accepted_frame = pl.concat([r.accepted for r in results.values()], how="vertical_relaxed")
-        rejected_frame = pl.concat([r.rejected for r in results.values()], how="vertical_relaxed")
-        rows_read = sum(r.rows_read for r in results.values())
         store = warehouse.warehouse()
-        store.write_partition(f"raw.{table}", days, accepted_frame, rejected_frame)
-        context.log.info(
-            f"raw.{table}: {accepted_frame.height} rows accepted, {rejected_frame.height} quarantined "
-            f"over {len(days)} trading day(s) from source {market_data.source_name()}"
-        )
-        report_partitions(context, {
-            day: {
+        columns = RunColumns()
+
+        def ingest(day: date) -> tuple[int, int, int]:
+            """Fetch, validate and write one day (one transaction); its rows are freed on return."""
+            session = trading_session(day)
+            result = validate(table, source.fetch(table, session, symbols), session)
+            store.write_partition(f"raw.{table}", [day], result.accepted, result.rejected)
+            columns.see(result.accepted)
+            report_partitions(context, {day: {
                 **partition_metadata(day, result.accepted, store.row_count(f"raw.{table}", [day])),
                 "rows_read": result.rows_read,
                 "rows_accepted": result.accepted.height,
                 "rows_rejected": result.rejected.height,
                 "rejected_by_reason": dg.MetadataValue.json(reason_counts(result.rejected)),
-            }
-            for day, result in results.items()
-        })
+            }})
+            return result.rows_read, result.accepted.height, result.rejected.height
+
+        counts = [ingest(day) for day in days]
+        rows_read, accepted, rejected = (sum(column) for column in zip(*counts, strict=True))
+        context.log.info(
+            f"raw.{table}: {accepted} rows accepted, {rejected} quarantined "
+            f"over {len(days)} trading day(s) from source {market_data.source_name()}"
+        )
         return dg.MaterializeResult(
             metadata={
-                **run_metadata(days, accepted_frame, raw_column_descriptions(table)),
+                **run_metadata(days, columns.frame, raw_column_descriptions(table)),
                 "source": market_data.source_name(),
             },
             check_results=[
-                rejected_share_result(key, rows_read, rejected_frame.height, config.max_rejected_share)
+                rejected_share_result(key, rows_read, rejected, config.max_rejected_share)
             ],
         )
 

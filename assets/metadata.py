@@ -3,6 +3,8 @@
 Column descriptions come from their one home, the feature catalog and the raw-table docs, so the UI shows them on
 the asset (definition metadata, before any run) and on every materialization. A run over a range of trading days
 reports each day's figures on that day's partition (`report_partitions`), and what the run as a whole did once.
+Such a run writes and reports one day at a time and keeps no day's rows (`RunColumns` keeps the written columns),
+so its memory is bounded by one day whatever the range.
 """
 
 from collections.abc import Mapping, Sequence
@@ -102,10 +104,27 @@ def run_metadata(days: Sequence[date], frame: pl.DataFrame, descriptions: Mappin
     }
 
 
-def day_frames(frame: pl.DataFrame, days: Sequence[date]) -> dict[date, pl.DataFrame]:
-    """`frame`'s rows of each of `days` (an empty frame for a day without rows)."""
-    parts = frame.partition_by("trading_day", as_dict=True) if frame.height else {}
-    return {day: parts.get((day,), frame.clear()) for day in days}
+class RunColumns:
+    """The columns a run over a range wrote, kept without rows so that each day's frame is dropped once written.
+
+    The first day with rows decides (an empty day's frame may carry looser types); a run without rows reports the
+    first day's columns.
+    """
+
+    def __init__(self) -> None:
+        self._frame: pl.DataFrame | None = None
+        self._from_rows = False
+
+    def see(self, frame: pl.DataFrame) -> None:
+        if self._frame is None or (frame.height and not self._from_rows):
+            self._frame, self._from_rows = frame.clear(), frame.height > 0
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        """An empty frame with the written columns."""
+        if self._frame is None:
+            raise ValueError("no day was written: a run names at least one partition")
+        return self._frame
 
 
 def partition_metadata(day: date, frame: pl.DataFrame, day_row_count: int) -> Metadata:
