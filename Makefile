@@ -46,3 +46,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/env_throughput.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/options_controls.py
+	$(PY) benchmarks/backfill_memory.py
