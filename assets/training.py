@@ -58,6 +58,9 @@ class CLSTMPolicyConfig(dg.Config):
     seed: int = Field(default=0, description="Seed of the run (the ensemble member).")
     num_envs: int = Field(default=64, description="Parallel training episodes.")
     hparams_json: str = Field(default="{}", description="PPOConfig fields on top of the preset, as JSON.")
+    hparams_path: str | None = Field(
+        default=None, description="A best_params.json of hyperparameter_search: its preset (unless `preset` is "
+        "set), PPOConfig fields (under hparams_json) and env fields (over env_json) are used.")
     env_json: str = Field(
         default=json.dumps(DEFAULT_INTRADAY), description="IntradayConfig fields of the training env, as JSON."
     )
@@ -181,10 +184,11 @@ def _clstm_run_config(config: CLSTMPolicyConfig, compute: ComputeResource, data_
     """The trainer config without paths (what the config hash covers): envs, budget, preset, hyperparameters."""
     device = compute.resolved_device()
     total = config.total_timesteps or compute.total_timesteps
-    preset = config.preset or compute.resolved_preset()
-    env_kwargs = json.loads(config.env_json)
+    searched = json.loads(Path(config.hparams_path).read_text()) if config.hparams_path else {}
+    preset = config.preset or searched.get("preset") or compute.resolved_preset()
+    env_kwargs = json.loads(config.env_json) | searched.get("env", {})
     env = {"dataset_dir": str(data_dir), "device": device, **env_kwargs}
-    hparams = {"seed": config.seed, "device": device, **json.loads(config.hparams_json)}
+    hparams = {"seed": config.seed, "device": device, **searched.get("hparams", {}), **json.loads(config.hparams_json)}
     if compute.torch_threads is not None:
         hparams.setdefault("torch_threads", compute.torch_threads)
     return {

@@ -13,6 +13,7 @@ from assets.evaluation import build_evaluation_assets
 from assets.feature_checks import build_feature_checks
 from assets.features import FEATURES_GROUP, build_feature_assets
 from assets.ingest import INGEST_GROUP, build_ingest_assets
+from assets.search import build_search_assets
 from assets.training import build_training_assets
 from assets.training_baselines import build_training_baseline_assets
 from pipeline.partitions import partitions_start_from_env, trading_day_partitions
@@ -31,6 +32,7 @@ def build_definitions() -> dg.Definitions:
         *build_feature_assets(partitions_def),
         *build_training_assets(partitions_def),
         *build_training_baseline_assets(partitions_def),
+        *build_search_assets(partitions_def),
         *build_evaluation_assets(partitions_def),
         *build_deployment_assets(partitions_def),
     ]
