@@ -83,11 +83,15 @@ def _check_result(
 def session_minutes_result(key: dg.AssetKey, store: Warehouse, days: list[date]) -> dg.AssetCheckResult:
     """Every session minute present once per symbol and day (one-minute rows only in features.market)."""
     table = _table(key)
-    frame = store.read_partition(table, days, None if key == BARS_1M_KEY else ["symbol", "ts", "trading_day",
-                                                                             "bar_interval"])
-    if "bar_interval" in frame.columns:
-        frame = frame.filter(pl.col("bar_interval") == MINUTE_INTERVAL)
-    gaps = missing_minutes(frame.select("symbol", "ts", "trading_day"), [trading_session(d) for d in days])
+    columns = None if key == BARS_1M_KEY else ["symbol", "ts", "trading_day", "bar_interval"]
+    day_gaps, checked = [], 0
+    for day in days:  # one day in memory at a time, however long the range
+        frame = store.read_partition(table, [day], columns)
+        if "bar_interval" in frame.columns:
+            frame = frame.filter(pl.col("bar_interval") == MINUTE_INTERVAL)
+        day_gaps.append(missing_minutes(frame.select("symbol", "ts", "trading_day"), [trading_session(day)]))
+        checked += frame.select("symbol", "trading_day").unique().height
+    gaps = pl.concat(day_gaps, how="vertical_relaxed")
 
     def describe() -> str:
         worst = gaps.row(0, named=True)
@@ -99,7 +103,7 @@ def session_minutes_result(key: dg.AssetKey, store: Warehouse, days: list[date])
         )
 
     return _check_result(key, SESSION_MINUTES_CHECK, days, gaps, {
-        "symbol_days_checked": frame.select("symbol", "trading_day").unique().height,
+        "symbol_days_checked": checked,
         "symbol_days_failing": gaps.height,
         "missing_minutes": int(gaps["missing"].sum()),
         "duplicated_minutes": int(gaps["duplicated"].sum()),
@@ -145,11 +149,10 @@ def nulls_within_warmup_result(store: Warehouse, days: list[date]) -> dg.AssetCh
     every_earlier = sorted({d for previous in earlier.values() for d in previous})
     minute_days = _held(store, _table(BARS_1M_KEY), every_earlier)
     with_close = pl.concat([minute_days, _held(store, "raw.bars", every_earlier)]).unique()
-    excess = excess_nulls(
-        store.read_partition(table, days),
-        consecutive_earlier_sessions(days, earlier, with_close),
-        consecutive_earlier_sessions(days, earlier, minute_days),
-    )
+    closes = consecutive_earlier_sessions(days, earlier, with_close)
+    minutes = consecutive_earlier_sessions(days, earlier, minute_days)
+    # One day's rows in memory at a time, however long the range.
+    excess = [e for day in days for e in excess_nulls(store.read_partition(table, [day]), closes, minutes)]
     columns = sorted({e.column for e in excess})
     failing = pl.DataFrame([e.__dict__ for e in excess]) if excess else pl.DataFrame()
 
