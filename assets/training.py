@@ -152,7 +152,9 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         config_path.write_text(json.dumps(trainer_config, indent=2))
         command = compute.trainer_command(str(config_path))
         context.log.info(f"training: {' '.join(command)} ({run['preset']}, {run['total_timesteps']} steps)")
-        invocation = pipes_subprocess_client.run(command=command, context=context)
+        # The compute resource's launcher picks the client: this machine, or a GPU pod (same command either way).
+        invocation = compute.pipes_client(pipes_subprocess_client).run(
+            context=context, **compute.pipes_run_args(str(config_path)))
         reported = invocation.get_materialize_result()
         summary = json.loads((model_dir / "model.json").read_text())
         record = ModelRecord(
