@@ -38,6 +38,7 @@ from dagster_shared.cli import PythonPointerOpts
 
 from pipeline.lake import Warehouse, warehouse_path
 from pipeline.market.calendar import trading_days
+from pipeline.schedules import daily_selection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
@@ -107,7 +108,8 @@ class CodeLocation:
 
         Executes in this process with the job's default (multiprocess) executor unless `run_config` says otherwise.
         """
-        keys = dg.AssetSelection.groups(*groups).resolve(self.definitions.asset_graph)
+        # The groups as the daily job runs them: on-demand assets (the hyperparameter search) stay out.
+        keys = daily_selection(groups).resolve(self.definitions.asset_graph)
         job_def = self.definitions.get_implicit_job_def_for_assets(keys)
         if job_def is None:
             raise ValueError(f"groups {list(groups)} do not share one partitioning: launch them separately")
