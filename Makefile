@@ -47,3 +47,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/options_controls.py
 	$(PY) benchmarks/backfill_memory.py
+	$(PY) benchmarks/ddp_parity.py
