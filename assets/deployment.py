@@ -33,9 +33,9 @@ from pipeline.backtest.promotion import (
 from pipeline.envs.intraday import IntradayTradingEnv
 from pipeline.export.model_card import BaselineRow, MetricRow, ModelCard
 from pipeline.export.onnx_policy import run_onnx
-from pipeline.export.package import export_deployment
+from pipeline.export.package import export_deployment, read_artifact
 from pipeline.lake import Warehouse
-from pipeline.registry import production_as_of, promote, read_registry, record_deployment, set_status
+from pipeline.registry import production_as_of, promote, read_registry, record_deployment, record_gate
 from pipeline.training.dataset import load_manifest
 from resources.warehouse import WarehouseResource
 
@@ -148,8 +148,8 @@ def build_deployment_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
                             f"max |ONNX - torch| of the action probabilities is {difference:.2e} "
                             f"(tolerance {ARTIFACT_TOLERANCE:g})", {"max_abs_difference": difference})
         failed = [g for g in (agrees, *gate) if not g.passed]
+        record_gate(store, member.model_id, not failed, "; ".join(f"{g.name}: {g.reason}" for g in failed))
         if failed:
-            set_status(store, member.model_id, "rejected", "; ".join(f"{g.name}: {g.reason}" for g in failed))
             context.log.warning(f"{member.model_id} is not promoted: " + "; ".join(g.name for g in failed))
         return dg.MaterializeResult(
             metadata={
@@ -177,11 +177,15 @@ def build_deployment_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
     def production_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         day = one_day(context)
         store = warehouse.warehouse()
-        deployed = read_registry(store, day).filter(pl.col("deploy_path").is_not_null()
-                                                    & (pl.col("status") != "rejected"))
+        deployed = read_registry(store, day).filter(pl.col("gate") == "passed")
         if deployed.is_empty():
-            raise ValueError(f"no deployable candidate of {day}: materialize deployment_artifact for {day} first")
+            raise ValueError(f"no candidate of {day} passed the promotion gate: materialize deployment_artifact for "
+                             f"{day}; its blocking checks say why a candidate was refused")
         row = deployed.sort("registered_at").row(-1, named=True)
+        found = read_artifact(row["deploy_path"]).sha256
+        if found != row["deploy_sha256"]:
+            raise ValueError(f"the deployment artifact of {row['model_id']} changed since the gate judged it (sha256 "
+                             f"{found[:12]}, registered {row['deploy_sha256'][:12]}): re-materialize deployment_artifact")
         before = production_as_of(store, day)
         replaced = promote(store, row["model_id"], day, {"gate": "every blocking check of deployment_artifact "
                                                           "passed", "replaces": before and before["model_id"]})

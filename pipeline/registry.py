@@ -37,7 +37,7 @@ _DDL = f"""CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (
     status VARCHAR, window_start DATE, window_end DATE, registered_at TIMESTAMPTZ)"""
 # Columns added after the first release: registries written before them gain them on first use.
 _LATER_COLUMNS = (("status_reason", "VARCHAR"), ("status_changed_at", "TIMESTAMPTZ"), ("deploy_path", "VARCHAR"),
-                  ("deploy_sha256", "VARCHAR"))
+                  ("deploy_sha256", "VARCHAR"), ("gate", "VARCHAR"))
 _PROMOTIONS_DDL = f"""CREATE TABLE IF NOT EXISTS {PROMOTIONS_TABLE} (
     model_id VARCHAR, model_trading_day DATE, previous_model_id VARCHAR, decided_on DATE, promoted_at TIMESTAMPTZ,
     reasons JSON)"""
@@ -164,8 +164,15 @@ def set_status(store: Warehouse, model_id: str, status: str, reason: str) -> Non
 
 def promote(store: Warehouse, model_id: str, decided_on: date, reasons: Mapping[str, Any]) -> str | None:
     """Make `model_id` the production model in one transaction: the current production model (if any) becomes
-    `retired`, and `models.promotions` records the change. Returns the model it replaced (None if none)."""
+    `retired`, and `models.promotions` records the change. Returns the model it replaced (None if none).
+
+    Only a model whose current deployment artifact passed the gate can be promoted (the caller checks that the
+    artifact's files still hash to `deploy_sha256`)."""
     model = get_model(store, model_id)
+    if model.get("gate") != "passed":
+        raise ValueError(f"{model_id} has not passed the promotion gate (gate: {model.get('gate')}, status: "
+                         f"{model['status']}, {model.get('status_reason') or 'no reason recorded'}); materialize "
+                         "its deployment_artifact, whose blocking checks are the gate")
     now = datetime.now(UTC)
     with store.transaction() as con:
         previous = [r[0] for r in con.execute(
@@ -195,8 +202,19 @@ def production_as_of(store: Warehouse, day: date) -> dict[str, Any] | None:
 
 
 def record_deployment(store: Warehouse, model_id: str, deploy_path: str, deploy_sha256: str) -> None:
-    """Write where a model's deployment artifact is and its sha256."""
+    """Write where a model's deployment artifact is and its sha256; a new artifact has not been judged yet."""
     get_model(store, model_id)
     with store.transaction() as con:
-        con.execute(f"UPDATE {REGISTRY_TABLE} SET deploy_path = ?, deploy_sha256 = ? WHERE model_id = ?",
+        con.execute(f"UPDATE {REGISTRY_TABLE} SET deploy_path = ?, deploy_sha256 = ?, gate = NULL WHERE model_id = ?",
                     [deploy_path, deploy_sha256, model_id])
+
+
+def record_gate(store: Warehouse, model_id: str, passed: bool, reason: str) -> None:
+    """The promotion gate's verdict on a model's current artifact: `passed` lets `promote` proceed; a failure
+    also marks the model `rejected` with the reason."""
+    get_model(store, model_id)
+    with store.transaction() as con:
+        con.execute(f"UPDATE {REGISTRY_TABLE} SET gate = ? WHERE model_id = ?",
+                    ["passed" if passed else "failed", model_id])
+    if not passed:
+        set_status(store, model_id, "rejected", reason)

@@ -24,7 +24,7 @@ from conftest import assets_in_groups, ingest_history, materialized_metadata, pi
 
 from pipeline.lake import Warehouse
 from pipeline.market.calendar import trading_days
-from pipeline.registry import production_as_of, promote, read_registry
+from pipeline.registry import production_as_of, promote, read_registry, record_gate
 from resources.compute import ComputeResource
 from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
@@ -125,7 +125,7 @@ def test_a_martingale_candidate_is_packaged_but_never_promoted(loop) -> None:
         reason = checks["beats_best_baseline"].metadata["reason"].value
         assert "validation days" in reason and "CI" in reason
     rows = read_registry(store).filter(pl.col("algo") == "clstm_ppo")
-    assert set(rows["status"]) == {"rejected"} and rows.height == 2
+    assert set(rows["status"]) == {"rejected"} and set(rows["gate"]) == {"failed"} and rows.height == 2
     assert all("beats_best_baseline" in r or "beats_production" in r for r in rows["status_reason"])
     assert store.query("SELECT count(*) AS n FROM models.promotions")["n"][0] == 0
 
@@ -208,8 +208,19 @@ def test_every_metric_is_recomputed_from_backtest_returns(loop) -> None:
 def test_shadow_record_follows_the_production_model(loop) -> None:
     store, _, instance, resources = loop
     (first,) = read_registry(store, trading_days(FIRST, FIRST)[0])["model_id"].to_list()  # CLSTM-PPO only that day
-    # An operator overrides the gate (registry API): from the next day on, the model of FIRST is live.
-    promote(store, first, trading_days(FIRST, FIRST)[0], {"gate": "manual promotion in a test"})
+    production = [a for a in assets_in_groups("deployment") if a.key.path[-1] == "production_model"]
+    # Run alone, production_model still refuses the candidate the gate refused ...
+    refused = dg.materialize(production, resources=resources, partition_key=FIRST, instance=instance,
+                             raise_on_error=False)
+    assert not refused.success
+    (failure,) = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "passed the promotion gate" in failure.event_specific_data.error.cause.message
+    with pytest.raises(ValueError, match="has not passed the promotion gate"):
+        promote(store, first, trading_days(FIRST, FIRST)[0], {"gate": "bypassed"})
+    # ... until an operator overrides the gate (registry API, recorded): then the asset promotes it.
+    record_gate(store, first, True, "")
+    assert dg.materialize(production, resources=resources, partition_key=FIRST, instance=instance).success
+    assert read_registry(store).filter(pl.col("model_id") == first)["status"].to_list() == ["production"]
     assert production_as_of(store, trading_days(FIRST, FIRST)[0]) is None  # never a model on its own day
     assert production_as_of(store, trading_days(SECOND, SECOND)[0])["model_id"] == first
     evaluation = [a for a in assets_in_groups("evaluation") if a.key.path[-1] in ("backtest", "shadow_evaluation")]
