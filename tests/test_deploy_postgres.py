@@ -150,3 +150,36 @@ def test_partition_materialized_with_the_postgres_instance_is_read_back(
     with postgres_server.connect() as conn, conn.cursor() as cursor:
         cursor.execute("SELECT status FROM runs WHERE run_id = %s", (result.run_id,))
         assert cursor.fetchall() == [("SUCCESS",)]
+
+
+def test_an_optuna_study_lives_in_postgres_and_a_second_worker_continues_it(
+    postgres_server: PostgresServer,
+) -> None:
+    """The hyperparameter search's storage when configured with a PostgreSQL URL: trials of two study handles (two
+    workers) land in one study, and a re-open sees them all.
+
+    The study needs a database of its own: Optuna and Dagster both version their tables with alembic's
+    `alembic_version`, and Optuna refuses a database whose version row is Dagster's (seen: "optuna 5.0.0 is no
+    longer compatible with the table schema")."""
+    import optuna
+
+    from pipeline.training.search import open_storage
+
+    con = postgres_server.connect()
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS optuna")
+        cur.execute("CREATE DATABASE optuna")
+    con.close()
+    url = f"postgresql+psycopg2://{postgres_server.user}@127.0.0.1:{postgres_server.port}/optuna"
+    first = optuna.create_study(study_name="pg-study", storage=open_storage(url), load_if_exists=True,
+                                direction="maximize")
+    first.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=2)
+    second = optuna.create_study(study_name="pg-study", storage=open_storage(url), load_if_exists=True,
+                                 direction="maximize")
+    second.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=3)
+    again = optuna.load_study(study_name="pg-study", storage=open_storage(url))
+    assert [t.number for t in again.trials] == [0, 1, 2, 3, 4]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in again.trials)
+    (summary,) = optuna.get_all_study_summaries(storage=open_storage(url))
+    assert summary.study_name == "pg-study" and summary.n_trials == 5
