@@ -78,11 +78,16 @@ def _chosen_member(candidates: list[RegisteredPolicy], validation: pl.DataFrame)
     return max(candidates, key=lambda c: (scores.get(c.model_id, -np.inf), c.model_id))
 
 
-def _validation_rows(store: Warehouse, day: date, model_id: str) -> pl.DataFrame:
-    """The candidate evaluation of `day`, with the chosen member as the candidate (per validation day)."""
+def _read_validation(store: Warehouse, day: date) -> pl.DataFrame:
+    """The candidate evaluation of `day` (every member, the production model, the baselines)."""
     rows = store.read_partition(VALIDATION_TABLE, [day])
     if rows.is_empty():
         raise ValueError(f"{VALIDATION_TABLE} has no rows for {day}: materialize candidate_evaluation first")
+    return rows
+
+
+def _validation_rows(rows: pl.DataFrame, model_id: str) -> pl.DataFrame:
+    """The candidate evaluation with the chosen member as the candidate, keyed by validation day."""
     rows = rows.filter((pl.col("strategy") != CANDIDATE) | (pl.col("model_id") == model_id))
     return rows.drop("trading_day").rename({"validation_day": "trading_day"})
 
@@ -130,9 +135,9 @@ def build_deployment_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
         day = one_day(context)
         store = warehouse.warehouse()
         candidates = candidates_of(store, warehouse, day)
-        validation = store.read_partition(VALIDATION_TABLE, [day])
+        validation = _read_validation(store, day)
         member = _chosen_member(candidates, validation)
-        rows = _validation_rows(store, day, member.model_id)
+        rows = _validation_rows(validation, member.model_id)
         gate = evaluate_gate(rows, member.row["metrics"], rows["strategy"].is_in([PRODUCTION]).any(),
                              config.policy())
         metrics = metrics_table(rows, window="validation", trading_day=day, n_boot=config.n_boot,
