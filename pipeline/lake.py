@@ -21,7 +21,7 @@ import duckdb
 import polars as pl
 
 from pipeline.lake_lock import WarehouseLockTimeout, file_lock, open_with_retry
-from pipeline.market.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS
+from pipeline.market.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS, RAW_DEFAULTS
 
 __all__ = ["Warehouse", "WarehouseLockTimeout", "WriteStats", "lake_dir", "warehouse_path"]
 
@@ -34,6 +34,7 @@ _STAGING = "_pipeline_incoming"
 _SQL_TYPES: dict[pl.DataType, str] = {
     pl.Utf8: "VARCHAR",
     pl.Float64: "DOUBLE",
+    pl.Boolean: "BOOLEAN",
     pl.Date: "DATE",
     pl.Datetime("us", "UTC"): "TIMESTAMPTZ",
 }
@@ -137,10 +138,25 @@ class Warehouse:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             for name in RAW_COLUMNS:
                 con.execute(raw_table_ddl(name))
+                self._add_new_contract_columns(con, name)
             con.execute(
                 f"CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} (source_table VARCHAR, trading_day DATE, "
                 "reason VARCHAR, payload JSON, ingested_at TIMESTAMPTZ)"
             )
+
+    @staticmethod
+    def _add_new_contract_columns(con: duckdb.DuckDBPyConnection, name: str) -> None:
+        """A warehouse made before a contract column existed gains it (rows written since insert by name)."""
+        have = {row[0] for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' AND table_name = ?",
+            [name],
+        ).fetchall()}
+        defaults = RAW_DEFAULTS.get(name, {})
+        for col, dtype in RAW_COLUMNS[name].items():
+            if col not in have:
+                default = defaults.get(col)
+                fill = "" if default is None else f" DEFAULT {str(default).lower()}"
+                con.execute(f'ALTER TABLE raw.{name} ADD COLUMN "{col}" {_SQL_TYPES[dtype]}{fill}')
 
     def write_partition(
         self,

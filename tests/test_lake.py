@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from pipeline import lake_lock
-from pipeline.lake import Warehouse, WarehouseLockTimeout, lake_dir, warehouse_path
+from pipeline.lake import Warehouse, WarehouseLockTimeout, lake_dir, raw_table_ddl, warehouse_path
 from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES
 
 DAY = date(2024, 7, 5)
@@ -81,6 +81,24 @@ def test_contract_tables_have_contract_types(warehouse: Warehouse) -> None:
     ]
     schemas = set(warehouse.query("SELECT schema_name FROM information_schema.schemata")["schema_name"])
     assert {"raw", "quarantine", "features", "models", "evaluation"} <= schemas
+
+
+def test_a_warehouse_from_before_the_reconstruction_columns_gains_them(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA raw")
+    con.execute(raw_table_ddl("option_snapshots"))
+    con.execute("ALTER TABLE raw.option_snapshots DROP COLUMN reconstructed")
+    con.execute("ALTER TABLE raw.option_snapshots DROP COLUMN null_reason")
+    con.execute("INSERT INTO raw.option_snapshots (underlying, trading_day) VALUES ('SPY', DATE '2024-07-05')")
+    con.close()
+    warehouse = Warehouse(path)
+    rows = warehouse.query("SELECT underlying, reconstructed, null_reason FROM raw.option_snapshots")
+    # Rows written before the column existed were observed chains.
+    assert rows.rows() == [("SPY", False, None)]
+    names = warehouse.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'option_snapshots'")["column_name"]
+    assert set(names) == set(RAW_COLUMNS["option_snapshots"])
 
 
 def test_rewrite_replaces_partition_and_its_quarantine(warehouse: Warehouse) -> None:

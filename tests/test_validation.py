@@ -49,7 +49,8 @@ def option(**overrides: object) -> dict:
     row = {"underlying": "SPY", "underlying_price": 500.0, "contract": "SPY240719C00500000",
            "expiry": date(2024, 7, 19), "strike": 500.0, "right": "C", "ts": T0, "bid": 5.0, "ask": 5.2,
            "last": 5.1, "volume": 10.0, "open_interest": 100.0, "iv": 0.15, "delta": 0.5, "gamma": 0.02,
-           "theta": -0.1, "vega": 0.3, "source": "test", "trading_day": DAY}
+           "theta": -0.1, "vega": 0.3, "reconstructed": False, "null_reason": None, "source": "test",
+           "trading_day": DAY}
     return row | overrides
 
 
@@ -309,6 +310,33 @@ def test_prices_at_or_below_zero_beyond_trades(table: str, rows: list[dict], rea
     check_invariant(result)
     assert result.rejected["reason"].to_list() == reasons
     assert result.accepted.rows(named=True) == [clean]
+
+
+def test_only_a_reconstructed_row_may_lack_its_quote_and_it_must_say_why() -> None:
+    why = "bid, ask: Alpaca keeps no historical option quotes"
+    rows = [
+        option(bid=None, ask=None),  # an observed chain without a quote: a broken feed
+        option(ts=T0 + timedelta(seconds=1), ask=None),
+        option(ts=T0 + timedelta(seconds=2), bid=None, ask=None, reconstructed=True),  # unexplained
+        option(ts=T0 + timedelta(seconds=3), bid=None, ask=None, reconstructed=True, null_reason=why),
+        option(ts=T0 + timedelta(seconds=4), reconstructed=None),  # a source that did not say: observed
+    ]
+    result = validate("option_snapshots", frame("option_snapshots", rows), SESSION)
+    check_invariant(result)
+    assert result.rejected["reason"].to_list() == [
+        "bid or ask null on a row not marked reconstructed",
+        "bid or ask null on a row not marked reconstructed",
+        "reconstructed row without a null_reason",
+    ]
+    assert result.accepted["reconstructed"].to_list() == [True, False]
+    assert result.accepted["null_reason"].to_list() == [why, None]
+
+
+def test_option_rows_without_the_reconstruction_columns_are_observed() -> None:
+    rows = [{k: v for k, v in option().items() if k not in ("reconstructed", "null_reason")}]
+    result = validate("option_snapshots", pl.DataFrame(rows), SESSION)
+    check_invariant(result)
+    assert result.accepted["reconstructed"].to_list() == [False]
 
 
 def test_option_bid_of_zero_is_a_valid_quote() -> None:

@@ -95,3 +95,15 @@ def trading_session(day: date | str) -> TradingSession:
         open=open_ts.to_pydatetime().astimezone(UTC),
         close=close_ts.to_pydatetime().astimezone(UTC),
     )
+
+
+def snapshot_times(session: TradingSession, minutes: int) -> list[datetime]:
+    """Option-chain snapshot times of a session (UTC): every `minutes` after the open, up to and including the close.
+
+    The first is `minutes` after the open (a chain at the opening print is mostly stale quotes), the last at or before
+    the close, early closes included. The synthetic market, the live collector and the Alpaca reconstruction all
+    snapshot on this grid.
+    """
+    if minutes < 1:
+        raise ValueError(f"snapshot minutes must be >= 1, got {minutes}")
+    return [session.open + timedelta(minutes=m) for m in range(minutes, session.minutes + 1, minutes)]

@@ -56,6 +56,8 @@ RAW_COLUMN_DOCS: dict[str, dict[str, str]] = {
         "gamma": "option gamma (per $ of the underlying)",
         "theta": "option theta ($ per day)",
         "vega": "option vega ($ per vol point)",
+        "reconstructed": "true when the row was rebuilt from historical bars, not observed (e.g. Alpaca history)",
+        "null_reason": "why columns of the row are null, e.g. 'bid, ask: Alpaca keeps no historical option quotes'",
     },
 }
 

@@ -28,7 +28,8 @@ _OPTIONAL: dict[str, frozenset[str]] = {
     "quotes": frozenset(),
     "bars": frozenset(),
     "option_snapshots": frozenset(
-        {"underlying_price", "last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega"}
+        {"underlying_price", "last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega",
+         "reconstructed", "null_reason"}
     ),
 }
 # Set by the source, never read from the file.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.market.calendar import NY_TZ
-from pipeline.market.schemas import RAW_COLUMNS, UTC_TS
+from pipeline.market.schemas import RAW_COLUMNS, RAW_DEFAULTS, UTC_TS
 
 PARSE_ERROR = "_parse_error"
 
@@ -66,6 +66,12 @@ def _value_expr(col: str, dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
         if dtype.is_numeric():
             return pl.col(col).cast(pl.Float64)
         return _text(col).cast(pl.Float64, strict=False)
+    if target == pl.Boolean:
+        if dtype == pl.Boolean:
+            return pl.col(col)
+        text = _text(col).str.to_lowercase()
+        return pl.when(text.is_in(["true", "1", "t", "yes"])).then(True).when(
+            text.is_in(["false", "0", "f", "no"])).then(False).otherwise(None)
     if target == pl.Date:
         if dtype == pl.Date:
             return pl.col(col)
@@ -100,7 +106,7 @@ def parse_landed(table: str, frame: pl.DataFrame, skip: set[str]) -> pl.DataFram
         if col in skip:
             continue
         if col not in frame.columns:
-            exprs.append(pl.lit(None, target).alias(col))
+            exprs.append(pl.lit(RAW_DEFAULTS.get(table, {}).get(col), target).alias(col))
             continue
         dtype = frame.schema[col]
         if col == "ts":
@@ -116,9 +122,11 @@ def parse_landed(table: str, frame: pl.DataFrame, skip: set[str]) -> pl.DataFram
             )
         else:
             parsed = _value_expr(col, dtype, target)
-        exprs.append(parsed.alias(col))
         was_value = pl.col(col).is_not_null() & (pl.col(col).cast(pl.Utf8).str.strip_chars() != "")
         errors.append(pl.when(was_value & parsed.is_null()).then(_bad_value_message(col)))
+        if (default := RAW_DEFAULTS.get(table, {}).get(col)) is not None:
+            parsed = parsed.fill_null(default)  # a blank cell of a defaulted column means "not given"
+        exprs.append(parsed.alias(col))
     joined = pl.concat_str(errors, separator="; ", ignore_nulls=True) if errors else pl.lit("")
     error = pl.when(joined != "").then(joined).otherwise(pl.lit(None, pl.Utf8)).alias(PARSE_ERROR)
     return frame.select([*exprs, error])

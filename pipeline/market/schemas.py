@@ -65,6 +65,8 @@ RAW_COLUMNS: dict[str, dict[str, pl.DataType]] = {
         "gamma": pl.Float64,
         "theta": pl.Float64,
         "vega": pl.Float64,
+        "reconstructed": pl.Boolean,
+        "null_reason": pl.Utf8,
         "source": pl.Utf8,
         "trading_day": pl.Date,
     },
@@ -79,6 +81,12 @@ RAW_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 RAW_TABLES: tuple[str, ...] = tuple(RAW_COLUMNS)
+
+# Columns a source may leave out: they take these values. A live chain is observed, not reconstructed; a
+# reconstruction (pipeline.market.alpaca_history) sets `reconstructed` and says in `null_reason` what it could not know.
+RAW_DEFAULTS: dict[str, dict[str, object]] = {
+    "option_snapshots": {"reconstructed": False, "null_reason": None},
+}
 
 # quarantine.rejected_rows: one input row that failed validation, with the reason and the row as JSON.
 QUARANTINE_COLUMNS: dict[str, pl.DataType] = {
@@ -95,8 +103,24 @@ def empty_frame(table: str) -> pl.DataFrame:
     return pl.DataFrame(schema=RAW_COLUMNS[table])
 
 
+def with_defaults(table: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with the table's defaulted columns (RAW_DEFAULTS) added where it lacks them, and their nulls
+    filled: a source that does not say a chain was reconstructed observed it."""
+    defaults = RAW_DEFAULTS.get(table, {})
+    exprs = [
+        pl.lit(v, RAW_COLUMNS[table][c]).alias(c) if c not in frame.columns else pl.col(c).fill_null(v)
+        for c, v in defaults.items()
+        if c not in frame.columns or v is not None
+    ]
+    return frame.with_columns(exprs) if exprs else frame
+
+
 def conform(table: str, frame: pl.DataFrame) -> pl.DataFrame:
-    """Select the table's columns in contract order, casting to contract dtypes (strict: bad casts raise)."""
+    """Select the table's columns in contract order, casting to contract dtypes (strict: bad casts raise).
+
+    Defaulted columns (RAW_DEFAULTS) may be absent; every other column must be there.
+    """
+    frame = with_defaults(table, frame)
     missing = [c for c in RAW_COLUMNS[table] if c not in frame.columns]
     if missing:
         raise ValueError(f"{table}: missing columns {missing}; expected {list(RAW_COLUMNS[table])}")

@@ -17,7 +17,7 @@ import polars as pl
 from pandera.config import ValidationDepth, config_context
 
 from pipeline.market.landing_parse import PARSE_ERROR, ts_expr
-from pipeline.market.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS, UTC_TS
+from pipeline.market.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS, UTC_TS, with_defaults
 from pipeline.market.source import TradingSession
 from pipeline.market.validation_schemas import raw_schema
 
@@ -154,6 +154,7 @@ def validate(table: str, frame: pl.DataFrame, session: TradingSession) -> Valida
     Missing contract columns raise ValueError. A column of another dtype is cast; values that do not cast reject
     their row. A `_parse_error` column (set by file sources) rejects its non-null rows with that text.
     """
+    frame = with_defaults(table, frame)
     _check_table_and_columns(table, frame)
     day = session.trading_day
     if frame.is_empty():

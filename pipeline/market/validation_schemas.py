@@ -23,8 +23,9 @@ NULLABLE: dict[str, frozenset[str]] = {
     "trades": frozenset({"conditions"}),
     "quotes": frozenset(),
     "bars": frozenset(),
+    # bid and ask may be null only on a reconstructed row (a row check below holds that).
     "option_snapshots": frozenset(
-        {"last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega"}
+        {"bid", "ask", "last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega", "null_reason"}
     ),
 }
 
@@ -108,6 +109,16 @@ def _row_checks(table: str, session: TradingSession) -> list[pa.Check]:
             _expr_check(pl.col("delta").abs() <= 1, "|delta| > 1"),
             _expr_check(pl.col("right").is_in(["C", "P"]), "right not in {C, P}"),
             _expr_check(pl.col("expiry") >= pl.col("trading_day"), "expiry before trading_day"),
+            # Only a reconstruction may lack quotes, and it must say why: an observed chain without a bid or ask is
+            # a broken feed, and a quote-less row nobody explained would read as a contract nobody quoted.
+            _expr_check(
+                pl.col("reconstructed") | (pl.col("bid").is_not_null() & pl.col("ask").is_not_null()),
+                "bid or ask null on a row not marked reconstructed",
+            ),
+            _expr_check(
+                ~pl.col("reconstructed") | pl.col("null_reason").is_not_null(),
+                "reconstructed row without a null_reason",
+            ),
         ]
     checks.append(pa.Check(_first_of_its_key(RAW_KEYS[table]), name="duplicate key"))
     return checks
