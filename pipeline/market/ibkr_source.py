@@ -3,8 +3,9 @@
 `reqHistoricalTicks` returns at most 1000 ticks per call, so a session is read in pages: each page starts at the
 last tick time already seen and the ticks of that second which were already collected are dropped (IBKR completes
 the last second of a page, so they come again). Every request goes through a `Pacer` that honours IBKR's
-historical-data limits. Option snapshots are not provided: TWS has no historical option-chain snapshot endpoint, so
-`fetch("option_snapshots", ...)` returns an empty frame (land chains as files or use Alpaca).
+historical-data limits. Option snapshots of past days are not provided: TWS has no historical option-chain snapshot
+endpoint, so `fetch("option_snapshots", ...)` returns an empty frame; IBKR chains are recorded live instead, by the
+option collector through `pipeline.market.ibkr_options.IBKROptionChains`.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ class IBKRSource:
         if table not in RAW_TABLES:
             raise SourceError(f"unknown table {table!r}; the IBKR source serves {list(RAW_TABLES)}")
         if table == "option_snapshots":
-            logger.info("ibkr: no historical option-chain snapshots from TWS; option_snapshots is empty")
+            logger.info("ibkr: TWS keeps no option-chain history, so option_snapshots is empty; the live option "
+                        "collector (IBKROptionChains) records IBKR chains as they happen")
             return empty_frame(table)
         if not symbols:
             return empty_frame(table)
