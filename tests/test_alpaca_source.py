@@ -6,13 +6,16 @@ import logging
 import random
 import traceback
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
 
+from pipeline.market import alpaca_source
+from pipeline.market.alpaca_history import OPTION_HISTORY_START
 from pipeline.market.alpaca_rows import parse_occ
 from pipeline.market.alpaca_source import AlpacaSource
+from pipeline.market.calendar import snapshot_times, trading_session
 from pipeline.market.retry import RetryPolicy
 from pipeline.market.schemas import RAW_COLUMNS
 from pipeline.market.source import (
@@ -22,7 +25,8 @@ from pipeline.market.source import (
     SourceUnavailableError,
     TradingSession,
 )
-from tests.fakes.alpaca_server import DROP, HANG, FakeAlpacaState, fake_alpaca
+from pipeline.market.validation import validate
+from tests.fakes.alpaca_server import DROP, HANG, FakeAlpacaState, fake_alpaca, option_day
 
 KEY, SECRET = "PKTESTKEY123", "s3cr3t-VALUE-never-printed"
 DAY = date(2024, 7, 5)
@@ -150,16 +154,98 @@ def test_option_chain_snapshot(state: FakeAlpacaState, url: str, sleeps: SleepRe
     assert set(frame["ts"]) == {snapshot_time}
     # SPY from its last trade; QQQ has no latest trade, so its quote midpoint.
     assert frame["underlying_price"].to_list() == [551.25, 551.25, 551.25, 480.01]
+    # Today is the live chain, observed, not rebuilt from bars.
+    assert not frame["reconstructed"].any()
+    assert not any(path.endswith(("/options/contracts", "/options/bars")) for path, _ in state.requests)
 
 
-def test_option_chain_for_another_day_is_empty_with_a_warning(
-    url: str, sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+def test_option_chain_before_alpacas_option_history_is_empty_with_a_warning(
+    state: FakeAlpacaState, url: str, sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
+    day = OPTION_HISTORY_START - timedelta(days=1)
+    assert day == date(2024, 1, 31)  # Alpaca: "historical option data since February 2024"
     source = _source(url, sleeps, clock=lambda: datetime(2024, 7, 9, 15, 0, tzinfo=UTC))
     with caplog.at_level(logging.WARNING):
-        frame = source.fetch("option_snapshots", SESSION, ["SPY"])
+        frame = source.fetch("option_snapshots", trading_session(day), ["SPY"])
     assert frame.height == 0 and frame.columns == list(RAW_COLUMNS["option_snapshots"])
-    assert any("live snapshots only" in r.getMessage() for r in caplog.records)
+    assert any("option history starts on 2024-02-01" in r.getMessage() for r in caplog.records)
+    assert state.requests == []
+
+
+def test_current_chain_stamps_each_underlying_with_its_fetch_time(
+    state: FakeAlpacaState, url: str, sleeps: SleepRecorder
+) -> None:
+    state.chains = {"SPY": {"SPY240719C00550000": _snapshot(5.0)}, "QQQ": {"QQQ240719C00480000": _snapshot(6.0)}}
+    state.latest_trades = {"SPY": _trade("2024-07-05T23:59:00Z", 551.25, 9), "QQQ": _trade("2024-07-05T23:59:00Z",
+                                                                                             480.0, 3)}
+    # 23:59:30 UTC is 19:59 on 5 July in New York; 04:30 UTC on 6 July is 00:30 on 6 July there.
+    times = iter([datetime(2024, 7, 5, 23, 59, 30, tzinfo=UTC), datetime(2024, 7, 6, 4, 30, tzinfo=UTC)])
+    frame = _source(url, sleeps, clock=lambda: next(times)).current_chain(["SPY", "QQQ"])
+    assert frame.columns == list(RAW_COLUMNS["option_snapshots"])
+    assert frame.select("contract", "ts", "trading_day").rows() == [
+        ("SPY240719C00550000", datetime(2024, 7, 5, 23, 59, 30, tzinfo=UTC), date(2024, 7, 5)),
+        ("QQQ240719C00480000", datetime(2024, 7, 6, 4, 30, tzinfo=UTC), date(2024, 7, 6)),
+    ]
+    assert frame["reconstructed"].to_list() == [False, False] and frame["null_reason"].null_count() == 2
+    assert set(frame["source"]) == {"alpaca"}
+
+
+PAST = trading_session(date(2024, 7, 5))
+LATER = lambda: datetime(2025, 1, 2, 15, 0, tzinfo=UTC)  # noqa: E731 - a clock well after the reconstructed day
+
+
+def _history_state(**kwargs: object) -> FakeAlpacaState:
+    state = FakeAlpacaState(api_key=KEY, secret_key=SECRET, page_size=1000, **kwargs)
+    option_day(state, PAST)
+    return state
+
+
+def test_past_day_is_reconstructed_from_contracts_and_bars(
+    sleeps: SleepRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(alpaca_source, "OPTION_BARS_BATCH", 25)
+    state = _history_state(contract_page_size=7)
+    with fake_alpaca(state) as base:
+        frame = _source(base, sleeps, clock=LATER).fetch("option_snapshots", PAST, ["SPY"])
+    # Both listings (live and expired), every page of each, each page asked for with the token of the one before.
+    pages = [(p["status"], p.get("page_token")) for path, p in state.requests if path == "/v2/options/contracts"]
+    for status in ("active", "inactive"):
+        tokens = [token for s, token in pages if s == status]
+        assert len(tokens) > 1 and tokens == [None] + [str(7 * k) for k in range(1, len(tokens))]
+    contracts = frame["contract"].unique().to_list()
+    assert {c[3:9] for c in contracts} == {"240705", "240712", "240719"}  # expired and live ones both made it
+    # Bars in batches of 25 symbols (a batch's later pages repeat its symbols with a page token).
+    batches = [p["symbols"].split(",") for path, p in state.requests
+               if path == "/v1beta1/options/bars" and "page_token" not in p]
+    assert [len(b) for b in batches] == [25, 25, 10] and sorted(sum(batches, [])) == sorted(contracts)
+
+    times = snapshot_times(PAST, 15)
+    assert frame.height == len(contracts) * len(times)
+    result = validate("option_snapshots", frame, PAST)
+    assert result.rejected.height == 0 and result.accepted.height == frame.height
+    assert frame["reconstructed"].all() and set(frame["source"]) == {"alpaca"} and set(frame["trading_day"]) == {PAST.trading_day}
+    assert frame.select(pl.col("bid", "ask", "open_interest").null_count()).row(0) == (frame.height,) * 3
+    assert frame["null_reason"].str.contains("bid, ask: Alpaca keeps no historical option quotes").all()
+    assert frame["iv"].null_count() < frame.height  # most rows priced
+
+
+def test_past_day_rows_at_t_ignore_bars_that_had_not_ended(sleeps: SleepRecorder) -> None:
+    at = snapshot_times(PAST, 15)[3]
+    frames, contract_queries = [], []
+    for perturb in (False, True):
+        state = _history_state()
+        if perturb:
+            for bars in [*state.option_bars.values(), state.bars["SPY"]]:
+                for b in bars:
+                    if datetime.fromisoformat(b["t"]) >= at:  # starts at T or later: ends after T
+                        b.update(o=b["o"] * 1.4, h=b["h"] * 1.4, l=b["l"] * 1.4, c=b["c"] * 1.4, v=b["v"] * 3)
+        with fake_alpaca(state) as base:
+            frames.append(_source(base, sleeps, clock=LATER).fetch("option_snapshots", PAST, ["SPY"]))
+        contract_queries.append([p for path, p in state.requests if path == "/v2/options/contracts"])
+    before, after = frames
+    assert contract_queries[0] == contract_queries[1]  # the chain is chosen at the first snapshot
+    assert before.filter(pl.col("ts") <= at).equals(after.filter(pl.col("ts") <= at))
+    assert not before.filter(pl.col("ts") > at).equals(after.filter(pl.col("ts") > at))
 
 
 def test_parse_occ() -> None:

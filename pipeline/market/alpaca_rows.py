@@ -92,7 +92,8 @@ def underlying_price(trade: Trade | None, quote: Quote | None) -> float | None:
 def option_rows(
     underlying: str, spot: float | None, chain: dict[str, OptionsSnapshot], snapshot_ts: datetime
 ) -> list[dict[str, Any]]:
-    """One row per contract; volume and open interest are not in Alpaca's option snapshot, so they stay null."""
+    """One observed row per contract; volume and open interest are not in Alpaca's option snapshot, so they stay
+    null (an observed chain's nulls need no reason: `null_reason` is for reconstructed rows)."""
     rows = []
     for contract, snap in chain.items():
         occ = parse_occ(contract)
@@ -107,6 +108,7 @@ def option_rows(
                 "iv": snap.implied_volatility,
                 "delta": greeks.delta if greeks else None, "gamma": greeks.gamma if greeks else None,
                 "theta": greeks.theta if greeks else None, "vega": greeks.vega if greeks else None,
+                "reconstructed": False, "null_reason": None,
             }
         )
     return rows

@@ -1,20 +1,32 @@
-"""A local HTTP server that answers like Alpaca's market data API (stocks v2, options v1beta1).
+"""A local HTTP server that answers like Alpaca's market data API (stocks v2, options v1beta1) and the trading
+API's option contract list (v2/options/contracts).
 
 The real alpaca-py clients talk to it through `url_override`, so the SDK's own request, pagination
-(`next_page_token`), model parsing (TradeSet, QuoteSet, BarSet, OptionsSnapshot) and APIError paths all run.
+(`next_page_token`), model parsing (TradeSet, QuoteSet, BarSet, OptionsSnapshot, OptionContractsResponse) and
+APIError paths all run.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import select
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from pipeline.market.black_scholes import DAYS_PER_YEAR, bs_price
+from pipeline.market.calendar import NY_TZ
+from pipeline.market.source import TradingSession
 
 HANG = "hang"  # failure script entry: never answer; hold the connection until the client gives up
 DROP = "drop"  # failure script entry: close the connection without an answer
@@ -31,6 +43,11 @@ class FakeAlpacaState:
     latest_trades: dict[str, dict[str, Any]] = field(default_factory=dict)
     latest_quotes: dict[str, dict[str, Any]] = field(default_factory=dict)
     chains: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    option_bars: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    contracts: list[dict[str, Any]] = field(default_factory=list)
+    """The trading API's contract listings (JSON as Alpaca sends them), filtered by the request's query."""
+    contract_page_size: int | None = None
+    """Contracts per page (None: page_size), so contract paging can be tested without paging thousands of bars."""
     failures: list[int | str] = field(default_factory=list)
     """Consumed one per request before answering normally: an HTTP status, HANG or DROP."""
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
@@ -45,6 +62,23 @@ def _page(data: dict[str, list[dict[str, Any]]], symbols: list[str], token: str 
         grouped.setdefault(symbol, []).append(row)
     nxt = str(offset + size) if offset + size < len(flat) else None
     return grouped, nxt
+
+
+def _contracts_page(state: FakeAlpacaState, params: dict[str, str]) -> dict[str, Any]:
+    """One page of the contract list, filtered as the trading API filters (status defaults to active)."""
+    underlyings = set(params.get("underlying_symbols", "").split(","))
+    status = params.get("status", "active")
+    matching = [
+        c for c in state.contracts
+        if c["underlying_symbol"] in underlyings and c["status"] == status
+        and params.get("expiration_date_gte", "") <= c["expiration_date"] <= params.get("expiration_date_lte", "9999")
+        and float(params.get("strike_price_gte", "-inf")) <= float(c["strike_price"])
+        <= float(params.get("strike_price_lte", "inf"))
+    ]
+    size = min(int(params.get("limit", 100)), state.contract_page_size or state.page_size)
+    offset = int(params.get("page_token") or 0)
+    nxt = str(offset + size) if offset + size < len(matching) else None
+    return {"option_contracts": matching[offset : offset + size], "next_page_token": nxt}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -110,7 +144,12 @@ class _Handler(BaseHTTPRequestHandler):
                 grouped, nxt = _page(getattr(state, name), symbols, token, state.page_size)
                 self._send(200, {name: grouped, "next_page_token": nxt})
                 return
-        if path == "/v2/stocks/trades/latest":
+        if path == "/v1beta1/options/bars":
+            grouped, nxt = _page(state.option_bars, symbols, token, state.page_size)
+            self._send(200, {"bars": grouped, "next_page_token": nxt})
+        elif path == "/v2/options/contracts":
+            self._send(200, _contracts_page(state, params))
+        elif path == "/v2/stocks/trades/latest":
             self._send(200, {"trades": {s: state.latest_trades[s] for s in symbols if s in state.latest_trades}})
         elif path == "/v2/stocks/quotes/latest":
             self._send(200, {"quotes": {s: state.latest_quotes[s] for s in symbols if s in state.latest_quotes}})
@@ -140,3 +179,67 @@ def fake_alpaca(state: FakeAlpacaState) -> Iterator[str]:
         stopped.set()
         server.shutdown()
         server.server_close()
+
+
+def occ_symbol(underlying: str, expiry: date, right: str, strike: float) -> str:
+    return f"{underlying}{expiry:%y%m%d}{right}{round(strike * 1000):08d}"
+
+
+def option_day(
+    state: FakeAlpacaState,
+    session: TradingSession,
+    underlying: str = "SPY",
+    vol: float = 0.25,
+    rate: float = 0.045,
+    spot: Callable[[int], float] = lambda minute: 500.0 * (1 + 0.01 * math.sin(minute / 60)),
+) -> None:
+    """Fill `state` with one day of `underlying`: its 1-minute bars, a listed chain and its options' 1-minute bars.
+
+    The chain: expiries on the day, 7, 14 and 60 days later; strikes 400 to 600 every 10; calls and puts; those
+    expiring within a week already expired (inactive), the rest active. Contract i (in listing order) trades every
+    minute, every 5 minutes, every 20 minutes or never, as i % 4 is 0, 1, 2 or 3. Every option bar closes at its
+    Black-Scholes price at `vol` against the underlying bar of the same minute, with the time to expiry measured from
+    the bar's end: a snapshot at that end prices it back to exactly `vol`.
+    """
+    minutes = session.minutes
+    starts = [session.open + timedelta(minutes=m) for m in range(minutes)]
+    state.bars[underlying] = [_bar(t, spot(m), 1000 + m) for m, t in enumerate(starts)]
+    day = session.trading_day
+    for expiry in (day + timedelta(days=d) for d in (0, 7, 14, 60)):
+        close = datetime.combine(expiry, time(16), tzinfo=ZoneInfo(NY_TZ))
+        for strike in range(400, 601, 10):
+            for right in ("C", "P"):
+                i = len(state.contracts)
+                symbol = occ_symbol(underlying, expiry, right, strike)
+                state.contracts.append(_contract(symbol, underlying, expiry, right, strike, expiry <= day + timedelta(7)))
+                every = (1, 5, 20, None)[i % 4]
+                if every is None:
+                    continue
+                traded = [m for m in range(minutes) if (m + i) % every == 0]
+                ends = [starts[m] + timedelta(minutes=1) for m in traded]
+                years = np.array([(close - end).total_seconds() for end in ends]) / (DAYS_PER_YEAR * 86_400)
+                traded = [m for m, y in zip(traded, years, strict=True) if y > 0]
+                prices = bs_price(np.array([spot(m) for m in traded]), strike, years[years > 0], rate, vol, right == "C")
+                # Clipped at zero: a far out-of-the-money price can come out a rounding error below it.
+                bars = [_bar(starts[m], max(float(p), 0.0), 1 + m % 7) for m, p in zip(traded, prices, strict=True)]
+                state.option_bars[symbol] = bars
+
+
+def _bar(start: datetime, price: float, volume: int) -> dict[str, Any]:
+    stamp = start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"t": stamp, "o": price, "h": price, "l": price, "c": price, "v": volume, "n": 1, "vw": price}
+
+
+def _contract(symbol: str, underlying: str, expiry: date, right: str, strike: float, expired: bool) -> dict[str, Any]:
+    """A listing as the trading API sends it (strike, size and open interest as strings)."""
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, symbol)), "symbol": symbol,
+        "name": f"{underlying} {expiry:%b %d %Y} {strike} {'Call' if right == 'C' else 'Put'}",
+        "status": "inactive" if expired else "active", "tradable": not expired,
+        "expiration_date": expiry.isoformat(), "root_symbol": underlying, "underlying_symbol": underlying,
+        "underlying_asset_id": str(uuid.uuid5(uuid.NAMESPACE_URL, underlying)),
+        "type": "call" if right == "C" else "put", "style": "american", "strike_price": str(strike), "size": "100",
+        # Today's open interest: what the endpoint serves, whatever day the chain is rebuilt for.
+        "open_interest": "1234", "open_interest_date": "2025-01-02", "close_price": "1.5",
+        "close_price_date": "2025-01-02",
+    }
