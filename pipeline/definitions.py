@@ -1,7 +1,8 @@
 """The Dagster code location: one `Definitions` with the assets, checks, resources, sensor, schedule and jobs.
 
 `dagster dev -w workspace.yaml` and `dagster asset materialize -m pipeline.definitions` load `defs` from here.
-Environment read while building (PIPELINE_PARTITIONS_START) happens here, once, when the location loads.
+Environment read while building (PIPELINE_PARTITIONS_START, and PIPELINE_OPTION_SNAPSHOT_MINUTES for the collector's
+cron) happens here, once, when the location loads.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from assets.ingest import INGEST_GROUP, build_ingest_assets
 from assets.search import build_search_assets
 from assets.training import build_training_assets
 from assets.training_baselines import build_training_baseline_assets
+from pipeline.collector import build_collector_schedule, collect_option_chains
+from pipeline.market.source_settings import option_snapshot_minutes_from_env
 from pipeline.partitions import partitions_start_from_env, trading_day_partitions
 from pipeline.schedules import build_daily_job, build_daily_schedule
 from pipeline.sensors import build_landing_sensor, run_failure_summary
@@ -40,8 +43,8 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=build_feature_checks(),
-        jobs=[daily_job],
-        schedules=[build_daily_schedule(daily_job)],
+        jobs=[daily_job, collect_option_chains],
+        schedules=[build_daily_schedule(daily_job), build_collector_schedule(option_snapshot_minutes_from_env())],
         sensors=[
             build_landing_sensor(dg.AssetSelection.groups(INGEST_GROUP, FEATURES_GROUP), partitions_def),
             run_failure_summary,

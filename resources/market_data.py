@@ -12,8 +12,14 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from pipeline.market.option_collector import ChainSource
 from pipeline.market.source import MarketSource
-from pipeline.market.source_settings import SourceSettings, alpaca_vars_set, build_market_source
+from pipeline.market.source_settings import (
+    SourceSettings,
+    alpaca_vars_set,
+    build_chain_source,
+    build_market_source,
+)
 from pipeline.market.synthetic_config import SyntheticMarketConfig
 
 
@@ -34,6 +40,11 @@ class MarketDataResource(dg.ConfigurableResource):
     )
     snapshot_minutes: int | None = Field(
         default=None, description="Minutes between synthetic option-chain snapshots."
+    )
+    option_snapshot_minutes: int | None = Field(
+        default=None,
+        description="Minutes between a broker's option-chain snapshots (the live collector's interval and the Alpaca "
+        "reconstruction's grid); a divisor of 30. Unset: PIPELINE_OPTION_SNAPSHOT_MINUTES, else 15.",
     )
     landing_dir: str | None = Field(
         default=None, description="Folder of landing/<table>/ files; unset: <data lake>/landing."
@@ -56,10 +67,14 @@ class MarketDataResource(dg.ConfigurableResource):
         default=10.0, gt=0, description="Seconds to wait for TWS / IB Gateway to accept the API connection."
     )
 
-    def settings(self) -> SourceSettings:
-        """The core's SourceSettings: environment defaults (read now, at run time), overridden by set fields."""
+    def settings(self, source: str | None = None) -> SourceSettings:
+        """The core's SourceSettings: environment defaults (read now, at run time), overridden by set fields.
+
+        `source` overrides the resource's own (the collector reads a broker's chain whatever feeds the ingest).
+        """
         return SourceSettings.from_env(
-            source=self.source,
+            source=source or self.source,
+            option_snapshot_minutes=self.option_snapshot_minutes,
             symbols=tuple(self.symbols) if self.symbols else None,
             synthetic_seed=self.seed,
             synthetic_alpha=self.alpha,
@@ -89,6 +104,10 @@ class MarketDataResource(dg.ConfigurableResource):
     def landing_path(self, lake_dir: Path) -> Path:
         """The folder of landing/<table>/ files the files source reads (and the landing sensor watches)."""
         return self.settings().landing_path(lake_dir)
+
+    def chain_source(self, broker: str | None = None) -> ChainSource:
+        """The collector's live chain source: `broker` (alpaca or ibkr), else the resource's source."""
+        return build_chain_source(self.settings(source=broker))
 
     def build_source(self, lake_dir: Path) -> MarketSource:
         """A ready source; raises SourceAuthError naming the variable when a broker's credentials are missing."""

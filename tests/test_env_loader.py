@@ -120,6 +120,11 @@ def test_option_chain_and_its_features_come_from_the_option_tables(lake: Path) -
     np.testing.assert_allclose(chain.features[..., 0].double().numpy().ravel(), atm_iv, rtol=1e-6)
     with pytest.raises(ValueError, match="no rows of 'IWM'"):
         load_option_chain(Warehouse(lake), DAYS, "IWM")
+    # On-grid chains put on the slots of their own interval load unchanged, features and all.
+    slotted = load_option_chain(Warehouse(lake), DAYS, "SPY", OptionLoaderConfig(expiries=2, strikes=5,
+                                                                               slot_minutes=60))
+    for name in ("bid", "ask", "underlying", "features", "quoted", "expiry_days"):
+        assert torch.equal(getattr(slotted, name), getattr(chain, name)), name
 
 
 def _scramble(store: Warehouse, where: str) -> None:

@@ -12,7 +12,7 @@ fills at a stale quote the agent already saw. Before its first quote of the day 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -158,16 +158,20 @@ def black_scholes_chain(days: int = 2, snapshots: int = 14, expiries: tuple[floa
 QUOTE_FIELDS = ("bid", "ask", "iv", "delta")
 
 
-def _day_chain(rows: pl.DataFrame, day: date, expiries: int, strikes: int) -> dict[str, Any]:
+def _day_chain(rows: pl.DataFrame, day: date, expiries: int, strikes: int,
+               times: Sequence[datetime] | None = None) -> dict[str, Any]:
     """One day's [S, E, K, 2] quotes (NaN where a contract has no row or a null value), grid and times to expiry.
 
     The grid is what the first snapshot lists: its first `expiries` expiries on or after the day and, per expiry,
-    the `strikes` strikes nearest its underlying price, so nothing listed later in the day decides it.
+    the `strikes` strikes nearest its underlying price, so nothing listed later in the day decides it. `times` (the
+    day's slots, some maybe empty) default to the rows' own snapshot times; an empty slot carries the underlying
+    price of the one before it.
     """
     import polars as pl
 
-    times = sorted(rows["ts"].unique().to_list())
-    first = rows.filter(pl.col("ts") == times[0])
+    taken = sorted(rows["ts"].unique().to_list())
+    times = list(times) if times is not None else taken
+    first = rows.filter(pl.col("ts") == taken[0])
     exps = sorted(e for e in first["expiry"].unique().to_list() if e >= day)[:expiries]
     if len(exps) < expiries:
         raise ValueError(f"{day}: only {len(exps)} expiries on or after the day at the first snapshot, need "
@@ -191,11 +195,12 @@ def _day_chain(rows: pl.DataFrame, day: date, expiries: int, strikes: int) -> di
                 quote[name][t_index[r[0]], e_index[r[1]], k[0], 0 if r[3] == "C" else 1] = (
                     np.nan if value is None else value
                 )
-    spot = rows.group_by("ts").agg(pl.col("underlying_price").first()).sort("ts")["underlying_price"]
+    spots = dict(rows.group_by("ts").agg(pl.col("underlying_price").first()).iter_rows())
+    spot = fill_forward(np.array([[spots.get(t, np.nan) for t in times]], dtype=np.float64))[0][0]
     settle = [datetime_at_close(x, ZoneInfo("America/New_York")) for x in exps]
     left = np.maximum(np.array([[(c - t).total_seconds() / 86400.0 for c in settle] for t in times]), 0.0)
     left[-1] = np.where(np.array(exps) == day, 0.0, left[-1])  # same-day expiries settle at the last snapshot
-    return {**quote, "strike": grid, "expiry_days": left, "underlying": spot.to_numpy(), "ts": times}
+    return {**quote, "strike": grid, "expiry_days": left, "underlying": spot, "ts": times}
 
 
 def _snapshot_features(features: pl.DataFrame, days: list[date], times: list[list[datetime]],
@@ -216,13 +221,15 @@ def _snapshot_features(features: pl.DataFrame, days: list[date], times: list[lis
 
 def chain_tensors_from_snapshots(frame: pl.DataFrame, expiries: int = 3, strikes: int = 9,
                                  features: pl.DataFrame | None = None,
-                                 feature_names: Sequence[str] = ()) -> OptionChainTensors:
+                                 feature_names: Sequence[str] = (),
+                                 times: Mapping[date, Sequence[datetime]] | None = None) -> OptionChainTensors:
     """Tensors from `raw.option_snapshots` rows of ONE underlying (any number of trading days).
 
     Per day the grid is chosen at the first snapshot (see `_day_chain`); every day must have the same number of
     snapshot times. A contract's quote is filled forward from its last snapshot (0 before its first bid and ask of
     the day); it is `quoted` only at the snapshots that have its own bid and ask. `features` (features.options rows of the underlying) give the
-    `feature_names` columns at each snapshot, with missing flags.
+    `feature_names` columns at each snapshot, with missing flags. `times` (per day, e.g. the slots of
+    `option_slots.align_to_slots`) replace the rows' own snapshot times as the steps of each day.
     """
     import polars as pl
 
@@ -231,7 +238,8 @@ def chain_tensors_from_snapshots(frame: pl.DataFrame, expiries: int = 3, strikes
     if frame["underlying"].n_unique() != 1:
         raise ValueError(f"rows of one underlying expected, got {frame['underlying'].unique().to_list()}")
     days = sorted(frame["trading_day"].unique().to_list())
-    per_day = [_day_chain(frame.filter(pl.col("trading_day") == day), day, expiries, strikes) for day in days]
+    per_day = [_day_chain(frame.filter(pl.col("trading_day") == day), day, expiries, strikes,
+                          times[day] if times is not None else None) for day in days]
     n_snaps = {len(p["underlying"]) for p in per_day}
     if len(n_snaps) != 1:
         raise ValueError(f"days have different snapshot counts {sorted(n_snaps)}; build one tensor per day length")

@@ -26,6 +26,7 @@ from pipeline.envs.market_frames import (
     impute_quotes,
 )
 from pipeline.envs.numpy_features import DEFAULT_FEATURES
+from pipeline.envs.option_slots import align_to_slots
 from pipeline.envs.options_chain import OptionChainTensors, chain_tensors_from_snapshots
 from pipeline.features.catalog import BARS, MARKET, OPTIONS, features_of, market_feature_names
 from pipeline.features.rows import bar_rows
@@ -84,6 +85,11 @@ class OptionLoaderConfig:
     """Strikes per expiry: those nearest the underlying price at the day's first snapshot."""
     features: tuple[str, ...] = DEFAULT_OPTION_FEATURES
     """features.options columns beside the chain, by catalog name; each gets a `<name>_missing` flag."""
+    slot_minutes: int | None = None
+    """For chains gathered by the live collector: its interval. Each snapshot is put on the slot it was taken in,
+    a missed slot stays empty (nothing quoted), and days start at their common first slot (see
+    `option_slots.align_to_slots`). None: the rows' own snapshot times, the same number on every day (the
+    synthetic market's and hand-landed chains)."""
 
     def __post_init__(self) -> None:
         known = [f.name for f in features_of(OPTIONS) if f.name not in _OPTION_KEYS]
@@ -174,4 +180,7 @@ def load_option_chain(
     features = store.read_partition(OPTIONS, days, [*_OPTION_KEYS, *cfg.features]).filter(
         pl.col("underlying") == underlying
     )
-    return chain_tensors_from_snapshots(chain, cfg.expiries, cfg.strikes, features, cfg.features)
+    times = None
+    if cfg.slot_minutes is not None:
+        chain, features, times = align_to_slots(chain, features, cfg.slot_minutes)
+    return chain_tensors_from_snapshots(chain, cfg.expiries, cfg.strikes, features, cfg.features, times)

@@ -12,15 +12,22 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pipeline.market.option_collector import ChainSource, CollectedChainsFirst
 from pipeline.market.source import MarketSource, SourceAuthError
 from pipeline.market.synthetic_config import SyntheticMarketConfig
+
+if TYPE_CHECKING:
+    from pipeline.market.alpaca_source import AlpacaSource
 
 SOURCES = ("synthetic", "files", "alpaca", "ibkr")
 SOURCE_VAR = "PIPELINE_SOURCE"
 SYMBOLS_VAR = "PIPELINE_SYMBOLS"
 SYNTHETIC_PREFIX = "PIPELINE_SYNTHETIC_"
+OPTION_MINUTES_VAR = "PIPELINE_OPTION_SNAPSHOT_MINUTES"
+DEFAULT_OPTION_SNAPSHOT_MINUTES = 15
+BROKERS = ("alpaca", "ibkr")
 # Setting name -> environment variable of the Alpaca credentials.
 ALPACA_KEY_VARS = {"alpaca_api_key": "ALPACA_API_KEY", "alpaca_secret_key": "ALPACA_SECRET_KEY"}
 
@@ -75,6 +82,9 @@ class SourceSettings:
     ibkr_port: int = 7497
     ibkr_client_id: int = 17
     ibkr_connect_timeout_s: float = 10.0
+    option_snapshot_minutes: int = DEFAULT_OPTION_SNAPSHOT_MINUTES
+    """Minutes between a broker's option-chain snapshots: the live collector's interval and the Alpaca
+    reconstruction's grid (PIPELINE_OPTION_SNAPSHOT_MINUTES). The synthetic market has its own."""
 
     def __post_init__(self) -> None:
         name = self.source.strip().lower()
@@ -85,6 +95,7 @@ class SourceSettings:
             )
         object.__setattr__(self, "source", name)
         object.__setattr__(self, "symbols", tuple(self.symbols))
+        check_option_snapshot_minutes(self.option_snapshot_minutes)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SourceSettings:
@@ -97,6 +108,7 @@ class SourceSettings:
             synthetic.setdefault("symbols", tuple(given["symbols"]))
         values: dict[str, Any] = {
             "source": env.get(SOURCE_VAR) or "synthetic",
+            "option_snapshot_minutes": option_snapshot_minutes_from_env(env),
             "broker_symbols": _symbol_list(env.get(SYMBOLS_VAR)),
             "synthetic": synthetic_config_from_env(env, **synthetic),
         }
@@ -128,6 +140,29 @@ class SourceSettings:
         return Path(self.landing_dir) if self.landing_dir else Path(lake_dir) / "landing"
 
 
+def check_option_snapshot_minutes(minutes: int) -> int:
+    """`minutes` if the collector's schedule can hit every slot: a divisor of 30, so the slots (every `minutes`
+    from the 09:30 open) fall on the cron minutes */`minutes`."""
+    if minutes < 1 or 30 % minutes:
+        raise ValueError(
+            f"option snapshot minutes must divide 30 (1, 2, 3, 5, 6, 10, 15 or 30) so every snapshot slot after the "
+            f"09:30 open falls on a cron minute; got {minutes} (set {OPTION_MINUTES_VAR})"
+        )
+    return minutes
+
+
+def option_snapshot_minutes_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """PIPELINE_OPTION_SNAPSHOT_MINUTES, else 15."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(OPTION_MINUTES_VAR) or "").strip()
+    if not raw:
+        return DEFAULT_OPTION_SNAPSHOT_MINUTES
+    try:
+        return check_option_snapshot_minutes(int(raw))
+    except ValueError as exc:
+        raise ValueError(f"{OPTION_MINUTES_VAR}={raw!r}: {exc}") from None
+
+
 def _secret(value: str | None, env_var: str) -> str:
     if not value:
         raise SourceAuthError(
@@ -153,18 +188,31 @@ def build_market_source(settings: SourceSettings, lake_dir: Path | None = None) 
         if lake_dir is None and settings.landing_dir is None:
             raise ValueError("the files source reads <lake>/landing: pass the lake dir or set landing_dir")
         return FileSource(settings.landing_path(lake_dir or Path(".")))
-    if settings.source == "alpaca":
-        api_key = _secret(settings.alpaca_api_key, ALPACA_KEY_VARS["alpaca_api_key"])
-        secret_key = _secret(settings.alpaca_secret_key, ALPACA_KEY_VARS["alpaca_secret_key"])
-        from pipeline.market.alpaca_source import AlpacaSource
-        from pipeline.market.retry import RetryPolicy
+    broker = _alpaca_source(settings) if settings.source == "alpaca" else _ibkr_source(settings)
+    if lake_dir is None and settings.landing_dir is None:
+        return broker
+    # The live collector's snapshots of a day are the broker's real chains: they win over its answer for past days.
+    from pipeline.market.file_source import FileSource
 
-        return AlpacaSource(
-            api_key=api_key,
-            secret_key=secret_key,
-            url_override=settings.alpaca_url_override,
-            retry=RetryPolicy(base_delay_s=settings.alpaca_retry_base_delay_s),
-        )
+    return CollectedChainsFirst(broker, FileSource(settings.landing_path(lake_dir or Path("."))))
+
+
+def _alpaca_source(settings: SourceSettings) -> AlpacaSource:
+    api_key = _secret(settings.alpaca_api_key, ALPACA_KEY_VARS["alpaca_api_key"])
+    secret_key = _secret(settings.alpaca_secret_key, ALPACA_KEY_VARS["alpaca_secret_key"])
+    from pipeline.market.alpaca_source import AlpacaSource
+    from pipeline.market.retry import RetryPolicy
+
+    return AlpacaSource(
+        api_key=api_key,
+        secret_key=secret_key,
+        url_override=settings.alpaca_url_override,
+        retry=RetryPolicy(base_delay_s=settings.alpaca_retry_base_delay_s),
+        snapshot_minutes=settings.option_snapshot_minutes,
+    )
+
+
+def _ibkr_source(settings: SourceSettings) -> MarketSource:
     from pipeline.market.ibkr_source import IBKRSource
 
     return IBKRSource(
@@ -179,3 +227,26 @@ def alpaca_vars_set(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Setting name -> variable of the Alpaca credentials that are set (for EnvVar wiring in Dagster)."""
     env = os.environ if environ is None else environ
     return {name: var for name, var in ALPACA_KEY_VARS.items() if env.get(var)}
+
+
+def build_chain_source(settings: SourceSettings) -> ChainSource:
+    """The live option-chain source of the collector for `settings.source` (alpaca or ibkr).
+
+    The IBKR collector connects with client id `ibkr_client_id + 1`, so it can run beside an ingest run's connection
+    (TWS refuses a second connection with the same id).
+    """
+    if settings.source not in BROKERS:
+        raise ValueError(
+            f"the option-chain collector reads a broker's live chain: choose one of {', '.join(BROKERS)} (the "
+            f"collector's `broker`, or {SOURCE_VAR}), not {settings.source!r}"
+        )
+    if settings.source == "alpaca":
+        return _alpaca_source(settings)
+    from pipeline.market.ibkr_options import IBKROptionChains
+
+    return IBKROptionChains(
+        host=settings.ibkr_host,
+        port=settings.ibkr_port,
+        client_id=settings.ibkr_client_id + 1,
+        connect_timeout_s=settings.ibkr_connect_timeout_s,
+    )
