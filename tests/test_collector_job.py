@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
 
-from pipeline.collector import COLLECTOR_SCHEDULE_NAME, build_collector_schedule, collector_cron
+from pipeline.collector import (
+    COLLECTOR_SCHEDULE_NAME,
+    build_collector_schedule,
+    collect_option_chains,
+    collector_cron,
+)
 from pipeline.definitions import build_definitions
+from pipeline.lake import Warehouse
+from pipeline.market.alpaca_source import AlpacaSource
+from pipeline.market.retry import RetryPolicy
+from resources.market_data import MarketDataResource
+from resources.warehouse import WarehouseResource
+from tests.fakes.alpaca_server import FakeAlpacaState, fake_alpaca, live_chain
 
 NY = ZoneInfo("America/New_York")
 
@@ -51,3 +64,66 @@ def test_another_interval_moves_the_cron_and_the_slots() -> None:
     assert request.tags["pipeline/slot"] == slot.astimezone(UTC).isoformat()
     with pytest.raises(ValueError, match="must divide 30"):
         collector_cron(20)
+
+
+@pytest.fixture
+def alpaca(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeAlpacaState, list[datetime]]]:
+    """The fake Alpaca API with SPY's and QQQ's chains; the collector's AlpacaSource reads it at scripted times."""
+    state = FakeAlpacaState(api_key="PKTEST", secret_key="s3cr3t", page_size=25)
+    state.chains = {"SPY": live_chain("SPY", 550.0), "QQQ": live_chain("QQQ", 480.0)}
+    state.latest_trades = {s: {"t": "2024-07-05T13:59:59Z", "x": "V", "p": p, "s": 10, "c": ["@"], "i": 1, "z": "C"}
+                           for s, p in (("SPY", 550.0), ("QQQ", 480.0))}
+    now: list[datetime] = []  # the broker's clock: the test sets it before each slot
+    with fake_alpaca(state) as url:
+        source = AlpacaSource("PKTEST", "s3cr3t", url_override=url, clock=lambda: now[-1],
+                              retry=RetryPolicy(max_attempts=1))
+        monkeypatch.setattr(MarketDataResource, "chain_source", lambda self, broker=None: source)
+        yield state, now
+
+
+def _collect(lake: Path, slot: datetime) -> dg.ExecuteInProcessResult:
+    return collect_option_chains.execute_in_process(
+        run_config={"ops": {"collect_option_chain_snapshot": {"config": {"slot": slot.isoformat()}}}},
+        resources={"market_data": MarketDataResource(source="alpaca", symbols=["SPY", "QQQ"]),
+                   "warehouse": WarehouseResource(lake_path=str(lake))},
+        raise_on_error=False,
+    )
+
+
+def test_collected_snapshots_reach_raw_option_snapshots_through_the_landing_sensor(
+    defs: dg.Definitions, lake_env: dict[str, str], alpaca: tuple[FakeAlpacaState, list[datetime]]
+) -> None:
+    lake = Path(lake_env["PIPELINE_DATA_LAKE"])
+    state, now = alpaca
+    slots = [datetime(2024, 7, 5, 10, 0, tzinfo=NY), datetime(2024, 7, 5, 10, 15, tzinfo=NY)]
+    now.append(slots[0] + timedelta(seconds=2))
+    assert _collect(lake, slots[0]).success
+    # The broker refuses SPY's first request of the next slot: SPY's snapshot is missed, QQQ's still written, and
+    # the run is red.
+    now.append(slots[1] + timedelta(seconds=2))
+    state.failures = [400]
+    failed = _collect(lake, slots[1])
+    assert not failed.success
+    assert "missed the" in str(failed.failure_data_for_node("collect_option_chain_snapshot").error.message)
+    gaps = (lake / "logs" / "option_snapshot_gaps.log").read_text().splitlines()
+    assert len(gaps) == 1 and "SPY" in gaps[0]
+    files = sorted(p.name for p in (lake / "landing" / "option_snapshots").iterdir())
+    assert files == ["QQQ_alpaca_20240705T140002000000Z.parquet", "QQQ_alpaca_20240705T141502000000Z.parquet",
+                     "SPY_alpaca_20240705T140002000000Z.parquet"]
+    # The landing sensor asks for the day's option snapshots (and features); that run ingests every collected row.
+    context = dg.build_sensor_context(repository_def=defs.get_repository_def(), resources=defs.resources)
+    (request,) = defs.get_sensor_def("landing_files_sensor").evaluate_tick(context).run_requests
+    assert request.partition_key == "2024-07-05"
+    assert dg.AssetKey(["raw", "option_snapshots"]) in request.asset_selection
+    ran = defs.get_implicit_global_asset_job_def().execute_in_process(
+        run_config=request.run_config, partition_key=request.partition_key,
+        asset_selection=[dg.AssetKey(["raw", "option_snapshots"]), dg.AssetKey(["features", "options"])],
+        tags=request.tags,
+    )
+    assert ran.success
+    store = Warehouse(lake / "warehouse.duckdb")
+    counts = store.query("SELECT underlying, count(DISTINCT ts) AS snapshots, count(*) AS n FROM raw.option_snapshots "
+                         "GROUP BY underlying ORDER BY underlying")
+    assert counts.rows() == [("QQQ", 2, 120), ("SPY", 1, 60)]  # SPY's missed slot stays a gap
+    assert store.row_count("quarantine.rejected_rows") == 0
+    assert store.query("SELECT count(DISTINCT ts) AS n FROM features.options")["n"][0] == 2

@@ -243,3 +243,21 @@ def _contract(symbol: str, underlying: str, expiry: date, right: str, strike: fl
         "open_interest": "1234", "open_interest_date": "2025-01-02", "close_price": "1.5",
         "close_price_date": "2025-01-02",
     }
+
+
+def live_chain(underlying: str, spot: float) -> dict[str, dict]:
+    """`underlying`'s chain as the snapshot endpoint sends it now: 3 expiries x 10 strikes around `spot` x calls and
+    puts, each with a quote, implied volatility and greeks (no trade)."""
+    quote = {"t": "2024-07-05T14:00:00Z", "ax": "C", "ap": 0.0, "as": 5, "bx": "C", "bp": 0.0, "bs": 7, "c": ["A"]}
+    chain = {}
+    for expiry in ("240712", "240719", "240816"):
+        for strike in range(int(spot) - 25, int(spot) + 25, 5):
+            for right in ("C", "P"):
+                mid = max(1.0, (spot - strike) if right == "C" else (strike - spot)) + 2.0
+                chain[f"{underlying}{expiry}{right}{strike * 1000:08d}"] = {
+                    "latestQuote": quote | {"bp": round(mid - 0.05, 2), "ap": round(mid + 0.05, 2)},
+                    "impliedVolatility": 0.2,
+                    "greeks": {"delta": 0.5 if right == "C" else -0.5, "gamma": 0.01, "rho": 0.1, "theta": -0.2,
+                               "vega": 0.3},
+                }
+    return chain
