@@ -66,6 +66,11 @@ class MarketDataResource(dg.ConfigurableResource):
     ibkr_connect_timeout_s: float = Field(
         default=10.0, gt=0, description="Seconds to wait for TWS / IB Gateway to accept the API connection."
     )
+    ibkr_market_data_type: int = Field(
+        default=1, ge=1, le=4,
+        description="Market data type of the IBKR option-chain collector: 1 live (needs the subscription, OPRA for "
+        "US options), 3 delayed (free), 2 and 4 frozen.",
+    )
 
     def settings(self, source: str | None = None) -> SourceSettings:
         """The core's SourceSettings: environment defaults (read now, at run time), overridden by set fields.
@@ -88,6 +93,7 @@ class MarketDataResource(dg.ConfigurableResource):
             ibkr_port=self.ibkr_port,
             ibkr_client_id=self.ibkr_client_id,
             ibkr_connect_timeout_s=self.ibkr_connect_timeout_s,
+            ibkr_market_data_type=self.ibkr_market_data_type,
         )
 
     def source_name(self) -> str:

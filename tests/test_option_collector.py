@@ -14,6 +14,7 @@ from pipeline.market.calendar import trading_session
 from pipeline.market.file_source import FileSource
 from pipeline.market.option_collector import (
     GAPS_LOG,
+    ChainSource,
     CollectedChainsFirst,
     collect_snapshot,
     collection_slots,
@@ -22,7 +23,7 @@ from pipeline.market.option_collector import (
 )
 from pipeline.market.schemas import conform
 from pipeline.market.source import SourceUnavailableError
-from pipeline.market.source_settings import SourceSettings
+from pipeline.market.source_settings import SourceSettings, build_chain_source, build_market_source
 from pipeline.market.synthetic import SyntheticMarket
 from pipeline.market.synthetic_config import SyntheticMarketConfig
 from pipeline.market.validation import validate
@@ -145,3 +146,13 @@ def test_collected_chains_win_over_the_broker_for_their_underlyings(tmp_path: Pa
 def test_an_interval_that_misses_cron_minutes_is_refused(minutes: int) -> None:
     with pytest.raises(ValueError, match="must divide 30"):
         SourceSettings(option_snapshot_minutes=minutes)
+
+
+def test_a_broker_source_reads_collected_chains_and_the_collector_its_own_client_id(tmp_path: Path) -> None:
+    settings = SourceSettings(source="ibkr", ibkr_client_id=30, ibkr_market_data_type=3)
+    ingest = build_market_source(settings, tmp_path)
+    assert isinstance(ingest, CollectedChainsFirst) and ingest.name == "ibkr"
+    chains = build_chain_source(settings)
+    assert isinstance(chains, ChainSource) and (chains.client_id, chains.market_data_type) == (31, 3)
+    with pytest.raises(ValueError, match="collector reads a broker's live chain"):
+        build_chain_source(SourceSettings(source="synthetic"))

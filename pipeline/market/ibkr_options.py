@@ -30,7 +30,14 @@ from ib_async import IB, Option, OptionChain, RequestError, Stock, Ticker
 from ib_async.objects import OptionComputation
 
 from pipeline.market.calendar import NY_TZ
-from pipeline.market.ibkr_source import _NO_SUBSCRIPTION, _UNREACHABLE, _request_failure, _utc
+from pipeline.market.ibkr_connection import (
+    NO_SUBSCRIPTION,
+    UNREACHABLE,
+    as_utc,
+    connect_readonly,
+    request_failure,
+    where,
+)
 from pipeline.market.pacing import Pacer
 from pipeline.market.schemas import RAW_COLUMNS, conform, empty_frame
 from pipeline.market.source import SourceError, SourceUnavailableError
@@ -155,7 +162,7 @@ class IBKROptionChains:
         return f"IBKROptionChains(host={self.host!r}, port={self.port}, client_id={self.client_id})"
 
     def _where(self) -> str:
-        return f"TWS/IB Gateway at {self.host}:{self.port} (client id {self.client_id})"
+        return where(self.host, self.port, self.client_id)
 
     def current_chain(self, underlyings: Sequence[str]) -> pl.DataFrame:
         """Conformed raw.option_snapshots rows of each underlying's chain now (ts: when its snapshots completed).
@@ -168,7 +175,7 @@ class IBKROptionChains:
         try:
             self._connect(ib)
             rows = [row for symbol in underlyings for row in self._chain(ib, symbol)]
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             raise SourceUnavailableError(
                 f"lost or timed out talking to {self._where()} while reading option chains ({type(exc).__name__}: "
                 f"{exc}); check that it stays logged in, then retry (a larger request_timeout_s helps a slow feed)."
@@ -188,17 +195,7 @@ class IBKROptionChains:
         return conform(_TABLE, frame)
 
     def _connect(self, ib: IB) -> None:
-        try:
-            ib.connect(self.host, self.port, clientId=self.client_id, timeout=self.connect_timeout_s, readonly=True)
-        except _UNREACHABLE as exc:
-            raise SourceUnavailableError(
-                f"could not reach {self._where()} for option chains: start it and enable the API (Configure > API > "
-                f"Settings > Enable ActiveX and Socket Clients), check the port, and that client id {self.client_id} "
-                f"is free. Cause: {type(exc).__name__}: {exc}"
-            ) from exc
-        # Without a timeout ib_async waits forever for a snapshot; raising lets "not allowed" surface as an error.
-        ib.RequestTimeout = self.request_timeout_s
-        ib.RaiseRequestErrors = True
+        connect_readonly(ib, self.host, self.port, self.client_id, self.connect_timeout_s, self.request_timeout_s)
         ib.reqMarketDataType(self.market_data_type)
 
     def _failure(self, exc: RequestError, symbol: str, what: str) -> SourceError:
@@ -207,13 +204,13 @@ class IBKROptionChains:
                 f"IBKR refused {what} for {symbol}: more market data lines than the account has (error 101); lower "
                 f"batch_size (now {self.batch_size}) or close TWS watchlists; TWS said: {exc.message}"
             )
-        if exc.code in _NO_SUBSCRIPTION:
+        if exc.code in NO_SUBSCRIPTION:
             return SourceError(
                 f"the IBKR account has no market data subscription for {what} of {symbol} (error {exc.code}): "
-                f"subscribe to it (US options need OPRA) in Client Portal, or set market_data_type=3 for delayed "
-                f"data; TWS said: {exc.message}"
+                f"subscribe to it (US options need OPRA) in Client Portal, or use delayed data (market_data_type=3: "
+                f"the market_data resource's ibkr_market_data_type); TWS said: {exc.message}"
             )
-        return _request_failure(exc, symbol, what) or SourceError(
+        return request_failure(exc, symbol, what) or SourceError(
             f"IBKR answered {what} for {symbol} with error {exc.code}: {exc.message}"
         )
 
@@ -235,15 +232,15 @@ class IBKROptionChains:
         if spot is None:
             raise SourceError(
                 f"IBKR sent no price for {symbol} (no last, bid/ask or close): check its market data permissions, "
-                f"or set market_data_type=3 for delayed data."
+                f"or use delayed data (market_data_type=3: the market_data resource's ibkr_market_data_type)."
             )
         chain = self._pick_chain(symbol, self._paced(symbol, "option chain", ib.reqSecDefOptParams, symbol, "",
                                                      stock.secType, stock.conId))
-        contracts = self._contracts(symbol, chain, spot, _utc(self.clock()).astimezone(_NEW_YORK).date())
+        contracts = self._contracts(symbol, chain, spot, as_utc(self.clock()).astimezone(_NEW_YORK).date())
         listed = self._qualify_options(ib, symbol, contracts)
         tickers = [t for batch in _batches(listed, self.batch_size)
                    for t in self._paced(symbol, "option market data", ib.reqTickers, *batch)]
-        ts = _utc(self.clock())  # after the snapshots: no quote in the chain is newer than its ts
+        ts = as_utc(self.clock())  # after the snapshots: no quote in the chain is newer than its ts
         logger.info("ibkr: %s chain at %s: %d contracts asked, %d listed, %d snapshots", symbol, ts,
                     len(contracts), len(listed), len(tickers))
         return [_row(symbol, spot, t, ts) for t in tickers]

@@ -10,17 +10,17 @@ option collector through `pipeline.market.ibkr_options.IBKROptionChains`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
 from ib_async import IB, RequestError, Stock
 from ib_async.objects import HistoricalTickBidAsk, HistoricalTickLast
 
+from pipeline.market.ibkr_connection import UNREACHABLE, as_utc, connect_readonly, request_failure, where
 from pipeline.market.pacing import Pacer
 from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES, conform, empty_frame
 from pipeline.market.source import SourceError, SourceUnavailableError, TradingSession
@@ -29,36 +29,6 @@ logger = logging.getLogger(__name__)
 
 MAX_TICKS_PER_REQUEST = 1000
 _TICK_TYPES = {"trades": "TRADES", "quotes": "BID_ASK"}
-_UNREACHABLE = (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError)
-# TWS error codes meaning the account lacks a market data subscription for the request.
-_NO_SUBSCRIPTION = frozenset({354, 10089, 10090, 10168, 10197})
-
-
-def _request_failure(exc: RequestError, symbol: str, what: str) -> SourceError | None:
-    """The SourceError for a TWS request error, or None when it only means "no data for this window"."""
-    text = str(exc.message)
-    if exc.code == 162 and "no data" in text.lower():
-        return None
-    if exc.code == 162 and "pacing" in text.lower():
-        return SourceUnavailableError(
-            f"IBKR pacing violation on {what} for {symbol} (error 162): wait 10 minutes, then retry with a "
-            f"stricter Pacer (fewer max_requests); TWS said: {text}"
-        )
-    if exc.code == 200:
-        return SourceError(f"IBKR has no security definition for {symbol!r} (error 200): check the symbol.")
-    if exc.code in _NO_SUBSCRIPTION:
-        return SourceError(
-            f"the IBKR account has no market data subscription for {what} of {symbol} (error {exc.code}): "
-            f"subscribe in Client Portal or use another source; TWS said: {text}"
-        )
-    return SourceError(f"IBKR refused {what} for {symbol} (error {exc.code}): {text}")
-
-
-def _utc(ts: datetime) -> datetime:
-    # ib_async stamps ticks in its wrapper's default timezone; naive values are UTC epoch conversions.
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
 def _tick_key(tick: Any) -> tuple:
     """A hashable identity of a tick: every field but the (unhashable) attribute dataclass."""
     return tuple(v for v in tick if not hasattr(v, "__dataclass_fields__"))
@@ -68,19 +38,19 @@ def _ticks_at(collected: list[Any], second: datetime) -> Counter[tuple]:
     """The ticks of `second` among `collected` (in time order), read from the end: not a scan of the whole day."""
     edge: Counter[tuple] = Counter()
     for tick in reversed(collected):
-        if _utc(tick.time) != second:
+        if as_utc(tick.time) != second:
             break
         edge[_tick_key(tick)] += 1
     return edge
 
 
 def _trade_row(symbol: str, tick: HistoricalTickLast) -> dict[str, Any]:
-    return {"symbol": symbol, "ts": _utc(tick.time), "price": tick.price, "size": float(tick.size),
+    return {"symbol": symbol, "ts": as_utc(tick.time), "price": tick.price, "size": float(tick.size),
             "exchange": tick.exchange or None, "conditions": tick.specialConditions or None}
 
 
 def _quote_row(symbol: str, tick: HistoricalTickBidAsk) -> dict[str, Any]:
-    return {"symbol": symbol, "ts": _utc(tick.time), "bid": tick.priceBid, "ask": tick.priceAsk,
+    return {"symbol": symbol, "ts": as_utc(tick.time), "bid": tick.priceBid, "ask": tick.priceAsk,
             "bid_size": float(tick.sizeBid), "ask_size": float(tick.sizeAsk)}
 
 
@@ -114,7 +84,7 @@ class IBKRSource:
         return f"IBKRSource(host={self.host!r}, port={self.port}, client_id={self.client_id})"
 
     def _where(self) -> str:
-        return f"TWS/IB Gateway at {self.host}:{self.port} (client id {self.client_id})"
+        return where(self.host, self.port, self.client_id)
 
     def fetch(self, table: str, session: TradingSession, symbols: Sequence[str]) -> pl.DataFrame:
         """One trading day of trades/quotes (historical ticks) or 1-minute bars, regular trading hours only."""
@@ -136,7 +106,7 @@ class IBKRSource:
                     rows.extend(self._bars(ib, symbol, contract, session))
                 else:
                     rows.extend(self._tick_rows(ib, table, symbol, contract, session))
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             raise SourceUnavailableError(
                 f"lost or timed out talking to {self._where()} while fetching {table} ({type(exc).__name__}: "
                 f"{exc}); check that it stays logged in and has market data permissions, then retry."
@@ -151,18 +121,7 @@ class IBKRSource:
         return conform(table, frame)
 
     def _connect(self, ib: IB) -> None:
-        try:
-            ib.connect(self.host, self.port, clientId=self.client_id, timeout=self.connect_timeout_s, readonly=True)
-        except _UNREACHABLE as exc:
-            raise SourceUnavailableError(
-                f"could not reach {self._where()}: is it running with the API enabled? "
-                f"(TWS: Configure > API > Settings > Enable ActiveX and Socket Clients; check the port, and that "
-                f"no other session uses client id {self.client_id}.) Cause: {type(exc).__name__}: {exc}"
-            ) from exc
-        # ib_async waits forever for a historical answer unless RequestTimeout is set, and by default turns a
-        # failed request into an empty answer; raising lets us tell "no data" from "not allowed".
-        ib.RequestTimeout = self.request_timeout_s
-        ib.RaiseRequestErrors = True
+        connect_readonly(ib, self.host, self.port, self.client_id, self.connect_timeout_s, self.request_timeout_s)
 
     def _tick_rows(
         self, ib: IB, table: str, symbol: str, contract: Stock, session: TradingSession
@@ -184,7 +143,7 @@ class IBKRSource:
                     whatToShow=what, useRth=True,
                 )
             except RequestError as exc:
-                if (failure := _request_failure(exc, contract.symbol, what)) is not None:
+                if (failure := request_failure(exc, contract.symbol, what)) is not None:
                     raise failure from exc
                 page = []
             fresh = []
@@ -194,10 +153,10 @@ class IBKRSource:
                     edge[key] -= 1
                     continue
                 fresh.append(tick)
-            collected.extend(t for t in fresh if session.open <= _utc(t.time) < session.close)
+            collected.extend(t for t in fresh if session.open <= as_utc(t.time) < session.close)
             if len(page) < self.ticks_per_request:
                 break  # the last page: fewer ticks than asked for means nothing more up to now
-            newest = max(_utc(t.time) for t in page)
+            newest = max(as_utc(t.time) for t in page)
             if newest >= session.close:
                 break
             if not fresh:
@@ -218,12 +177,12 @@ class IBKRSource:
                 whatToShow="TRADES", useRTH=True, formatDate=2,
             )
         except RequestError as exc:
-            if (failure := _request_failure(exc, symbol, "1-minute bars")) is not None:
+            if (failure := request_failure(exc, symbol, "1-minute bars")) is not None:
                 raise failure from exc
             return []
         rows = []
         for bar in bars:
-            ts = _utc(bar.date) if isinstance(bar.date, datetime) else None
+            ts = as_utc(bar.date) if isinstance(bar.date, datetime) else None
             if ts is not None and session.open <= ts < session.close:
                 rows.append({"symbol": symbol, "ts": ts, "interval": "1m", "open": bar.open, "high": bar.high,
                              "low": bar.low, "close": bar.close, "volume": float(bar.volume)})

@@ -82,6 +82,8 @@ class SourceSettings:
     ibkr_port: int = 7497
     ibkr_client_id: int = 17
     ibkr_connect_timeout_s: float = 10.0
+    ibkr_market_data_type: int = 1
+    """The IBKR option-chain collector's market data: 1 live (needs the subscription, e.g. OPRA), 3 delayed."""
     option_snapshot_minutes: int = DEFAULT_OPTION_SNAPSHOT_MINUTES
     """Minutes between a broker's option-chain snapshots: the live collector's interval and the Alpaca
     reconstruction's grid (PIPELINE_OPTION_SNAPSHOT_MINUTES). The synthetic market has its own."""
@@ -249,4 +251,5 @@ def build_chain_source(settings: SourceSettings) -> ChainSource:
         port=settings.ibkr_port,
         client_id=settings.ibkr_client_id + 1,
         connect_timeout_s=settings.ibkr_connect_timeout_s,
+        market_data_type=settings.ibkr_market_data_type,
     )
