@@ -171,6 +171,11 @@ class IBKROptionChains:
         """
         if not underlyings:
             return empty_frame(_TABLE)
+        if self.market_data_type != 1:
+            # Delayed or frozen quotes are older than the fetch time they are stamped with: fine for trying the
+            # collector out, wrong to train on as if they were the market at ts.
+            logger.warning("ibkr: market_data_type %d gives delayed or frozen quotes, stamped with the fetch time; "
+                           "do not train on them as live chains", self.market_data_type)
         ib = self._ib_factory()
         try:
             self._connect(ib)
