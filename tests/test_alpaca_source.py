@@ -331,3 +331,17 @@ def test_unknown_feed_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="'iex' on free plans"):
         AlpacaSource(KEY, SECRET, feed="nasdaq")
     assert AlpacaSource(KEY, SECRET, feed="iex").feed.value == "iex"
+
+
+def test_a_delayed_live_chain_is_called_out(
+    state: FakeAlpacaState, url: str, sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    state.chains = {"SPY": {"SPY240719C00550000": _snapshot(5.0)}}  # quoted at 18:59 UTC
+    state.latest_trades = {"SPY": _trade("2024-07-05T18:59:59Z", 551.25, 9)}
+    warned = []
+    for fetched in (datetime(2024, 7, 5, 19, 0, tzinfo=UTC), datetime(2024, 7, 5, 19, 15, tzinfo=UTC)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            _source(url, sleeps, clock=lambda t=fetched: t).current_chain(["SPY"])
+        warned.append(any("delayed feed" in r.getMessage() for r in caplog.records))
+    assert warned == [False, True]  # a minute old is live; 16 minutes old is the free plans' delayed feed

@@ -107,6 +107,22 @@ def is_transient(exc: BaseException) -> bool:
     return status is not None and (status == 429 or status >= 500)
 
 
+# A chain whose freshest quote is older than this was not live: the free plans' "indicative" option feed is delayed
+# about 15 minutes.
+DELAYED_CHAIN_AGE = timedelta(minutes=10)
+
+
+def _warn_if_delayed(underlying: str, chain: dict[str, Any], fetched: datetime) -> None:
+    """Quotes older than the fetch time they are stamped with are fine to try the collector on, not to train on."""
+    times = [s.latest_quote.timestamp for s in chain.values() if s.latest_quote is not None]
+    if times and fetched - max(times) > DELAYED_CHAIN_AGE:
+        logger.warning(
+            "alpaca: the freshest quote of %s's option chain is %s old at %s: a delayed feed (the free plans' "
+            "'indicative' one)? Its rows are stamped with the fetch time; do not train on them as live chains.",
+            underlying, fetched - max(times), fetched.isoformat(timespec="seconds"),
+        )
+
+
 class AlpacaSource:
     """Fetches one trading day from Alpaca's market data API (stocks v2, options v1beta1) and, for past option
     chains, the contract list of its trading API."""
@@ -323,7 +339,9 @@ class AlpacaSource:
                 f"option chain of {underlying}",
             )
             spot = alpaca_rows.underlying_price(latest_trades.get(underlying), latest_quotes.get(underlying))
-            rows.extend(alpaca_rows.option_rows(underlying, spot, chain, self._clock().astimezone(UTC)))
+            fetched = self._clock().astimezone(UTC)
+            _warn_if_delayed(underlying, chain, fetched)
+            rows.extend(alpaca_rows.option_rows(underlying, spot, chain, fetched))
         return self._frame("option_snapshots", rows, pl.col("ts").dt.convert_time_zone(NY_TZ).dt.date())
 
     def _reconstructed_chain(self, underlying: str, session: TradingSession) -> list[dict[str, Any]]:
