@@ -49,6 +49,14 @@ def reason_counts(rejected: pl.DataFrame) -> dict[str, int]:
     return {str(reason): int(n) for reason, n in counts.iter_rows()}
 
 
+def option_snapshot_counts(table: str, accepted: pl.DataFrame) -> dict[str, dg.MetadataValue]:
+    """For option chains: snapshot times per underlying, so a day the collector missed slots of shows it."""
+    if table != "option_snapshots" or accepted.is_empty():
+        return {}
+    counts = accepted.group_by("underlying").agg(pl.col("ts").n_unique()).sort("underlying")
+    return {"snapshots_per_underlying": dg.MetadataValue.json(dict(counts.iter_rows()))}
+
+
 def build_raw_asset(table: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     """The ingest asset of one raw table."""
     key = raw_asset_key(table)
@@ -88,6 +96,7 @@ def build_raw_asset(table: str, partitions_def: dg.PartitionsDefinition) -> dg.A
                 "rows_accepted": result.accepted.height,
                 "rows_rejected": result.rejected.height,
                 "rejected_by_reason": dg.MetadataValue.json(reason_counts(result.rejected)),
+                **option_snapshot_counts(table, result.accepted),
             }})
             return result.rows_read, result.accepted.height, result.rejected.height
 

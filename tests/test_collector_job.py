@@ -121,6 +121,8 @@ def test_collected_snapshots_reach_raw_option_snapshots_through_the_landing_sens
         tags=request.tags,
     )
     assert ran.success
+    (materialization,) = ran.asset_materializations_for_node("raw__option_snapshots")
+    assert materialization.metadata["snapshots_per_underlying"].value == {"QQQ": 2, "SPY": 1}
     store = Warehouse(lake / "warehouse.duckdb")
     counts = store.query("SELECT underlying, count(DISTINCT ts) AS snapshots, count(*) AS n FROM raw.option_snapshots "
                          "GROUP BY underlying ORDER BY underlying")
