@@ -3,7 +3,7 @@
 Landing: new or changed files in <lake>/landing/<table>/ trigger ingest runs (source=files). The cursor is the
 JSON map {relative path: [mtime_ns, size]} of the files already seen. For every new or changed file the sensor
 reads its `ts` column, and requests one run per trading day it covers, selecting only the raw tables that have new
-files that day (so a day of trades never blanks that day's quotes) plus the features.
+files that day (so a day of trades never blanks that day's quotes) plus the features they feed.
 
 Run failures: every failed run of the location gets one line (which run, job and partitions, which steps failed
 with the first line of their error, where to look) in the sensor's log and in <lake>/logs/run_failures.log.
@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_shared.error import SerializableErrorInfo
 
-from assets.features import FEATURE_KEYS
+from assets.features import BARS_1M_KEY, FEATURE_KEYS, MARKET_KEY, OPTIONS_KEY
 from pipeline.market.calendar import is_trading_day
 from pipeline.market.file_source import LANDING_SUFFIXES, file_trading_days
 from pipeline.market.schemas import RAW_TABLES
@@ -105,16 +105,27 @@ def build_landing_sensor(
     return landing_files_sensor
 
 
+# The feature assets each raw table feeds (assets.features): a run for new option snapshots recomputes the option
+# features, not the day's market features from trades it did not touch.
+FEATURES_OF_TABLE: dict[str, tuple[dg.AssetKey, ...]] = {
+    "trades": (BARS_1M_KEY, MARKET_KEY),
+    "quotes": (BARS_1M_KEY, MARKET_KEY),
+    "bars": (MARKET_KEY,),
+    "option_snapshots": (OPTIONS_KEY,),
+}
+
+
 def _run_request(day: str, tables: list[str], state: FileState) -> dg.RunRequest:
     files = {name: stat for name, stat in state.items() if name.split("/", 1)[0] in tables}
     # The run key changes whenever a file of that day's tables changes, so a re-dropped file is ingested again.
     digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
     run_key = f"landing:{day}:{digest}"
     raw_keys = [dg.AssetKey(["raw", table]) for table in tables]
+    features = [key for key in FEATURE_KEYS if any(key in FEATURES_OF_TABLE[table] for table in tables)]
     return dg.RunRequest(
         run_key=run_key,
         partition_key=day,
-        asset_selection=[*raw_keys, *FEATURE_KEYS],
+        asset_selection=[*raw_keys, *features],
         run_config={"resources": {"market_data": {"config": {"source": FILES_RUN_CONFIG_SOURCE}}}},
         tags={"pipeline/trigger": "landing_files"},
     )

@@ -114,11 +114,10 @@ def test_collected_snapshots_reach_raw_option_snapshots_through_the_landing_sens
     context = dg.build_sensor_context(repository_def=defs.get_repository_def(), resources=defs.resources)
     (request,) = defs.get_sensor_def("landing_files_sensor").evaluate_tick(context).run_requests
     assert request.partition_key == "2024-07-05"
-    assert dg.AssetKey(["raw", "option_snapshots"]) in request.asset_selection
+    assert request.asset_selection == [dg.AssetKey(["raw", "option_snapshots"]), dg.AssetKey(["features", "options"])]
     ran = defs.get_implicit_global_asset_job_def().execute_in_process(
         run_config=request.run_config, partition_key=request.partition_key,
-        asset_selection=[dg.AssetKey(["raw", "option_snapshots"]), dg.AssetKey(["features", "options"])],
-        tags=request.tags,
+        asset_selection=list(request.asset_selection), tags=request.tags,
     )
     assert ran.success
     (materialization,) = ran.asset_materializations_for_node("raw__option_snapshots")

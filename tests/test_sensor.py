@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.definitions import build_definitions
 from pipeline.lake import Warehouse
+from pipeline.sensors import FEATURES_OF_TABLE
 from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
@@ -53,7 +54,8 @@ def test_new_files_request_runs_per_covered_day(defs: dg.Definitions, tmp_path: 
     result = _tick(defs, lake, None)
     requests = {r.partition_key: r for r in result.run_requests}
     assert set(requests) == {"2024-07-05", "2024-07-08"}
-    features = {dg.AssetKey(["features", n]) for n in ("bars_1m", "market", "options")}
+    # Trades and quotes feed the minute bars and the market features, not the option features.
+    features = {dg.AssetKey(["features", n]) for n in ("bars_1m", "market")}
     assert set(requests["2024-07-05"].asset_selection) == {
         dg.AssetKey(["raw", "trades"]), dg.AssetKey(["raw", "quotes"]), *features
     }
@@ -70,6 +72,17 @@ def test_new_files_request_runs_per_covered_day(defs: dg.Definitions, tmp_path: 
     changed = _tick(defs, lake, result.cursor)
     assert sorted(r.partition_key for r in changed.run_requests) == ["2024-07-05", "2024-07-08", "2024-07-09"]
     assert {r.run_key for r in changed.run_requests}.isdisjoint({r.run_key for r in result.run_requests})
+
+
+def test_the_features_a_raw_table_feeds_are_its_downstream_assets(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    for table, features in FEATURES_OF_TABLE.items():
+        downstream = {key for key in graph.get(dg.AssetKey(["raw", table])).child_keys if key.path[0] == "features"}
+        # features.market reads raw trades and quotes through features.bars_1m.
+        if dg.AssetKey(["features", "bars_1m"]) in downstream:
+            downstream |= {k for k in graph.get(dg.AssetKey(["features", "bars_1m"])).child_keys
+                           if k.path[0] == "features"}
+        assert set(features) == downstream, table
 
 
 def test_unreadable_file_is_skipped(defs: dg.Definitions, tmp_path: Path) -> None:
