@@ -171,9 +171,12 @@ def test_alpaca_ingest_lands_rows_and_keeps_the_secret_out_of_every_trace(
     for table in ("trades", "quotes", "bars"):
         assert store.row_count(f"raw.{table}") == 6, table
         assert store.query(f"SELECT DISTINCT source FROM raw.{table}")["source"].to_list() == ["alpaca"]
-    # Alpaca serves today's chain only, so a 2024 partition gets no option snapshots (and says why).
+    # A 2024 partition's chain is rebuilt from the contracts listed then and their bars (tests/test_alpaca_source.py
+    # checks the rows). Here the first stock bar starts at 10:00, after the first 09:45 snapshot: with no price at
+    # that snapshot the chain cannot be chosen without looking ahead, so there is none, and the log says why.
     assert store.row_count("raw.option_snapshots") == 0
-    assert any("live snapshots only" in r.getMessage() for r in python_logs.records)
+    refused = [r.getMessage() for r in python_logs.records if "cannot be chosen without looking ahead" in r.getMessage()]
+    assert len(refused) == 2 and not any(path == "/v2/options/contracts" for path, _ in alpaca_state.requests)
     # 6 rows at 2 per page: the SDK followed next_page_token through three pages of each endpoint.
     trade_pages = [p.get("page_token") for path, p in alpaca_state.requests if path == "/v2/stocks/trades"]
     assert trade_pages == [None, "2", "4"]
@@ -191,11 +194,11 @@ def test_rejected_keys_fail_the_run_naming_both_variables_not_the_secret(
     result = _materialize(raw_assets, _alpaca_resources(alpaca_url), instance)
     assert not result.success
     failures = _failures(result)
-    assert set(failures) == {"raw__trades", "raw__quotes", "raw__bars"}
+    assert set(failures) == {"raw__trades", "raw__quotes", "raw__bars", "raw__option_snapshots"}
     for cls_name, message in failures.values():
         assert cls_name == "SourceAuthError" and "HTTP 401" in message
         assert "ALPACA_API_KEY" in message and "ALPACA_SECRET_KEY" in message
-    assert len(alpaca_state.requests) == 3  # a rejected key is not retried
+    assert len(alpaca_state.requests) == 4  # a rejected key is not retried
     assert_secret_nowhere(result, instance, python_logs, lake_env)
 
 
