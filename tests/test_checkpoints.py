@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -254,3 +256,21 @@ def test_nan_rewards_raise_training_diverged_and_keep_the_last_good_checkpoint(t
     good = CLSTMPPO.load(tmp_path)
     assert good.num_updates == 2
     assert all(torch.isfinite(p).all() for p in good.policy.parameters())
+
+
+def test_loading_to_act_leaves_the_callers_random_state_alone(tmp_path: Path) -> None:
+    agent = CLSTMPPO(CountingEnv(), PPOConfig(**TINY, seed=3)).learn(2 * ROLLOUT * 4)
+    agent.save(tmp_path / "agent.pt")
+
+    def draws() -> tuple[float, float, float]:
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    expected = draws()
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    CLSTMPPO.load(tmp_path / "agent.pt")  # to act: the process's draws go on as if nothing was loaded
+    assert draws() == expected
+    # Resuming training does restore the run's own states: its draws are the saved run's, not the caller's.
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    CLSTMPPO.load(tmp_path / "agent.pt", env=CountingEnv())
+    assert draws() != expected

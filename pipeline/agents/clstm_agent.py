@@ -8,6 +8,7 @@ stopped mid-episode and resumed ends where the straight run does. Safetensors + 
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Self
 
@@ -21,7 +22,7 @@ from pipeline.agents.normalize import RunningNormalizer
 from pipeline.agents.ppo_config import PPOConfig
 from pipeline.agents.ppo_update import Optimizers
 from pipeline.agents.rollout import ObsWindow, RolloutState
-from pipeline.agents.seeding import set_seed
+from pipeline.agents.seeding import global_rng_preserved, set_seed
 from pipeline.agents.vec_env import as_batched_env
 from pipeline.envs.base import ResumableEnv, substate
 
@@ -202,8 +203,12 @@ class CLSTMAgent:
         if batched is not None and tuple(batched.obs_shape) != tuple(meta["obs_shape"]):
             raise ValueError(f"env obs shape {batched.obs_shape} differs from the checkpoint's {meta['obs_shape']}")
         agent = cls.__new__(cls)
-        agent._setup(cfg, device, batched, tuple(meta["obs_shape"]), int(meta["action_dim"]), bool(meta["discrete"]))
-        agent._restore(tensors, meta)
+        # Resuming training restores the run's global RNG states, so it draws what the uninterrupted run would;
+        # loading to act (no env) leaves the caller's states as they were.
+        with nullcontext() if batched is not None else global_rng_preserved():
+            agent._setup(cfg, device, batched, tuple(meta["obs_shape"]), int(meta["action_dim"]),
+                         bool(meta["discrete"]))
+            agent._restore(tensors, meta)
         return agent
 
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -21,3 +23,19 @@ def set_seed(seed: int, deterministic_torch: bool = False) -> None:
         torch.cuda.manual_seed_all(seed)
     if deterministic_torch:
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@contextmanager
+def global_rng_preserved() -> Iterator[None]:
+    """Run a block that seeds or restores the global RNGs (python, numpy, torch) and give the caller's states back
+    afterwards: loading a model to run it must not change what the rest of the process draws."""
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
