@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,20 @@ from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
 from pipeline.agents.ppo_config import PPOConfig  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
 from pipeline.envs.market_data import embedded_market_available, synthetic_market_tensors  # noqa: E402
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 (this process's and its children's stdout) to stderr for the block."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def clstm_ppo_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any]:
@@ -86,7 +103,6 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
         import dagster as dg
     except ImportError:
         return {"skipped": "dagster is not installed here"}
-    import os
     import tempfile
 
     from pipeline.market.calendar import trading_days
@@ -115,7 +131,8 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
                      "pipes_subprocess_client": dg.PipesSubprocessClient()}
         started = time.perf_counter()
         clstm = [a for a in assets if a.key.path[-1] in ("training_dataset", "clstm_ppo_policy")]
-        run = dg.materialize(clstm, resources=resources, partition_key=day)
+        with stdout_to_stderr():  # the trainer process prints its RESULT line: stdout carries only this JSON
+            run = dg.materialize(clstm, resources=resources, partition_key=day)
         asset_seconds = time.perf_counter() - started
         assert run.success
         env = intraday_env(f"{root}/lake/artifacts/datasets/{day}", num_envs=64, **DEFAULT_INTRADAY)
