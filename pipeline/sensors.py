@@ -1,6 +1,7 @@
 """The code location's sensors: landing files trigger ingest runs, and a failed run leaves a one-line summary.
 
-Landing: new or changed files in <lake>/landing/<table>/ trigger ingest runs (source=files). The cursor is the
+Landing: new or changed files in <lake>/landing/<table>/ (and its <YYYY-MM-DD>/ day folders) trigger ingest runs
+(source=files). The cursor is the
 JSON map {relative path: [mtime_ns, size]} of the files already seen. For every new or changed file the sensor
 reads its `ts` column, and requests one run per trading day it covers, selecting only the raw tables that have new
 files that day (so a day of trades never blanks that day's quotes) plus the features they feed.
@@ -13,7 +14,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +22,7 @@ from dagster_shared.error import SerializableErrorInfo
 
 from assets.features import BARS_1M_KEY, FEATURE_KEYS, MARKET_KEY, OPTIONS_KEY
 from pipeline.market.calendar import is_trading_day
-from pipeline.market.file_source import LANDING_SUFFIXES, file_trading_days
+from pipeline.market.file_source import day_folder_date, day_folder_files, file_trading_days, top_level_files
 from pipeline.market.schemas import RAW_TABLES
 from pipeline.market.source import SourceError
 from resources.market_data import MarketDataResource
@@ -43,17 +44,29 @@ FileState = dict[str, list[int]]
 
 
 def scan_landing(landing_dir: Path) -> FileState:
-    """{"<table>/<file>": [mtime_ns, size]} for every landing file of a known raw table."""
+    """{"<table>/<file>": [mtime_ns, size]} for every landing file of a known raw table, and
+    {"<table>/<YYYY-MM-DD>/<file>": ...} for the files of its day folders."""
     state: FileState = {}
     for table in RAW_TABLES:
         folder = landing_dir / table
         if not folder.is_dir():
             continue
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and path.suffix.lower() in LANDING_SUFFIXES:
-                stat = path.stat()
-                state[f"{table}/{path.name}"] = [stat.st_mtime_ns, stat.st_size]
+        paths = top_level_files(landing_dir, table)
+        for sub in sorted(folder.iterdir()):
+            if (day := day_folder_date(sub)) is not None:
+                paths += day_folder_files(landing_dir, table, day)
+        for path in paths:
+            stat = path.stat()
+            state[path.relative_to(landing_dir).as_posix()] = [stat.st_mtime_ns, stat.st_size]
     return state
+
+
+def _covered_days(landing: Path, name: str) -> set[date]:
+    """The trading days one changed landing file covers: its day folder's, else those of its rows' ts."""
+    table, *folders, _ = name.split("/")
+    if folders:
+        return {date.fromisoformat(folders[0])}
+    return file_trading_days(table, landing / name)
 
 
 def changed_files(previous: FileState, current: FileState) -> list[str]:
@@ -86,7 +99,7 @@ def build_landing_sensor(
         for name in changed:
             table = name.split("/", 1)[0]
             try:
-                days = {day for day in file_trading_days(table, landing / name) if is_trading_day(day)}
+                days = {day for day in _covered_days(landing, name) if is_trading_day(day)}
             except SourceError as exc:
                 context.log.warning(f"skipping landing file {name}: {exc}")
                 continue

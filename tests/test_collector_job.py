@@ -107,7 +107,7 @@ def test_collected_snapshots_reach_raw_option_snapshots_through_the_landing_sens
     assert "missed the" in str(failed.failure_data_for_node("collect_option_chain_snapshot").error.message)
     gaps = (lake / "logs" / "option_snapshot_gaps.log").read_text().splitlines()
     assert len(gaps) == 1 and "SPY" in gaps[0]
-    files = sorted(p.name for p in (lake / "landing" / "option_snapshots").iterdir())
+    files = sorted(p.name for p in (lake / "landing" / "option_snapshots" / "2024-07-05").iterdir())
     assert files == ["QQQ_alpaca_20240705T140002000000Z.parquet", "QQQ_alpaca_20240705T141502000000Z.parquet",
                      "SPY_alpaca_20240705T140002000000Z.parquet"]
     # The landing sensor asks for the day's option snapshots (and features); that run ingests every collected row.

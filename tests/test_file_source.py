@@ -21,9 +21,8 @@ SESSION = TradingSession(DAY, datetime(2024, 7, 5, 13, 30, tzinfo=UTC), datetime
 
 
 def _land(root: Path, table: str, name: str, content: str | bytes) -> Path:
-    folder = root / table
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
+    path = root / table / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, str):
         path.write_text(content)
     else:
@@ -239,3 +238,23 @@ def test_backfill_parses_each_landed_file_once_and_rereads_it_when_it_changes(
     path.write_text(TRADES_CSV.replace("102,10", "103,10,Q,@\nAAPL,2024-07-08T09:31:00-04:00,104,10"))
     assert source.fetch("trades", next_day, [])["price"].to_list() == [103.0, 104.0]
     assert reads == [path, path]
+
+
+def test_a_day_folder_is_read_for_its_day_only_and_loses_no_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    header = "symbol,ts,price,size,exchange,conditions\n"
+    _land(tmp_path, "trades", "2024-07-05/a.csv", header + "SPY,2024-07-05T13:31:00Z,540.1,100,XNYS,\n"
+          # filed under the wrong day: not dropped, quarantined with the reason
+          + "SPY,2024-07-08T13:31:00Z,541.0,100,XNYS,\n")
+    _land(tmp_path, "trades", "2024-07-08/b.csv", header + "SPY,2024-07-08T13:32:00Z,541.2,100,XNYS,\n")
+    _land(tmp_path, "trades", "top.csv", header + "SPY,2024-07-05T13:33:00Z,540.3,100,XNYS,\n")
+    read: list[str] = []
+    original = FileSource.read_file
+    monkeypatch.setattr(FileSource, "read_file", lambda self, t, p: read.append(p.name) or original(self, t, p))
+    source = FileSource(tmp_path)
+    rows = source.fetch("trades", SESSION, [])
+    assert sorted(read) == ["a.csv", "top.csv"]  # the 07-08 folder was not opened for 07-05
+    result = validate("trades", rows, SESSION)
+    assert result.rows_read == 3 and result.rows_accepted == 2
+    assert "trading_day is not 2024-07-05" in result.rejected["reason"][0]
+    # The folder names the day: listing partitions reads none of its files.
+    assert landing_partitions(tmp_path)["trades"] == {DAY, date(2024, 7, 8)}

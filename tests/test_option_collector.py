@@ -89,10 +89,11 @@ def test_each_underlying_becomes_one_file_stamped_with_its_fetch_time(tmp_path: 
     landing, slot = tmp_path / "landing", ny(DAY, 10, 0)
     fetched = [slot + timedelta(seconds=2), slot + timedelta(seconds=5)]
     outcomes = collect_snapshot(ScriptedChains(fetched), ["SPY", "QQQ"], slot, MINUTES, landing, tmp_path)
-    assert [o.path.name for o in outcomes] == [
-        "SPY_scripted_20240705T140002000000Z.parquet", "QQQ_scripted_20240705T140005000000Z.parquet"]
+    assert [o.path.relative_to(landing).as_posix() for o in outcomes] == [
+        "option_snapshots/2024-07-05/SPY_scripted_20240705T140002000000Z.parquet",
+        "option_snapshots/2024-07-05/QQQ_scripted_20240705T140005000000Z.parquet"]
     assert [o.rows for o in outcomes] == [4, 4]
-    assert not list((landing / "option_snapshots").glob(".*"))  # no temporary file left behind
+    assert not list((landing / "option_snapshots" / "2024-07-05").glob(".*"))  # no temporary file left behind
     # The landed file is read like any hand-landed file, and its rows pass validation.
     rows = FileSource(landing).fetch("option_snapshots", trading_session(DAY), [])
     assert sorted(set(rows["ts"].to_list())) == fetched
@@ -110,7 +111,7 @@ def test_a_missed_snapshot_is_logged_and_left_as_a_gap(tmp_path: Path) -> None:
     assert "could not reach the broker" in outcomes[1].gap_reason
     log = (tmp_path / GAPS_LOG).read_text().splitlines()
     assert len(log) == 1 and slots[1].isoformat() in log[0] and "SPY" in log[0]
-    files = sorted((landing / "option_snapshots").iterdir())
+    files = sorted((landing / "option_snapshots" / "2024-07-05").iterdir())
     assert len(files) == 2  # nothing was copied into the missed slot
     assert missing_slots(landing, "SPY", DAY, MINUTES)[:2] == [slots[1], collection_slots(DAY, MINUTES)[3]]
     # The ingested day has two snapshot times, not three: the gap stays a gap.

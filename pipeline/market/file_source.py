@@ -1,5 +1,9 @@
 """The file market source: CSV and Parquet files dropped into `<landing_dir>/<table>/` (DESIGN §3, file imports).
 
+A file may also sit in a day folder, `<landing_dir>/<table>/<YYYY-MM-DD>/`: it is read only for that trading day,
+so a folder that grows every day (the live option-chain collector's) costs a day's ingest that day's files, not all
+of them. Its rows on another day are not dropped: validation quarantines them ("trading_day is not ...").
+
 Values are parsed non-strictly (see `landing_parse`): a bad value keeps its row, with nulls and a `_parse_error`
 reason, so validation quarantines it. The returned frames therefore carry the raw table's columns plus the Utf8
 column `_parse_error` (null when the row parsed cleanly).
@@ -46,11 +50,30 @@ def _check_table(table: str) -> None:
         raise SourceError(f"unknown table {table!r}: landed files go under one of {list(RAW_TABLES)}")
 
 
-def _landing_files(landing_dir: Path, table: str) -> list[Path]:
+def _is_landed(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in LANDING_SUFFIXES and not path.name.startswith(".")
+
+
+def top_level_files(landing_dir: Path, table: str) -> list[Path]:
+    """The files directly under landing/<table>/ (day folders not included)."""
     folder = landing_dir / table
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in LANDING_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if _is_landed(p))
+
+
+def day_folder_date(folder: Path) -> date | None:
+    """The date a day folder (`YYYY-MM-DD`) is named for, or None for any other folder."""
+    try:
+        return date.fromisoformat(folder.name) if folder.is_dir() and len(folder.name) == 10 else None
+    except ValueError:
+        return None
+
+
+def day_folder_files(landing_dir: Path, table: str, day: date) -> list[Path]:
+    """The files of landing/<table>/<day>/."""
+    folder = Path(landing_dir) / table / day.isoformat()
+    return sorted(p for p in folder.iterdir() if _is_landed(p)) if folder.is_dir() else []
 
 
 def _read(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
@@ -118,7 +141,7 @@ class FileSource:
     def landing_files(self, table: str) -> list[Path]:
         """The landed files of `table`, sorted by name."""
         _check_table(table)
-        return _landing_files(self.landing_dir, table)
+        return top_level_files(self.landing_dir, table)
 
     def read_file(self, table: str, path: Path) -> pl.DataFrame:
         """One landed file parsed to the table's columns plus `trading_day` and `_parse_error`."""
@@ -147,6 +170,11 @@ class FileSource:
         Rows with a null symbol are kept so validation can quarantine them.
         """
         frame = self._landed_rows(table).filter(pl.col("trading_day") == session.trading_day)
+        day_files = day_folder_files(self.landing_dir, table, session.trading_day)
+        if day_files:
+            columns = [*RAW_COLUMNS[table], PARSE_ERROR]
+            # Every row of the day folder, whatever its ts says: validation quarantines those of another day.
+            frame = pl.concat([frame, *(self.read_file(table, p).select(columns) for p in day_files)])
         if symbols:
             key = "underlying" if table == "option_snapshots" else "symbol"
             frame = frame.filter(pl.col(key).is_null() | pl.col(key).is_in(list(symbols)))
@@ -196,17 +224,22 @@ def file_trading_days(table: str, path: Path) -> set[date]:
 
 
 def landing_partitions(landing_dir: str | Path) -> dict[str, set[date]]:
-    """Which trading days the landed files cover, per table (every table a key; reads only the ts column).
+    """Which trading days the landed files cover, per table (every table a key; reads only the ts column, and
+    nothing of a day folder's files: their folder names the day).
 
     Files that cannot be read, or lack a parseable ts, are skipped with a warning: `fetch` reports them in full.
     """
     covered: dict[str, set[date]] = {}
     for table in RAW_TABLES:
         days: set[date] = set()
-        for path in _landing_files(Path(landing_dir), table):
+        for path in top_level_files(Path(landing_dir), table):
             try:
                 days.update(file_trading_days(table, path))
             except SourceError as exc:
                 logger.warning("skipping %s when listing landed partitions: %s", path, exc)
+        folder = Path(landing_dir) / table
+        for sub in folder.iterdir() if folder.is_dir() else []:
+            if (day := day_folder_date(sub)) is not None and day_folder_files(Path(landing_dir), table, day):
+                days.add(day)
         covered[table] = days
     return covered

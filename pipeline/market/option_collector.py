@@ -2,9 +2,9 @@
 
 Brokers serve an option chain as it is now (Alpaca's chain endpoint, IBKR market-data snapshots), so a history is
 built by taking a snapshot every `minutes` during the session and keeping each one. A snapshot is written as one
-Parquet file per underlying into `<landing>/option_snapshots/`, its rows stamped with the time it was fetched; the
-day's ingest (and the landing sensor) reads those files like any other landed file, so validation, the quarantine
-and the one-transaction write stay in one place.
+Parquet file per underlying into the day folder `<landing>/option_snapshots/<YYYY-MM-DD>/`, its rows stamped with
+the time it was fetched; the day's ingest (and the landing sensor) reads those files like any other landed file, so
+validation, the quarantine and the one-transaction write stay in one place.
 
 A snapshot that cannot be taken (the broker is down, the chain came back empty) is a gap: it is logged, one line in
 `<lake>/logs/option_snapshot_gaps.log`, and nothing is written. It is never filled with a copy of another snapshot.
@@ -89,9 +89,11 @@ class SnapshotOutcome:
 
 
 def snapshot_path(landing_dir: Path, underlying: str, broker: str, fetched_at: datetime) -> Path:
-    """`<landing>/option_snapshots/<UNDERLYING>_<broker>_<fetch time, UTC>.parquet`."""
+    """`<landing>/option_snapshots/<New York date>/<UNDERLYING>_<broker>_<fetch time, UTC>.parquet`: in the day
+    folder, so a day's ingest reads that day's snapshots only, however many days have been collected."""
     stamp = fetched_at.astimezone(UTC).strftime(_STAMP)
-    return Path(landing_dir) / TABLE / f"{underlying}_{broker}_{stamp}.parquet"
+    day = fetched_at.astimezone(ZoneInfo(NY_TZ)).date().isoformat()
+    return Path(landing_dir) / TABLE / day / f"{underlying}_{broker}_{stamp}.parquet"
 
 
 def _write_atomically(frame: pl.DataFrame, path: Path) -> None:
@@ -167,7 +169,7 @@ def _collect_one(
 
 def missing_slots(landing_dir: Path, underlying: str, day: date | str, minutes: int) -> list[datetime]:
     """The collection slots of `day` for which no landed snapshot file of `underlying` exists (the day's gaps)."""
-    folder = Path(landing_dir) / TABLE
+    folder = Path(landing_dir) / TABLE / date.fromisoformat(str(day)).isoformat()
     taken: list[datetime] = []
     for path in folder.glob(f"{underlying}_*.parquet") if folder.is_dir() else []:
         stamp = path.stem.rsplit("_", 1)[-1]
