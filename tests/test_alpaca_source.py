@@ -13,9 +13,9 @@ import pytest
 
 from pipeline.market import alpaca_source
 from pipeline.market.alpaca_history import OPTION_HISTORY_START
-from pipeline.market.alpaca_rows import parse_occ
 from pipeline.market.alpaca_source import AlpacaSource
 from pipeline.market.calendar import snapshot_times, trading_session
+from pipeline.market.occ import parse_occ, standard_occ
 from pipeline.market.retry import RetryPolicy
 from pipeline.market.schemas import RAW_COLUMNS
 from pipeline.market.source import (
@@ -144,8 +144,9 @@ def test_option_chain_snapshot(state: FakeAlpacaState, url: str, sleeps: SleepRe
     chain_pages = [p.get("page_token") for path, p in state.requests if path.endswith("/options/snapshots/SPY")]
     assert chain_pages == [None, "2"]
     assert frame.columns == list(RAW_COLUMNS["option_snapshots"])
+    # Alpaca's unpadded symbols in the standard padded OCC form, as IBKR and the synthetic market write them.
     assert frame["contract"].to_list() == [
-        "SPY240719C00550000", "SPY240719P00545500", "SPY240816C00560000", "QQQ240719C00480000"
+        "SPY   240719C00550000", "SPY   240719P00545500", "SPY   240816C00560000", "QQQ   240719C00480000"
     ]
     spy_put = frame.row(1, named=True)
     assert spy_put["expiry"] == date(2024, 7, 19) and spy_put["strike"] == 545.5 and spy_put["right"] == "P"
@@ -183,8 +184,8 @@ def test_current_chain_stamps_each_underlying_with_its_fetch_time(
     frame = _source(url, sleeps, clock=lambda: next(times)).current_chain(["SPY", "QQQ"])
     assert frame.columns == list(RAW_COLUMNS["option_snapshots"])
     assert frame.select("contract", "ts", "trading_day").rows() == [
-        ("SPY240719C00550000", datetime(2024, 7, 5, 23, 59, 30, tzinfo=UTC), date(2024, 7, 5)),
-        ("QQQ240719C00480000", datetime(2024, 7, 6, 4, 30, tzinfo=UTC), date(2024, 7, 6)),
+        ("SPY   240719C00550000", datetime(2024, 7, 5, 23, 59, 30, tzinfo=UTC), date(2024, 7, 5)),
+        ("QQQ   240719C00480000", datetime(2024, 7, 6, 4, 30, tzinfo=UTC), date(2024, 7, 6)),
     ]
     assert frame["reconstructed"].to_list() == [False, False] and frame["null_reason"].null_count() == 2
     assert set(frame["source"]) == {"alpaca"}
@@ -213,11 +214,12 @@ def test_past_day_is_reconstructed_from_contracts_and_bars(
         tokens = [token for s, token in pages if s == status]
         assert len(tokens) > 1 and tokens == [None] + [str(7 * k) for k in range(1, len(tokens))]
     contracts = frame["contract"].unique().to_list()
-    assert {c[3:9] for c in contracts} == {"240705", "240712", "240719"}  # expired and live ones both made it
+    assert {c[6:12] for c in contracts} == {"240705", "240712", "240719"}  # expired and live ones both made it
     # Bars in batches of 25 symbols (a batch's later pages repeat its symbols with a page token).
     batches = [p["symbols"].split(",") for path, p in state.requests
                if path == "/v1beta1/options/bars" and "page_token" not in p]
-    assert [len(b) for b in batches] == [25, 25, 10] and sorted(sum(batches, [])) == sorted(contracts)
+    assert [len(b) for b in batches] == [25, 25, 10]
+    assert sorted(standard_occ(c) for c in sum(batches, [])) == sorted(contracts)
 
     times = snapshot_times(PAST, 15)
     assert frame.height == len(contracts) * len(times)
@@ -252,6 +254,10 @@ def test_parse_occ() -> None:
     assert parse_occ("SPY240719C00550000") == (date(2024, 7, 19), 550.0, "C")
     assert parse_occ("BRKB  250117P00412500") == (date(2025, 1, 17), 412.5, "P")
     assert parse_occ("not-an-option") is None
+    # Alpaca's unpadded spelling becomes the standard 21-character one; anything else is kept as sent.
+    assert standard_occ("SPY240719C00550000") == "SPY   240719C00550000"
+    assert standard_occ("BRKB  250117P00412500") == "BRKB  250117P00412500"
+    assert standard_occ("not-an-option") == "not-an-option"
 
 
 @pytest.mark.parametrize(("key", "secret", "env"), [("", SECRET, "ALPACA_API_KEY"), (KEY, None, "ALPACA_SECRET_KEY")])

@@ -11,10 +11,11 @@ import pytest
 
 from pipeline.market.black_scholes import bs_greeks, bs_price, implied_vol
 from pipeline.market.calendar import trading_session
+from pipeline.market.occ import occ_symbol
 from pipeline.market.schemas import RAW_COLUMNS
 from pipeline.market.synthetic import SyntheticMarket
 from pipeline.market.synthetic_config import SyntheticMarketConfig
-from pipeline.market.synthetic_options import expiries, occ_symbol
+from pipeline.market.synthetic_options import expiries
 
 DAY = trading_session(date(2024, 7, 5))
 RATE = 0.04

@@ -26,6 +26,7 @@ from alpaca.trading.models import OptionContract
 
 from pipeline.market.black_scholes import DAYS_PER_YEAR, bs_greeks, bs_price, implied_vol
 from pipeline.market.calendar import NY_TZ, snapshot_times
+from pipeline.market.occ import standard_occ
 from pipeline.market.source import TradingSession
 
 # Alpaca's docs: "Currently we only offer historical option data since February 2024."
@@ -161,7 +162,7 @@ def reconstruct_chain(
             ok = reason is None
             rows.append(
                 {
-                    "underlying": underlying, "underlying_price": spot[0], "contract": contract.symbol,
+                    "underlying": underlying, "underlying_price": spot[0], "contract": standard_occ(contract.symbol),
                     "expiry": contract.expiration_date, "strike": contract.strike_price,
                     "right": "C" if is_call[i] else "P", "ts": at,
                     "bid": None, "ask": None, "last": lasts[i][0] if lasts[i] else None,

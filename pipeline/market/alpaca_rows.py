@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from alpaca.data.models import BarSet, OptionsSnapshot, Quote, QuoteSet, Trade, TradeSet
 
-# OCC option symbol: root (1-6 chars), yymmdd expiry, C/P, strike x 1000 in 8 digits, e.g. SPY240719C00550000.
-_OCC = re.compile(r"^(?P<root>[A-Z0-9.]{1,6}?)\s*(?P<expiry>\d{6})(?P<right>[CP])(?P<strike>\d{8})$")
-
-
-def parse_occ(contract: str) -> tuple[date, float, str] | None:
-    """(expiry, strike, right) of an OCC option symbol, or None when it is not one."""
-    match = _OCC.match(contract.strip().upper())
-    if match is None:
-        return None
-    try:
-        expiry = datetime.strptime(match["expiry"], "%y%m%d").date()
-    except ValueError:
-        return None
-    return expiry, int(match["strike"]) / 1000.0, match["right"]
+from pipeline.market.occ import parse_occ, standard_occ
 
 
 def _utc(ts: datetime) -> datetime:
@@ -97,6 +83,7 @@ def option_rows(
     rows = []
     for contract, snap in chain.items():
         occ = parse_occ(contract)
+        contract = standard_occ(contract)
         expiry, strike, right = occ if occ is not None else (None, None, None)
         quote, trade, greeks = snap.latest_quote, snap.latest_trade, snap.greeks
         rows.append(

@@ -38,10 +38,10 @@ from pipeline.market.ibkr_connection import (
     request_failure,
     where,
 )
+from pipeline.market.occ import occ_symbol
 from pipeline.market.pacing import Pacer
 from pipeline.market.schemas import RAW_COLUMNS, conform, empty_frame
 from pipeline.market.source import SourceError, SourceUnavailableError
-from pipeline.market.synthetic_options import occ_symbol
 
 logger = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import polars as pl
 
 from pipeline.market.black_scholes import bs_greeks, bs_price
 from pipeline.market.calendar import is_trading_day, trading_session
+from pipeline.market.occ import occ_symbol
 from pipeline.market.synthetic_config import MINUTES_PER_YEAR, SyntheticMarketConfig, stream, symbol_profile
 from pipeline.market.synthetic_paths import US_PER_MINUTE, SymbolDay, vol_profile
 
@@ -45,13 +46,6 @@ def expiries(trading_day: date, target_days: tuple[int, ...]) -> list[date]:
             friday -= timedelta(days=1)
         chosen.add(max(friday, trading_day))
     return sorted(chosen)
-
-
-def occ_symbol(root: str, expiry: date, right: str, strike: float) -> str:
-    """OCC contract symbol: root padded to 6, YYMMDD, C/P, strike in thousandths padded to 8."""
-    if len(root) > 6:
-        raise ValueError(f"underlying {root!r} is longer than the 6 characters an OCC symbol allows")
-    return f"{root:<6}{expiry:%y%m%d}{right}{round(strike * 1000):08d}"
 
 
 def implied_vol_surface(

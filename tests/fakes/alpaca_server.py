@@ -182,6 +182,7 @@ def fake_alpaca(state: FakeAlpacaState) -> Iterator[str]:
 
 
 def occ_symbol(underlying: str, expiry: date, right: str, strike: float) -> str:
+    """A contract as Alpaca spells it: the OCC symbol without the root's padding."""
     return f"{underlying}{expiry:%y%m%d}{right}{round(strike * 1000):08d}"
 
 

@@ -17,7 +17,7 @@ from ib_async import Contract, OptionChain, RequestError, Ticker
 from ib_async.objects import OptionComputation
 
 from pipeline.market.black_scholes import bs_greeks, bs_price
-from pipeline.market.synthetic_options import occ_symbol
+from pipeline.market.occ import occ_symbol
 from tests.fakes.ib import FakeIB
 
 OptionKey = tuple[str, str, float, str]
