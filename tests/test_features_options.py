@@ -47,6 +47,15 @@ def test_missing_near_expiry_and_no_call_volume_give_nulls_not_nan() -> None:
     assert not any(v is not None and not math.isfinite(v) for c in floats for v in out[c].to_list())
 
 
+def test_a_chain_without_open_interest_gives_null_oi_features_not_zero() -> None:
+    # Alpaca reconstructions and IBKR snapshots carry no open interest: "no exposure" would be a made-up 0.
+    chain = option_chain().with_columns(open_interest=pl.lit(None, pl.Float64))
+    row = options_features(chain).row(0, named=True)
+    for name in ("dollar_gamma", "put_call_oi_ratio", "oi_weighted_delta", "oi_weighted_gamma"):
+        assert row[name] is None, name
+    assert row["atm_iv"] is not None  # the iv features do not need it
+
+
 def test_empty_snapshots_give_an_empty_frame_with_the_catalog_columns() -> None:
     out = options_features(option_chain().clear())
     assert out.is_empty()

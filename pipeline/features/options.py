@@ -83,9 +83,12 @@ def options_features(option_snapshots: pl.DataFrame) -> pl.DataFrame:
         oi_weighted_gamma=_weighted("gamma"),
         oi_weighted_vega=_weighted("vega"),
         oi_weighted_theta=_weighted("theta"),
-        # Delta-dollars gained per 1% move of the underlying, summed over the chain.
-        dollar_gamma=(pl.col("gamma") * pl.col("open_interest")).sum() * CONTRACT_MULTIPLIER
-        * pl.col("spot").first() ** 2 / 100.0,
+        # Delta-dollars gained per 1% move of the underlying, summed over the chain; null, not 0, for a chain
+        # with no open interest (Alpaca reconstructions, most IBKR snapshots).
+        dollar_gamma=pl.when((pl.col("gamma") * pl.col("open_interest")).is_not_null().any()).then(
+            (pl.col("gamma") * pl.col("open_interest")).sum() * CONTRACT_MULTIPLIER * pl.col("spot").first() ** 2
+            / 100.0
+        ),
         contract_count=pl.len().cast(pl.Int64),
     )
     out = (
