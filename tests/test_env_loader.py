@@ -127,6 +127,17 @@ def test_option_chain_and_its_features_come_from_the_option_tables(lake: Path) -
         assert torch.equal(getattr(slotted, name), getattr(chain, name)), name
 
 
+def test_a_day_with_nothing_quoted_is_refused_with_the_reason(lake: Path, tmp_path: Path) -> None:
+    store = copy_of(lake, tmp_path)
+    # As an Alpaca reconstruction stores it: no bid or ask on the second day, marked and explained.
+    store.execute("UPDATE raw.option_snapshots SET bid = NULL, ask = NULL, reconstructed = true, "
+                  "null_reason = 'bid, ask: Alpaca keeps no historical option quotes' WHERE trading_day = ?",
+                  [DAYS[1]])
+    with pytest.raises(ValueError, match=rf"no quoted option on \['{DAYS[1].isoformat()}'\].*reconstructed"):
+        load_option_chain(store, DAYS, "SPY")
+    assert load_option_chain(store, DAYS[:1], "SPY").shape[0] == 1
+
+
 def _scramble(store: Warehouse, where: str) -> None:
     """Overwrite every loaded column of the rows matching `where` (NaN, nulls, other quotes) and drop some rows."""
     features = ", ".join(f"{n} = CASE WHEN random() < 0.3 THEN NULL ELSE random() * 100 END" for n in DEFAULT_FEATURES)

@@ -177,6 +177,14 @@ def load_option_chain(
         known = sorted(set(snapshots["underlying"].to_list()))
         raise ValueError(f"raw.option_snapshots has no rows of {underlying!r} on these days; it has {known}")
     _require_days(chain, days, "raw.option_snapshots")
+    quoted = chain.filter(pl.col("bid").is_not_null() & pl.col("ask").is_not_null())["trading_day"].unique()
+    unquoted = sorted(set(days) - set(quoted.to_list()))
+    if unquoted:
+        raise ValueError(
+            f"{underlying} has no quoted option on {[d.isoformat() for d in unquoted]}: the options env could open "
+            "nothing there. A chain reconstructed from bars (Alpaca history, `reconstructed` true) has no bid or ask; "
+            "collect live chains for those days (the option_chain_collector schedule) or leave them out."
+        )
     features = store.read_partition(OPTIONS, days, [*_OPTION_KEYS, *cfg.features]).filter(
         pl.col("underlying") == underlying
     )
