@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,35 @@ def module_lake_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     with pytest.MonkeyPatch.context() as mp:
         _apply(mp, env)
         yield env
+
+
+@pytest.fixture(scope="session")
+def lake_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder this test session's workers share (pytest-xdist gives each worker a basetemp under one parent)."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "lake-cache"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def build_once(cache: Path, key: str, lake: Path, build: Callable[[], None]) -> None:
+    """Fill the empty `lake` with what `build()` writes into it, built once per test session under `key`.
+
+    Modules that ingest the same days of the same market share one build: the first builds in its own lake and
+    keeps a copy; the others (on any worker) wait for it and copy it. A lake is files only (DuckDB, landing), so
+    the copy is the build.
+    """
+    from pipeline.lake_lock import file_lock
+
+    kept = cache / key
+    with file_lock(cache / f"{key}.lock", timeout_s=1800):
+        if not kept.is_dir():
+            build()
+            partial = cache / f"{key}.partial"
+            shutil.copytree(lake, partial, ignore=shutil.ignore_patterns("*.lock"))
+            partial.rename(kept)
+            return
+    shutil.copytree(kept, lake, dirs_exist_ok=True)
 
 
 @pytest.fixture

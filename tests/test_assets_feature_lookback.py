@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import build_once
 
 from pipeline.definitions import build_definitions
 from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig
@@ -67,17 +68,26 @@ def _land_daily_bars(landing: Path) -> None:
     (landing / "daily.csv").write_text("\n".join(lines) + "\n")
 
 
-@pytest.fixture(scope="module")
-def setup(module_lake_env: dict[str, str]) -> tuple[list[dg.AssetsDefinition], dict, Warehouse]:
-    lake = Path(module_lake_env["PIPELINE_DATA_LAKE"])
-    _land_daily_bars(lake / "landing" / "bars")
+def daily_bar_lake(lake: Path, lake_cache: Path) -> tuple[list[dg.AssetsDefinition], dict]:
+    """The landed daily bars of SYMBOLS over DAYS, ingested with their features in one range run (the data assets
+    and their resources returned). Built once per test session: test_assets_training_files.py reads the same lake."""
     resources = {"warehouse": WarehouseResource(),
                  "market_data": MarketDataResource(source="files", symbols=list(SYMBOLS))}
     assets = [a for a in build_definitions().assets if a.key.path[-1] in ("bars", "bars_1m", "market")]
-    store = Warehouse(lake / "warehouse.duckdb")
-    result = dg.materialize(assets, resources=resources, tags=RANGE_TAGS)
-    assert result.success
-    return assets, resources, store
+
+    def build() -> None:
+        _land_daily_bars(lake / "landing" / "bars")
+        assert dg.materialize(assets, resources=resources, tags=RANGE_TAGS).success
+
+    build_once(lake_cache, "landed-daily-bars", lake, build)
+    return assets, resources
+
+
+@pytest.fixture(scope="module")
+def setup(module_lake_env: dict[str, str], lake_cache: Path) -> tuple[list[dg.AssetsDefinition], dict, Warehouse]:
+    lake = Path(module_lake_env["PIPELINE_DATA_LAKE"])
+    assets, resources = daily_bar_lake(lake, lake_cache)
+    return assets, resources, Warehouse(lake / "warehouse.duckdb")
 
 
 def _market(store: Warehouse) -> pl.DataFrame:

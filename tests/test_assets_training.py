@@ -16,7 +16,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import REPO_ROOT, assets_in_groups, ingest_history, materialized_metadata, pipeline_env
+from conftest import (
+    REPO_ROOT,
+    assets_in_groups,
+    build_once,
+    ingest_history,
+    materialized_metadata,
+    pipeline_env,
+)
 
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.validation import evaluate_policy
@@ -29,18 +36,21 @@ from resources.warehouse import WarehouseResource
 
 DAY = "2024-07-05"
 HISTORY = trading_days("2024-06-03", DAY)  # the 20-day window ending at DAY and a few days before it
+# The synthetic market (SPY, QQQ; one option chain a day) over HISTORY: test_assets_training_baselines.py ingests
+# the same, so the session builds it once.
+HISTORY_LAKE = "synthetic-2024-06-03-2024-07-05-snapshots-390"
 STEPS = 8192
 TRAINING = {"training_dataset", "clstm_ppo_policy"}
 
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory: pytest.TempPathFactory):
+def lake(tmp_path_factory: pytest.TempPathFactory, lake_cache: Path):
     env = pipeline_env(tmp_path_factory.mktemp("training"))
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
         mp.setenv("PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES", "390")
-        ingest_history(HISTORY)
+        build_once(lake_cache, HISTORY_LAKE, Path(env["PIPELINE_DATA_LAKE"]), lambda: ingest_history(HISTORY))
         instance = dg.DagsterInstance.ephemeral()
         resources = {"warehouse": WarehouseResource(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
                      "compute": ComputeResource(total_timesteps=STEPS, torch_threads=1)}
@@ -111,7 +121,7 @@ def test_model_is_registered_as_a_candidate_with_its_lineage(lake) -> None:
 def test_readme_cli_command_trains_and_a_rerun_replaces_its_registry_row(lake) -> None:
     env, _, _ = lake
     run_config = {"execution": {"config": {"in_process": {}}},
-                  "resources": {"compute": {"config": {"total_timesteps": STEPS, "torch_threads": 1}}},
+                  "resources": {"compute": {"config": {"total_timesteps": 2048, "torch_threads": 1}}},
                   "ops": {"clstm_ppo_policy": {"config": {"num_envs": 16, "seed": 1}},
                           "sb3_baselines": {"config": {"seed": 1, "ppo_timesteps": 1024, "sac_timesteps": 200}}}}
     command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "pipeline.definitions",

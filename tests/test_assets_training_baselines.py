@@ -14,7 +14,8 @@ import dagster as dg
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_GROUPS, assets_in_groups, materialized_metadata
+from conftest import DATA_GROUPS, assets_in_groups, build_once, ingest_history, materialized_metadata
+from test_assets_training import HISTORY_LAKE
 
 from assets.training import build_training_assets
 from assets.training_baselines import build_training_baseline_assets
@@ -29,24 +30,21 @@ from pipeline.training.dataset import load_dataset
 from pipeline.training.ensembles import build_ensemble, registered_members
 from pipeline.training.env_factories import intraday_env, portfolio_env
 from resources.compute import ComputeResource
-from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 DAY = "2024-07-05"
-HISTORY = trading_days("2024-06-03", DAY)  # the 20-day window ending at DAY and a few days before it
+HISTORY = trading_days("2024-06-03", DAY)  # the 20-day window ending at DAY and a few days before it (the
+# market of test_assets_training.py: the session builds it once, under HISTORY_LAKE)
 INTRADAY = {"window": 8, "loss_cut": None, "profit_lock": None}  # what the CLSTM and SB3 PPO defaults train on
 
 
 @pytest.fixture(scope="module")
-def lake(module_lake_env: dict[str, str]):
+def lake(module_lake_env: dict[str, str], lake_cache: Path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES", "390")  # one option chain a day: options are not used here
-        history = {"dagster/asset_partition_range_start": HISTORY[0].isoformat(),
-                   "dagster/asset_partition_range_end": HISTORY[-1].isoformat()}
-        data = assets_in_groups(*DATA_GROUPS)
-        data_resources = {"warehouse": WarehouseResource(), "market_data": MarketDataResource()}
-        assert dg.materialize(data, tags=history, resources=data_resources).success
-        days = data[0].partitions_def
+        build_once(lake_cache, HISTORY_LAKE, Path(module_lake_env["PIPELINE_DATA_LAKE"]),
+                   lambda: ingest_history(HISTORY))
+        days = assets_in_groups(*DATA_GROUPS)[0].partitions_def
         training = [*build_training_assets(days), *build_training_baseline_assets(days)]
         resources = {"warehouse": WarehouseResource(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
                      "compute": ComputeResource(total_timesteps=2048, torch_threads=1)}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import materialized_metadata
-from test_assets_feature_lookback import DAYS, RANGE_TAGS, SYMBOLS, _land_daily_bars
+from test_assets_feature_lookback import DAYS, SYMBOLS, daily_bar_lake
 
 from assets.training import DATASET_KEY, DEFAULT_INTRADAY
 from assets.training_baselines import BASELINES_KEY
@@ -29,7 +29,6 @@ from pipeline.training.baselines import EvaluatedPolicy, portfolio_return, torch
 from pipeline.training.dataset import load_dataset
 from pipeline.training.env_factories import portfolio_env
 from resources.compute import ComputeResource
-from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 DAY = DAYS[-1]  # the partition D: the last landed session
@@ -49,13 +48,9 @@ def _assets(*keys: dg.AssetKey) -> list[dg.AssetsDefinition]:
 
 
 @pytest.fixture(scope="module")
-def trained(module_lake_env: dict[str, str]):
+def trained(module_lake_env: dict[str, str], lake_cache: Path):
     lake = Path(module_lake_env["PIPELINE_DATA_LAKE"])
-    _land_daily_bars(lake / "landing" / "bars")
-    data = [a for a in build_definitions().assets if a.key.path[-1] in ("bars", "bars_1m", "market")]
-    data_resources = {"warehouse": WarehouseResource(),
-                      "market_data": MarketDataResource(source="files", symbols=list(SYMBOLS))}
-    assert dg.materialize(data, resources=data_resources, tags=RANGE_TAGS).success
+    daily_bar_lake(lake, lake_cache)
     resources = {"warehouse": WarehouseResource(), "compute": ComputeResource(torch_threads=1)}
     run_config = {"ops": {
         "training_dataset": {"config": {"window_days": WINDOW_DAYS, "validation_days": VALIDATION_DAYS,
