@@ -138,3 +138,20 @@ def load_script(relative_path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# Files whose tests take minutes (the learning controls, the walk-forward loop). `make test` runs files on 2 workers
+# in collection order: collected last (alphabetically), they ran alone at the end while the other worker idled.
+# Collected first, they start at once and the many short files fill in around them.
+LONG_FILES = (
+    "test_assets_training_learns.py",
+    "test_learning.py",
+    "test_learning_leak.py",
+    "test_learning_martingale.py",
+    "test_assets_evaluation.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
