@@ -140,9 +140,10 @@ def load_script(relative_path: str):
     return module
 
 
-# Files whose tests take minutes (the learning controls, the walk-forward loop). `make test` runs files on 2 workers
-# in collection order: collected last (alphabetically), they ran alone at the end while the other worker idled.
-# Collected first, they start at once and the many short files fill in around them.
+# Files whose tests take minutes (the learning controls, the walk-forward loop). `make test` hands files to its 2
+# workers in collection order (`--no-loadscope-reorder`: xdist's default puts the files with the most tests first,
+# and these one-test files ran alone at the end while the other worker idled). Collected first, they start at once
+# and the many short files fill in around them.
 LONG_FILES = (
     "test_assets_training_learns.py",
     "test_learning.py",
