@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.collector import build_collector_schedule, collect_option_chains
 from assets.deployment import build_deployment_assets
 from assets.evaluation import build_evaluation_assets
 from assets.feature_checks import build_feature_checks
@@ -17,7 +18,6 @@ from assets.ingest import INGEST_GROUP, build_ingest_assets
 from assets.search import build_search_assets
 from assets.training import build_training_assets
 from assets.training_baselines import build_training_baseline_assets
-from pipeline.collector import build_collector_schedule, collect_option_chains
 from pipeline.market.source_settings import option_snapshot_minutes_from_env
 from pipeline.partitions import partitions_start_from_env, trading_day_partitions
 from pipeline.schedules import build_daily_job, build_daily_schedule

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from pipeline.collector import (
+from assets.collector import (
     COLLECTOR_SCHEDULE_NAME,
     build_collector_schedule,
     collect_option_chains,

@@ -5,8 +5,9 @@ a slot empty, so collected days differ in their snapshot times and counts. Here 
 slot it was taken in (the latest slot time at or before its fetch time: a label never later than the data is old,
 and every value at a label comes from one snapshot, so nothing is seen before it was fetched). An empty slot stays
 empty: the chain builder carries the last quotes forward only to mark what is held, with nothing quoted to open.
-Days start at the latest first slot any of them has, so a day whose first snapshots were missed shortens every day
-rather than being back-filled.
+Days start at the latest first slot any of them has, so a day whose first snapshots were missed shortens every day;
+its early slots never take values from a later snapshot (tests/test_option_slots.py changes every later snapshot
+and finds the earlier slots unchanged).
 """
 
 from __future__ import annotations
