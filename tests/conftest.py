@@ -156,3 +156,11 @@ LONG_FILES = (
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+def require_system_package(missing: str) -> None:
+    """A test needs a Debian package that is not here: fail under CI (`.ci/run` installs it, so its absence is a
+    broken CI, not a reason to pass), skip on a developer machine that lacks it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{missing} (CI=true: .ci/run was to install it)")
+    pytest.skip(missing)

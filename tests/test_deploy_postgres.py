@@ -21,6 +21,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 import pytest
+from conftest import require_system_package
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from pipeline.definitions import build_definitions
@@ -67,7 +68,8 @@ def _run_as() -> dict[str, object]:
     try:
         user = pwd.getpwnam(UNPRIVILEGED_USER)
     except KeyError:
-        pytest.skip(f"running as root and there is no {UNPRIVILEGED_USER!r} user to run PostgreSQL as")
+        require_system_package(f"running as root and there is no {UNPRIVILEGED_USER!r} user to run PostgreSQL as "
+                               "(Debian's `postgresql` package creates it)")
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
@@ -82,7 +84,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server; stopped and deleted after the module's tests, whatever they did."""
     bin_dir = _postgres_bin()
     if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): install Debian's `postgresql` package")
+        require_system_package("no PostgreSQL server binaries (initdb, pg_ctl): install Debian's `postgresql` package")
     as_user = _run_as()
     root = Path(tempfile.mkdtemp(prefix="pipeline-pg-"))
     if as_user:
@@ -93,7 +95,7 @@ def postgres_server() -> Iterator[PostgresServer]:
                         "--encoding=UTF8", "--no-locale"], check=True, capture_output=True, **as_user)
     except subprocess.CalledProcessError as err:
         shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"initdb failed, no PostgreSQL can be started here: {err.stderr.decode()[-500:]}")
+        require_system_package(f"initdb failed, no PostgreSQL can be started here: {err.stderr.decode()[-500:]}")
     server = PostgresServer(port=_free_port())
     # Durability off: the database is thrown away, and fsyncs would only slow the test down.
     options = (f"-p {server.port} -h 127.0.0.1 -k {root} -c fsync=off -c synchronous_commit=off "
@@ -102,7 +104,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         started = subprocess.run([*ctl, "-l", log, "-o", options, "start"], capture_output=True, **as_user)
         if started.returncode != 0:
-            pytest.skip(f"pg_ctl could not start PostgreSQL: {log.read_text()[-500:] if log.exists() else ''}")
+            require_system_package(f"pg_ctl could not start PostgreSQL: {log.read_text()[-500:] if log.exists() else ''}")
         yield server
     finally:
         subprocess.run([*ctl, "-m", "immediate", "stop"], capture_output=True, **as_user)

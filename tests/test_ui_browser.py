@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import dagster as dg
 import pytest
-from conftest import load_script, pipeline_env
+from conftest import load_script, pipeline_env, require_system_package
 from playwright.sync_api import Page, expect
 
 from pipeline.definitions import defs
@@ -45,8 +45,8 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     """`dagster dev -w workspace.yaml` on a free port, with a temp lake and Dagster home."""
     chromium = ui_helpers.chromium_path()
     if chromium is None:
-        pytest.skip("no chromium binary on PATH: install Debian's `chromium` (apt-get install -y chromium; "
-                    ".ci/run does)")
+        require_system_package("no chromium binary on PATH: install Debian's `chromium` (apt-get install -y "
+                               "chromium; .ci/run does)")
     root = tmp_path_factory.mktemp("ui")
     # One symbol keeps the launched run short; the synthetic source needs no network.
     env = {**os.environ, **pipeline_env(root), "PIPELINE_SOURCE": "synthetic", "PIPELINE_SYNTHETIC_SYMBOLS": "SPY"}
