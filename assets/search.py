@@ -1,5 +1,5 @@
 """On-demand hyperparameter search (group `training`, not in the daily job): an Optuna study over the CLSTM-PPO
-hyperparameters on the `training_dataset` of trading day D, scored by the validation Sharpe after costs.
+hyperparameters on the `training_dataset` of trading day D, scored by the selection Sharpe after costs.
 
 The study lives in an Optuna RDB storage (`<lake>/optuna/studies.db` unless a URL is given), named per day, so a
 re-run adds trials to it and `optuna-dashboard` can watch it while it runs. The best parameters are written to
@@ -41,7 +41,7 @@ class HyperparameterSearchConfig(dg.Config):
     seed: int = Field(default=0, description="Training seed of every trial and base seed of the sampler.")
     preset: str = Field(default="small_budget", description="PPOConfig preset under the searched fields.")
     num_envs: int = Field(default=16, description="Parallel training episodes per trial.")
-    report_every: int = Field(default=5, description="PPO updates between validation Sharpes sent to the pruner.")
+    report_every: int = Field(default=5, description="PPO updates between selection Sharpes sent to the pruner.")
     pruner_startup_trials: int = Field(default=3, description="Finished trials before the median pruner prunes.")
     env_json: str = Field(
         default=json.dumps(DEFAULT_INTRADAY), description="IntradayConfig fields under the searched ones, as JSON."
@@ -64,7 +64,7 @@ def build_search_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         kinds={"optuna", "pytorch"},
         partitions_def=partitions_def,
         description="On demand: an Optuna study of CLSTM-PPO hyperparameters on the dataset of D, scored by the "
-        "validation Sharpe after costs (median pruning); a re-run adds trials. Best parameters in "
+        "selection Sharpe after costs (median pruning); a re-run adds trials. Best parameters in "
         "artifacts/search/<D>/best_params.json for clstm_ppo_policy's hparams_path.",
     )
     def hyperparameter_search(
@@ -96,14 +96,14 @@ def build_search_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         path = search_dir(warehouse, day) / "best_params.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(best, indent=2))
-        context.log.info(f"best: trial {best['trial']}, validation Sharpe {best['validation_sharpe']:.3f}")
+        context.log.info(f"best: trial {best['trial']}, selection Sharpe {best['selection_sharpe']:.3f}")
         return dg.MaterializeResult(metadata={
             "study_name": spec.study_name,
             "storage": shown_url(spec.storage),
             "trials": len(study.trials),
             "trials_by_state": dg.MetadataValue.json({k: v for k, v in states.items() if v}),
             "trials_per_minute": config.n_trials / minutes,
-            "best_validation_sharpe": best["validation_sharpe"],
+            "best_selection_sharpe": best["selection_sharpe"],
             "best_trial": best["trial"],
             "best_params": dg.MetadataValue.json(best),
             "best_params_path": dg.MetadataValue.path(str(path)),

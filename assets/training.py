@@ -1,10 +1,11 @@
 """Training assets (group `training`), partitioned by trading day D, each reading only data up to D.
 
-- `training_dataset`: the N trading days ending at D from the warehouse, split by time into train and validation
-  (the last days, after an embargo), normalization fitted on train; saved to `artifacts/datasets/<D>/`.
+- `training_dataset`: the N trading days ending at D from the warehouse, split by time into train, an embargo,
+  selection and gate days, normalization fitted on train; saved to `artifacts/datasets/<D>/`.
 - `clstm_ppo_policy`: the framework-free trainer in its own process through Dagster Pipes (`torchrun` when the
-  compute resource asks for several processes); progress streams into the run's logs, the diagnostics, the
-  validation metrics and a training curve become metadata, and the chosen model is registered in
+  compute resource asks for several processes); its checkpoint is chosen and its early stopping driven on the
+  selection days (the trainer never loads the gate's); progress streams into the run's logs, the diagnostics, the
+  selection metrics and a training curve become metadata, and the chosen model is registered in
   `models.registry` as a `candidate`.
 """
 
@@ -28,7 +29,8 @@ from resources.warehouse import WarehouseResource
 TRAINING_GROUP = "training"
 DATASET_KEY = dg.AssetKey("training_dataset")
 CLSTM_KEY = dg.AssetKey("clstm_ppo_policy")
-DEFAULT_WINDOW_DAYS = 20
+DEFAULT_DATASET = DatasetConfig()
+DEFAULT_WINDOW_DAYS = DEFAULT_DATASET.window_days
 ENV_FACTORIES = "pipeline.training.env_factories"
 # Whole-day episodes (no loss-cut/profit-lock) over 8-bar windows: the intraday settings the small_budget preset
 # was measured to learn with (tests/trading_controls.py).
@@ -36,9 +38,14 @@ DEFAULT_INTRADAY = {"window": 8, "loss_cut": None, "profit_lock": None}
 
 
 class TrainingDatasetConfig(dg.Config):
-    window_days: int = Field(default=DEFAULT_WINDOW_DAYS, description="Trading days ending at D in the dataset.")
-    validation_days: int = Field(default=4, description="The last days of the window, held out for validation.")
-    embargo_days: int = Field(default=1, description="Days dropped between the train and validation parts.")
+    window_days: int = Field(default=DEFAULT_WINDOW_DAYS, description="Trading days ending at D in the dataset: "
+                             "train + embargo + selection + gate.")
+    embargo_days: int = Field(default=DEFAULT_DATASET.embargo_days,
+                              description="Days dropped between the train and selection parts.")
+    selection_days: int = Field(default=DEFAULT_DATASET.selection_days, description="Days after the embargo on "
+                                "which checkpoints, seeds and ensemble weights are chosen.")
+    gate_days: int = Field(default=DEFAULT_DATASET.gate_days, description="The window's last days, read by the "
+                           "promotion gate alone (at least 10 for its interval).")
     symbols: list[str] | None = Field(default=None, description="Symbols; unset: every symbol of the window.")
     features: list[str] = Field(default=list(DEFAULT_FEATURES), description="features.market columns observed.")
     turbulence: str = Field(
@@ -48,8 +55,9 @@ class TrainingDatasetConfig(dg.Config):
     def dataset_config(self) -> DatasetConfig:
         loader = MarketLoaderConfig(features=tuple(self.features), turbulence=self.turbulence)
         symbols = tuple(self.symbols) if self.symbols else None
-        return DatasetConfig(window_days=self.window_days, validation_days=self.validation_days,
-                             embargo_days=self.embargo_days, symbols=symbols, loader=loader)
+        return DatasetConfig(window_days=self.window_days, embargo_days=self.embargo_days,
+                             selection_days=self.selection_days, gate_days=self.gate_days, symbols=symbols,
+                             loader=loader)
 
 
 class CLSTMPolicyConfig(dg.Config):
@@ -93,9 +101,8 @@ def _dataset_metadata(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
     return {
         "path": dg.MetadataValue.path(str(path)),
         "data_version": manifest["data_version"],
-        "train_days": dg.MetadataValue.json(manifest["days"]["train"]),
-        "embargo_days": dg.MetadataValue.json(manifest["days"]["embargo"]),
-        "validation_days": dg.MetadataValue.json(manifest["days"]["validation"]),
+        **{f"{part}_days": dg.MetadataValue.json(manifest[f"{part}_days"])
+           for part in ("train", "embargo", "selection", "gate")},
         "symbols": dg.MetadataValue.json(manifest["symbols"]),
         "feature_names": dg.MetadataValue.json(manifest["feature_names"]),
         "manifest": dg.MetadataValue.json(manifest),
@@ -109,8 +116,8 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         group_name=TRAINING_GROUP,
         kinds={"duckdb", "safetensors"},
         partitions_def=partitions_def,
-        description="N trading days ending at D, split into train and validation (embargoed), normalization "
-        "fitted on train; safetensors + manifest under artifacts/datasets/<D>/.",
+        description="N trading days ending at D, split into train, embargo, selection and gate days, "
+        "normalization fitted on train; safetensors + manifest under artifacts/datasets/<D>/.",
     )
     def training_dataset(
         context: dg.AssetExecutionContext, config: TrainingDatasetConfig, warehouse: WarehouseResource
@@ -119,9 +126,9 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         dataset = build_dataset(warehouse.warehouse(), day, config.dataset_config())
         path = save_dataset(dataset, dataset_dir(warehouse, day))
         manifest = dataset.manifest
-        context.log.info(f"dataset of {day}: {len(manifest['days']['train'])} train and "
-                         f"{len(manifest['days']['validation'])} validation days, data version "
-                         f"{manifest['data_version'][:12]}")
+        context.log.info(f"dataset of {day}: {len(manifest['train_days'])} train, "
+                         f"{len(manifest['selection_days'])} selection and {len(manifest['gate_days'])} gate days, "
+                         f"data version {manifest['data_version'][:12]}")
         return dg.MaterializeResult(metadata=_dataset_metadata(manifest, path),
                                     data_version=dg.DataVersion(manifest["data_version"]))
 
@@ -132,7 +139,7 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         kinds={"pytorch"},
         partitions_def=partitions_def,
         description="CLSTM-PPO trained on the dataset of D through Dagster Pipes; the checkpoint with the best "
-        "validation score is registered in models.registry as a candidate.",
+        "score on the selection days is registered in models.registry as a candidate.",
     )
     def clstm_ppo_policy(
         context: dg.AssetExecutionContext,
@@ -162,9 +169,9 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
             artifact_path=str(model_dir / "model.safetensors"),
             sha256=file_sha256(model_dir / "model.safetensors"), config_hash=config_hash(run),
             code_version=code_version(), data_version=manifest["data_version"],
-            window_start=date.fromisoformat(manifest["days"]["window"][0]),
-            window_end=date.fromisoformat(manifest["days"]["window"][-1]),
-            metrics={"validation": summary.get("validation", {}), "best": summary.get("best", {}),
+            window_start=date.fromisoformat(manifest["window"][0]),
+            window_end=date.fromisoformat(manifest["window"][-1]),
+            metrics={"selection": summary.get("validation", {}), "best": summary.get("best", {}),
                      "last": {k: v for k, v in summary.get("last", {}).items() if isinstance(v, int | float)}},
         )
         model_id = register_model(warehouse.warehouse(), record)
@@ -197,7 +204,7 @@ def _clstm_run_config(config: CLSTMPolicyConfig, compute: ComputeResource, data_
         "env": {"factory": f"{ENV_FACTORIES}:intraday_env",
                 "kwargs": env | {"part": "train", "num_envs": config.num_envs}},
         "validation_env": {"factory": f"{ENV_FACTORIES}:intraday_env",
-                           "kwargs": env | {"part": "validation", "num_envs": 16}},
+                           "kwargs": env | {"part": "selection", "num_envs": 16}},
         "total_timesteps": total,
         "preset": preset,
         "hparams": hparams,

@@ -1,10 +1,11 @@
 """SB3 baselines and the ensemble of a trading day D (group `training`, partitioned like the other training assets).
 
 - `sb3_baselines`: SB3 PPO on the intraday env and SAC on the portfolio env, both on D's dataset (train part) with
-  the costs of the envs' defaults (the intraday env with CLSTM-PPO's settings), each scored on the validation
-  walk and registered in `models.registry` as a `candidate` (algo `sb3_ppo` / `sb3_sac`, member `seed<k>`).
+  the costs of the envs' defaults (the intraday env with CLSTM-PPO's settings), each scored on the walk of the
+  selection days and registered in `models.registry` as a `candidate` (algo `sb3_ppo` / `sb3_sac`, member
+  `seed<k>`).
 - `ensemble_policy`: the intraday models registered for D on D's dataset (CLSTM-PPO and SB3 PPO, every seed),
-  weighted by their validation scores, saved as `ensemble.json`, scored on the same walk and registered
+  weighted by their scores on the selection days, saved as `ensemble.json`, scored on the same walk and registered
   (algo `ensemble`).
 SB3 trains in this process: it is small and CPU-bound, so a subprocess would add start-up and nothing else. It
 runs on the CPU whatever the compute resource's device, with the resource's `torch_threads`.
@@ -63,10 +64,10 @@ class SB3BaselinesConfig(dg.Config):
 
 
 class EnsemblePolicyConfig(dg.Config):
-    weighting: str = Field(default="softmax", description=f"Member weights from validation scores: {WEIGHTINGS}.")
+    weighting: str = Field(default="softmax", description=f"Member weights from selection-day scores: {WEIGHTINGS}.")
     temperature: float = Field(default=1.0, description="Softmax temperature (high: equal weights).")
     score_metric: str = Field(
-        default="sharpe", description="Validation metric that weights the members (sharpe, composite, ...)."
+        default="sharpe", description="Selection-day metric that weights the members (sharpe, composite, ...)."
     )
 
 
@@ -75,8 +76,8 @@ def _record(day: date, algo: str, member: str, artifact: Path, manifest: dict[st
     return ModelRecord(
         trading_day=day, algo=algo, member=member, artifact_path=str(artifact), sha256=file_sha256(artifact),
         config_hash=config_hash(run), code_version=code_version(), data_version=manifest["data_version"],
-        window_start=date.fromisoformat(manifest["days"]["window"][0]),
-        window_end=date.fromisoformat(manifest["days"]["window"][-1]), metrics=metrics,
+        window_start=date.fromisoformat(manifest["window"][0]),
+        window_end=date.fromisoformat(manifest["window"][-1]), metrics=metrics,
     )
 
 
@@ -89,8 +90,8 @@ def _partition_dataset(
     return day, folder, json.loads((folder / MANIFEST_FILE).read_text())
 
 
-def _validation_metadata(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}validation/{k}": float(v) for k, v in metrics.items()}
+def _selection_metadata(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}selection/{k}": float(v) for k, v in metrics.items()}
 
 
 def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -104,23 +105,23 @@ def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> l
         context: dg.AssetExecutionContext, config: SB3BaselinesConfig, warehouse: WarehouseResource,
         compute: ComputeResource,
     ) -> dg.MaterializeResult:
-        """SB3 PPO (intraday env) and SAC (portfolio env) on the dataset of D, scored on its validation days and
+        """SB3 PPO (intraday env) and SAC (portfolio env) on the dataset of D, scored on its selection days and
         registered in models.registry as candidates."""
         day, data_dir, manifest = _partition_dataset(context, warehouse)
         metadata: dict[str, Any] = {"data_version": manifest["data_version"]}
         for algo, run in config.runs().items():
             model_dir = artifacts_dir(warehouse) / "models" / day.isoformat() / f"{algo}-seed{config.seed}"
             context.log.info(f"training {algo} ({BASELINES[algo].gym_id}, {run['total_timesteps']} steps)")
-            policy, validation = train_dataset_baseline(algo, data_dir, model_dir, run["env"], run["total_timesteps"],
+            policy, selection = train_dataset_baseline(algo, data_dir, model_dir, run["env"], run["total_timesteps"],
                                                         config.seed, run["hparams"], compute.torch_threads)
-            metrics = {"validation": validation, "train": {"num_timesteps": policy.meta["num_timesteps"],
+            metrics = {"selection": selection, "train": {"num_timesteps": policy.meta["num_timesteps"],
                                                            "mean_episode_return": policy.meta["mean_episode_return"]}}
             record = _record(day, algo, f"seed{config.seed}", model_dir / "model.zip", manifest, run, metrics)
             model_id = register_model(warehouse.warehouse(), record)
-            context.log.info(f"registered {model_id} (candidate): validation {validation}")
+            context.log.info(f"registered {model_id} (candidate): selection days {selection}")
             metadata |= {f"{algo}/model_id": model_id, f"{algo}/artifact": dg.MetadataValue.path(str(model_dir)),
                          f"{algo}/sha256": record.sha256, f"{algo}/num_timesteps": policy.meta["num_timesteps"],
-                         **_validation_metadata(f"{algo}/", validation)}
+                         **_selection_metadata(f"{algo}/", selection)}
         return dg.MaterializeResult(metadata=metadata)
 
     @training_asset(ENSEMBLE_KEY, [CLSTM_KEY, BASELINES_KEY])
@@ -128,9 +129,9 @@ def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> l
         context: dg.AssetExecutionContext, config: EnsemblePolicyConfig, warehouse: WarehouseResource,
         compute: ComputeResource,
     ) -> dg.MaterializeResult:
-        """The intraday models registered for D (CLSTM-PPO and SB3 PPO, every seed) weighted by validation score;
-        ensemble.json under artifacts/models/<D>/ensemble/, scored on the validation days and registered as a
-        candidate."""
+        """The intraday models registered for D (CLSTM-PPO and SB3 PPO, every seed) weighted by their scores on the
+        selection days; ensemble.json under artifacts/models/<D>/ensemble/, scored on the selection days and
+        registered as a candidate."""
         day, data_dir, manifest = _partition_dataset(context, warehouse)
         members = registered_members(warehouse.warehouse(), day, manifest["data_version"], config.score_metric,
                                      INTRADAY_ALGOS)
@@ -139,11 +140,11 @@ def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> l
         # Loading a CLSTM-PPO member sets torch's threads to its training run's; this process keeps its own.
         with torch_threads(compute.torch_threads):
             ensemble = build_ensemble(members, out_dir, config.weighting, config.temperature)
-            validation = validate(ensemble, "sb3_ppo", data_dir, env_config)
+            selection = validate(ensemble, "sb3_ppo", data_dir, env_config)
         model_ids, weights = [m.model_id for m in members], [float(w) for w in ensemble.weights]
         run = {"members": model_ids, "weighting": config.weighting, "temperature": config.temperature,
                "score_metric": config.score_metric, "env": env_config}
-        metrics = {"validation": validation, "members": model_ids, "weights": weights,
+        metrics = {"selection": selection, "members": model_ids, "weights": weights,
                    "scores": [m.score for m in members]}
         record = _record(day, "ensemble", f"k{len(members)}", out_dir / "ensemble.json", manifest, run, metrics)
         model_id = register_model(warehouse.warehouse(), record)
@@ -157,7 +158,7 @@ def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> l
             "weights": dg.MetadataValue.json(weights),
             "scores": dg.MetadataValue.json(metrics["scores"]),
             "members_table": dg.MetadataValue.md(_members_table(members, weights, config.score_metric)),
-            **_validation_metadata("", validation),
+            **_selection_metadata("", selection),
         })
 
     return [sb3_baselines, ensemble_policy]
@@ -165,4 +166,4 @@ def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> l
 
 def _members_table(members: list[Any], weights: list[float], metric: str) -> str:
     rows = [f"| {m.model_id} | {m.algo} | {m.score:.4g} | {w:.4f} |" for m, w in zip(members, weights, strict=True)]
-    return "\n".join([f"| member | algo | validation {metric} | weight |", "|---|---|---|---|", *rows])
+    return "\n".join([f"| member | algo | selection {metric} | weight |", "|---|---|---|---|", *rows])

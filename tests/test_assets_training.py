@@ -35,10 +35,11 @@ from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 
 DAY = "2024-07-05"
-HISTORY = trading_days("2024-06-03", DAY)  # the 20-day window ending at DAY and a few days before it
+HISTORY = trading_days("2024-05-08", DAY)  # the default 36-day window ending at DAY and a few days before it
 # The synthetic market (SPY, QQQ; one option chain a day) over HISTORY: test_assets_training_baselines.py ingests
 # the same, so the session builds it once.
-HISTORY_LAKE = "synthetic-2024-06-03-2024-07-05-snapshots-390"
+HISTORY_LAKE = "synthetic-2024-05-08-2024-07-05-snapshots-390"
+WINDOW = [d.isoformat() for d in HISTORY[-36:]]
 STEPS = 8192
 TRAINING = {"training_dataset", "clstm_ppo_policy"}
 
@@ -64,9 +65,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory, lake_cache: Path):
 def test_dataset_is_the_window_ending_at_the_partition(lake) -> None:
     env, result, _ = lake
     meta = materialized_metadata(result, "training_dataset")
-    window = [d.isoformat() for d in HISTORY[-20:]]
-    assert meta["train_days"] == window[:15] and meta["embargo_days"] == window[15:16]
-    assert meta["validation_days"] == window[16:] and window[-1] == DAY
+    assert meta["train_days"] == WINDOW[:20] and meta["embargo_days"] == WINDOW[20:21]
+    assert meta["selection_days"] == WINDOW[21:26] and meta["gate_days"] == WINDOW[26:] and WINDOW[-1] == DAY
     folder = Path(env["PIPELINE_DATA_LAKE"]) / "artifacts" / "datasets" / DAY
     assert meta["path"] == str(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "market.safetensors",
@@ -91,15 +91,17 @@ def test_trainer_ran_through_pipes_and_streamed_its_progress(lake) -> None:
     assert meta["hparams"]["ent_coef_start"] == 0.03  # the small_budget preset, picked by budget on CPU
     assert meta["training_curve"].startswith("![training curve](data:image/svg+xml;base64,")
     assert meta["selected_checkpoint"] == "best_composite (validation)"
+    config = json.loads((Path(meta["artifact"]).parent / "train_config.json").read_text())
+    assert config["validation_env"]["kwargs"]["part"] == "selection"  # checkpoints are chosen on selection days
 
 
-def test_reported_validation_metrics_are_the_saved_models(lake) -> None:
+def test_reported_selection_metrics_are_the_saved_models(lake) -> None:
     env, result, _ = lake
     meta = materialized_metadata(result, "clstm_ppo_policy")
     dataset = Path(env["PIPELINE_DATA_LAKE"]) / "artifacts" / "datasets" / DAY
-    validation = intraday_env(dataset, part="validation", num_envs=16, window=8, loss_cut=None, profit_lock=None)
-    again = evaluate_policy(CLSTMPPO.load(meta["artifact"]), validation)
-    assert again["episodes"] == 8  # 4 validation days x 2 symbols, each once
+    selection = intraday_env(dataset, part="selection", num_envs=16, window=8, loss_cut=None, profit_lock=None)
+    again = evaluate_policy(CLSTMPPO.load(meta["artifact"]), selection)
+    assert again["episodes"] == 10  # 5 selection days x 2 symbols, each once
     for key, value in again.items():
         assert meta[f"validation/{key}"] == pytest.approx(value), key
 
@@ -113,9 +115,9 @@ def test_model_is_registered_as_a_candidate_with_its_lineage(lake) -> None:
     assert (row["algo"], row["member"], row["trading_day"]) == ("clstm_ppo", "seed0", date.fromisoformat(DAY))
     assert row["sha256"] == file_sha256(row["artifact_path"]) == meta["sha256"]
     assert row["data_version"] == dataset_meta["data_version"]
-    assert (row["window_start"].isoformat(), row["window_end"].isoformat()) == (HISTORY[-20].isoformat(), DAY)
+    assert (row["window_start"].isoformat(), row["window_end"].isoformat()) == (WINDOW[0], DAY)
     assert row["code_version"] and row["config_hash"] == meta["config_hash"]
-    assert json.loads(row["metrics"])["validation"]["episodes"] == 8
+    assert json.loads(row["metrics"])["selection"]["episodes"] == 10
 
 
 def test_readme_cli_command_trains_and_a_rerun_replaces_its_registry_row(lake) -> None:

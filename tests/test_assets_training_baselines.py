@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import DATA_GROUPS, assets_in_groups, build_once, ingest_history, materialized_metadata
-from test_assets_training import HISTORY_LAKE
+from test_assets_training import HISTORY, HISTORY_LAKE
 
 from assets.training import build_training_assets
 from assets.training_baselines import build_training_baseline_assets
@@ -23,7 +23,6 @@ from pipeline.agents.baselines import load_baseline
 from pipeline.agents.ensemble import PolicyEnsemble
 from pipeline.agents.validation import evaluate_policy, final_pnl
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
 from pipeline.registry import ModelRecord, file_sha256, read_registry, register_model
 from pipeline.training.baselines import EvaluatedPolicy, portfolio_return, torch_threads
 from pipeline.training.dataset import load_dataset
@@ -33,8 +32,7 @@ from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 
 DAY = "2024-07-05"
-HISTORY = trading_days("2024-06-03", DAY)  # the 20-day window ending at DAY and a few days before it (the
-# market of test_assets_training.py: the session builds it once, under HISTORY_LAKE)
+# HISTORY: the market of test_assets_training.py (the session builds it once, under HISTORY_LAKE)
 INTRADAY = {"window": 8, "loss_cut": None, "profit_lock": None}  # what the CLSTM and SB3 PPO defaults train on
 
 
@@ -79,36 +77,36 @@ def test_baselines_are_registered_candidates_with_their_lineage(lake) -> None:
         assert row["model_id"] == meta[f"{algo}/model_id"] and meta[f"{algo}/artifact"] == str(folder)
         assert row["sha256"] == file_sha256(folder / "model.zip") == meta[f"{algo}/sha256"]
         assert row["data_version"] == dataset["data_version"] == meta["data_version"]
-        assert (row["window_start"], row["window_end"]) == (HISTORY[-20], HISTORY[-1])
+        assert (row["window_start"], row["window_end"]) == (HISTORY[-36], HISTORY[-1])
         assert row["code_version"] and len(row["config_hash"]) == 64
         saved = json.loads((folder / "baseline.json").read_text())
         assert saved["env_kwargs"]["part"] == "train" and saved["env_kwargs"]["dataset_dir"] == dataset["path"]
     assert meta["sb3_ppo/num_timesteps"] == 1024 and meta["sb3_sac/num_timesteps"] == 300
 
 
-def test_baseline_validation_metrics_are_the_saved_models(lake) -> None:
+def test_baseline_selection_metrics_are_the_saved_models(lake) -> None:
     root, result, store = lake
     meta, rows = materialized_metadata(result, "sb3_baselines"), _rows(store, result)
     dataset = root / "artifacts" / "datasets" / DAY
     # Another env count than the asset's: the evaluation walk visits every episode once whatever the count.
-    walks = {"sb3_ppo": (intraday_env(dataset, "validation", num_envs=5, **INTRADAY), final_pnl, 8),
-             "sb3_sac": (portfolio_env(dataset, "validation", num_envs=3), portfolio_return, 4)}
+    walks = {"sb3_ppo": (intraday_env(dataset, "selection", num_envs=5, **INTRADAY), final_pnl, 10),
+             "sb3_sac": (portfolio_env(dataset, "selection", num_envs=3), portfolio_return, 5)}
     for algo, (env, outcome, episodes) in walks.items():
         policy = load_baseline(Path(rows[algo]["artifact_path"]).parent)
         with torch_threads(1):  # small batches: more threads only contend on a busy machine
             again = evaluate_policy(EvaluatedPolicy.of(policy), env, outcome=outcome)
-        assert again["episodes"] == episodes  # 4 validation days x 2 symbols (intraday), 4 days (portfolio)
+        assert again["episodes"] == episodes  # 5 selection days x 2 symbols (intraday), 5 days (portfolio)
         for key, value in again.items():
-            assert meta[f"{algo}/validation/{key}"] == pytest.approx(value), (algo, key)
-        assert json.loads(rows[algo]["metrics"])["validation"] == pytest.approx(again)
+            assert meta[f"{algo}/selection/{key}"] == pytest.approx(value), (algo, key)
+        assert json.loads(rows[algo]["metrics"])["selection"] == pytest.approx(again)
 
 
-def test_ensemble_weights_its_members_by_validation_score(lake) -> None:
+def test_ensemble_weights_its_members_by_selection_score(lake) -> None:
     root, result, store = lake
     meta, rows = materialized_metadata(result, "ensemble_policy"), _rows(store, result)
     members = [rows["clstm_ppo"]["model_id"], rows["sb3_ppo"]["model_id"]]
     assert sorted(meta["members"]) == sorted(members)
-    scores = {row["model_id"]: json.loads(row["metrics"])["validation"]["sharpe"] for row in rows.values()
+    scores = {row["model_id"]: json.loads(row["metrics"])["selection"]["sharpe"] for row in rows.values()
               if row["model_id"] in members}
     weights = dict(zip(meta["members"], meta["weights"], strict=True))
     assert sum(weights.values()) == pytest.approx(1.0) and min(weights.values()) > 0
@@ -130,11 +128,11 @@ def test_ensemble_is_registered_and_its_metrics_are_the_saved_ensembles(lake) ->
     assert row["data_version"] == materialized_metadata(result, "training_dataset")["data_version"] == meta["data_version"]
     ensemble = PolicyEnsemble.load(folder)
     np.testing.assert_allclose(ensemble.weights, meta["weights"])
-    env = intraday_env(root / "artifacts" / "datasets" / DAY, "validation", num_envs=8, **INTRADAY)
+    env = intraday_env(root / "artifacts" / "datasets" / DAY, "selection", num_envs=8, **INTRADAY)
     again = evaluate_policy(EvaluatedPolicy.of(ensemble), env)
-    assert again["episodes"] == 8
+    assert again["episodes"] == 10
     for key, value in again.items():
-        assert meta[f"validation/{key}"] == pytest.approx(value), key
+        assert meta[f"selection/{key}"] == pytest.approx(value), key
     assert json.loads(row["metrics"])["members"] == meta["members"]
 
 
@@ -159,7 +157,7 @@ def test_members_are_the_registered_models_whose_artifacts_are_unchanged(lake) -
             trading_day=day, algo=algo, member="seed0", artifact_path=row["artifact_path"], sha256=sha256,
             config_hash=row["config_hash"], code_version=row["code_version"], data_version=version,
             window_start=row["window_start"], window_end=row["window_end"],
-            metrics={"validation": {"sharpe": 1.5}}))
+            metrics={"selection": {"sharpe": 1.5}}))
     # The CLSTM row's file is not the one it registered (a later run wrote over it): it is no member.
     (member,) = registered_members(store, day, version)
     assert (member.algo, member.score, member.kind) == ("sb3_ppo", 1.5, "sb3")

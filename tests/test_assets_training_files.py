@@ -32,7 +32,7 @@ from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 
 DAY = DAYS[-1]  # the partition D: the last landed session
-WINDOW_DAYS, VALIDATION_DAYS, EPISODE_DAYS = 40, 10, 5
+WINDOW_DAYS, SELECTION_DAYS, GATE_DAYS, EPISODE_DAYS = 50, 10, 10, 5
 # Daily catalog features that fill on daily bars (drawdown_60d only from the 60th landed day: its missing flag
 # is part of what the agent sees). The minute turbulence index has no rows to read on daily bars.
 FEATURES = ["log_return_1d", "log_return_5d", "realized_vol_20d", "drawdown_60d"]
@@ -53,7 +53,8 @@ def trained(module_lake_env: dict[str, str], lake_cache: Path):
     daily_bar_lake(lake, lake_cache)
     resources = {"warehouse": WarehouseResource(), "compute": ComputeResource(torch_threads=1)}
     run_config = {"ops": {
-        "training_dataset": {"config": {"window_days": WINDOW_DAYS, "validation_days": VALIDATION_DAYS,
+        "training_dataset": {"config": {"window_days": WINDOW_DAYS, "selection_days": SELECTION_DAYS,
+                                        "gate_days": GATE_DAYS,
                                         "features": FEATURES, "turbulence": "turbulence_index_daily"}},
         "sb3_baselines": {"config": {"sac_timesteps": SAC_STEPS, "ppo_timesteps": PPO_STEPS,
                                      "ppo_hparams_json": json.dumps({"n_steps": 64, "batch_size": 64}),
@@ -70,18 +71,19 @@ def test_the_dataset_is_the_landed_sessions_ending_at_d(trained) -> None:
     lake, result, _ = trained
     meta = materialized_metadata(result, "training_dataset")
     window = [d.isoformat() for d in DAYS[-WINDOW_DAYS:]]
-    n_train = WINDOW_DAYS - 1 - VALIDATION_DAYS  # one embargo day
+    n_train = WINDOW_DAYS - 1 - SELECTION_DAYS - GATE_DAYS  # one embargo day
     manifest = meta["manifest"]
-    assert manifest["days"]["window"] == window
+    assert manifest["window"] == [window[0], window[-1]]
     assert meta["train_days"] == window[:n_train] and meta["embargo_days"] == [window[n_train]]
-    assert meta["validation_days"] == window[-VALIDATION_DAYS:]
+    assert meta["selection_days"] == window[n_train + 1:n_train + 1 + SELECTION_DAYS]
+    assert meta["gate_days"] == window[-GATE_DAYS:]
     assert meta["symbols"] == sorted(SYMBOLS)
     assert set(FEATURES) <= set(meta["feature_names"])
     dataset = load_dataset(meta["path"])
     assert meta["path"] == str(lake / "artifacts" / "datasets" / DAY.isoformat())
     assert dataset.data_version == meta["data_version"]
     # One bar a day in both parts, priced from the landed closes (bar-only symbols get an imputed spread).
-    for part, days in (("train", n_train), ("validation", VALIDATION_DAYS)):
+    for part, days in (("train", n_train), ("selection", SELECTION_DAYS), ("gate", GATE_DAYS)):
         market = dataset.part(part)
         assert market.session_minutes.tolist() == [1] * days
         assert torch.isfinite(market.mid).all() and (market.ask > market.bid).all()
@@ -105,22 +107,22 @@ def test_the_sac_model_is_registered_with_the_datasets_lineage(trained) -> None:
     assert isinstance(saved["mean_episode_return"], float), "SAC finished no multi-day training episode"
 
 
-def test_the_validation_walk_covers_every_multi_day_episode_once(trained) -> None:
+def test_the_selection_walk_covers_every_multi_day_episode_once(trained) -> None:
     _, result, _ = trained
     meta = materialized_metadata(result, "sb3_baselines")
-    blocks = VALIDATION_DAYS // EPISODE_DAYS
+    blocks = SELECTION_DAYS // EPISODE_DAYS
     # The portfolio plays all symbols in one episode per block; the intraday env one episode per (block, symbol).
-    assert meta["sb3_sac/validation/episodes"] == blocks
-    assert meta["sb3_ppo/validation/episodes"] == blocks * len(SYMBOLS)
+    assert meta["sb3_sac/selection/episodes"] == blocks
+    assert meta["sb3_ppo/selection/episodes"] == blocks * len(SYMBOLS)
 
 
-def test_the_sac_model_loads_and_walks_the_validation_days(trained) -> None:
+def test_the_sac_model_loads_and_walks_the_selection_days(trained) -> None:
     _, result, store = trained
     meta, dataset = materialized_metadata(result, "sb3_baselines"), materialized_metadata(result, "training_dataset")
     (row,) = [r for r in read_registry(store, DAY).to_dicts() if r["algo"] == "sb3_sac"]
     policy = load_baseline(Path(row["artifact_path"]).parent)
     # Another env count than the asset's: every block is dealt once whatever the count.
-    env = portfolio_env(dataset["path"], "validation", num_envs=3, **PORTFOLIO)
+    env = portfolio_env(dataset["path"], "selection", num_envs=3, **PORTFOLIO)
     agent = EvaluatedPolicy.of(policy)
     assert (agent.obs_shape, agent.action_dim) == (tuple(env.obs_shape), len(SYMBOLS) + 1)
     obs, _ = env.reset(seed=0)
@@ -139,7 +141,7 @@ def test_the_sac_model_loads_and_walks_the_validation_days(trained) -> None:
                 steps[i] = 0
     # Each block of EPISODE_DAYS sessions once, ending on its last day after EPISODE_DAYS - 1 daily rebalances.
     ends = {episode: [(day, n) for day, n, _ in finished] for episode, finished in episodes.items()}
-    assert ends == {b: [((b + 1) * EPISODE_DAYS - 1, EPISODE_DAYS - 1)] for b in range(VALIDATION_DAYS // EPISODE_DAYS)}
+    assert ends == {b: [((b + 1) * EPISODE_DAYS - 1, EPISODE_DAYS - 1)] for b in range(SELECTION_DAYS // EPISODE_DAYS)}
     returns = [finished[0][2] for _, finished in sorted(episodes.items())]
     assert all(r != 0.0 for r in returns), "a portfolio that held risky assets for days changed value"
-    assert meta["sb3_sac/validation/mean_pnl"] == pytest.approx(float(np.mean(returns)))
+    assert meta["sb3_sac/selection/mean_pnl"] == pytest.approx(float(np.mean(returns)))

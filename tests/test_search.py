@@ -1,7 +1,7 @@
 """The hyperparameter search: Optuna studies over CLSTM-PPO on a tiny lake (6 sessions, a 5-day dataset window),
 run through the framework-free core and through the Dagster asset, with tiny step budgets.
 
-What is checked: pruning stops a trial and the study records it; a trial's value is the validation Sharpe of
+What is checked: pruning stops a trial and the study records it; a trial's value is the selection Sharpe of
 the policy it trained (reporting to the pruner does not change training); a re-run adds trials to the same study;
 two worker processes share one study without losing a trial; the best parameters reach the training asset.
 """
@@ -29,15 +29,16 @@ from pipeline.training.search import (
     SearchSpec,
     importance_markdown,
     run_study,
+    selection_metrics,
+    selection_score,
     trials_markdown,
-    validation_metrics,
 )
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 
 DAY = "2024-07-09"
 HISTORY = trading_days("2024-07-01", DAY)  # 6 sessions (July 4th is a holiday)
-DATASET = {"window_days": 5, "validation_days": 1, "embargo_days": 1}
+DATASET = {"window_days": 5, "embargo_days": 0, "selection_days": 2, "gate_days": 1}
 ENV = {"window": 8, "loss_cut": None, "profit_lock": None}
 # 8 envs x 32 steps (small_budget) = 256 steps a rollout: one critic warm-up rollout, then 2 PPO updates.
 STEPS = 768
@@ -86,22 +87,23 @@ def test_study_records_a_pruned_trial_and_scores_the_trained_policy(lake) -> Non
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                       optuna.trial.TrialState.COMPLETE]
     completed, pruned = study.trials[0], study.trials[1]
-    # One validation Sharpe per PPO update (report_every=1); the pruned trial stopped at its first.
+    # One selection Sharpe per PPO update (report_every=1); the pruned trial stopped at its first.
     assert sorted(completed.intermediate_values) == [1, 2]
     # Optuna keeps a pruned trial's last report as its value.
     assert list(pruned.intermediate_values) == [1] and pruned.value == pruned.intermediate_values[1]
     assert set(completed.params) == set(SEARCH_SPACE)
-    assert completed.user_attrs["validation"]["sharpe"] == completed.value
+    # A policy that never trades has no Sharpe (no daily variation): it scores 0.
+    assert completed.user_attrs["selection"].get("sharpe", 0.0) == completed.value
 
-    # Trained again without a pruner watching, the same parameters give the same validation Sharpe: the value is
+    # Trained again without a pruner watching, the same parameters give the same selection Sharpe: the value is
     # the trained policy's, and scoring it along the way left training alone.
     hparams = {k: v for k, v in completed.params.items() if k not in ENV_PARAMS}
     env = ENV | {k: v for k, v in completed.params.items() if k in ENV_PARAMS}
     agent = CLSTMPPO(intraday_env(spec.dataset_dir, part="train", num_envs=NUM_ENVS, **env),
                      PPOConfig.preset("small_budget", **hparams, seed=0, torch_threads=1))
     agent.learn(STEPS)
-    validation = load_dataset(spec.dataset_dir).part("validation")
-    assert validation_metrics(agent, validation, IntradayConfig(**env))["sharpe"] == completed.value
+    selection = load_dataset(spec.dataset_dir).part("selection")
+    assert selection_score(selection_metrics(agent, selection, IntradayConfig(**env))) == completed.value
     assert completed.intermediate_values[2] == completed.value  # the last report is the final policy's
 
     table = trials_markdown(study).splitlines()
@@ -148,7 +150,7 @@ def test_asset_reruns_continue_the_study_and_training_takes_the_best_params(lake
     best = json.loads(path.read_text())
     assert best == metas[1]["best_params"] and metas[1]["best_params_path"] == str(path)
     assert set(best["hparams"]) | set(best["env"]) == set(SEARCH_SPACE)
-    assert best["validation_sharpe"] == metas[1]["best_validation_sharpe"]
+    assert best["selection_sharpe"] == metas[1]["best_selection_sharpe"]
 
     run_config = {"ops": {"clstm_ppo_policy": {"config": {
         "num_envs": NUM_ENVS, "hparams_path": str(path), "hparams_json": json.dumps({"clip_eps": 0.2})}}}}

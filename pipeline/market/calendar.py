@@ -69,6 +69,17 @@ def is_trading_day(day: date | str) -> bool:
     return bool(xnys().is_session(pd.Timestamp(day)))
 
 
+def previous_trading_day(day: date | str) -> date:
+    """The XNYS session before `day` (whether or not `day` itself is one)."""
+    day = _as_date(day)
+    # A fortnight always holds a session (the longest XNYS closure since 2000 was four weekdays).
+    earlier = trading_days(max(CALENDAR_START, day - timedelta(days=14)), day - timedelta(days=1)) \
+        if day > CALENDAR_START else []
+    if not earlier:
+        raise ValueError(f"no XNYS session before {day} in the supported span from {CALENDAR_START}")
+    return earlier[-1]
+
+
 def holidays(start: date | str, end: date | str) -> list[date]:
     """Weekdays from start to end (inclusive) on which XNYS does not trade, e.g. 2024-07-04 and 2024-12-25."""
     start, end = _as_date(start), _as_date(end)

@@ -1,4 +1,4 @@
-"""SB3 baselines trained on a saved training dataset, and the validation walk for any policy (SB3, ensembles).
+"""SB3 baselines trained on a saved training dataset, and the selection walk for any policy (SB3, ensembles).
 
 The baselines see the same dataset and costs as CLSTM-PPO: SB3 PPO on the intraday env, SAC on the portfolio env,
 both on the dataset's train part. Their gymnasium ids (`pipeline/DatasetIntraday-v0`,
@@ -7,7 +7,7 @@ both on the dataset's train part. Their gymnasium ids (`pipeline/DatasetIntraday
 `"pipeline.training.baselines:pipeline/DatasetIntraday-v0"`, gymnasium's `module:id` form, which imports this
 module (and so registers the ids) in whatever process makes the env.
 
-Validation is the same walk that scores CLSTM-PPO (`evaluate_policy` on the validation part in evaluation mode:
+Selection is scored by the same walk that scores CLSTM-PPO (`evaluate_policy` on the selection part in evaluation mode:
 every (day, symbol) once), so the numbers of every algorithm on a day D compare one to one.
 """
 
@@ -31,7 +31,7 @@ from pipeline.training.env_factories import intraday_env, portfolio_env
 INTRADAY_ID = "pipeline/DatasetIntraday-v0"
 PORTFOLIO_ID = "pipeline/DatasetPortfolio-v0"
 VALIDATION_ENVS = 16
-"""Parallel envs of the validation walk (the walk visits every episode once whatever the count)."""
+"""Parallel envs of the selection walk (the walk visits every episode once whatever the count)."""
 
 
 def intraday_gym(dataset_dir: str | Path, part: str = "train", **config: Any) -> BatchedGymAdapter:
@@ -101,9 +101,9 @@ class EvaluatedPolicy:
 
 
 def validate(policy: Any, algo: str, dataset_dir: str | Path, env_config: dict[str, Any]) -> dict[str, float]:
-    """`evaluate_policy` metrics of `policy` on the dataset's validation part, with the env of baseline `algo`."""
+    """`evaluate_policy` metrics of `policy` on the dataset's selection part, with the env of baseline `algo`."""
     baseline = BASELINES[algo]
-    env = baseline.batched_env(dataset_dir, "validation", num_envs=VALIDATION_ENVS, **env_config)
+    env = baseline.batched_env(dataset_dir, "selection", num_envs=VALIDATION_ENVS, **env_config)
     agent = policy if hasattr(policy, "generator") else EvaluatedPolicy.of(policy)
     return evaluate_policy(agent, env, outcome=baseline.outcome)
 
@@ -126,7 +126,7 @@ def train_dataset_baseline(
     seed: int = 0, hparams: dict[str, Any] | None = None, threads: int | None = None,
 ) -> tuple[BaselinePolicy, dict[str, float]]:
     """Train baseline `algo` ("sb3_ppo" | "sb3_sac") on the dataset's train part into `out_dir` (train_baseline's
-    folder), then score it on the validation part; returns (policy, validation metrics). `threads`: torch's CPU
+    folder), then score it on the selection part; returns (policy, selection metrics). `threads`: torch's CPU
     threads while it runs (on a busy machine, 1 is several times faster than contending for all cores)."""
     if algo not in BASELINES:
         raise ValueError(f"baseline {algo!r} is not known; use one of {sorted(BASELINES)}")

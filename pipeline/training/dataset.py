@@ -1,15 +1,24 @@
 """The training dataset of one trading day D: a window of trading days ending at D, split by time, saved to disk.
 
-The window is the `window_days` XNYS sessions ending at D. Its first days are for training, its last
-`validation_days` for validation (checkpoint selection, early stopping), and the `embargo_days` between them are
-dropped so that no feature window or episode straddles the two parts. Everything is read through the one bridge
+The window is the `window_days` XNYS sessions ending at D, cut into three disjoint parts in time order, so that
+what chooses a model never sees the days that judge it:
+
+- `train_days`: gradient updates and the normalization statistics;
+- an embargo of `embargo_days` dropped after them, so that no feature window or episode straddles training and
+  choosing;
+- `selection_days`: everything that chooses (checkpoint choice and early stopping, the choice among seeds and
+  model kinds, ensemble weights, the hyperparameter search's score);
+- `gate_days`: the window's last sessions, read by the promotion gate alone.
+
+The manifest records the four lists (ISO dates). Everything is read through the one bridge
 (`pipeline.envs.warehouse_loader.load_market_tensors`), each part on its own days only, and nothing after D is
 read. The normalization statistics are those of the train part alone, in `RunningMeanStd`'s layout so that a
-`RunningNormalizer` can start from them.
+`RunningNormalizer` can start from them. Training processes load only `CHOOSING_PARTS` (`load_dataset(...,
+parts=CHOOSING_PARTS)`): the gate's tensors are never in their memory.
 
 `data_version` is the sha256 of the warehouse rows the dataset is made of (`UPSTREAM_TABLES`, every column, the
-train and validation days, the dataset's symbols), sorted and encoded canonically (`_table_digest`), so the same
-rows give the same version whatever their insertion order, and any changed row gives another.
+train, selection and gate days, the dataset's symbols), sorted and encoded canonically (`_table_digest`), so the
+same rows give the same version whatever their insertion order, and any changed row gives another.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from pipeline.agents.normalize import RunningMeanStd
@@ -36,7 +46,9 @@ from pipeline.features.lookback import earlier_trading_days
 from pipeline.lake import Warehouse
 from pipeline.market.calendar import is_trading_day
 
-PARTS = ("train", "validation")
+PARTS = ("train", "selection", "gate")
+CHOOSING_PARTS = ("train", "selection")
+"""What training, checkpoint choice, early stopping, seed choice and the hyperparameter search may read."""
 UPSTREAM_TABLES = (MARKET, BARS, "raw.bars")
 """What `data_version` covers: the features, the quotes (features.bars_1m) and the bars that price bar-only symbols."""
 MARKET_FILE, NORMALIZATION_FILE, MANIFEST_FILE = "market.safetensors", "normalization.safetensors", "manifest.json"
@@ -47,77 +59,103 @@ _TENSORS = ("bid", "ask", "features", "turbulence", "session_minutes", "tradable
 class DatasetConfig:
     """Which days and symbols make the dataset of a day D, and what the agent sees of them."""
 
-    window_days: int = 20
-    """XNYS sessions in the window, D included: train + embargo + validation."""
-    validation_days: int = 4
-    """The window's last sessions, held out for checkpoint selection and early stopping."""
+    window_days: int = 36
+    """XNYS sessions in the window, D included: train + embargo + selection + gate (default 20 + 1 + 5 + 10)."""
     embargo_days: int = 1
-    """Sessions dropped between train and validation, so nothing of one leaks into the other."""
+    """Sessions dropped between the train and selection parts, so nothing of one leaks into the other."""
+    selection_days: int = 5
+    """Sessions after the embargo on which checkpoints, seeds, model kinds and ensemble weights are chosen."""
+    gate_days: int = 10
+    """The window's last sessions, read by the promotion gate alone. Ten is the fewest that give an interval
+    (`pipeline.backtest.metrics.MIN_INTERVAL_DAYS`); benchmarks/gate_calibration.py measures the gate's error
+    rates at this size."""
     symbols: tuple[str, ...] | None = None
     """Symbols to load; None: every symbol features.market holds on the train days."""
     loader: MarketLoaderConfig = MarketLoaderConfig()
     """Features, imputed half-spread and turbulence column (see `MarketLoaderConfig`)."""
 
     def __post_init__(self) -> None:
-        if self.validation_days < 1 or self.embargo_days < 0:
+        if self.selection_days < 1 or self.gate_days < 1 or self.embargo_days < 0:
             raise ValueError(
-                f"need validation_days >= 1 and embargo_days >= 0; got {self.validation_days}, {self.embargo_days}"
+                f"need selection_days >= 1, gate_days >= 1 and embargo_days >= 0; got {self.selection_days}, "
+                f"{self.gate_days}, {self.embargo_days}"
             )
-        if self.window_days < self.validation_days + self.embargo_days + 1:
+        if self.window_days < self.held_out_days + self.embargo_days + 1:
             raise ValueError(
-                f"window_days={self.window_days} leaves no train day after {self.validation_days} validation and "
-                f"{self.embargo_days} embargo days; raise window_days or lower the others"
+                f"window_days={self.window_days} leaves no train day after {self.embargo_days} embargo, "
+                f"{self.selection_days} selection and {self.gate_days} gate days; raise window_days or lower the others"
             )
         if self.symbols is not None:
             object.__setattr__(self, "symbols", tuple(self.symbols))
             if not self.symbols or len(set(self.symbols)) != len(self.symbols):
                 raise ValueError(f"symbols must name each symbol once (or be None for all); got {self.symbols}")
 
+    @property
+    def held_out_days(self) -> int:
+        """Selection and gate days: the window's sessions after the embargo."""
+        return self.selection_days + self.gate_days
+
 
 @dataclass(frozen=True)
 class DaySplit:
-    """The window's sessions, oldest first, and the part each belongs to."""
+    """The window's sessions, oldest first, and the part each belongs to (disjoint, in this order)."""
 
     window: tuple[date, ...]
     train: tuple[date, ...]
     embargo: tuple[date, ...]
-    validation: tuple[date, ...]
+    selection: tuple[date, ...]
+    gate: tuple[date, ...]
+
+    def manifest_days(self) -> dict[str, list[str]]:
+        """The manifest's lists of ISO dates: train_days, embargo_days, selection_days, gate_days."""
+        return {f"{part}_days": [d.isoformat() for d in getattr(self, part)]
+                for part in ("train", "embargo", "selection", "gate")}
 
 
 def window_split(end_day: date, config: DatasetConfig) -> DaySplit:
-    """The `config.window_days` XNYS sessions ending at `end_day` (inclusive), split train | embargo | validation."""
+    """The `config.window_days` XNYS sessions ending at `end_day` (inclusive), split
+    train | embargo | selection | gate."""
     if not is_trading_day(end_day):
         raise ValueError(f"{end_day} is not an XNYS session: a dataset ends on a trading day (the partition D)")
     window = (*earlier_trading_days(end_day, config.window_days - 1), end_day)
     if len(window) < config.window_days:
         raise ValueError(f"the calendar holds only {len(window)} sessions up to {end_day}; lower window_days")
-    n_train = config.window_days - config.embargo_days - config.validation_days
-    return DaySplit(window, window[:n_train], window[n_train : n_train + config.embargo_days],
-                    window[n_train + config.embargo_days :])
+    n_train = config.window_days - config.embargo_days - config.held_out_days
+    first_selection = n_train + config.embargo_days
+    first_gate = first_selection + config.selection_days
+    return DaySplit(window, window[:n_train], window[n_train:first_selection], window[first_selection:first_gate],
+                    window[first_gate:])
 
 
 @dataclass(frozen=True)
 class TrainingDataset:
-    """Train and validation market tensors of one D, the train part's normalization, and the manifest."""
+    """Market tensors of the parts of one D (train, selection, gate; a loaded dataset may hold fewer), the train
+    part's normalization, and the manifest."""
 
-    train: MarketTensors
-    validation: MarketTensors
+    parts: dict[str, MarketTensors]
     normalization: dict[str, torch.Tensor]
     """float64 `mean` [F], `var` [F] (population) and `count` [] of the train part's session bars, per column of
-    `train.features` (RunningMeanStd's mean/var/count)."""
+    the features (RunningMeanStd's mean/var/count)."""
     manifest: dict[str, Any]
-    """JSON-ready: data_version, data_version_covers, end_day, days (window/train/embargo/validation), symbols,
-    feature_names, config."""
+    """JSON-ready: data_version, data_version_covers, end_day, window [first, last], train_days, embargo_days,
+    selection_days, gate_days (ISO dates), symbols, feature_names, config."""
 
     @property
     def data_version(self) -> str:
         return self.manifest["data_version"]
 
+    @property
+    def train(self) -> MarketTensors:
+        return self.part("train")
+
     def part(self, name: str) -> MarketTensors:
-        """The train or validation tensors, by name."""
+        """The tensors of one part, by name."""
         if name not in PARTS:
             raise ValueError(f"part must be one of {PARTS}; got {name!r}")
-        return self.train if name == "train" else self.validation
+        if name not in self.parts:
+            raise ValueError(f"this dataset was loaded with parts {sorted(self.parts)}; {name!r} was left out "
+                             "(load_dataset(..., parts=...) names the parts to read)")
+        return self.parts[name]
 
 
 def _require_days(store: Warehouse, days: Sequence[date], end_day: date, config: DatasetConfig) -> None:
@@ -204,30 +242,31 @@ def build_dataset(store: Warehouse, end_day: date, config: DatasetConfig | None 
     """The dataset of trading day `end_day` (D) from the warehouse; reads no row after D."""
     cfg = config or DatasetConfig()
     split = window_split(end_day, cfg)
-    read_days = [*split.train, *split.validation]
+    read_days = [*split.train, *split.selection, *split.gate]
     _require_days(store, read_days, end_day, cfg)
     symbols = cfg.symbols if cfg.symbols is not None else _train_symbols(store, split.train)
-    train = load_market_tensors(store, split.train, symbols, cfg.loader)
-    validation = load_market_tensors(store, split.validation, symbols, cfg.loader)
+    parts = {part: load_market_tensors(store, getattr(split, part), symbols, cfg.loader) for part in PARTS}
+    train = parts["train"]
     manifest = {
         "data_version": data_version(store, read_days, symbols),
         "data_version_covers": (
-            f"sha256 of every column of {list(UPSTREAM_TABLES)} on the train and validation days for the symbols, "
-            "rows sorted by every column"
+            f"sha256 of every column of {list(UPSTREAM_TABLES)} on the train, selection and gate days for the "
+            "symbols, rows sorted by every column"
         ),
         "end_day": str(end_day),
-        "days": {name: [str(d) for d in getattr(split, name)] for name in ("window", "train", "embargo", "validation")},
+        "window": [str(split.window[0]), str(split.window[-1])],
+        **split.manifest_days(),
         "symbols": list(train.symbols),
         "feature_names": list(train.feature_names),
         "config": dataclasses.asdict(cfg),
     }
     # Through JSON once, so the manifest in memory is the one `load_dataset` reads back (lists, not tuples).
     manifest = json.loads(json.dumps(manifest))
-    return TrainingDataset(train, validation, session_normalization(train), manifest)
+    return TrainingDataset(parts, session_normalization(train), manifest)
 
 
 def save_dataset(dataset: TrainingDataset, directory: str | Path) -> Path:
-    """Write market.safetensors (train.* and validation.*), normalization.safetensors and manifest.json."""
+    """Write market.safetensors (train.*, selection.*, gate.*), normalization.safetensors and manifest.json."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     market = {
@@ -246,21 +285,30 @@ def load_manifest(directory: str | Path) -> dict:
     folder = Path(directory)
     if not (folder / MANIFEST_FILE).is_file():
         raise ValueError(f"{folder} holds no {MANIFEST_FILE}: pass a folder written by save_dataset")
-    return json.loads((folder / MANIFEST_FILE).read_text())
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    if "gate_days" not in manifest:
+        raise ValueError(f"the dataset in {folder} predates the train | selection | gate split (it has no gate_days): "
+                         "re-materialize its training_dataset partition")
+    return manifest
 
 
-def load_dataset(directory: str | Path, device: torch.device | str = "cpu") -> TrainingDataset:
-    """A dataset written by `save_dataset`, market tensors on `device` (safetensors and JSON only: no pickle)."""
+def load_dataset(directory: str | Path, device: torch.device | str = "cpu",
+                 parts: Sequence[str] = PARTS) -> TrainingDataset:
+    """A dataset written by `save_dataset`, the market tensors of `parts` on `device` (safetensors and JSON only:
+    no pickle). Whatever trains or chooses loads `CHOOSING_PARTS`, never the gate's."""
     folder = Path(directory)
     manifest = load_manifest(folder)
-    market = load_file(str(folder / MARKET_FILE), device=str(device))
-    parts = {
-        part: MarketTensors(
-            **{name: market[f"{part}.{name}"] for name in _TENSORS},
-            feature_names=tuple(manifest["feature_names"]),
-            symbols=tuple(manifest["symbols"]),
-            trading_days=tuple(manifest["days"][part]),
-        )
-        for part in PARTS
-    }
-    return TrainingDataset(**parts, normalization=load_file(str(folder / NORMALIZATION_FILE)), manifest=manifest)
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown dataset parts {unknown}; choose from {PARTS}")
+    with safe_open(str(folder / MARKET_FILE), framework="pt", device=str(device)) as market:
+        loaded = {
+            part: MarketTensors(
+                **{name: market.get_tensor(f"{part}.{name}") for name in _TENSORS},
+                feature_names=tuple(manifest["feature_names"]),
+                symbols=tuple(manifest["symbols"]),
+                trading_days=tuple(manifest[f"{part}_days"]),
+            )
+            for part in parts
+        }
+    return TrainingDataset(loaded, normalization=load_file(str(folder / NORMALIZATION_FILE)), manifest=manifest)

@@ -1,10 +1,11 @@
-"""The ensemble of a trading day D: the registered intraday models of D, weighted by their validation scores.
+"""The ensemble of a trading day D: the registered intraday models of D, weighted by their scores on D's selection
+days (never its gate days).
 
 Members are read from `models.registry`, not from folders: the rows of D whose algorithm acts on the intraday env
 (CLSTM-PPO and SB3 PPO, any seed) and whose data version is that of D's dataset. Of the rows of one (algo,
 member), the latest registered is taken, and only while its artifact still has the registered sha256 (a later
 run with another config writes into the same folder). Every member must have been trained on the same env
-settings (costs, window, stops): the ensemble is scored on that env's validation walk.
+settings (costs, window, stops): the ensemble is scored on that env's walk of the selection days.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def member_env_config(algo: str, artifact_path: str | Path) -> dict[str, Any]:
 
 def registered_members(store: Warehouse, trading_day: date, data_version: str, score_metric: str = "sharpe",
                        algos: tuple[str, ...] = INTRADAY_ALGOS) -> list[Member]:
-    """The current registered models of `trading_day` on `data_version` for `algos`, with their validation
+    """The current registered models of `trading_day` on `data_version` for `algos`, with their selection-day
     `score_metric` (see the module docstring for which rows count)."""
     unknown = sorted(set(algos) - set(MEMBER_KINDS))
     if unknown:
@@ -78,11 +79,11 @@ def registered_members(store: Warehouse, trading_day: date, data_version: str, s
         artifact = Path(row["artifact_path"])
         if not artifact.is_file() or file_sha256(artifact) != row["sha256"]:
             continue  # overwritten or removed since it was registered
-        validation = json.loads(row["metrics"]).get("validation", {})
-        if score_metric not in validation:
-            raise ValueError(f"{row['model_id']} has no validation {score_metric!r} in models.registry "
-                             f"(it has {sorted(validation)}); pick score_metric from those")
-        members.append(Member(row["model_id"], row["algo"], str(artifact), float(validation[score_metric]),
+        selection = json.loads(row["metrics"]).get("selection", {})
+        if score_metric not in selection:
+            raise ValueError(f"{row['model_id']} has no selection-day {score_metric!r} in models.registry "
+                             f"(it has {sorted(selection)}); pick score_metric from those, or retrain it")
+        members.append(Member(row["model_id"], row["algo"], str(artifact), float(selection[score_metric]),
                               member_env_config(row["algo"], artifact)))
     return sorted(members, key=lambda m: m.model_id)
 

@@ -1,11 +1,12 @@
 """Hyperparameter search for CLSTM-PPO with Optuna, on the saved training dataset of one trading day.
 
 Each trial trains CLSTM-PPO in-process on the dataset's train part (`SEARCH_SPACE` on top of a preset, one torch
-thread) and is scored by the **validation Sharpe after costs**: the deterministic policy walks every
-(validation day, symbol) once in the intraday env's evaluation mode (`run_intraday`), and `compute_metrics`
-turns the per-bar net returns into the annualized Sharpe, the same figure the backtest assets report. The same
-Sharpe, measured every `report_every` PPO updates, is reported to the pruner (median rule by default), so trials
-that trail the others at the same update stop early.
+thread) and is scored by the **selection Sharpe after costs**: the deterministic policy walks every
+(selection day, symbol) once in the intraday env's evaluation mode (`run_intraday`), and `compute_metrics`
+turns its daily net returns into the annualized Sharpe (sqrt(252)), the same figure the backtest assets report; a
+policy that never trades scores 0. The same Sharpe, measured every `report_every` PPO updates, is reported to the
+pruner (median rule by default), so trials that trail the others at the same update stop early. Only the train
+and selection parts are loaded: the search is a choice, and the gate's days are not its to read.
 
 The study lives in an Optuna RDB storage (a SQLite file by default, PostgreSQL by URL): running again adds trials
 to the same study, and `workers` processes (`python -m pipeline.training.search --spec ... --trials N`) run trials
@@ -97,7 +98,7 @@ class SearchSpec:
     """One study: where its data and storage are, and what each trial trains with (JSON-able, for the workers)."""
 
     dataset_dir: str
-    """A folder written by `save_dataset`: trials train on its train part and are scored on its validation part."""
+    """A folder written by `save_dataset`: trials train on its train part and are scored on its selection part."""
     study_name: str
     storage: str
     """SQLAlchemy URL of the Optuna storage: sqlite:///path/studies.db or postgresql://user:pass@host/db."""
@@ -106,10 +107,10 @@ class SearchSpec:
     preset: str = "small_budget"
     """PPOConfig preset under the searched fields."""
     env: dict[str, Any] = field(default_factory=dict)
-    """IntradayConfig fields of the training and validation envs under the searched ones (ENV_PARAMS)."""
+    """IntradayConfig fields of the training and selection envs under the searched ones (ENV_PARAMS)."""
     num_envs: int = 16
     report_every: int = 5
-    """PPO updates between two validation Sharpes reported to the pruner."""
+    """PPO updates between two selection Sharpes reported to the pruner."""
     seed: int = 0
     """Training seed of every trial (trials differ by their parameters only) and base seed of the sampler."""
     device: str = "cpu"
@@ -166,8 +167,8 @@ def suggest(trial: optuna.Trial) -> tuple[dict[str, Any], dict[str, Any]]:
     return {k: v for k, v in values.items() if k not in ENV_PARAMS}, env
 
 
-def validation_metrics(agent: CLSTMPPO, market: MarketTensors, env_config: IntradayConfig) -> dict[str, float]:
-    """`compute_metrics` of the deterministic policy's walk over the validation market (net of costs). Every RNG
+def selection_metrics(agent: CLSTMPPO, market: MarketTensors, env_config: IntradayConfig) -> dict[str, float]:
+    """`compute_metrics` of the deterministic policy's walk over the selection market (net of costs). Every RNG
     is put back, so a trial trains the same whether or how often it is scored."""
     rng_tensors, rng_meta = ckpt.rng_to_flat()
     try:
@@ -177,36 +178,42 @@ def validation_metrics(agent: CLSTMPPO, market: MarketTensors, env_config: Intra
     return compute_metrics(returns)
 
 
+def selection_score(metrics: Mapping[str, float]) -> float:
+    """The trial's score: the selection Sharpe, 0 where it is undefined (a policy that never trades)."""
+    sharpe = metrics["sharpe"]
+    return sharpe if math.isfinite(sharpe) else 0.0
+
+
 def objective(spec: SearchSpec, worker: int = 0) -> Callable[[optuna.Trial], float]:
-    """The trial function: train on the train part, report the validation Sharpe every `report_every` updates
-    (raising TrialPruned when the pruner says so), return the final policy's validation Sharpe."""
+    """The trial function: train on the train part, report the selection Sharpe every `report_every` updates
+    (raising TrialPruned when the pruner says so), return the final policy's selection Sharpe."""
 
     def run_trial(trial: optuna.Trial) -> float:
         hparams, env_params = suggest(trial)
         env = spec.env | env_params
         train_env = intraday_env(spec.dataset_dir, part="train", num_envs=spec.num_envs, device=spec.device, **env)
-        validation = load_dataset(spec.dataset_dir, spec.device).part("validation")
+        selection = load_dataset(spec.dataset_dir, spec.device, parts=("selection",)).part("selection")
         env_config = IntradayConfig(**env)
         config = PPOConfig.preset(spec.preset, **hparams, seed=spec.seed, device=spec.device, torch_threads=1)
         agent = CLSTMPPO(train_env, config)
         trial.set_user_attr("worker", worker)
-        scored: dict[int, dict[str, float]] = {}  # update -> validation metrics of the policy after it
+        scored: dict[int, dict[str, float]] = {}  # update -> selection metrics of the policy after it
 
         def on_update(row: dict[str, Any]) -> None:
             if row["update"] % spec.report_every:
                 return
-            scored[row["update"]] = validation_metrics(agent, validation, env_config)
-            sharpe = scored[row["update"]]["sharpe"]
+            scored[row["update"]] = selection_metrics(agent, selection, env_config)
+            sharpe = selection_score(scored[row["update"]])
             trial.report(sharpe, step=row["update"])
             if trial.should_prune():
-                raise optuna.TrialPruned(f"validation Sharpe {sharpe:.3g} at update {row['update']}")
+                raise optuna.TrialPruned(f"selection Sharpe {sharpe:.3g} at update {row['update']}")
 
         agent.learn(spec.steps_per_trial, callback=on_update)
         # The last update's report already scored the final policy when it fell on a reporting update.
-        metrics = scored.get(agent.num_updates) or validation_metrics(agent, validation, env_config)
-        trial.set_user_attr("validation", {k: v for k, v in metrics.items() if math.isfinite(v)})
+        metrics = scored.get(agent.num_updates) or selection_metrics(agent, selection, env_config)
+        trial.set_user_attr("selection", {k: v for k, v in metrics.items() if math.isfinite(v)})
         trial.set_user_attr("updates", agent.num_updates)
-        return metrics["sharpe"]
+        return selection_score(metrics)
 
     return run_trial
 
@@ -260,7 +267,7 @@ def _cell(value: Any) -> str:
 def trials_markdown(study: optuna.Study) -> str:
     """A markdown table of every trial: number, state, value, then one column per searched parameter."""
     names = [n for n in SEARCH_SPACE if any(n in t.params for t in study.trials)]
-    lines = ["| trial | state | validation Sharpe | " + " | ".join(names) + " |",
+    lines = ["| trial | state | selection Sharpe | " + " | ".join(names) + " |",
              "|" + "---|" * (3 + len(names))]
     for t in study.trials:
         cells = [str(t.number), t.state.name, _cell(t.value), *(_cell(t.params.get(n)) for n in names)]
@@ -276,7 +283,7 @@ def best_params(study: optuna.Study, spec: SearchSpec) -> dict[str, Any]:
         "study": spec.study_name,
         "storage": shown_url(spec.storage),
         "trial": best.number,
-        "validation_sharpe": best.value,
+        "selection_sharpe": best.value,
         "preset": spec.preset,
         "steps_per_trial": spec.steps_per_trial,
         "hparams": {k: v for k, v in best.params.items() if k not in ENV_PARAMS},
@@ -285,7 +292,7 @@ def best_params(study: optuna.Study, spec: SearchSpec) -> dict[str, Any]:
 
 
 def parameter_importance(study: optuna.Study) -> dict[str, float] | None:
-    """fANOVA importance of each parameter for the validation Sharpe; None with fewer than two finished trials
+    """fANOVA importance of each parameter for the selection Sharpe; None with fewer than two finished trials
     of different values (nothing to explain yet)."""
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(finished) < 2 or len({t.value for t in finished}) < 2:
@@ -316,8 +323,8 @@ def importance_markdown(study: optuna.Study) -> str:
     """The importance plot as markdown (inline SVG), or a line saying why there is none yet."""
     importance = parameter_importance(study)
     if importance is None:
-        return "Parameter importance needs at least two completed trials with different validation Sharpes."
-    svg = svg_bar_chart(importance, "parameter importance for the validation Sharpe (fANOVA)")
+        return "Parameter importance needs at least two completed trials with different selection Sharpes."
+    svg = svg_bar_chart(importance, "parameter importance for the selection Sharpe (fANOVA)")
     return markdown_image(svg, "parameter importance")
 
 
