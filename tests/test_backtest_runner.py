@@ -26,15 +26,21 @@ from pipeline.backtest.strategies import (
     MAX_SHARPE,
     MIN_VARIANCE,
     MOMENTUM,
-    ORACLE,
+    MOMENTUM_BAND,
+    ORACLES,
     PORTFOLIO_BASELINES,
     RANDOM,
+    SIGN_ORACLE,
+    BandMomentum,
+    band_grid,
     estimate_weights,
     intraday_baseline,
     minute_returns,
     run_baselines,
+    tune_band,
 )
-from pipeline.envs.intraday import IntradayConfig
+from pipeline.envs.intraday import FLAT as FLAT_ACTION
+from pipeline.envs.intraday import HOLD, LONG, SHORT, IntradayConfig
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.market.calendar import trading_session
 
@@ -62,7 +68,9 @@ def baselines(market: MarketTensors, train_market: MarketTensors) -> pl.DataFram
 
 
 def _daily_dollars(rows: pl.DataFrame, market: MarketTensors, trade_size: float) -> np.ndarray:
-    per_day = rows.group_by("trading_day").agg(pl.col("ret").sum()).sort("trading_day")["ret"].to_numpy()
+    """A day's PnL: its bars compound to PnL / capital."""
+    per_day = (rows.group_by("trading_day").agg((pl.col("ret") + 1).product() - 1).sort("trading_day")["ret"]
+               .to_numpy())
     return per_day * day_capital(market, trade_size)
 
 
@@ -99,7 +107,7 @@ def test_staggered_restarts_are_attributed_to_their_own_day_and_symbol(market: M
 def test_every_strategy_covers_every_session_bar_once(market: MarketTensors, baselines: pl.DataFrame) -> None:
     assert tuple(baselines.columns) == RETURN_COLUMNS
     assert baselines.schema["ts"] == pl.Datetime("us", "UTC") and baselines.schema["trading_day"] == pl.Date
-    assert baselines["strategy"].unique(maintain_order=True).to_list() == [*BASELINES, ORACLE]
+    assert baselines["strategy"].unique(maintain_order=True).to_list() == [*BASELINES, *ORACLES]
     assert baselines["model_id"].null_count() == baselines.height
     times = bar_times(market)
     expected = np.sort(times[~np.isnat(times)])
@@ -110,7 +118,7 @@ def test_every_strategy_covers_every_session_bar_once(market: MarketTensors, bas
         assert rows.select(pl.col("ts").dt.date() == pl.col("trading_day")).to_series().all()
 
 
-def test_oracle_only_with_its_signal(market: MarketTensors, train_market: MarketTensors) -> None:
+def test_oracles_only_with_their_signal(market: MarketTensors, train_market: MarketTensors) -> None:
     without = run_baselines(market, train_market)
     assert without["strategy"].unique(maintain_order=True).to_list() == list(BASELINES)
 
@@ -185,8 +193,8 @@ def test_rule_baselines_never_look_past_the_decided_bar(market: MarketTensors) -
     seen = pl.col("trading_day").cast(pl.Utf8).is_in(DAYS[:day]) | (
         (pl.col("trading_day").cast(pl.Utf8) == DAYS[day]) & (pl.col("ts").rank().over("trading_day") <= bar + 1)
     )
-    for name in (BUY_AND_HOLD, MOMENTUM, RANDOM, ORACLE):
-        policy = intraday_baseline(name, seed=1, signal_minutes=SIGNAL_MINUTES)
+    for name in (BUY_AND_HOLD, MOMENTUM, MOMENTUM_BAND, RANDOM, *ORACLES):
+        policy = intraday_baseline(name, seed=1, signal_minutes=SIGNAL_MINUTES, train_market=market)
         before, after = (run_intraday(m, policy, name) for m in (market, later))
         assert before.filter(seen).equals(after.filter(seen)), name
         assert not before.filter(~seen)["position"].equals(after.filter(~seen)["position"]), name
@@ -197,7 +205,7 @@ def test_oracle_beats_random_on_the_planted_signal(seed: int) -> None:
     # alpha 0.15 over 2 days x 120 minutes: the oracle beat random by 0.025-0.045 of capital on seeds 0-4 when
     # this was written (random pays the spread on every other bar); 0.01 leaves a wide margin.
     market = _dated(synthetic_market_tensors(days=2, alpha=0.15, seed=seed, minutes=120, symbols=("AAA", "BBB")))
-    oracle = run_intraday(market, intraday_baseline(ORACLE, signal_minutes=SIGNAL_MINUTES), ORACLE)
+    oracle = run_intraday(market, intraday_baseline(SIGN_ORACLE, signal_minutes=SIGNAL_MINUTES), SIGN_ORACLE)
     random = run_intraday(market, intraday_baseline(RANDOM, seed=seed), RANDOM)
     assert oracle["ret"].sum() - random["ret"].sum() > 0.01
 
@@ -214,3 +222,33 @@ def test_max_sharpe_converges_without_overflowing_its_step() -> None:
     # A corner optimum (one symbol gains, the other loses): the ascent pushes past the vertex every step.
     corner = _max_sharpe(np.array([1e-4, -1e-5]), np.diag([1e-6, 1e-6]))
     assert corner == pytest.approx([1.0, 0.0])
+
+
+def _ramp_market(mids_per_bar: list[float]) -> MarketTensors:
+    """One day, one symbol, the given mids."""
+    return _mid_market(np.array(mids_per_bar, dtype=np.float64)[None, :, None])
+
+
+def test_the_band_rule_enters_past_the_threshold_and_holds_inside_it() -> None:
+    # log moves over 1 bar: +2%, -0.5%, -0.5%, -3%, +0.1%, ... : a 1% band goes long, holds through the small
+    # dips, flips short on the big one and holds again.
+    mids = 100.0 * np.exp(np.cumsum([0.0, 0.02, -0.005, -0.005, -0.03, 0.001, 0.001, 0.0, 0.0]))
+    table = BandMomentum(1, 0.01).actions(_ramp_market(list(mids)))[0, :, 0].tolist()
+    assert table[:2] == [FLAT_ACTION, LONG]  # no history at bar 0
+    assert table[2:4] == [LONG, LONG] and table[4:7] == [SHORT, SHORT, SHORT]
+    assert table[7] == HOLD  # the bar before the close places no new order
+    # Without a band it is the sign rule: every dip flips it.
+    assert BandMomentum(1).actions(_ramp_market(list(mids)))[0, 2:4, 0].tolist() == [SHORT, SHORT]
+
+
+def test_the_band_is_tuned_on_the_training_market_alone(train_market: MarketTensors) -> None:
+    threshold = tune_band(train_market, SIGNAL_MINUTES)
+    grid = band_grid(train_market, SIGNAL_MINUTES)
+    assert len(grid) > 2 and grid[0] == 0.0 and threshold in grid
+    # The chosen band earned the most on the training market, each band walked on its own here.
+    pnl = [episode_pnls(train_market, BandMomentum(SIGNAL_MINUTES, t)).sum() for t in grid]
+    assert grid[int(np.argmax(pnl))] == threshold
+    other = _dated(synthetic_market_tensors(days=2, alpha=0.15, seed=11, minutes=60, symbols=("AAA", "BBB", "CCC")))
+    assert band_grid(other, SIGNAL_MINUTES) != grid  # another train market, other bands
+    with pytest.raises(ValueError, match="tunes its band on the training days"):
+        intraday_baseline(MOMENTUM_BAND)

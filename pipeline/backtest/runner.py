@@ -4,13 +4,16 @@ The envs do the trading (next-bar fills across the spread, fees, slippage, flatt
 only walks them and turns what they report into the rows of `evaluation.backtest_returns` (`RETURN_COLUMNS`):
 one row per session bar of every day, the symbols aggregated into one portfolio.
 
-Intraday (`run_intraday`): one env per symbol of `IntradayTradingEnv`, walking every (day, symbol) once. The
-capital of a day is what being long every symbol costs at its first quoted mid of the day (trade_size shares
-each), and per bar: `ret` = the change of every symbol's equity (net of all costs) / capital, `cost` = fees +
-slippage + spread paid at that bar / capital, `position` = net exposure sum(shares x mid) / capital after the
-bar's fills. Bar 0 of a day earns nothing (an order seen at bar t fills at bar t+1), so its row is ret 0.
+Intraday (`run_intraday`): `IntradayTradingEnv` in evaluation mode, walking every (day, symbol) once, all
+episodes side by side (one env each). The capital of a day is what being long every symbol costs at its first
+quoted mid of the day (trade_size shares each); the book's equity is that capital plus the day's net PnL so far.
+Per bar: `ret` = the change of every symbol's PnL (net of all costs) / the equity at the bar's start, so a day's
+bars compound to its net return, prod(1 + ret) - 1 = PnL / capital; `cost` = fees + slippage + spread paid at
+that bar / the same equity; `position` = net exposure sum(shares x mid) / the equity after the bar. Bar 0 of a
+day earns nothing (an order seen at bar t fills at bar t+1), so its row is ret 0.
 
-Portfolio (`run_portfolio`): `PortfolioAllocationEnv` holding constant long-only weights, its net return as `ret`.
+Portfolio (`run_portfolio`): `PortfolioAllocationEnv` holding constant long-only weights (one env per day, all at
+once), its net return as `ret`.
 
 `ts` is the bar's end in UTC. MarketTensors keeps no timestamps, so they come from the XNYS calendar: a day's
 bars are taken to split its session evenly (bar m ends at open + (m + 1) x session length / bars), which is exact
@@ -59,9 +62,10 @@ def _bound(policy: Any, env: Any) -> Any:
 
 
 def intraday_eval_env(market: MarketTensors, env_config: IntradayConfig | None = None) -> IntradayTradingEnv:
-    """The evaluation walk of `market`: one env per symbol, `env_config` (the training one) in evaluation mode."""
+    """The evaluation walk of `market` with `env_config` (the training one) in evaluation mode: one env per
+    (day, symbol), so every episode runs at once (the walk takes one day's bars of steps, whatever the days)."""
     config = replace(env_config or DEFAULT_INTRADAY, evaluation=True)
-    return IntradayTradingEnv(market, num_envs=market.num_symbols, config=config)
+    return IntradayTradingEnv(market, num_envs=market.num_days * market.num_symbols, config=config)
 
 
 def market_dates(market: MarketTensors) -> list[date]:
@@ -148,13 +152,20 @@ def run_intraday(
         # A new episode starts from an empty book: its first step's change is measured from 0.
         prev_pnl, prev_paid = equity.masked_fill(done, 0.0), spent.masked_fill(done, 0.0)
         episode_start = done.numpy()
-    capital = day_capital(market, env.config.trade_size)
-    per_day = np.where(capital > 0, capital, np.inf)[:, None]
+    capital = day_capital(market, env.config.trade_size)[:, None]
 
-    def share(values: torch.Tensor) -> np.ndarray:
-        return values.reshape(days, minutes, symbols).sum(dim=2).numpy() / per_day
+    def book(values: torch.Tensor) -> np.ndarray:
+        return values.reshape(days, minutes, symbols).sum(dim=2).numpy()
 
-    return returns_frame(market, strategy, model_id, share(pnl), share(exposure), share(paid))
+    bar_pnl = book(pnl)
+    after = capital + np.cumsum(bar_pnl, axis=1)
+    before = after - bar_pnl
+
+    def share(values: np.ndarray, equity: np.ndarray) -> np.ndarray:
+        return np.divide(values, equity, out=np.zeros_like(values), where=equity > 0)
+
+    return returns_frame(market, strategy, model_id, share(bar_pnl, before), share(book(exposure), after),
+                         share(book(paid), before))
 
 
 def run_portfolio(
@@ -172,28 +183,28 @@ def run_portfolio(
         raise ValueError(f"weights must be {market.num_symbols} non-negative numbers summing to 1 (one per symbol "
                          f"of {market.symbols}); got {weights.tolist()}")
     config = PortfolioConfig(window=1, weight_map="simplex", cash_asset=True, cost_bps=cost_bps, evaluation=True)
-    env = PortfolioAllocationEnv(market, num_envs=1, config=config)
-    invested = torch.tensor([[*weights, 0.0]], dtype=torch.float32, device=env.device)
+    # One env per day: every day runs at once.
+    env = PortfolioAllocationEnv(market, num_envs=market.num_days, config=config)
+    invested = torch.tensor([[*weights, 0.0]], dtype=torch.float32, device=env.device).expand(env.num_envs, -1)
     in_cash = torch.zeros_like(invested)
-    in_cash[0, -1] = 1.0
+    in_cash[:, -1] = 1.0
     minutes = market.num_minutes
     ret, cost, position = (np.zeros(market.num_days * minutes) for _ in range(3))
-    prev_costs, prev_value = 0.0, 1.0
+    prev_costs, prev_value = np.zeros(env.num_envs), np.ones(env.num_envs)
     env.reset(seed=seed)
     clock = env.episodes
     while not bool(env.eval_finished):
         # An order seen at bar t fills at t+1: from the bar before the close on, the order is to be in cash.
-        closing = bool(clock.bar[0] + 1 >= clock.last_bar[clock.day[0]])
-        _, _, terminated, _, info = env.step(in_cash if closing else invested)
-        if int(info["episode_id"][0]) >= 0:
-            at = int(info["day"][0]) * minutes + int(info["minute"][0])
-            costs, value = float(info["costs"][0]), float(info["value"][0])
-            ret[at] = float(info["portfolio_return"][0])
-            cost[at] = (costs - prev_costs) / prev_value
-            position[at] = 1.0 - float(info["weights"][0, -1])
-            prev_costs, prev_value = costs, value
-        if bool(terminated[0]):
-            prev_costs, prev_value = 0.0, 1.0
+        closing = (clock.bar + 1 >= clock.last_bar[clock.day]).unsqueeze(1)
+        _, _, terminated, _, info = env.step(torch.where(closing, in_cash, invested))
+        live = (info["episode_id"] >= 0).cpu().numpy()
+        at = (info["day"] * minutes + info["minute"]).cpu().numpy()[live]
+        costs, value = info["costs"].double().cpu().numpy(), info["value"].double().cpu().numpy()
+        ret[at] = info["portfolio_return"].double().cpu().numpy()[live]
+        cost[at] = ((costs - prev_costs) / prev_value)[live]
+        position[at] = 1.0 - info["weights"][:, -1].double().cpu().numpy()[live]
+        done = terminated.cpu().numpy()
+        prev_costs, prev_value = np.where(done, 0.0, costs), np.where(done, 1.0, value)
     shape = (market.num_days, minutes)
     return returns_frame(market, strategy, model_id, ret.reshape(shape), position.reshape(shape),
                          cost.reshape(shape))
