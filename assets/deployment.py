@@ -1,13 +1,16 @@
 """Deployment assets (group `deployment`), partitioned by trading day D.
 
-- `deployment_artifact`: packages the candidate of D into `<lake>/artifacts/deploy/<model_id>/` (ONNX with the
-  normalization inside, torch.export program, config, normalizer, lineage, model card) and records its sha256 in
-  `models.registry`. Its blocking checks are the promotion gate: the package must reproduce the model, the
-  candidate's metrics must be finite, its training must not have diverged, and on the validation days it must beat
-  the production model and the best baseline by the configured margin with the confidence interval above 0. A
-  refused candidate is marked `rejected` with the reasons, which the failed checks also show.
+- `deployment_artifact`: packages the candidate chosen for D (`candidate_selection`) into
+  `<lake>/artifacts/deploy/<model_id>/` (ONNX with the normalization inside, torch.export program, config,
+  normalizer, lineage, model card) and records its sha256 in `models.registry`. Its blocking checks are the
+  promotion gate: the package must reproduce the model, the candidate's metrics must be finite, its training must
+  not have diverged, and on the gate days (which nothing that chose it read) it must beat the production model and
+  the best baseline by the configured margin with the confidence interval above 0. A refused candidate is marked
+  `rejected` with the reasons, which the failed checks also show. The checks are partitioned like the asset and
+  report their figures as numbers (mean difference, interval ends, days, block length), so a check's Plots tab
+  draws the margin day after day.
 - `production_model`: runs only when every gate check passed (blocking checks stop it otherwise) and makes the
-  candidate the production model; the model it replaces becomes `retired`.
+  candidate the production model by the decision of day D; the model it replaces becomes `retired`.
 """
 
 from datetime import date
@@ -19,17 +22,20 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from assets.evaluation import CANDIDATE_EVALUATION_KEY, VALIDATION_TABLE, candidates_of
-from assets.training import CLSTM_KEY, artifacts_dir, dataset_dir, one_day
-from pipeline.backtest.inputs import RegisteredPolicy, validation_market
-from pipeline.backtest.metrics import metrics_table
+from assets.evaluation import CANDIDATE_EVALUATION_KEY, GATE_TABLE
+from assets.selection import SELECTION_KEY, chosen_candidate
+from assets.training import artifacts_dir, dataset_dir, one_day
+from pipeline.backtest.inputs import RegisteredPolicy, dataset_part
+from pipeline.backtest.metrics import MIN_SHARE_DAYS, metrics_table, share_interval
 from pipeline.backtest.promotion import (
     CANDIDATE,
     PRODUCTION,
     GateResult,
     PromotionPolicy,
+    daily_returns,
     evaluate_gate,
 )
+from pipeline.backtest.strategies import COST_AWARE_ORACLE
 from pipeline.envs.intraday import IntradayTradingEnv
 from pipeline.export.model_card import BaselineRow, MetricRow, ModelCard
 from pipeline.export.onnx_policy import run_onnx
@@ -42,7 +48,6 @@ from resources.warehouse import WarehouseResource
 DEPLOYMENT_GROUP = "deployment"
 DEPLOY_KEY = dg.AssetKey("deployment_artifact")
 PRODUCTION_KEY = dg.AssetKey("production_model")
-GATE_CHECKS = ("metrics_finite", "training_converged", "beats_production", "beats_best_baseline")
 ARTIFACT_CHECK = "artifact_matches_model"
 # ONNX Runtime and torch must agree on raw observations to this (max abs difference of action probabilities).
 ARTIFACT_TOLERANCE = 1e-4
@@ -51,7 +56,8 @@ INTENDED_USE = (
     "Research: a reproducible record of what the pipeline trained on day D, with its lineage.",
 )
 LIMITS = (
-    "Judged on a handful of validation days: the confidence intervals are wide, and a pass is evidence, not proof.",
+    "Judged on the gate days of its dataset (ten by default): the confidence intervals are wide, and a pass is "
+    "evidence, not proof.",
     "Trades one symbol at a time with a fixed size; no portfolio-level risk limits beyond the env's.",
     "Costs are modeled (spread crossing at the next bar, fees, slippage); market impact of large orders is not.",
     "Retrain daily: the model saw only its training window, and regimes change.",
@@ -60,9 +66,9 @@ LIMITS = (
 
 class PromotionConfig(dg.Config):
     margin: float = Field(default=0.0, description="Mean daily net return (fraction of capital) by which the "
-                          "candidate must beat production and the best baseline on the validation days.")
+                          "candidate must beat production and the best baseline on the gate days.")
     level: float = Field(default=0.9, description="Level of the bootstrap interval of the paired daily difference.")
-    n_boot: int = Field(default=2000, description="Bootstrap resamples of the validation days.")
+    n_boot: int = Field(default=2000, description="Bootstrap resamples of the gate days.")
     max_approx_kl: float = Field(default=0.5, description="Training diverged when its last approx KL is above this.")
 
     def policy(self) -> PromotionPolicy:
@@ -70,32 +76,35 @@ class PromotionConfig(dg.Config):
                                max_approx_kl=self.max_approx_kl)
 
 
-def _chosen_member(candidates: list[RegisteredPolicy], validation: pl.DataFrame) -> RegisteredPolicy:
-    """The member with the best mean daily validation return (the only one when one seed was trained)."""
-    daily = (validation.filter(pl.col("strategy") == CANDIDATE).group_by("model_id", "validation_day")
-             .agg(pl.col("ret").sum()).group_by("model_id").agg(pl.col("ret").mean()))
-    scores = dict(zip(daily["model_id"].to_list(), daily["ret"].to_list(), strict=True))
-    return max(candidates, key=lambda c: (scores.get(c.model_id, -np.inf), c.model_id))
-
-
-def _read_validation(store: Warehouse, day: date) -> pl.DataFrame:
-    """The candidate evaluation of `day` (every member, the production model, the baselines)."""
-    rows = store.read_partition(VALIDATION_TABLE, [day])
+def _gate_rows(store: Warehouse, day: date, model_id: str) -> pl.DataFrame:
+    """The candidate evaluation of `day`, keyed by gate day; it must be of the chosen candidate."""
+    rows = store.read_partition(GATE_TABLE, [day])
     if rows.is_empty():
-        raise ValueError(f"{VALIDATION_TABLE} has no rows for {day}: materialize candidate_evaluation first")
-    return rows
+        raise ValueError(f"{GATE_TABLE} has no rows for {day}: materialize candidate_evaluation first")
+    judged = set(rows.filter(pl.col("strategy") == CANDIDATE)["model_id"].to_list())
+    if judged != {model_id}:
+        raise ValueError(f"candidate_evaluation of {day} ran {sorted(judged)}, but the candidate chosen for {day} is "
+                         f"{model_id}: materialize candidate_evaluation for {day} again")
+    return rows.drop("trading_day").rename({"gate_day": "trading_day"})
 
 
-def _validation_rows(rows: pl.DataFrame, model_id: str) -> pl.DataFrame:
-    """The candidate evaluation with the chosen member as the candidate, keyed by validation day."""
-    rows = rows.filter((pl.col("strategy") != CANDIDATE) | (pl.col("model_id") == model_id))
-    return rows.drop("trading_day").rename({"validation_day": "trading_day"})
+def _production_problem(store: Warehouse, day: date, rows: pl.DataFrame) -> str | None:
+    """Why the model in production on `day` has no rows of its own in the gate evaluation (None if it has them,
+    or there is none)."""
+    production = production_as_of(store, day)
+    if production is None:
+        return None
+    ran = set(rows.filter(pl.col("strategy") == PRODUCTION)["model_id"].to_list())
+    if production["model_id"] not in ran:
+        return (f"{production['model_id']} is in production on {day} but candidate_evaluation has no rows of it "
+                f"(it ran {sorted(ran) or 'no production model'}; its log says why)")
+    return None
 
 
 def _artifact_agreement(member: RegisteredPolicy, artifact_dir: Path) -> float:
-    """Max abs difference of action probabilities, ONNX Runtime vs the model itself, on real validation
-    observations (raw, as the env emits them)."""
-    env = IntradayTradingEnv(validation_market(member.dataset_dir), num_envs=16, config=member.env_config)
+    """Max abs difference of action probabilities, ONNX Runtime vs the model itself, on real observations of the
+    selection days (raw, as the env emits them)."""
+    env = IntradayTradingEnv(dataset_part(member.dataset_dir, "selection"), num_envs=16, config=member.env_config)
     obs, _ = env.reset(seed=0)
     samples = []
     for _ in range(40):
@@ -107,46 +116,70 @@ def _artifact_agreement(member: RegisteredPolicy, artifact_dir: Path) -> float:
 
 
 def _check(name: str, result: GateResult) -> dg.AssetCheckResult:
+    """The check's verdict with its reason, and its figures as numbers (what the check's Plots tab draws)."""
+    figures = {k: float(v) for k, v in result.details.items()
+               if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)}
+    texts = {k: str(v) for k, v in result.details.items() if isinstance(v, str)}
     return dg.AssetCheckResult(check_name=name, passed=result.passed, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={"reason": result.reason, "details": dg.MetadataValue.json(result.details)})
+                               metadata={"reason": result.reason, **texts, **figures})
+
+
+def oracle_share(rows: pl.DataFrame, policy: PromotionPolicy) -> str:
+    """The candidate's mean daily net return as a share of the cost-aware oracle's on these days, with its
+    interval, or why it is not reported."""
+    daily = daily_returns(rows)
+    paired = (daily.filter(pl.col("strategy") == CANDIDATE)
+              .join(daily.filter(pl.col("strategy") == COST_AWARE_ORACLE), on="trading_day", suffix="_oracle"))
+    if paired.is_empty():
+        return "not reported: no oracle on these days (it exists on the synthetic market only)"
+    share = share_interval(paired["ret"].to_numpy(), paired["ret_oracle"].to_numpy(), n_boot=policy.n_boot,
+                           level=policy.level, seed=policy.seed)
+    if not np.isfinite(share.mean):
+        return f"not reported: the cost-aware oracle did not earn on these {share.days} days"
+    if share.days < MIN_SHARE_DAYS:
+        return f"not reported: {share.days} gate days (a share of the oracle needs {MIN_SHARE_DAYS} held-out days)"
+    return (f"{share.mean:.0%} over {share.days} gate days ({policy.level:.0%} CI {share.ci_low:.0%} to "
+            f"{share.ci_high:.0%})")
 
 
 def build_deployment_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=DEPLOY_KEY,
-        deps=[CLSTM_KEY, CANDIDATE_EVALUATION_KEY],
+        deps=[SELECTION_KEY, CANDIDATE_EVALUATION_KEY],
         group_name=DEPLOYMENT_GROUP,
         kinds={"onnx", "pytorch"},
         partitions_def=partitions_def,
         pool="duckdb",
-        check_specs=[dg.AssetCheckSpec(name, asset=DEPLOY_KEY, blocking=True, description=text) for name, text in (
+        check_specs=[dg.AssetCheckSpec(name, asset=DEPLOY_KEY, blocking=True, description=text,
+                                       partitions_def=partitions_def) for name, text in (
             (ARTIFACT_CHECK, "ONNX Runtime on raw observations reproduces the model's action probabilities."),
             ("metrics_finite", "Every metric of the candidate is finite."),
             ("training_converged", "Training did not diverge (last approximate KL within the limit)."),
-            ("beats_production", "Beats the production model on the validation days, CI above 0."),
-            ("beats_best_baseline", "Beats the best baseline on the validation days, CI above 0."),
+            ("beats_production", "Beats the production model on the gate days, CI above 0."),
+            ("beats_best_baseline", "Beats the best baseline on the gate days, CI above 0."),
         )],
-        description="The candidate of D as a deployment package (policy.onnx, policy.pt2, config, normalizer, "
-        "lineage, model card) under artifacts/deploy/<model_id>/; its checks are the promotion gate.",
+        description="The candidate chosen for D as a deployment package (policy.onnx, policy.pt2, config, "
+        "normalizer, lineage, model card) under artifacts/deploy/<model_id>/; its checks are the promotion gate, "
+        "judged on the gate days.",
     )
     def deployment_artifact(
         context: dg.AssetExecutionContext, config: PromotionConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         day = one_day(context)
         store = warehouse.warehouse()
-        candidates = candidates_of(store, warehouse, day)
-        validation = _read_validation(store, day)
-        member = _chosen_member(candidates, validation)
-        rows = _validation_rows(validation, member.model_id)
-        gate = evaluate_gate(rows, member.row["metrics"], rows["strategy"].is_in([PRODUCTION]).any(),
-                             config.policy())
-        metrics = metrics_table(rows, window="validation", trading_day=day, n_boot=config.n_boot,
-                                level=config.level)
+        member = chosen_candidate(store, warehouse, day)
+        if member is None:
+            raise ValueError(f"no candidate was chosen for {day}: materialize candidate_selection for {day} first")
+        rows = _gate_rows(store, day, member.model_id)
+        problem = _production_problem(store, day, rows)
+        gate = evaluate_gate(rows, member.row["metrics"], production_as_of(store, day) is not None,
+                             config.policy(), production_problem=problem)
+        metrics = metrics_table(rows, window="gate", trading_day=day, n_boot=config.n_boot, level=config.level)
         out_dir = artifacts_dir(warehouse) / "deploy" / member.model_id
         artifact = export_deployment(
             member.row["artifact_path"], out_dir, feature_names=load_manifest(member.dataset_dir)["feature_names"],
             lineage=_lineage(member, dataset_dir(warehouse, day), context),
-            card=_card(member, metrics, gate))
+            card=_card(member, metrics, gate, oracle_share(rows, config.policy())))
         record_deployment(store, member.model_id, str(out_dir), artifact.sha256)
         difference = _artifact_agreement(member, out_dir)
         agrees = GateResult(ARTIFACT_CHECK, difference <= ARTIFACT_TOLERANCE,
@@ -209,21 +242,23 @@ def _lineage(member: RegisteredPolicy, data_dir: Path, context: dg.AssetExecutio
     return {
         "model_id": row["model_id"], "code_version": row["code_version"], "config_hash": row["config_hash"],
         "data_version": row["data_version"], "training_window": [str(row["window_start"]), str(row["window_end"])],
-        "days": manifest["days"], "symbols": manifest["symbols"],
+        "days": {part: manifest[f"{part}_days"] for part in ("train", "embargo", "selection", "gate")},
+        "symbols": manifest["symbols"],
         "upstream_partitions": {"clstm_ppo_policy": context.partition_key, "training_dataset": context.partition_key,
-                                "features/market": manifest["days"]["window"]},
+                                "candidate_selection": context.partition_key, "features/market": manifest["window"]},
         "dagster_run_id": context.run.run_id,
     }
 
 
-def _card(member: RegisteredPolicy, metrics: pl.DataFrame, gate: list[GateResult]) -> ModelCard:
+def _card(member: RegisteredPolicy, metrics: pl.DataFrame, gate: list[GateResult], share: str) -> ModelCard:
     manifest = load_manifest(member.dataset_dir)
     env = member.env_config
-    rows = {s: [MetricRow(r["metric"], r["value"], r["ci_low"], r["ci_high"]) for r in g.to_dicts()]
+    rows = {s: [MetricRow(r["metric"], r["value"], r["ci_low"], r["ci_high"], r["note"]) for r in g.to_dicts()]
             for (s,), g in metrics.group_by("strategy", maintain_order=True)}
     return ModelCard(
         model_id=member.model_id, symbols=manifest["symbols"], data_version=manifest["data_version"],
-        train_days=manifest["days"]["train"], validation_days=manifest["days"]["validation"],
+        train_days=manifest["train_days"], selection_days=manifest["selection_days"],
+        gate_days=manifest["gate_days"], oracle_share=share,
         trade_size=env.trade_size, costs={"fee_per_share": env.fee_per_share, "slippage_bps": env.slippage_bps},
         metrics=rows.get(CANDIDATE, []),
         baselines=[BaselineRow(s, r) for s, r in rows.items() if s != CANDIDATE],

@@ -1,15 +1,22 @@
 """Evaluation assets (group `evaluation`), partitioned by trading day, out of sample by construction.
 
-- `backtest` (day E): the candidate of the previous trading day (E-1, through a partition mapping, so a backfill
-  over a range is walk-forward), the model in production on E and every baseline, run on day E in the envs'
-  evaluation mode; rows to `evaluation.backtest_returns`, metrics with bootstrap intervals to
+- `backtest` (day E): the candidate chosen for the previous trading day (E-1, through a partition mapping, so a
+  backfill over a range is walk-forward), the model in production on E and every baseline, run on day E in the
+  envs' evaluation mode; rows to `evaluation.backtest_returns`, metrics with bootstrap intervals to
   `evaluation.backtest_metrics` (the day, and the trailing days backtested so far), equity and drawdown plots.
 - `shadow_evaluation` (day E): the production model's live record since it went live, against the baselines on
   the same days, to `evaluation.shadow_record`, with a plot of its cumulative net return.
-- `candidate_evaluation` (day D): the candidate of D, the production model and the baselines on the validation
-  days of D's dataset (after the embargo, never trained on); what the promotion gate judges (`assets.deployment`).
+- `candidate_evaluation` (day D): the candidate chosen for D (`candidate_selection`), the production model and the
+  baselines on the gate days of D's dataset, which nothing that chose the candidate read; rows to
+  `evaluation.gate_returns`, what the promotion gate judges (`assets.deployment`). It runs only once the
+  promotion decision of D-1 is made, since that decides which model is in production on D.
+
+A production model that observes other columns than the candidate is run on its own columns (loaded from the
+warehouse for the same days and symbols); if it cannot be run, that is logged and the gate's beats_production
+fails with the reason, never skipped.
 """
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -18,26 +25,24 @@ import polars as pl
 from pydantic import Field
 
 from assets.features import BARS_1M_KEY, MARKET_KEY
-from assets.training import CLSTM_KEY, DATASET_KEY, dataset_dir, one_day
+from assets.selection import SELECTION_KEY, chosen_candidate
+from assets.training import DATASET_KEY, one_day
 from pipeline.backtest.inputs import (
     RegisteredPolicy,
+    dataset_part,
     load_registered,
-    market_for_day,
+    market_for_days,
     same_observations,
-    training_market,
-    validation_market,
 )
 from pipeline.backtest.metrics import METRICS_SCHEMA, metrics_table
 from pipeline.backtest.promotion import CANDIDATE, PRODUCTION, daily_returns
 from pipeline.backtest.reports import drawdown_chart, equity_chart, metrics_markdown
 from pipeline.backtest.runner import RETURN_SCHEMA, run_intraday
-from pipeline.backtest.strategies import run_baselines
+from pipeline.backtest.strategies import COST_AWARE_ORACLE, MOMENTUM_BAND, run_baselines
 from pipeline.envs.market_data import MarketTensors
-from pipeline.features.lookback import earlier_trading_days
 from pipeline.lake import Warehouse
-from pipeline.registry import get_model, production_as_of
-from pipeline.training.dataset import load_manifest
-from pipeline.training.ensembles import registered_members
+from pipeline.market.calendar import previous_trading_day
+from pipeline.registry import pending_decision, production_as_of
 from resources.market_data import MarketDataResource
 from resources.warehouse import WarehouseResource
 
@@ -46,7 +51,7 @@ BACKTEST_KEY = dg.AssetKey("backtest")
 SHADOW_KEY = dg.AssetKey("shadow_evaluation")
 CANDIDATE_EVALUATION_KEY = dg.AssetKey("candidate_evaluation")
 RETURNS_TABLE, METRICS_TABLE = "evaluation.backtest_returns", "evaluation.backtest_metrics"
-SHADOW_TABLE, VALIDATION_TABLE = "evaluation.shadow_record", "evaluation.validation_returns"
+SHADOW_TABLE, GATE_TABLE = "evaluation.shadow_record", "evaluation.gate_returns"
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
 
@@ -57,28 +62,14 @@ class EvaluationConfig(dg.Config):
     seed: int = Field(default=0, description="Seed of the random baseline and the bootstrap.")
 
 
-def previous_trading_day(day: date) -> date:
-    return earlier_trading_days(day, 1)[0]
+@dataclass(frozen=True)
+class Evaluated:
+    """Rows of a comparison on some days, and what became of the production model in it."""
 
-
-def candidates_of(store: Warehouse, warehouse: WarehouseResource, day: date) -> list[RegisteredPolicy]:
-    """The CLSTM-PPO models trained on day `day`'s dataset (every seed: the ensemble members), loaded."""
-    data_version = load_manifest(dataset_dir(warehouse, day))["data_version"]
-    members = registered_members(store, day, data_version, algos=("clstm_ppo",))
-    if not members:
-        raise ValueError(f"no CLSTM-PPO model of {day} on its current dataset is registered: materialize "
-                         f"clstm_ppo_policy for {day} first")
-    return [load_registered(get_model(store, m.model_id)) for m in members]
-
-
-def _candidates_if_any(store: Warehouse, warehouse: WarehouseResource, day: date,
-                       context: dg.AssetExecutionContext) -> list[RegisteredPolicy]:
-    """The candidates of `day`, or none (the first day of a loop has no candidate of the day before)."""
-    try:
-        return candidates_of(store, warehouse, day)
-    except ValueError as missing:
-        context.log.warning(f"no candidate of {day} to backtest: {missing}")
-        return []
+    rows: pl.DataFrame
+    production_id: str | None
+    production_problem: str | None
+    """Why a production model that exists was not run on these days (None when it was, or there is none)."""
 
 
 def oracle_minutes(store: Warehouse, day: date, market_data: MarketDataResource) -> int | None:
@@ -89,44 +80,73 @@ def oracle_minutes(store: Warehouse, day: date, market_data: MarketDataResource)
     return None
 
 
-def live_model(store: Warehouse, day: date) -> RegisteredPolicy | None:
-    """The model in production on `day` (trained before it), loaded; None when there is none."""
+def live_model(store: Warehouse, day: date) -> tuple[RegisteredPolicy | None, str | None]:
+    """The model in production on `day`, loaded, or why it could not be loaded; (None, None) when there is none."""
     production = production_as_of(store, day)
-    return load_registered(production) if production is not None else None
+    if production is None:
+        return None, None
+    try:
+        return load_registered(production), None
+    except ValueError as problem:
+        return None, f"{production['model_id']}: {problem}"
+
+
+def _production_rows(store: Warehouse, live: RegisteredPolicy, market: MarketTensors,
+                     candidate: RegisteredPolicy | None) -> pl.DataFrame:
+    """The production model on `market`'s days and symbols, on its own columns when they are not the
+    candidate's."""
+    if candidate is not None and not same_observations(live.dataset_dir, candidate.dataset_dir):
+        market = market_for_days(store, market.trading_days, live.dataset_dir, symbols=market.symbols)
+    return run_intraday(market, live.policy, PRODUCTION, model_id=live.model_id, env_config=live.env_config)
 
 
 def run_strategies(
-    market: MarketTensors, train_market: MarketTensors, candidates: list[RegisteredPolicy],
-    live: RegisteredPolicy | None, config: EvaluationConfig, oracle: int | None, context: dg.AssetExecutionContext,
-) -> tuple[pl.DataFrame, str | None]:
-    """Rows of every candidate member, the production model (when it observes the same columns) and every
-    baseline on `market`; the portfolio baselines' weights come from `train_market` alone."""
-    frames = [run_intraday(market, c.policy, CANDIDATE, model_id=c.model_id, env_config=c.env_config)
-              for c in candidates]
-    if live is not None and candidates and not same_observations(live.dataset_dir, candidates[0].dataset_dir):
-        context.log.warning(f"production model {live.model_id} observes other columns than the candidate; "
-                            "it is left out of this comparison")
-        live = None
+    store: Warehouse, market: MarketTensors, train_market: MarketTensors, candidate: RegisteredPolicy | None,
+    day: date, config: EvaluationConfig, oracle: int | None, context: dg.AssetExecutionContext,
+) -> Evaluated:
+    """Rows of the candidate (if any), the model in production on `day` and every baseline on `market`; the
+    baselines' weights and bands come from `train_market` alone."""
+    frames = []
+    if candidate is not None:
+        frames.append(run_intraday(market, candidate.policy, CANDIDATE, model_id=candidate.model_id,
+                                   env_config=candidate.env_config))
+    live, problem = live_model(store, day)
     if live is not None:
-        frames.append(run_intraday(market, live.policy, PRODUCTION, model_id=live.model_id,
-                                   env_config=live.env_config))
-    reference = candidates[0] if candidates else live
+        try:
+            frames.append(_production_rows(store, live, market, candidate))
+        except ValueError as failure:
+            problem = f"{live.model_id} could not be run on {list(market.trading_days)}: {failure}"
+    if problem is not None:
+        context.log.warning(f"the production model is left out of this comparison: {problem}")
+    reference = candidate or live
     frames.append(run_baselines(market, train_market, env_config=reference.env_config if reference else None,
                                 seed=config.seed, oracle_signal_minutes=oracle))
-    return pl.concat(frames, how="vertical_relaxed"), live.model_id if live is not None else None
+    production_id = live.model_id if live is not None and problem is None else None
+    return Evaluated(pl.concat(frames, how="vertical_relaxed"), production_id, problem)
+
+
+def _previous_candidate(store: Warehouse, warehouse: WarehouseResource, day: date,
+                        context: dg.AssetExecutionContext) -> RegisteredPolicy | None:
+    """The candidate chosen for `day`, or none (the first day of a loop has no candidate of the day before)."""
+    candidate = chosen_candidate(store, warehouse, day)
+    if candidate is None:
+        context.log.warning(f"no candidate was chosen for {day} (materialize candidate_selection for it): the "
+                            "backtest runs the production model and the baselines only")
+    return candidate
 
 
 def build_evaluation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=BACKTEST_KEY,
-        deps=[dg.AssetDep(CLSTM_KEY, partition_mapping=PREVIOUS_DAY),
+        deps=[dg.AssetDep(SELECTION_KEY, partition_mapping=PREVIOUS_DAY),
               dg.AssetDep(DATASET_KEY, partition_mapping=PREVIOUS_DAY), MARKET_KEY, BARS_1M_KEY],
         group_name=EVALUATION_GROUP,
         kinds={"duckdb", "pytorch"},
         partitions_def=partitions_def,
         pool="duckdb",
-        description="Walk-forward backtest of day E: the candidate of E-1, the production model and the baselines "
-        "on day E (evaluation mode: every symbol once, fills at the next bar across the spread, with costs).",
+        description="Walk-forward backtest of day E: the candidate chosen for E-1, the production model and the "
+        "baselines on day E (evaluation mode: every symbol once, fills at the next bar across the spread, with "
+        "costs).",
     )
     def backtest(
         context: dg.AssetExecutionContext, config: EvaluationConfig, warehouse: WarehouseResource,
@@ -135,18 +155,19 @@ def build_evaluation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
         day = one_day(context)
         trained_on = previous_trading_day(day)
         store = warehouse.warehouse()
-        candidates = _candidates_if_any(store, warehouse, trained_on, context)
-        live = live_model(store, day)
-        reference = candidates[0] if candidates else live
+        candidate = _previous_candidate(store, warehouse, trained_on, context)
+        live, _ = live_model(store, day)
+        reference = candidate or live
         if reference is None:
             store.write_partition(RETURNS_TABLE, [day], pl.DataFrame(schema=RETURN_SCHEMA))
             store.write_partition(METRICS_TABLE, [day], pl.DataFrame(schema=METRICS_SCHEMA))
             note = f"nothing to backtest on {day}: no candidate of {trained_on} and no model in production"
             context.log.warning(note)
             return dg.MaterializeResult(metadata={"note": note, "rows": 0})
-        returns, production_id = run_strategies(
-            market_for_day(store, day, reference.dataset_dir), training_market(reference.dataset_dir), candidates,
-            live, config, oracle_minutes(store, day, market_data), context)
+        evaluated = run_strategies(
+            store, market_for_days(store, [day], reference.dataset_dir), dataset_part(reference.dataset_dir, "train"),
+            candidate, day, config, oracle_minutes(store, day, market_data), context)
+        returns = evaluated.rows
         store.write_partition(RETURNS_TABLE, [day], returns)
         trailing = _trailing_returns(store, day, config.trailing_days)
         metrics = pl.concat([
@@ -157,12 +178,13 @@ def build_evaluation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
         ], how="vertical_relaxed")
         store.write_partition(METRICS_TABLE, [day], metrics)
         trailing_days = trailing["trading_day"].n_unique()
-        context.log.info(f"backtest of {day}: candidate of {trained_on} ({len(candidates)} member(s)), "
-                         f"production {production_id or 'none'}, {returns['strategy'].n_unique()} strategies")
+        context.log.info(f"backtest of {day}: candidate of {trained_on} {candidate.model_id if candidate else 'none'}, "
+                         f"production {evaluated.production_id or 'none'}, {returns['strategy'].n_unique()} "
+                         "strategies")
         return dg.MaterializeResult(metadata={
             "trained_on": str(trained_on),
-            "candidate_models": dg.MetadataValue.json([c.model_id for c in candidates]),
-            "production_model": production_id or "none",
+            "candidate_model": candidate.model_id if candidate else "none",
+            "production_model": evaluated.production_id or "none",
             "rows": returns.height,
             "metrics": dg.MetadataValue.md(metrics_markdown(metrics.filter(pl.col("window") == "day"))),
             "equity_curve": dg.MetadataValue.md(equity_chart(returns, f"Net return on {day}")),
@@ -170,7 +192,7 @@ def build_evaluation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
             f"trailing_{config.trailing_days}d_metrics": dg.MetadataValue.md(metrics_markdown(
                 metrics.filter(pl.col("window") != "day"))),
             "trailing_days_covered": trailing_days,
-            **_headline(metrics.filter(pl.col("window") == "day")),
+            **_headline(daily_returns(returns)),
         })
 
     @dg.asset(
@@ -212,13 +234,14 @@ def build_evaluation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
 
     @dg.asset(
         key=CANDIDATE_EVALUATION_KEY,
-        deps=[CLSTM_KEY, DATASET_KEY],
+        deps=[SELECTION_KEY, DATASET_KEY],
         group_name=EVALUATION_GROUP,
         kinds={"duckdb", "pytorch"},
         partitions_def=partitions_def,
         pool="duckdb",
-        description="The candidate of D against the production model and every baseline on the validation days "
-        "of D's dataset (after the embargo): what the promotion gate judges.",
+        description="The candidate chosen for D against the production model and every baseline on the gate days "
+        "of D's dataset, which nothing that chose it read: what the promotion gate judges. Waits for the promotion "
+        "decision of D-1.",
     )
     def candidate_evaluation(
         context: dg.AssetExecutionContext, config: EvaluationConfig, warehouse: WarehouseResource,
@@ -226,22 +249,32 @@ def build_evaluation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
     ) -> dg.MaterializeResult:
         day = one_day(context)
         store = warehouse.warehouse()
-        candidates = candidates_of(store, warehouse, day)
-        data_dir = candidates[0].dataset_dir
-        returns, production_id = run_strategies(
-            validation_market(data_dir), training_market(data_dir), candidates, live_model(store, day), config,
-            oracle_minutes(store, day, market_data), context)
-        store.write_partition(VALIDATION_TABLE, [day], returns.rename({"trading_day": "validation_day"})
+        before = previous_trading_day(day)
+        pending = pending_decision(store, before)
+        if pending is not None:
+            raise ValueError(f"the gate of {day} compares its candidate with the model in production on {day}, which "
+                             f"the promotion decision of {before} may change, and that decision is not made: "
+                             f"{pending}. Run {before} through deployment first (days are decided in trading-day "
+                             "order).")
+        candidate = chosen_candidate(store, warehouse, day)
+        if candidate is None:
+            raise ValueError(f"no candidate was chosen for {day}: materialize candidate_selection for {day} first")
+        gate = dataset_part(candidate.dataset_dir, "gate")
+        evaluated = run_strategies(store, gate, dataset_part(candidate.dataset_dir, "train"), candidate, day,
+                                   config, oracle_minutes(store, day, market_data), context)
+        returns = evaluated.rows
+        store.write_partition(GATE_TABLE, [day], returns.rename({"trading_day": "gate_day"})
                               .with_columns(pl.lit(day).alias("trading_day")))
-        metrics = metrics_table(returns, window="validation", trading_day=day, n_boot=config.n_boot,
+        metrics = metrics_table(returns, window="gate", trading_day=day, n_boot=config.n_boot,
                                 level=config.level, seed=config.seed)
         return dg.MaterializeResult(metadata={
-            "candidate_models": dg.MetadataValue.json([c.model_id for c in candidates]),
-            "production_model": production_id or "none",
-            "validation_days": dg.MetadataValue.json(sorted({str(d) for d in returns["trading_day"].to_list()})),
+            "candidate_model": candidate.model_id,
+            "production_model": evaluated.production_id or "none",
+            "production_problem": evaluated.production_problem or "none",
+            "gate_days": dg.MetadataValue.json(list(gate.trading_days)),
             "metrics": dg.MetadataValue.md(metrics_markdown(metrics)),
             "daily_net_returns": dg.MetadataValue.md(_daily_markdown(daily_returns(returns))),
-            "equity_curve": dg.MetadataValue.md(equity_chart(returns, f"Validation days of the {day} candidate")),
+            "equity_curve": dg.MetadataValue.md(equity_chart(returns, f"Gate days of the {day} candidate")),
         })
 
     return [backtest, shadow_evaluation, candidate_evaluation]
@@ -254,13 +287,11 @@ def _trailing_returns(store: Warehouse, day: date, days: int) -> pl.DataFrame:
         "WHERE trading_day <= ? ORDER BY trading_day DESC LIMIT ?)", [day, days])
 
 
-def _headline(metrics: pl.DataFrame) -> dict[str, Any]:
-    """A few numbers the UI can plot across partitions: the candidate's and the best baselines' day figures."""
-    out: dict[str, Any] = {}
-    for row in metrics.filter(pl.col("metric").is_in(["total_return", "sharpe"])).to_dicts():
-        if row["strategy"] in (CANDIDATE, PRODUCTION, "buy_and_hold", "oracle") and row["value"] is not None:
-            out[f"{row['strategy']}/{row['metric']}"] = float(row["value"])
-    return out
+def _headline(daily: pl.DataFrame) -> dict[str, Any]:
+    """Numbers the UI can plot across partitions: the day's net return of the candidate, the production model,
+    the banded momentum baseline and the cost-aware oracle."""
+    shown = (CANDIDATE, PRODUCTION, MOMENTUM_BAND, COST_AWARE_ORACLE)
+    return {f"{r['strategy']}/day_return": float(r["ret"]) for r in daily.to_dicts() if r["strategy"] in shown}
 
 
 def _shadow_frame(daily: pl.DataFrame, day: date, model_id: str | None) -> pl.DataFrame:

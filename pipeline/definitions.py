@@ -16,6 +16,7 @@ from assets.feature_checks import build_feature_checks
 from assets.features import FEATURES_GROUP, build_feature_assets
 from assets.ingest import INGEST_GROUP, build_ingest_assets
 from assets.search import build_search_assets
+from assets.selection import build_selection_assets
 from assets.training import build_training_assets
 from assets.training_baselines import build_training_baseline_assets
 from pipeline.market.source_settings import option_snapshot_minutes_from_env
@@ -35,6 +36,7 @@ def build_definitions() -> dg.Definitions:
         *build_feature_assets(partitions_def),
         *build_training_assets(partitions_def),
         *build_training_baseline_assets(partitions_def),
+        *build_selection_assets(partitions_def),
         *build_search_assets(partitions_def),
         *build_evaluation_assets(partitions_def),
         *build_deployment_assets(partitions_def),

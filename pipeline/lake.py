@@ -259,13 +259,26 @@ class Warehouse:
         return frame.height
 
     def _create_if_new(self, con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+        """Create a derived table from `frame`'s schema. A derived table that exists gains the columns `frame`
+        adds when `frame` keeps every column it has (null in its older rows), so a lake written before a column was
+        added keeps working; a frame that drops a column is refused by the insert."""
         schema, name = _check_table_name(table)
-        if self._table_exists(con, schema, name):
+        exists = self._table_exists(con, schema, name)
+        if exists and schema not in _AUTO_CREATE_SCHEMAS:
             return
         if schema not in _AUTO_CREATE_SCHEMAS:
             raise ValueError(f"{table} does not exist; raw tables are fixed by pipeline.market.schemas")
         con.register(_STAGING, frame)
-        con.execute(f"CREATE TABLE {table} AS SELECT * FROM {_STAGING} LIMIT 0")
+        if not exists:
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM {_STAGING} LIMIT 0")
+        else:
+            have = {r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+                [schema, name]).fetchall()}
+            if have <= set(frame.columns):
+                for column, sql_type, *_ in con.execute(f"DESCRIBE SELECT * FROM {_STAGING}").fetchall():
+                    if column not in have:
+                        con.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {sql_type}')
         con.unregister(_STAGING)
 
     @staticmethod

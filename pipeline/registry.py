@@ -4,9 +4,14 @@ A row names the model (`model_id`), the trading day D of the partition that trai
 saw, the algorithm and ensemble member, where its artifact is and that file's sha256, the hash of the config it
 was trained with, the code version that trained it, the data version of its dataset, its metrics (JSON) and its
 status: every model starts as `candidate`; the promotion gate moves it to `production` or `rejected`, and a
-production model that a newer one replaces becomes `retired`. `models.promotions` keeps every promotion, so the
-model that was in production on any past day can be found again (`production_as_of`): a backfill of old days
-evaluates the model that was live then, not today's.
+production model that a newer one replaces becomes `retired`. `models.selections` records which model of a day
+was chosen on its selection days (the one the gate judges). `models.promotions` keeps every promotion with the
+trading day it was decided on, so the model that was in production on any past day can be found again
+(`production_as_of`): a backfill of old days evaluates the model that was live then, not today's.
+
+Promotion history is ordered by trading days, never by when runs finished: the model in production on day E is
+the last one promoted by a decision of a day before E, a promotion decided on a day older than one already made
+is refused, and day D's gate may run only once day D-1's decision is made (`pending_decision`).
 
 The id is a function of (algo, member, trading day, config hash, data version): materializing the same partition
 again with the same config and data replaces its row instead of adding a duplicate.
@@ -41,6 +46,10 @@ _LATER_COLUMNS = (("status_reason", "VARCHAR"), ("status_changed_at", "TIMESTAMP
 _PROMOTIONS_DDL = f"""CREATE TABLE IF NOT EXISTS {PROMOTIONS_TABLE} (
     model_id VARCHAR, model_trading_day DATE, previous_model_id VARCHAR, decided_on DATE, promoted_at TIMESTAMPTZ,
     reasons JSON)"""
+SELECTIONS_TABLE = "models.selections"
+_SELECTIONS_DDL = f"""CREATE TABLE IF NOT EXISTS {SELECTIONS_TABLE} (
+    trading_day DATE PRIMARY KEY, model_id VARCHAR, score DOUBLE, scores JSON, selection_days JSON,
+    selected_at TIMESTAMPTZ)"""
 _REPO = Path(__file__).resolve().parent.parent
 
 
@@ -110,6 +119,7 @@ def _ensure_tables(con: Any) -> None:
     for name, sql_type in _LATER_COLUMNS:
         con.execute(f"ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS {name} {sql_type}")
     con.execute(_PROMOTIONS_DDL)
+    con.execute(_SELECTIONS_DDL)
 
 
 def register_model(store: Warehouse, record: ModelRecord) -> str:
@@ -163,11 +173,14 @@ def set_status(store: Warehouse, model_id: str, status: str, reason: str) -> Non
 
 
 def promote(store: Warehouse, model_id: str, decided_on: date, reasons: Mapping[str, Any]) -> str | None:
-    """Make `model_id` the production model in one transaction: the current production model (if any) becomes
-    `retired`, and `models.promotions` records the change. Returns the model it replaced (None if none).
+    """Make `model_id` the production model by the decision of trading day `decided_on`, in one transaction: the
+    current production model (if any) becomes `retired`, and `models.promotions` records the change. Returns the
+    model in production before `decided_on` (None if none).
 
     Only a model whose current deployment artifact passed the gate can be promoted (the caller checks that the
-    artifact's files still hash to `deploy_sha256`)."""
+    artifact's files still hash to `deploy_sha256`). A decision of a day older than one already recorded is
+    refused: it would change which model was live on days already judged. Deciding the same day again replaces
+    that day's promotion."""
     model = get_model(store, model_id)
     if model.get("gate") != "passed":
         raise ValueError(f"{model_id} has not passed the promotion gate (gate: {model.get('gate')}, status: "
@@ -175,30 +188,89 @@ def promote(store: Warehouse, model_id: str, decided_on: date, reasons: Mapping[
                          "its deployment_artifact, whose blocking checks are the gate")
     now = datetime.now(UTC)
     with store.transaction() as con:
-        previous = [r[0] for r in con.execute(
-            f"SELECT model_id FROM {REGISTRY_TABLE} WHERE status = 'production' AND model_id != ?", [model_id]
-        ).fetchall()]
+        _ensure_tables(con)
+        newer = con.execute(f"SELECT max(decided_on) FROM {PROMOTIONS_TABLE} WHERE decided_on > ?",
+                            [decided_on]).fetchone()[0]
+        if newer is not None:
+            raise ValueError(
+                f"refusing to promote {model_id} by the decision of {decided_on}: a promotion was already decided on "
+                f"{newer}, a later trading day. Promotions are ordered by trading day, so an older day cannot be "
+                f"decided after a newer one; re-run the days from {decided_on} on in order (production_model of "
+                f"{newer} and later would have to be decided again)")
+        before = con.execute(f"SELECT model_id FROM {PROMOTIONS_TABLE} WHERE decided_on < ? "
+                             "ORDER BY decided_on DESC, promoted_at DESC LIMIT 1", [decided_on]).fetchone()
+        previous = before[0] if before else None
+        con.execute(f"DELETE FROM {PROMOTIONS_TABLE} WHERE decided_on = ?", [decided_on])
         con.execute(f"UPDATE {REGISTRY_TABLE} SET status = 'retired', status_reason = ?, status_changed_at = ? "
                     "WHERE status = 'production' AND model_id != ?", [f"replaced by {model_id}", now, model_id])
         con.execute(f"UPDATE {REGISTRY_TABLE} SET status = 'production', status_reason = ?, status_changed_at = ? "
                     "WHERE model_id = ?", [f"promoted on {decided_on}", now, model_id])
         con.execute(f"INSERT INTO {PROMOTIONS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
-                    [model_id, model["trading_day"], previous[0] if previous else None, decided_on, now,
+                    [model_id, model["trading_day"], previous, decided_on, now,
                      json.dumps(dict(reasons), default=float)])
-    return previous[0] if previous else None
+    return previous
 
 
 def production_as_of(store: Warehouse, day: date) -> dict[str, Any] | None:
-    """The model that was in production for trading day `day`: the last promoted model trained on days before
-    `day` (so never a model that saw `day`), or None. Later promotions of older models do not rewrite history:
-    among models trained before `day`, the most recent promotion wins."""
+    """The model in production on trading day `day`: the last one promoted by a decision of a trading day before
+    `day` (so never a model that saw `day`), or None. Which decision is last goes by trading day, never by when
+    the runs happened to finish."""
     with store.transaction() as con:
         _ensure_tables(con)
         row = con.execute(
-            f"SELECT model_id FROM {PROMOTIONS_TABLE} WHERE model_trading_day < ? "
-            "ORDER BY promoted_at DESC, model_trading_day DESC LIMIT 1", [day]
+            f"SELECT model_id FROM {PROMOTIONS_TABLE} WHERE decided_on < ? "
+            "ORDER BY decided_on DESC, promoted_at DESC LIMIT 1", [day]
         ).fetchone()
     return get_model(store, row[0]) if row else None
+
+
+def read_promotions(store: Warehouse) -> pl.DataFrame:
+    """`models.promotions`, in the order of the trading days they were decided on."""
+    with store.transaction() as con:
+        _ensure_tables(con)
+        return con.sql(f"SELECT * FROM {PROMOTIONS_TABLE} ORDER BY decided_on, promoted_at").pl()
+
+
+def record_selection(store: Warehouse, trading_day: date, model_id: str, scores: Mapping[str, float],
+                     selection_days: list[str]) -> None:
+    """The model of `trading_day` chosen on its selection days (`scores`: every model's score there), replacing
+    the day's earlier choice."""
+    with store.transaction() as con:
+        _ensure_tables(con)
+        con.execute(f"DELETE FROM {SELECTIONS_TABLE} WHERE trading_day = ?", [trading_day])
+        con.execute(f"INSERT INTO {SELECTIONS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+                    [trading_day, model_id, float(scores[model_id]), json.dumps(dict(scores), default=float),
+                     json.dumps(list(selection_days)), datetime.now(UTC)])
+
+
+def selected_model(store: Warehouse, trading_day: date) -> dict[str, Any] | None:
+    """The registry row of the model chosen for `trading_day` (None if no choice was recorded)."""
+    with store.transaction() as con:
+        _ensure_tables(con)
+        row = con.execute(f"SELECT model_id FROM {SELECTIONS_TABLE} WHERE trading_day = ?", [trading_day]).fetchone()
+    return get_model(store, row[0]) if row else None
+
+
+def pending_decision(store: Warehouse, trading_day: date) -> str | None:
+    """Why the promotion decision of `trading_day` is not made yet, or None when it is (or there is nothing to
+    decide: no model was registered that day). Day D's gate compares its candidate with the model in production
+    on D, which the decision of D-1 may change: it waits for it."""
+    if read_registry(store, trading_day).is_empty():
+        return None
+    chosen = selected_model(store, trading_day)
+    if chosen is None:
+        return f"models of {trading_day} are registered but none was chosen yet (materialize candidate_selection)"
+    if chosen.get("gate") is None:
+        return (f"the gate has not judged {chosen['model_id']}, the candidate of {trading_day}, yet "
+                "(materialize candidate_evaluation and deployment_artifact)")
+    if chosen["gate"] == "passed":
+        with store.transaction() as con:
+            promoted = con.execute(f"SELECT model_id FROM {PROMOTIONS_TABLE} WHERE decided_on = ?",
+                                   [trading_day]).fetchone()
+        if promoted is None or promoted[0] != chosen["model_id"]:
+            return (f"{chosen['model_id']}, the candidate of {trading_day}, passed the gate but is not promoted yet "
+                    "(materialize production_model)")
+    return None
 
 
 def record_deployment(store: Warehouse, model_id: str, deploy_path: str, deploy_sha256: str) -> None:

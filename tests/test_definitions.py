@@ -13,7 +13,9 @@ from resources.market_data import MarketDataResource
 
 RAW_KEYS = [dg.AssetKey(["raw", t]) for t in ("trades", "quotes", "bars", "option_snapshots")]
 FEATURE_KEYS = [dg.AssetKey(["features", t]) for t in ("bars_1m", "market", "options")]
-TRAINING_KEYS = [dg.AssetKey(k) for k in ("training_dataset", "clstm_ppo_policy", "sb3_baselines", "ensemble_policy")]
+TRAINING_KEYS = [dg.AssetKey(k) for k in ("training_dataset", "clstm_ppo_policy", "sb3_baselines", "ensemble_policy",
+                                           "candidate_selection")]
+SELECTION_KEY = TRAINING_KEYS[4]
 EVALUATION_KEYS = [dg.AssetKey(k) for k in ("backtest", "shadow_evaluation", "candidate_evaluation")]
 DEPLOYMENT_KEYS = [dg.AssetKey(k) for k in ("deployment_artifact", "production_model")]
 SEARCH_KEY = dg.AssetKey("hyperparameter_search")
@@ -63,15 +65,23 @@ def test_promotion_is_guarded_by_blocking_checks(defs: dg.Definitions, asset_gra
     specs = {spec.key: spec for asset in defs.assets for spec in asset.check_specs}
     gate = {key: spec for key, spec in specs.items() if key.asset_key == DEPLOYMENT_KEYS[0]}
     assert {key.name for key in gate} == GATE_CHECKS and all(spec.blocking for spec in gate.values())
+    # The checks are partitioned like the asset: each result is filed under its trading day.
+    assert all(spec.partitions_def == asset_graph.get(DEPLOYMENT_KEYS[0]).partitions_def for spec in gate.values())
     # production_model runs after (and only after) the gate's asset: a failed blocking check stops it.
     assert asset_graph.get(DEPLOYMENT_KEYS[1]).parent_keys == {DEPLOYMENT_KEYS[0]}
-    assert asset_graph.get(DEPLOYMENT_KEYS[0]).parent_keys == {TRAINING_KEYS[1], EVALUATION_KEYS[2]}
+    assert asset_graph.get(DEPLOYMENT_KEYS[0]).parent_keys == {SELECTION_KEY, EVALUATION_KEYS[2]}
+
+
+def test_the_choice_reads_selection_days_and_the_gate_judges_the_choice(asset_graph) -> None:
+    assert asset_graph.get(SELECTION_KEY).parent_keys == {TRAINING_KEYS[0], TRAINING_KEYS[1]}
+    assert asset_graph.get(SELECTION_KEY).group_name == "training"
+    assert asset_graph.get(EVALUATION_KEYS[2]).parent_keys == {SELECTION_KEY, TRAINING_KEYS[0]}
 
 
 def test_backtest_of_a_day_runs_the_model_of_the_day_before(asset_graph) -> None:
     backtest = asset_graph.get(EVALUATION_KEYS[0])
-    assert backtest.parent_keys == {TRAINING_KEYS[0], TRAINING_KEYS[1], FEATURE_KEYS[0], FEATURE_KEYS[1]}
-    for key in TRAINING_KEYS[:2]:
+    assert backtest.parent_keys == {TRAINING_KEYS[0], SELECTION_KEY, FEATURE_KEYS[0], FEATURE_KEYS[1]}
+    for key in (TRAINING_KEYS[0], SELECTION_KEY):
         upstream = backtest.partition_mappings[key].get_upstream_mapped_partitions_result_for_partitions(
             backtest.partitions_def.subset_with_partition_keys(["2024-07-08"]), backtest.partitions_def,
             backtest.partitions_def,
@@ -92,17 +102,17 @@ def test_training_lineage_reads_the_window_ending_at_the_partition(asset_graph) 
     assert dataset.parent_keys == {FEATURE_KEYS[0], FEATURE_KEYS[1]}
     assert policy.parent_keys == {TRAINING_KEYS[0]}
     assert {dataset.group_name, policy.group_name} == {"training"}
-    # Day D's dataset depends on the 20 trading days ending at D (2024-07-04 is a holiday), none after it.
+    # Day D's dataset depends on the 36 trading days ending at D (2024-07-04 is a holiday), none after it.
     mapping = dataset.partition_mappings[FEATURE_KEYS[1]]
     upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
         dataset.partitions_def.subset_with_partition_keys(["2024-07-05"]), dataset.partitions_def,
         dataset.partitions_def,
     ).partitions_subset.get_partition_keys()
-    assert len(upstream) == 20 and upstream[-1] == "2024-07-05" and upstream[0] == "2024-06-06"
+    assert len(upstream) == 36 and upstream[-1] == "2024-07-05" and upstream[0] == "2024-05-14"
 
 
 def test_baselines_train_on_the_dataset_and_the_ensemble_on_every_intraday_model(asset_graph) -> None:
-    dataset, clstm, baselines, ensemble = (asset_graph.get(key) for key in TRAINING_KEYS)
+    dataset, clstm, baselines, ensemble = (asset_graph.get(key) for key in TRAINING_KEYS[:4])
     assert baselines.parent_keys == {TRAINING_KEYS[0]}
     assert ensemble.parent_keys == {TRAINING_KEYS[1], TRAINING_KEYS[2]}
     assert {baselines.group_name, ensemble.group_name} == {"training"}

@@ -29,9 +29,11 @@ LINEAGE = {"code_version": "abc123", "config_hash": "cfg", "data_version": "data
            "window": ["2024-07-01", "2024-07-02"], "upstream_partitions": {"training_dataset": "2024-07-02"}}
 CARD = ModelCard(
     model_id="clstm_ppo-0-2024-07-02-test", symbols=("A", "B"), data_version="data",
-    train_days=("2024-07-01",), validation_days=("2024-07-02",), trade_size=100.0,
+    train_days=("2024-07-01",), selection_days=("2024-07-02",), gate_days=("2024-07-03",), trade_size=100.0,
     costs={"fee_per_share": 0.005, "slippage_bps": 1.0},
-    metrics=(MetricRow("sharpe", 0.5, 0.1, 0.9), MetricRow("total_return", 0.01)),
+    metrics=(MetricRow("sharpe", 0.5, 0.1, 0.9), MetricRow("total_return", 0.01),
+             MetricRow("annualized_return", None, note="1 trading day: annualizing needs 20")),
+    oracle_share="95% over 15 gate days (90% CI 80% to 110%)",
     baselines=(BaselineRow("buy_and_hold", [("sharpe", 0.2, -0.1, 0.4), ("total_return", 0.0, None, None)]),
                BaselineRow("random", [MetricRow("sharpe", -0.3, -0.6, 0.0)])),
     intended_use=("paper trading on the listed symbols",), limitations=("synthetic market only",),
@@ -113,10 +115,13 @@ def test_config_lineage_and_card_describe_the_model(exported) -> None:
     assert lineage == LINEAGE | {"model_file": model.name, "model_sha256": file_sha256(model)}
 
     card = (artifact.path / package.CARD_FILE).read_text()
-    assert "| sharpe | 0.5 | 0.1 | 0.9 |" in card
+    assert "| sharpe | 0.5 | 0.1 | 0.9 |  |" in card
+    assert "| annualized_return |  |  |  | 1 trading day: annualizing needs 20 |" in card
+    assert "Share of the cost-aware oracle: 95% over 15 gate days (90% CI 80% to 110%)" in card
+    assert "Gate days (judged on, never chosen on): 2024-07-03 to 2024-07-03 (1 trading day)" in card
     assert "| buy_and_hold | 0.2 [-0.1, 0.4] | 0 |" in card
     assert "| random | -0.3 [-0.6, 0] | n/a |" in card
-    assert "2024-07-01 to 2024-07-02" in card and "paper trading on the listed symbols" in card
+    assert "2024-07-01 to 2024-07-03" in card and "paper trading on the listed symbols" in card
 
 
 def test_the_artifact_sha_covers_every_file(exported, tmp_path) -> None:

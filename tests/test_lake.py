@@ -285,3 +285,14 @@ def test_open_gives_up_after_its_retries_with_a_clear_error(tmp_path: Path, monk
     base = np.minimum(0.05 * 2.0 ** np.arange(8), 2.0)
     assert np.all(np.asarray(waits) >= base) and np.all(np.asarray(waits) < 2 * base)
     assert patient.row_count("raw.trades") == 0
+
+
+def test_a_derived_table_gains_the_columns_a_newer_writer_adds(warehouse: Warehouse) -> None:
+    # A lake written before evaluation.backtest_metrics had its `note` column keeps working after the upgrade.
+    old = pl.DataFrame({"trading_day": [DAY], "value": [1.0]})
+    warehouse.write_partition("evaluation.backtest_metrics", [DAY], old)
+    new = pl.DataFrame({"trading_day": [NEXT_DAY], "value": [None], "note": ["1 trading day"]},
+                       schema={"trading_day": pl.Date, "value": pl.Float64, "note": pl.Utf8})
+    warehouse.write_partition("evaluation.backtest_metrics", [NEXT_DAY], new)
+    back = warehouse.query("SELECT * FROM evaluation.backtest_metrics ORDER BY trading_day")
+    assert back.columns == ["trading_day", "value", "note"] and back["note"].to_list() == [None, "1 trading day"]

@@ -1,9 +1,11 @@
 """What an evaluation runs: registered models as policies, and the market of the days they are judged on.
 
 A model is judged only on data it never saw: the day after its training window (walk-forward backtest) or the
-validation days of its own dataset (the promotion gate). Its observations are built exactly as in training: the
-same features, turbulence column and symbols as its dataset's manifest, and the same intraday env settings as its
-training config; the normalization statistics are the model's own (fitted on its training window), inside it.
+gate days of its own dataset (the promotion gate); it is chosen on the selection days of its dataset. Its
+observations are built exactly as in training: the same features, turbulence column and symbols as its dataset's
+manifest, and the same intraday env settings as its training config; the normalization statistics are the model's
+own (fitted on its training window), inside it. A model compared on another model's days (the production model on
+a candidate's gate days) is run on its own columns, loaded from the warehouse (`market_for_days`).
 """
 
 from __future__ import annotations
@@ -57,22 +59,19 @@ def loader_config(dataset_dir: str | Path) -> MarketLoaderConfig:
     return MarketLoaderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
 
 
-def market_for_day(store: Warehouse, day: date, dataset_dir: str | Path,
-                   symbols: Sequence[str] | None = None) -> MarketTensors:
-    """Trading day `day` as the models of `dataset_dir` observe it: their features and turbulence column, on
+def market_for_days(store: Warehouse, days: Sequence[date | str], dataset_dir: str | Path,
+                    symbols: Sequence[str] | None = None) -> MarketTensors:
+    """Trading days `days` as the models of `dataset_dir` observe them: their features and turbulence column, on
     `symbols` (default: the dataset's symbols)."""
     chosen = list(symbols) if symbols is not None else load_manifest(dataset_dir)["symbols"]
-    return load_market_tensors(store, [day], chosen, loader_config(dataset_dir))
+    return load_market_tensors(store, [date.fromisoformat(str(d)) for d in days], chosen,
+                               loader_config(dataset_dir))
 
 
-def training_market(dataset_dir: str | Path) -> MarketTensors:
-    """The train part of a saved dataset: what the portfolio baselines estimate their weights on."""
-    return load_dataset(dataset_dir).train
-
-
-def validation_market(dataset_dir: str | Path) -> MarketTensors:
-    """The validation part of a saved dataset (after the embargo, never trained on)."""
-    return load_dataset(dataset_dir).validation
+def dataset_part(dataset_dir: str | Path, part: str) -> MarketTensors:
+    """One part of a saved dataset: `train` (what the baselines tune their weights and bands on), `selection`
+    (what chooses among models) or `gate` (what the promotion gate alone reads)."""
+    return load_dataset(dataset_dir, parts=(part,)).part(part)
 
 
 def same_observations(a: str | Path, b: str | Path) -> bool:

@@ -14,12 +14,13 @@ from typing import Any, NamedTuple
 
 
 class MetricRow(NamedTuple):
-    """One metric with its confidence interval (None where there is none, e.g. a single seed)."""
+    """One metric with its confidence interval (None where there is none) and why a figure is missing."""
 
     name: str
     value: float | None
     ci_low: float | None = None
     ci_high: float | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,15 @@ class ModelCard:
     """The training dataset's data version (sha256 of its warehouse rows)."""
     train_days: Sequence[str] = ()
     """Trading days of the training part, oldest first (ISO dates)."""
-    validation_days: Sequence[str] = ()
-    """Trading days held out for checkpoint selection, oldest first (ISO dates)."""
+    selection_days: Sequence[str] = ()
+    """Trading days the checkpoint and the model were chosen on, oldest first (ISO dates)."""
+    gate_days: Sequence[str] = ()
+    """Trading days the promotion gate judged it on (nothing chose on them), oldest first (ISO dates)."""
     metrics: Sequence[MetricRow] = ()
-    """The model's metrics on the evaluation days."""
+    """The model's metrics on the gate days."""
+    oracle_share: str = ""
+    """Its mean daily net return as a share of the cost-aware oracle's, with the interval and days, or why it is
+    not reported (the synthetic market only)."""
     baselines: Sequence[BaselineRow] = ()
     """Baseline strategies with their metrics on the same days (rows named as the model's)."""
     intended_use: Sequence[str] = ()
@@ -100,7 +106,7 @@ def render_model_card(card: ModelCard, config: Mapping[str, Any]) -> str:
     """MODEL_CARD.md for `card`, with the observation and action facts of the artifact's `config`."""
     obs = config["observation"]
     costs = ", ".join(f"{name} {_number(value)}" for name, value in card.costs.items()) or "none given"
-    days = [*card.train_days, *card.validation_days]
+    days = [*card.train_days, *card.selection_days, *card.gate_days]
     outputs = ", ".join(f"`{output['name']}` {_shape(output['shape'])}" for output in config["outputs"])
     metrics = _rows(card.metrics)
     lines = [
@@ -122,14 +128,16 @@ def render_model_card(card: ModelCard, config: Mapping[str, Any]) -> str:
         "",
         f"- Window: {days[0]} to {days[-1]}" if days else "- Window: not given",
         f"- Training days: {_days(card.train_days)}",
-        f"- Validation days: {_days(card.validation_days)}",
+        f"- Selection days (checkpoint and model chosen): {_days(card.selection_days)}",
+        f"- Gate days (judged on, never chosen on): {_days(card.gate_days)}",
         f"- Data version: `{card.data_version or 'not given'}`",
         "",
-        "## Metrics",
+        "## Metrics on the gate days",
         "",
-        *_table(("metric", "value", "CI low", "CI high"),
-                [(m.name, _number(m.value), _number(m.ci_low), _number(m.ci_high)) for m in metrics]),
+        *_table(("metric", "value", "CI low", "CI high", "note"),
+                [(m.name, _number(m.value), _number(m.ci_low), _number(m.ci_high), m.note or "") for m in metrics]),
         "",
+        *([f"Share of the cost-aware oracle: {card.oracle_share}", ""] if card.oracle_share else []),
         "## Baselines",
         "",
     ]
