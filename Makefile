@@ -48,3 +48,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/options_controls.py
 	$(PY) benchmarks/backfill_memory.py
 	$(PY) benchmarks/ddp_parity.py
+	$(PY) benchmarks/gate_calibration.py --workers 2

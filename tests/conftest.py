@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -136,6 +137,7 @@ def load_script(relative_path: str):
     path = REPO_ROOT / relative_path
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses (and pickling for worker processes) look the module up there
     spec.loader.exec_module(module)
     return module
 
@@ -150,6 +152,8 @@ LONG_FILES = (
     "test_learning_leak.py",
     "test_learning_martingale.py",
     "test_assets_evaluation.py",
+    "test_gate_calibration_bench.py",
+    "test_promotion_order.py",
 )
 
 
