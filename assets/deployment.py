@@ -56,7 +56,7 @@ INTENDED_USE = (
     "Research: a reproducible record of what the pipeline trained on day D, with its lineage.",
 )
 LIMITS = (
-    "Judged on the gate days of its dataset (ten by default): the confidence intervals are wide, and a pass is "
+    "Judged on the gate days of its dataset (fifteen by default): the confidence intervals are wide, and a pass is "
     "evidence, not proof.",
     "Trades one symbol at a time with a fixed size; no portfolio-level risk limits beyond the env's.",
     "Costs are modeled (spread crossing at the next bar, fees, slippage); market impact of large orders is not.",

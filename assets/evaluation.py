@@ -25,7 +25,7 @@ import polars as pl
 from pydantic import Field
 
 from assets.features import BARS_1M_KEY, MARKET_KEY
-from assets.selection import SELECTION_KEY, chosen_candidate
+from assets.selection import CANDIDATE_ALGOS, SELECTION_KEY, chosen_candidate
 from assets.training import DATASET_KEY, one_day
 from pipeline.backtest.inputs import (
     RegisteredPolicy,
@@ -250,7 +250,7 @@ def build_evaluation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
         day = one_day(context)
         store = warehouse.warehouse()
         before = previous_trading_day(day)
-        pending = pending_decision(store, before)
+        pending = pending_decision(store, before, CANDIDATE_ALGOS)
         if pending is not None:
             raise ValueError(f"the gate of {day} compares its candidate with the model in production on {day}, which "
                              f"the promotion decision of {before} may change, and that decision is not made: "

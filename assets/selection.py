@@ -23,12 +23,14 @@ from resources.warehouse import WarehouseResource
 
 SELECTION_KEY = dg.AssetKey("candidate_selection")
 SELECTION_TABLE = "evaluation.selection_returns"
+CANDIDATE_ALGOS = ("clstm_ppo",)
+"""The registry algorithms a day's candidate is chosen among."""
 
 
 def candidates_of(store: Warehouse, warehouse: WarehouseResource, day: date) -> list[RegisteredPolicy]:
     """The CLSTM-PPO models trained on day `day`'s current dataset (every seed), loaded."""
     data_version = load_manifest(dataset_dir(warehouse, day))["data_version"]
-    members = registered_members(store, day, data_version, algos=("clstm_ppo",))
+    members = registered_members(store, day, data_version, algos=CANDIDATE_ALGOS)
     if not members:
         raise ValueError(f"no CLSTM-PPO model of {day} on its current dataset is registered: materialize "
                          f"clstm_ppo_policy for {day} first")

@@ -45,7 +45,7 @@ class TrainingDatasetConfig(dg.Config):
     selection_days: int = Field(default=DEFAULT_DATASET.selection_days, description="Days after the embargo on "
                                 "which checkpoints, seeds and ensemble weights are chosen.")
     gate_days: int = Field(default=DEFAULT_DATASET.gate_days, description="The window's last days, read by the "
-                           "promotion gate alone (at least 10 for its interval).")
+                           "promotion gate alone (at least 10 for its interval, 15 for a share of the oracle).")
     symbols: list[str] | None = Field(default=None, description="Symbols; unset: every symbol of the window.")
     features: list[str] = Field(default=list(DEFAULT_FEATURES), description="features.market columns observed.")
     turbulence: str = Field(

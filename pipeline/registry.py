@@ -251,11 +251,13 @@ def selected_model(store: Warehouse, trading_day: date) -> dict[str, Any] | None
     return get_model(store, row[0]) if row else None
 
 
-def pending_decision(store: Warehouse, trading_day: date) -> str | None:
+def pending_decision(store: Warehouse, trading_day: date, algos: tuple[str, ...]) -> str | None:
     """Why the promotion decision of `trading_day` is not made yet, or None when it is (or there is nothing to
-    decide: no model was registered that day). Day D's gate compares its candidate with the model in production
-    on D, which the decision of D-1 may change: it waits for it."""
-    if read_registry(store, trading_day).is_empty():
+    decide: no model of `algos`, the kinds a candidate is chosen among, was registered that day). Day D's gate
+    compares its candidate with the model in production on D, which the decision of D-1 may change: it waits for
+    it."""
+    registered = read_registry(store, trading_day)
+    if registered.filter(pl.col("algo").is_in(list(algos))).is_empty():
         return None
     chosen = selected_model(store, trading_day)
     if chosen is None:

@@ -52,7 +52,7 @@ DEFAULT_MODEL_DAYS = 3
 DEMO_RUN_CONFIG: dict[str, Any] = {
     "ops": {
         # 3 train, 1 selection and 2 gate days: too few gate days for the gate's interval (10), so the demo's
-        # candidates are refused, saying so; the defaults (36-day windows) are sized for a gate with power.
+        # candidates are refused, saying so; the defaults (41-day windows) are sized for a gate with power.
         "training_dataset": {"config": {"window_days": 6, "embargo_days": 0, "selection_days": 1, "gate_days": 2}},
         "clstm_ppo_policy": {"config": {"total_timesteps": 20000}},
         "sb3_baselines": {"config": {"ppo_timesteps": 4000, "sac_timesteps": 300}},

@@ -35,11 +35,11 @@ from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 
 DAY = "2024-07-05"
-HISTORY = trading_days("2024-05-08", DAY)  # the default 36-day window ending at DAY and a few days before it
+HISTORY = trading_days("2024-05-01", DAY)  # the default 41-day window ending at DAY and a few days before it
 # The synthetic market (SPY, QQQ; one option chain a day) over HISTORY: test_assets_training_baselines.py ingests
 # the same, so the session builds it once.
-HISTORY_LAKE = "synthetic-2024-05-08-2024-07-05-snapshots-390"
-WINDOW = [d.isoformat() for d in HISTORY[-36:]]
+HISTORY_LAKE = "synthetic-2024-05-01-2024-07-05-snapshots-390"
+WINDOW = [d.isoformat() for d in HISTORY[-41:]]
 STEPS = 8192
 TRAINING = {"training_dataset", "clstm_ppo_policy"}
 

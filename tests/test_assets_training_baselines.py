@@ -77,7 +77,7 @@ def test_baselines_are_registered_candidates_with_their_lineage(lake) -> None:
         assert row["model_id"] == meta[f"{algo}/model_id"] and meta[f"{algo}/artifact"] == str(folder)
         assert row["sha256"] == file_sha256(folder / "model.zip") == meta[f"{algo}/sha256"]
         assert row["data_version"] == dataset["data_version"] == meta["data_version"]
-        assert (row["window_start"], row["window_end"]) == (HISTORY[-36], HISTORY[-1])
+        assert (row["window_start"], row["window_end"]) == (HISTORY[-41], HISTORY[-1])
         assert row["code_version"] and len(row["config_hash"]) == 64
         saved = json.loads((folder / "baseline.json").read_text())
         assert saved["env_kwargs"]["part"] == "train" and saved["env_kwargs"]["dataset_dir"] == dataset["path"]

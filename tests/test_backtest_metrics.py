@@ -124,7 +124,8 @@ def test_undefined_values_are_null_with_a_reason() -> None:
     five = metrics_table(_random_rows(5, 1), window="w", trading_day=DAY0)
     sharpe = _row(five, "sharpe")
     assert sharpe["value"] is not None and sharpe["ci_low"] is None and sharpe["ci_high"] is None
-    assert sharpe["note"] == "5 trading days: too few to bootstrap an interval (needs 10)"
+    assert sharpe["note"] == ("5 trading days: too few to bootstrap an interval (needs 10); annualized from so few "
+                              "days, the figure is mostly noise")
 
     fifteen = metrics_table(_random_rows(15, 1), window="w", trading_day=DAY0)
     assert _row(fifteen, "annualized_return")["value"] is None

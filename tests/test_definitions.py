@@ -102,13 +102,13 @@ def test_training_lineage_reads_the_window_ending_at_the_partition(asset_graph) 
     assert dataset.parent_keys == {FEATURE_KEYS[0], FEATURE_KEYS[1]}
     assert policy.parent_keys == {TRAINING_KEYS[0]}
     assert {dataset.group_name, policy.group_name} == {"training"}
-    # Day D's dataset depends on the 36 trading days ending at D (2024-07-04 is a holiday), none after it.
+    # Day D's dataset depends on the 41 trading days ending at D (2024-07-04 is a holiday), none after it.
     mapping = dataset.partition_mappings[FEATURE_KEYS[1]]
     upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
         dataset.partitions_def.subset_with_partition_keys(["2024-07-05"]), dataset.partitions_def,
         dataset.partitions_def,
     ).partitions_subset.get_partition_keys()
-    assert len(upstream) == 36 and upstream[-1] == "2024-07-05" and upstream[0] == "2024-05-14"
+    assert len(upstream) == 41 and upstream[-1] == "2024-07-05" and upstream[0] == "2024-05-07"
 
 
 def test_baselines_train_on_the_dataset_and_the_ensemble_on_every_intraday_model(asset_graph) -> None:

@@ -22,10 +22,11 @@ from pipeline.registry import (
 )
 
 D1, D2, D3, D4 = date(2024, 7, 1), date(2024, 7, 2), date(2024, 7, 3), date(2024, 7, 5)
+ALGOS = ("clstm_ppo",)
 
 
-def _model(store: Warehouse, day: date, seed: int = 0) -> str:
-    record = ModelRecord(trading_day=day, algo="clstm_ppo", member=f"seed{seed}", artifact_path="model.safetensors",
+def _model(store: Warehouse, day: date, seed: int = 0, algo: str = "clstm_ppo") -> str:
+    record = ModelRecord(trading_day=day, algo=algo, member=f"seed{seed}", artifact_path="model.safetensors",
                          sha256=f"{seed:064d}", config_hash="c", code_version="v", data_version=f"data-{day}",
                          window_start=day, window_end=day)
     return register_model(store, record)
@@ -77,14 +78,16 @@ def test_deciding_a_day_again_replaces_its_promotion(store: Warehouse) -> None:
 
 
 def test_a_days_decision_is_pending_until_its_gate_and_promotion_ran(store: Warehouse) -> None:
-    assert pending_decision(store, D1) is None  # nothing trained that day: nothing to decide
+    assert pending_decision(store, D1, ALGOS) is None  # nothing trained that day: nothing to decide
+    _model(store, D1, algo="sb3_ppo")
+    assert pending_decision(store, D1, ALGOS) is None  # no kind a candidate is chosen among
     model_id = _model(store, D1)
-    assert "none was chosen yet" in pending_decision(store, D1)
+    assert "none was chosen yet" in pending_decision(store, D1, ALGOS)
     record_selection(store, D1, model_id, {model_id: 0.0}, [str(D1)])
-    assert "has not judged" in pending_decision(store, D1)
+    assert "has not judged" in pending_decision(store, D1, ALGOS)
     record_gate(store, model_id, True, "")
-    assert "is not promoted yet" in pending_decision(store, D1)
+    assert "is not promoted yet" in pending_decision(store, D1, ALGOS)
     promote(store, model_id, D1, {})
-    assert pending_decision(store, D1) is None
+    assert pending_decision(store, D1, ALGOS) is None
     refused = _judged(store, D2, False)
-    assert pending_decision(store, D2) is None and refused  # a refusal is a decision: production stays
+    assert pending_decision(store, D2, ALGOS) is None and refused  # a refusal is a decision: production stays

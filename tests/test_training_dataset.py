@@ -66,7 +66,7 @@ def _assert_same_market(a, b, part: str) -> None:
 
 def test_the_default_window_is_train_embargo_selection_gate_ending_at_d() -> None:
     split = window_split(D, DatasetConfig())
-    assert list(split.window) == trading_days(split.window[0], D) and len(split.window) == 36
+    assert list(split.window) == trading_days(split.window[0], D) and len(split.window) == 41
     assert date(2024, 7, 4) not in split.window  # a holiday is no session
     assert split.train == split.window[:20] and split.embargo == split.window[20:21]
     assert split.selection == split.window[21:26] and split.gate == split.window[26:] and split.gate[-1] == D
