@@ -1,6 +1,6 @@
-"""The positive and negative controls' shared recipe: one synthetic market of 10 trading days, CLSTM-PPO trained
+"""The positive and negative controls' shared recipe: one synthetic market of 16 trading days, CLSTM-PPO trained
 on days 0-5 with the `small_budget` preset (the README's CPU recipe) for 409,600 steps, and its net PnL on days
-6-9, each (day, symbol) walked once.
+6-15, each (day, symbol) walked once (ten days: the fewest the promotion gate judges).
 
 The library defaults (the `gpu_long` preset) do not learn within a CPU test budget; `small_budget` does. The agent
 starts from the env's mostly-HOLD policy (`IntradayTradingEnv.initial_action_probs`, CLSTM-PPO's default). Every
@@ -26,7 +26,7 @@ from pipeline.backtest.strategies import run_baselines
 from pipeline.envs.intraday import LONG, IntradayConfig, IntradayTradingEnv
 from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 
-TRAIN_DAYS, TEST_DAYS = 6, 4
+TRAIN_DAYS, TEST_DAYS = 6, 10
 # Whole-day episodes (no loss-cut/profit-lock) with the default fees, slippage and spread crossing.
 INTRADAY = IntradayConfig(window=8, loss_cut=None, profit_lock=None)
 CONTROL_STEPS = 409_600
@@ -40,7 +40,7 @@ T_CRITICAL = 1.83
 
 
 def control_market(alpha: float, seed: int) -> MarketTensors:
-    """10 trading days of the embedded synthetic market with a planted momentum signal of strength `alpha`."""
+    """16 trading days of the embedded synthetic market with a planted momentum signal of strength `alpha`."""
     return synthetic_market_tensors(days=TRAIN_DAYS + TEST_DAYS, alpha=alpha, seed=seed, source="market")
 
 
@@ -116,8 +116,8 @@ def outcome_report(outcomes: Outcomes, name: str) -> str:
 
 def promotion_gate(market: MarketTensors, agent: CLSTMPPO, config: IntradayConfig = INTRADAY) -> dict[str, Any]:
     """The default promotion gate (pipeline.backtest.promotion) on the control's test days, as if they were the
-    candidate's validation days: the agent against every baseline (portfolio weights from the training days), with
-    no production model. Returns {condition: (passed, reason)}."""
+    candidate's gate days: the agent against every baseline (portfolio weights and bands from the training days),
+    with no production model. Returns {condition: (passed, reason)}."""
     test = market.subset(days=range(TRAIN_DAYS, TRAIN_DAYS + TEST_DAYS))
     returns = pl.concat([
         run_intraday(test, agent, "candidate", model_id="control", env_config=config),
