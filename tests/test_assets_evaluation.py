@@ -17,11 +17,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import empyrical
 import numpy as np
 import polars as pl
 import pytest
 from conftest import assets_in_groups, ingest_history, materialized_metadata, pipeline_env
 
+from pipeline.backtest.metrics import daily_frame
 from pipeline.lake import Warehouse
 from pipeline.market.calendar import trading_days
 from pipeline.registry import production_as_of, promote, read_registry, record_gate
@@ -195,6 +197,22 @@ def test_every_metric_is_recomputed_from_backtest_returns(loop) -> None:
             assert stored[name]["value"] is None and stored[name]["note"], (strategy, name)
         assert all(r["ci_low"] is None and r["note"] for r in stored.values())
     assert checked >= 30
+
+
+def test_every_stored_sharpe_is_empyricals_of_the_daily_returns(loop) -> None:
+    store, _, _, _ = loop
+    returns = store.query("SELECT * FROM evaluation.backtest_returns")
+    rows = store.query("SELECT * FROM evaluation.backtest_metrics WHERE metric = 'sharpe'").to_dicts()
+    assert rows
+    for row in rows:
+        backtested = sorted(d for d in set(returns["trading_day"].to_list()) if d <= row["trading_day"])
+        days = [row["trading_day"]] if row["window"] == "day" else backtested[-20:]
+        strategy = returns.filter(pl.col("trading_day").is_in(days) & (pl.col("strategy") == row["strategy"]))
+        expected = empyrical.sharpe_ratio(daily_frame(strategy)["ret"].to_numpy(), annualization=252)
+        if row["value"] is None:
+            assert not np.isfinite(expected) and row["note"], row
+        else:
+            assert row["value"] == pytest.approx(expected, rel=1e-9), row
 
 
 def test_shadow_record_follows_the_production_model(loop) -> None:
