@@ -16,11 +16,13 @@ from pipeline.backtest.metrics import (
     METRICS,
     METRICS_SCHEMA,
     MIN_INTERVAL_DAYS,
+    MIN_SHARE_DAYS,
     block_length,
     compute_metrics,
     daily_frame,
     mean_interval,
     metrics_table,
+    share_interval,
 )
 from pipeline.backtest.reports import metrics_markdown
 from pipeline.backtest.runner import RETURN_SCHEMA
@@ -211,3 +213,16 @@ def test_line_chart_can_share_one_y_scale() -> None:
     low, high = ([float(p.split(",")[1]) for p in line.split()] for line in _polylines(shared_svg))
     assert max(high) < min(low)  # the higher series is drawn above (smaller SVG y) on the common scale
     assert ">11<" in shared_svg and ">0<" in shared_svg  # the shared axis is labelled
+
+
+def test_the_share_of_a_reference_and_its_interval() -> None:
+    rng = np.random.default_rng(4)
+    oracle = 0.02 + 0.005 * rng.standard_normal(30)
+    model = 0.8 * oracle + 0.002 * rng.standard_normal(30)
+    share = share_interval(model, oracle, n_boot=500, level=0.9, seed=0)
+    assert share.mean == pytest.approx(model.mean() / oracle.mean())
+    assert share.ci_low < share.mean < share.ci_high and 0.7 < share.ci_low and share.ci_high < 0.9
+    # Fewer than MIN_SHARE_DAYS days: the share, no interval; a reference that loses: no share at all.
+    short = share_interval(model[:MIN_SHARE_DAYS - 1], oracle[:MIN_SHARE_DAYS - 1], n_boot=100, level=0.9, seed=0)
+    assert np.isfinite(short.mean) and np.isnan(short.ci_low) and np.isnan(short.ci_high)
+    assert np.isnan(share_interval(model, -oracle, n_boot=100, level=0.9, seed=0).mean)
