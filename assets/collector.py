@@ -1,7 +1,7 @@
 """The option-chain collector as Dagster sees it: a job that snapshots the brokers' live chains, and its schedule.
 
 The schedule fires every `minutes` on weekdays from 09:00 to 16:59 New York time and asks the XNYS calendar whether
-that minute is a collection slot (`pipeline.market.option_collector.collection_slots`): holidays, the time before the
+that minute is a collection slot (`pipeline.sources.option_collector.collection_slots`): holidays, the time before the
 first slot and after an early close are skipped with the reason. Each run writes one Parquet file per underlying into
 <lake>/landing/option_snapshots/, which the landing sensor (and the day's ingest) turn into raw.option_snapshots.
 A snapshot that could not be taken is a gap: logged, never filled, and the run fails so the gap shows in the UI.
@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from pydantic import Field
 
-from pipeline.market.calendar import NY_TZ
-from pipeline.market.option_collector import collect_snapshot, collection_slots, due_slot
-from pipeline.market.source_settings import check_option_snapshot_minutes
-from resources.market_data import MarketDataResource
+from pipeline.contract.calendar import NY_TZ
+from pipeline.sources.option_collector import collect_snapshot, collection_slots, due_slot
+from pipeline.sources.settings import check_option_snapshot_minutes
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 COLLECTOR_JOB_NAME = "collect_option_chains"

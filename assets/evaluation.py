@@ -39,11 +39,11 @@ from pipeline.backtest.promotion import CANDIDATE, PRODUCTION, daily_returns
 from pipeline.backtest.reports import drawdown_chart, equity_chart, metrics_markdown
 from pipeline.backtest.runner import RETURN_SCHEMA, run_intraday
 from pipeline.backtest.strategies import COST_AWARE_ORACLE, MOMENTUM_BAND, run_baselines
-from pipeline.envs.market_data import MarketTensors
+from pipeline.contract.calendar import previous_trading_day
+from pipeline.envs.tensors import MarketTensors
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import previous_trading_day
 from pipeline.registry import pending_decision, production_as_of
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 EVALUATION_GROUP = "evaluation"

@@ -20,6 +20,7 @@ import polars as pl
 
 from assets.features import BARS_1M_KEY, FEATURE_KEYS, MARKET_KEY
 from assets.metadata import preview_markdown
+from pipeline.contract.calendar import trading_days, trading_session
 from pipeline.features.lookback import earlier_trading_days
 from pipeline.features.quality import (
     MINUTE_INTERVAL,
@@ -29,7 +30,6 @@ from pipeline.features.quality import (
     missing_minutes,
 )
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days, trading_session
 from resources.warehouse import WarehouseResource
 
 SESSION_MINUTES_CHECK = "session_minutes"

@@ -23,11 +23,11 @@ from assets.metadata import (
     report_partitions,
     run_metadata,
 )
+from pipeline.contract.calendar import trading_session
 from pipeline.features import LOOKBACK_TRADING_DAYS, bars_1m, options_features
 from pipeline.features.lookback import earlier_trading_days, row_lookback_sessions
-from pipeline.features.market import market_features_days
+from pipeline.features.model_features import market_features_days
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_session
 from resources.warehouse import WarehouseResource
 
 FEATURES_GROUP = "features"

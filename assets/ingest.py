@@ -22,10 +22,10 @@ from assets.metadata import (
     report_partitions,
     run_metadata,
 )
-from pipeline.market.calendar import trading_session
-from pipeline.market.schemas import RAW_TABLES
-from pipeline.market.validation import validate
-from resources.market_data import MarketDataResource
+from pipeline.contract.calendar import trading_session
+from pipeline.contract.schemas import RAW_TABLES
+from pipeline.contract.validation import validate
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 INGEST_GROUP = "ingest"

@@ -14,9 +14,9 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from pipeline.contract.column_docs import raw_column_description
+from pipeline.contract.schemas import RAW_COLUMNS
 from pipeline.features.catalog import Feature, features_of
-from pipeline.market.column_docs import raw_column_description
-from pipeline.market.schemas import RAW_COLUMNS
 
 PREVIEW_ROWS = 5
 # Metadata as assets pass it to Dagster (dagster exports no name for its raw metadata value type).

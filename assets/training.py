@@ -19,8 +19,8 @@ from pydantic import Field
 
 from assets.features import BARS_1M_KEY, MARKET_KEY
 from assets.metadata import partition_days
-from pipeline.envs.numpy_features import DEFAULT_FEATURES
 from pipeline.envs.warehouse_loader import MarketLoaderConfig
+from pipeline.features.catalog import DEFAULT_FEATURES
 from pipeline.registry import ModelRecord, code_version, config_hash, file_sha256, register_model
 from pipeline.training.dataset import DatasetConfig, build_dataset, load_manifest, save_dataset
 from resources.compute import ComputeResource

@@ -29,13 +29,13 @@ import duckdb
 import polars as pl
 from pydantic import Field
 
+from pipeline.contract.calendar import trading_days
 from pipeline.definitions import build_definitions
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
-from pipeline.market.source import MarketSource, TradingSession
-from pipeline.market.synthetic import SyntheticMarket
-from pipeline.market.synthetic_config import SyntheticMarketConfig, symbol_profile
-from resources.market_data import MarketDataResource
+from pipeline.sources.base import MarketSource, TradingSession
+from pipeline.synthetic.config import SyntheticMarketConfig, symbol_profile
+from pipeline.synthetic.source import SyntheticMarket
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 GROUPS = ("ingest", "features")

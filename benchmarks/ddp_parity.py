@@ -43,7 +43,7 @@ from trading_controls import (  # noqa: E402
 
 from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
-from pipeline.envs.market_data import MarketTensors  # noqa: E402
+from pipeline.envs.tensors import MarketTensors  # noqa: E402
 
 CONTROL_NUM_ENVS = 64  # the controls' envs (all ranks together)
 

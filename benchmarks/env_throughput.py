@@ -31,15 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.envs.gym_adapter import make_intraday_gym, make_portfolio_gym  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
-from pipeline.envs.market_data import (  # noqa: E402
-    MarketTensors,
-    embedded_market_available,
-    synthetic_market_tensors,
-)
 from pipeline.envs.options import OptionsTradingEnv  # noqa: E402
 from pipeline.envs.options_chain import black_scholes_chain  # noqa: E402
 from pipeline.envs.options_gym import make_options_gym  # noqa: E402
 from pipeline.envs.portfolio import PortfolioAllocationEnv  # noqa: E402
+from pipeline.envs.tensors import (  # noqa: E402
+    MarketTensors,
+    embedded_market_available,
+    synthetic_market_tensors,
+)
 
 VEC_ENVS = 256
 SCALED_ENVS = 4096

@@ -16,10 +16,10 @@ from datetime import date
 
 import polars as pl
 
+from pipeline.contract.calendar import trading_session
 from pipeline.features import bars_1m, market_features
-from pipeline.market.calendar import trading_session
-from pipeline.market.source_settings import SourceSettings, build_market_source
-from pipeline.market.synthetic_config import SyntheticMarketConfig
+from pipeline.sources.settings import SourceSettings, build_market_source
+from pipeline.synthetic.config import SyntheticMarketConfig
 
 
 def main() -> None:

@@ -64,8 +64,8 @@ from pipeline.backtest.runner import DEFAULT_INTRADAY, run_intraday  # noqa: E40
 from pipeline.backtest.selection import select_candidate  # noqa: E402
 from pipeline.backtest.strategies import COST_AWARE_ORACLE, BandMomentum, run_baselines, tune_band  # noqa: E402
 from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv  # noqa: E402
-from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors  # noqa: E402
 from pipeline.envs.synthetic_walk import SIGNAL_MINUTES  # noqa: E402
+from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors  # noqa: E402
 from pipeline.training.dataset import DatasetConfig, window_split  # noqa: E402
 
 END_DAY = date(2024, 7, 31)

@@ -22,11 +22,11 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from pipeline.contract.calendar import trading_session
+from pipeline.contract.validation import validate
 from pipeline.lake import Warehouse, raw_table_ddl
-from pipeline.market.calendar import trading_session
-from pipeline.market.source_settings import SourceSettings, build_market_source
-from pipeline.market.synthetic_config import SyntheticMarketConfig
-from pipeline.market.validation import validate
+from pipeline.sources.settings import SourceSettings, build_market_source
+from pipeline.synthetic.config import SyntheticMarketConfig
 
 DAY = date(2024, 7, 5)
 SESSION = trading_session(DAY)

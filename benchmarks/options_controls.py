@@ -42,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
 from pipeline.agents.ppo_config import PPOConfig  # noqa: E402
+from pipeline.contract.calendar import trading_days, trading_session  # noqa: E402
 from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv  # noqa: E402
 from pipeline.envs.options_actions import action_index  # noqa: E402
 from pipeline.envs.options_chain import OptionChainTensors, synthetic_chain_tensors  # noqa: E402
 from pipeline.envs.options_features import first_alive_expiry  # noqa: E402
-from pipeline.market.calendar import trading_days, trading_session  # noqa: E402
-from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig  # noqa: E402
+from pipeline.synthetic.source import SyntheticMarket, SyntheticMarketConfig  # noqa: E402
 
 FLAT = action_index("flat")
 ATM_CALL = action_index("long_call_k+0_e0")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
 from pipeline.agents.ppo_config import PPOConfig  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
-from pipeline.envs.market_data import embedded_market_available, synthetic_market_tensors  # noqa: E402
+from pipeline.envs.tensors import embedded_market_available, synthetic_market_tensors  # noqa: E402
 
 
 @contextmanager
@@ -105,7 +105,7 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
         return {"skipped": "dagster is not installed here"}
     import tempfile
 
-    from pipeline.market.calendar import trading_days
+    from pipeline.contract.calendar import trading_days
 
     day, steps = "2024-07-05", args.asset_steps
     with tempfile.TemporaryDirectory() as root:
@@ -115,7 +115,7 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
         from pipeline.definitions import build_definitions
         from pipeline.training.env_factories import intraday_env
         from resources.compute import ComputeResource
-        from resources.market_data import MarketDataResource
+        from resources.sources import MarketDataResource
         from resources.warehouse import WarehouseResource
 
         assets = list(build_definitions().assets)

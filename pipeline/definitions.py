@@ -18,13 +18,13 @@ from assets.ingest import INGEST_GROUP, build_ingest_assets
 from assets.search import build_search_assets
 from assets.selection import build_selection_assets
 from assets.training import build_training_assets
-from assets.training_baselines import build_training_baseline_assets
-from pipeline.market.source_settings import option_snapshot_minutes_from_env
+from assets.training_sb3 import build_training_baseline_assets
 from pipeline.partitions import partitions_start_from_env, trading_day_partitions
 from pipeline.schedules import build_daily_job, build_daily_schedule
 from pipeline.sensors import build_landing_sensor, run_failure_summary
+from pipeline.sources.settings import option_snapshot_minutes_from_env
 from resources.compute import ComputeResource
-from resources.market_data import MarketDataResource, alpaca_key_fields
+from resources.sources import MarketDataResource, alpaca_key_fields
 from resources.warehouse import WarehouseResource
 
 

@@ -20,8 +20,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from pipeline.contract.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS, RAW_DEFAULTS
 from pipeline.lake_lock import WarehouseLockTimeout, file_lock, open_with_retry
-from pipeline.market.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS, RAW_DEFAULTS
 
 __all__ = ["Warehouse", "WarehouseLockTimeout", "WriteStats", "lake_dir", "warehouse_path"]
 
@@ -188,7 +188,7 @@ class Warehouse:
         if schema == "raw" and list(accepted.columns) != list(RAW_COLUMNS[name]):
             raise ValueError(
                 f"{table}: columns {accepted.columns} differ from the contract {list(RAW_COLUMNS[name])}; "
-                "pass the `accepted` frame of pipeline.market.validation.validate"
+                "pass the `accepted` frame of pipeline.contract.validation.validate"
             )
         source_table = source_table or name
         rejected_frame = self._conform_rejected(rejected, days)
@@ -213,7 +213,7 @@ class Warehouse:
     def _conform_rejected(rejected: pl.DataFrame | None, days: list[date]) -> pl.DataFrame:
         if rejected is None:
             return pl.DataFrame(schema=QUARANTINE_COLUMNS)
-        fix = "pass the `rejected` frame of pipeline.market.validation.validate"
+        fix = "pass the `rejected` frame of pipeline.contract.validation.validate"
         missing = [c for c in QUARANTINE_COLUMNS if c not in rejected.columns]
         if missing:
             raise ValueError(f"rejected rows lack columns {missing}; {fix}")
@@ -267,7 +267,7 @@ class Warehouse:
         if exists and schema not in _AUTO_CREATE_SCHEMAS:
             return
         if schema not in _AUTO_CREATE_SCHEMAS:
-            raise ValueError(f"{table} does not exist; raw tables are fixed by pipeline.market.schemas")
+            raise ValueError(f"{table} does not exist; raw tables are fixed by pipeline.contract.schemas")
         con.register(_STAGING, frame)
         if not exists:
             con.execute(f"CREATE TABLE {table} AS SELECT * FROM {_STAGING} LIMIT 0")

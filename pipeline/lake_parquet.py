@@ -29,8 +29,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from pipeline.contract.schemas import RAW_TABLES
 from pipeline.lake import Warehouse, lake_dir
-from pipeline.market.schemas import RAW_TABLES
 
 __all__ = ["DayExport", "default_root", "export_range", "exportable_tables", "parquet_glob", "read_range"]
 

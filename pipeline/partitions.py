@@ -1,7 +1,7 @@
 """Trading-day partitions: one partition per XNYS session, keyed by the session date ("%Y-%m-%d").
 
 A weekday cron in New York time with the exchange holidays as `exclusions`, so partition keys are exactly
-`pipeline.market.calendar.trading_days`. Early closes are still one partition each: the session's own
+`pipeline.contract.calendar.trading_days`. Early closes are still one partition each: the session's own
 open/close comes from the calendar when the assets fetch a day.
 """
 
@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 
 import dagster as dg
 
-from pipeline.market.calendar import CALENDAR_END, NY_TZ, holidays
+from pipeline.contract.calendar import CALENDAR_END, NY_TZ, holidays
 
 DEFAULT_PARTITIONS_START = "2024-01-02"
 PARTITION_KEY_FORMAT = "%Y-%m-%d"

@@ -17,7 +17,7 @@ from assets.features import FEATURES_GROUP
 from assets.ingest import INGEST_GROUP
 from assets.search import SEARCH_KEY
 from assets.training import TRAINING_GROUP
-from pipeline.market.calendar import NY_TZ, is_trading_day
+from pipeline.contract.calendar import NY_TZ, is_trading_day
 
 # define_asset_job's return type is not exported by dagster; name it here once.
 DailyJob = Any

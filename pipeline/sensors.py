@@ -21,11 +21,11 @@ import dagster as dg
 from dagster_shared.error import SerializableErrorInfo
 
 from assets.features import BARS_1M_KEY, FEATURE_KEYS, MARKET_KEY, OPTIONS_KEY
-from pipeline.market.calendar import is_trading_day
-from pipeline.market.file_source import day_folder_date, day_folder_files, file_trading_days, top_level_files
-from pipeline.market.schemas import RAW_TABLES
-from pipeline.market.source import SourceError
-from resources.market_data import MarketDataResource
+from pipeline.contract.calendar import is_trading_day
+from pipeline.contract.schemas import RAW_TABLES
+from pipeline.sources.base import SourceError
+from pipeline.sources.file_source import day_folder_date, day_folder_files, file_trading_days, top_level_files
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 FILES_RUN_CONFIG_SOURCE = "files"

@@ -36,8 +36,8 @@ from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._utils.hosted_user_process import recon_repository_from_origin
 from dagster_shared.cli import PythonPointerOpts
 
+from pipeline.contract.calendar import trading_days
 from pipeline.lake import Warehouse, warehouse_path
-from pipeline.market.calendar import trading_days
 from pipeline.schedules import daily_selection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

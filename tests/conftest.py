@@ -120,7 +120,7 @@ def ingest_history(days: list, market_data: object | None = None) -> None:
     """Ingest and featurize `days` (oldest first) in one single-run range backfill on the lake of the environment."""
     import dagster as dg
 
-    from resources.market_data import MarketDataResource
+    from resources.sources import MarketDataResource
     from resources.warehouse import WarehouseResource
 
     tags = {"dagster/asset_partition_range_start": days[0].isoformat(),

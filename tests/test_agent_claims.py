@@ -23,9 +23,9 @@ from test_checkpoints import ROLLOUT, TINY, CountingEnv
 
 import pipeline.agents.clstm_ppo as clstm_ppo
 from pipeline.agents import checkpoints as ckpt
-from pipeline.agents.baselines import MODEL_FILE, BaselineConfig, load_baseline, train_baseline
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.ppo_update import TrainingDivergedError
+from pipeline.agents.sb3 import MODEL_FILE, BaselineConfig, load_baseline, train_baseline
 from pipeline.agents.trainer import build_env
 
 NUM_ENVS = 4  # CountingEnv's default: every update sees 4 episodes of ROLLOUT steps end

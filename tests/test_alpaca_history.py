@@ -1,4 +1,4 @@
-"""The pure reconstruction of a past day's option chain (pipeline.market.alpaca_history) on the fake day's data."""
+"""The pure reconstruction of a past day's option chain (pipeline.sources.alpaca_history) on the fake day's data."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from alpaca.data.models import Bar
 from alpaca.trading.models import OptionContract
 
-from pipeline.market import alpaca_history as history
-from pipeline.market.black_scholes import bs_greeks
-from pipeline.market.calendar import snapshot_times, trading_session
-from pipeline.market.occ import standard_occ
+from pipeline.contract.black_scholes import bs_greeks
+from pipeline.contract.calendar import snapshot_times, trading_session
+from pipeline.contract.occ import standard_occ
+from pipeline.sources import alpaca_history as history
 from tests.fakes.alpaca_server import FakeAlpacaState, option_day
 
 DAY = date(2024, 7, 5)

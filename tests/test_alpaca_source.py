@@ -11,21 +11,21 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from pipeline.market import alpaca_source
-from pipeline.market.alpaca_history import OPTION_HISTORY_START
-from pipeline.market.alpaca_source import AlpacaSource
-from pipeline.market.calendar import snapshot_times, trading_session
-from pipeline.market.occ import parse_occ, standard_occ
-from pipeline.market.retry import RetryPolicy
-from pipeline.market.schemas import RAW_COLUMNS
-from pipeline.market.source import (
+from pipeline.contract.calendar import snapshot_times, trading_session
+from pipeline.contract.occ import parse_occ, standard_occ
+from pipeline.contract.schemas import RAW_COLUMNS
+from pipeline.contract.validation import validate
+from pipeline.sources import alpaca_source
+from pipeline.sources.alpaca_history import OPTION_HISTORY_START
+from pipeline.sources.alpaca_source import AlpacaSource
+from pipeline.sources.base import (
     MarketSource,
     SourceAuthError,
     SourceError,
     SourceUnavailableError,
     TradingSession,
 )
-from pipeline.market.validation import validate
+from pipeline.sources.retry import RetryPolicy
 from tests.fakes.alpaca_server import DROP, HANG, FakeAlpacaState, fake_alpaca, option_day
 
 KEY, SECRET = "PKTESTKEY123", "s3cr3t-VALUE-never-printed"

@@ -16,10 +16,10 @@ import dagster as dg
 import pytest
 
 from assets.ingest import build_ingest_assets, raw_asset_key
+from pipeline.contract.schemas import RAW_TABLES
 from pipeline.lake import Warehouse
-from pipeline.market.schemas import RAW_TABLES
 from pipeline.partitions import trading_day_partitions
-from resources.market_data import MarketDataResource, alpaca_key_fields
+from resources.sources import MarketDataResource, alpaca_key_fields
 from resources.warehouse import WarehouseResource
 from tests.fakes.alpaca_server import FakeAlpacaState, fake_alpaca
 

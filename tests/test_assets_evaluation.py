@@ -24,11 +24,11 @@ import pytest
 from conftest import assets_in_groups, ingest_history, materialized_metadata, pipeline_env
 
 from pipeline.backtest.metrics import daily_frame
+from pipeline.contract.calendar import trading_days
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
 from pipeline.registry import production_as_of, promote, read_registry, record_gate
 from resources.compute import ComputeResource
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 HISTORY = trading_days("2024-06-14", "2024-07-10")  # 17 sessions: a 15-day window for each of the last two days

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import build_once
 
+from pipeline.contract.calendar import trading_days
 from pipeline.definitions import build_definitions
 from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig
 from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
@@ -19,8 +20,7 @@ from pipeline.features.catalog import MARKET, features_of, market_feature_names
 from pipeline.features.lookback import LOOKBACK_TRADING_DAYS
 from pipeline.features.windows import MINUTES
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 SYMBOLS = ("IDXA", "IDXB", "IDXC", "STK")

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.definitions import build_definitions
 from pipeline.lake import Warehouse
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 DAY = "2024-07-05"

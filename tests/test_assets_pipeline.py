@@ -8,9 +8,9 @@ import dagster as dg
 import pytest
 from conftest import DATA_GROUPS, assets_in_groups, materialized_metadata
 
+from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES
 from pipeline.lake import Warehouse
-from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 DAY = "2024-07-05"

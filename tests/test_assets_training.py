@@ -26,9 +26,9 @@ from conftest import (
 )
 
 from pipeline.agents.clstm_ppo import CLSTMPPO
-from pipeline.agents.validation import evaluate_policy
+from pipeline.agents.policy_eval import evaluate_policy
+from pipeline.contract.calendar import trading_days
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
 from pipeline.registry import file_sha256, read_registry
 from pipeline.training.env_factories import intraday_env
 from resources.compute import ComputeResource

@@ -18,16 +18,16 @@ from conftest import DATA_GROUPS, assets_in_groups, build_once, ingest_history, 
 from test_assets_training import HISTORY, HISTORY_LAKE
 
 from assets.training import build_training_assets
-from assets.training_baselines import build_training_baseline_assets
-from pipeline.agents.baselines import load_baseline
+from assets.training_sb3 import build_training_baseline_assets
 from pipeline.agents.ensemble import PolicyEnsemble
-from pipeline.agents.validation import evaluate_policy, final_pnl
+from pipeline.agents.policy_eval import evaluate_policy, final_pnl
+from pipeline.agents.sb3 import load_baseline
 from pipeline.lake import Warehouse
 from pipeline.registry import ModelRecord, file_sha256, read_registry, register_model
-from pipeline.training.baselines import EvaluatedPolicy, portfolio_return, torch_threads
 from pipeline.training.dataset import load_dataset
 from pipeline.training.ensembles import build_ensemble, registered_members
 from pipeline.training.env_factories import intraday_env, portfolio_env
+from pipeline.training.sb3 import EvaluatedPolicy, portfolio_return, torch_threads
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 

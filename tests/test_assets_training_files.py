@@ -20,14 +20,14 @@ from conftest import materialized_metadata
 from test_assets_feature_lookback import DAYS, SYMBOLS, daily_bar_lake
 
 from assets.training import DATASET_KEY, DEFAULT_INTRADAY
-from assets.training_baselines import BASELINES_KEY
-from pipeline.agents.baselines import load_baseline
+from assets.training_sb3 import BASELINES_KEY
+from pipeline.agents.sb3 import load_baseline
 from pipeline.definitions import build_definitions
 from pipeline.lake import Warehouse
 from pipeline.registry import file_sha256, read_registry
-from pipeline.training.baselines import EvaluatedPolicy, portfolio_return, torch_threads
 from pipeline.training.dataset import load_dataset
 from pipeline.training.env_factories import portfolio_env
+from pipeline.training.sb3 import EvaluatedPolicy, portfolio_return, torch_threads
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 

@@ -29,13 +29,13 @@ from trading_controls import (
 )
 
 from pipeline.agents.clstm_agent import CLSTMAgent
+from pipeline.contract.calendar import trading_days
 from pipeline.envs.intraday import IntradayConfig
 from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
 from pipeline.registry import read_registry
 from resources.compute import ComputeResource
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 DAY = "2024-07-05"

@@ -10,13 +10,13 @@ import pytest
 
 from assets.features import FEATURE_KEYS, build_feature_assets
 from assets.ingest import build_ingest_assets, raw_asset_key
+from pipeline.contract.calendar import trading_days
+from pipeline.contract.column_docs import RAW_COLUMN_DOCS
+from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES
 from pipeline.features.catalog import features_of
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
-from pipeline.market.column_docs import RAW_COLUMN_DOCS
-from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES
 from pipeline.partitions import trading_day_partitions
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 # 2024-07-03 closes early (13:00 New York), so its days hold fewer rows than 2024-07-05's: a partition reporting

@@ -14,10 +14,10 @@ import pytest
 from conftest import DATA_GROUPS, assets_in_groups
 from polars.testing import assert_frame_equal
 
+from pipeline.contract.calendar import trading_days
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
-from pipeline.market.source import MarketSource, TradingSession
-from resources.market_data import MarketDataResource
+from pipeline.sources.base import MarketSource, TradingSession
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 DAYS = trading_days("2024-07-03", "2024-07-09")  # an early close, a holiday, then full sessions

@@ -7,7 +7,7 @@ from datetime import date
 
 from conftest import load_script
 
-from pipeline.market.calendar import trading_session
+from pipeline.contract.calendar import trading_session
 
 TICKS_PER_DAY = 3000
 

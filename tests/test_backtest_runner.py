@@ -39,10 +39,10 @@ from pipeline.backtest.strategies import (
     run_baselines,
     tune_band,
 )
+from pipeline.contract.calendar import trading_session
 from pipeline.envs.intraday import FLAT as FLAT_ACTION
 from pipeline.envs.intraday import HOLD, LONG, SHORT, IntradayConfig
-from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
-from pipeline.market.calendar import trading_session
+from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
 
 DAYS = ("2024-07-01", "2024-07-02", "2024-07-03")
 SIGNAL_MINUTES = 10  # the numpy synthetic market's planted signal (synthetic_walk.SIGNAL_MINUTES)

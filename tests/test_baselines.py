@@ -11,8 +11,8 @@ import pytest
 from safetensors.numpy import load_file
 
 import pipeline.envs  # noqa: F401 - registers the pipeline ids
-from pipeline.agents.baselines import BaselineConfig, BaselinePolicy, load_baseline, train_baseline
-from pipeline.agents.baselines_vecnorm import STATS_FILE, load_vecnormalize
+from pipeline.agents.sb3 import BaselineConfig, BaselinePolicy, load_baseline, train_baseline
+from pipeline.agents.sb3_vecnorm import STATS_FILE, load_vecnormalize
 
 DISCRETE_ID = "pipeline/IntradayTrading-v0"
 CONTINUOUS_ID = "pipeline/PortfolioAllocation-v0"

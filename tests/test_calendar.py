@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline.market.calendar import NY_TZ, holidays, is_trading_day, trading_days, trading_session
+from pipeline.contract.calendar import NY_TZ, holidays, is_trading_day, trading_days, trading_session
 
 
 def test_trading_days_skip_weekends_and_holidays() -> None:

@@ -24,10 +24,10 @@ from pipeline.agents.normalize import RETURNS_KEY
 from pipeline.agents.ppo_config import PPOConfig
 from pipeline.agents.ppo_update import TrainingDivergedError
 from pipeline.envs.intraday import IntradayTradingEnv
-from pipeline.envs.market_data import synthetic_market_tensors
 from pipeline.envs.options import OptionsTradingEnv
 from pipeline.envs.options_chain import black_scholes_chain
 from pipeline.envs.portfolio import PortfolioAllocationEnv
+from pipeline.envs.tensors import synthetic_market_tensors
 
 ROLLOUT = 8  # steps per env per update = episode length of CountingEnv
 TINY = dict(num_steps=ROLLOUT, hidden=8, torch_threads=1, critic_warmup_epochs=1, num_minibatches=2)

@@ -18,8 +18,8 @@ import polars as pl
 import pytest
 from conftest import REPO_ROOT, pipeline_env
 
+from pipeline.contract.calendar import trading_days
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 SELECTION = "group:ingest or group:features"

@@ -9,15 +9,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline.contract.calendar import trading_session
+from pipeline.contract.validation import validate
 from pipeline.envs.option_slots import align_to_slots
 from pipeline.envs.options_chain import chain_tensors_from_snapshots
-from pipeline.market.alpaca_source import AlpacaSource
-from pipeline.market.calendar import trading_session
-from pipeline.market.file_source import FileSource
-from pipeline.market.ibkr_options import IBKROptionChains, chain_pacer
-from pipeline.market.option_collector import ChainSource, collect_snapshot, collection_slots, missing_slots
-from pipeline.market.retry import RetryPolicy
-from pipeline.market.validation import validate
+from pipeline.sources.alpaca_source import AlpacaSource
+from pipeline.sources.file_source import FileSource
+from pipeline.sources.ibkr_options import IBKROptionChains, chain_pacer
+from pipeline.sources.option_collector import ChainSource, collect_snapshot, collection_slots, missing_slots
+from pipeline.sources.retry import RetryPolicy
 from tests.fakes.alpaca_server import FakeAlpacaState, fake_alpaca, live_chain
 from tests.fakes.ib import FakeClock
 from tests.fakes.ib_options import FakeChainIB, weekly_chain

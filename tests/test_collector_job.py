@@ -18,9 +18,9 @@ from assets.collector import (
 )
 from pipeline.definitions import build_definitions
 from pipeline.lake import Warehouse
-from pipeline.market.alpaca_source import AlpacaSource
-from pipeline.market.retry import RetryPolicy
-from resources.market_data import MarketDataResource
+from pipeline.sources.alpaca_source import AlpacaSource
+from pipeline.sources.retry import RetryPolicy
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 from tests.fakes.alpaca_server import FakeAlpacaState, fake_alpaca, live_chain
 

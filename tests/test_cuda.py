@@ -14,10 +14,10 @@ from test_learning import CARTPOLE_HPARAMS, evaluate_cartpole
 from pipeline.agents.clstm_ppo import CLSTMPPO, StopRequested
 from pipeline.agents.rollout import RolloutBuffer
 from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
-from pipeline.envs.market_data import synthetic_market_tensors
 from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv
 from pipeline.envs.options_chain import black_scholes_chain
 from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig
+from pipeline.envs.tensors import synthetic_market_tensors
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from pipeline.market.source import SourceAuthError
-from resources.market_data import MarketDataResource
+from pipeline.sources.base import SourceAuthError
+from resources.sources import MarketDataResource
 
 RAW_KEYS = [dg.AssetKey(["raw", t]) for t in ("trades", "quotes", "bars", "option_snapshots")]
 FEATURE_KEYS = [dg.AssetKey(["features", t]) for t in ("bars_1m", "market", "options")]

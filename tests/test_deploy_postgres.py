@@ -25,7 +25,7 @@ from conftest import require_system_package
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from pipeline.definitions import build_definitions
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 from tests.conftest import REPO_ROOT
 

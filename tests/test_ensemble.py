@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import pipeline.envs  # noqa: F401 - registers the pipeline ids
-from pipeline.agents.baselines import BaselineConfig, train_baseline
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.ensemble import (
     MANIFEST_FILE,
@@ -20,6 +19,7 @@ from pipeline.agents.ensemble import (
     sharpe_ratio,
     validation_sharpe,
 )
+from pipeline.agents.sb3 import BaselineConfig, train_baseline
 
 DISCRETE_ID = "pipeline/IntradayTrading-v0"
 CONTINUOUS_ID = "pipeline/PortfolioAllocation-v0"

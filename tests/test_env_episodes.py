@@ -14,11 +14,11 @@ import torch
 from pipeline.envs.base import ResumableEnv
 from pipeline.envs.episodes import EpisodeSchedule
 from pipeline.envs.intraday import FLAT, HOLD, LONG, IntradayConfig, IntradayTradingEnv
-from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv
 from pipeline.envs.options_actions import action_index
 from pipeline.envs.options_chain import black_scholes_chain
 from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig
+from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
 
 NO_STOPS = IntradayConfig(loss_cut=None, profit_lock=None, window=3)
 

@@ -9,7 +9,7 @@ import torch
 from env_checks import assert_step_never_syncs
 
 from pipeline.envs.intraday import FLAT, HOLD, LONG, SHORT, IntradayConfig, IntradayTradingEnv
-from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
+from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
 
 EXACT = IntradayConfig(
     window=2,

@@ -17,7 +17,7 @@ from conftest import assets_in_groups
 
 from assets.features import FEATURES_GROUP
 from assets.ingest import INGEST_GROUP
-from pipeline.envs.market_data import DEFAULT_FEATURES, UNQUOTED_PRICE, synthetic_market_tensors
+from pipeline.envs.tensors import DEFAULT_FEATURES, UNQUOTED_PRICE, synthetic_market_tensors
 from pipeline.envs.warehouse_loader import (
     DEFAULT_OPTION_FEATURES,
     MarketLoaderConfig,
@@ -26,8 +26,8 @@ from pipeline.envs.warehouse_loader import (
     load_option_chain,
 )
 from pipeline.lake import Warehouse
-from pipeline.market.synthetic_config import SyntheticMarketConfig
-from resources.market_data import MarketDataResource
+from pipeline.synthetic.config import SyntheticMarketConfig
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 DAYS = (date(2024, 7, 8), date(2024, 7, 9))

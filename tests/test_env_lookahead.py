@@ -12,13 +12,13 @@ import polars as pl
 import pytest
 import torch
 
+from pipeline.contract.calendar import trading_session
 from pipeline.envs.intraday import LONG, IntradayConfig, IntradayTradingEnv
-from pipeline.envs.market_data import UNQUOTED_PRICE, MarketTensors
 from pipeline.envs.options_chain import chain_tensors_from_snapshots
+from pipeline.envs.tensors import UNQUOTED_PRICE, MarketTensors
 from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_session
-from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
+from pipeline.synthetic.source import SyntheticMarket, SyntheticMarketConfig
 
 OPEN = datetime(2024, 7, 1, 13, 31)  # the first bar end of 2024-07-01 (09:31 New York), naive UTC
 NAN = float("nan")

@@ -14,20 +14,20 @@ import polars as pl
 import pytest
 import torch
 
+from pipeline.contract.calendar import trading_session
+from pipeline.envs.frames import frames_to_arrays, impute_quotes
 from pipeline.envs.intraday import HOLD, LONG, SHORT, IntradayConfig, IntradayTradingEnv
-from pipeline.envs.market_data import (
+from pipeline.envs.numpy_features import default_features_numpy
+from pipeline.envs.synthetic_walk import SIGNAL_MINUTES
+from pipeline.envs.tensors import (
     DEFAULT_FEATURES,
     UNQUOTED_PRICE,
     MarketTensors,
     random_walk_arrays,
     synthetic_market_tensors,
 )
-from pipeline.envs.market_frames import frames_to_arrays, impute_quotes
-from pipeline.envs.numpy_features import default_features_numpy
-from pipeline.envs.synthetic_walk import SIGNAL_MINUTES
 from pipeline.features import market_features
-from pipeline.market.calendar import trading_session
-from pipeline.market.source import TradingSession
+from pipeline.sources.base import TradingSession
 
 
 def _numpy_market_bars(arrays: dict[str, np.ndarray], session: TradingSession, symbols: list[str]) -> pl.DataFrame:
@@ -227,7 +227,7 @@ def test_split_modules_keep_the_public_names_and_import_without_polars() -> None
     code = (
         "import sys\n"
         "sys.modules['polars'] = None\n"
-        "from pipeline.envs.market_data import MarketTensors, random_walk_arrays, synthetic_market_tensors, "
+        "from pipeline.envs.tensors import MarketTensors, random_walk_arrays, synthetic_market_tensors, "
         "DEFAULT_FEATURES\n"
         "m = synthetic_market_tensors(days=1, minutes=30)\n"
         "print(m.bid.shape[1], m.feature_names[0])\n"
@@ -236,3 +236,10 @@ def test_split_modules_keep_the_public_names_and_import_without_polars() -> None
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "30 log_return_1m"
+
+
+def test_the_numpy_default_columns_are_the_catalogs() -> None:
+    from pipeline.envs import numpy_features
+    from pipeline.features import catalog
+
+    assert numpy_features.DEFAULT_FEATURES == catalog.DEFAULT_FEATURES

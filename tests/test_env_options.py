@@ -12,11 +12,11 @@ import torch
 from env_checks import assert_step_never_syncs
 from gymnasium.utils.env_checker import check_env
 
+from pipeline.contract.calendar import trading_session
 from pipeline.envs.options import FEATURE_NAMES, OptionsTradingConfig, OptionsTradingEnv
 from pipeline.envs.options_actions import ACTION_TABLE, CALL, PUT, action_index, action_table
 from pipeline.envs.options_chain import OptionChainTensors, black_scholes_chain, chain_tensors_from_snapshots
-from pipeline.market.calendar import trading_session
-from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
+from pipeline.synthetic.source import SyntheticMarket, SyntheticMarketConfig
 
 FEE = 0.65
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from env_checks import assert_step_never_syncs
 
-from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig, project_to_simplex
+from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
 
 PLAIN = PortfolioConfig(
     window=3,

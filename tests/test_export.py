@@ -18,7 +18,7 @@ from pipeline.agents.checkpoints import UnsafeCheckpointError
 from pipeline.agents.clstm_agent import CLSTMAgent
 from pipeline.agents.normalize import RunningNormalizer
 from pipeline.envs.intraday import AGENT_FEATURES, IntradayTradingEnv
-from pipeline.envs.market_data import synthetic_market_tensors
+from pipeline.envs.tensors import synthetic_market_tensors
 from pipeline.export import package
 from pipeline.export.model_card import BaselineRow, MetricRow, ModelCard
 from pipeline.export.onnx_policy import load_onnx_session, load_program, run_exported, run_onnx

@@ -21,12 +21,12 @@ from assets.feature_checks import (
 )
 from assets.features import BARS_1M_KEY, FEATURE_KEYS, MARKET_KEY, OPTIONS_KEY, build_feature_assets
 from assets.ingest import build_ingest_assets
+from pipeline.contract.calendar import trading_days
 from pipeline.features.catalog import MARKET, features_of
 from pipeline.features.quality import consecutive_earlier_sessions, null_allowance
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
 from pipeline.partitions import trading_day_partitions
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 FIRST, LAST = "2024-07-03", "2024-07-05"

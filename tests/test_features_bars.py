@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 from features_testdata import SESSION, ticks
 
+from pipeline.contract.schemas import RAW_COLUMNS, conform
 from pipeline.features import bars_1m
 from pipeline.features.bars import BARS_1M_COLUMNS
-from pipeline.market.schemas import RAW_COLUMNS, conform
 
 OPEN = SESSION.open
 

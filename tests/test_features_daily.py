@@ -8,11 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from pipeline.contract.calendar import trading_days, trading_session
+from pipeline.contract.schemas import conform
 from pipeline.features.daily import add_daily
-from pipeline.features.market import market_features_days
+from pipeline.features.model_features import market_features_days
 from pipeline.features.turbulence import TURBULENCE_RIDGE, daily_turbulence
-from pipeline.market.calendar import trading_days, trading_session
-from pipeline.market.schemas import conform
 
 DAYS = trading_days("2024-01-02", "2024-04-30")  # 83 sessions: every daily window but the 252-day ones fills
 SYMBOLS = ("AAA", "BBB", "CCC")

@@ -9,15 +9,15 @@ import polars as pl
 import pytest
 from features_testdata import SESSION, daily_bar, raw_bars, ticks
 
+from pipeline.contract.calendar import trading_session
 from pipeline.features import bars_1m, market_features, market_history
 from pipeline.features.catalog import MARKET, features_of
 from pipeline.features.lookback import LOOKBACK_TRADING_DAYS, row_lookback_sessions
-from pipeline.features.market import market_features_days
+from pipeline.features.model_features import market_features_days
 from pipeline.features.windows import BAR_COUNT, MINUTES, TRADING_DAYS, WINDOW_UNITS
-from pipeline.market.calendar import trading_session
-from pipeline.market.source import TradingSession
-from pipeline.market.synthetic import SyntheticMarket
-from pipeline.market.synthetic_config import SyntheticMarketConfig
+from pipeline.sources.base import TradingSession
+from pipeline.synthetic.config import SyntheticMarketConfig
+from pipeline.synthetic.source import SyntheticMarket
 
 SYMBOLS = ["SPY", "QQQ"]
 # D-1, D (an early close: the day before Independence Day) and D+1.

@@ -12,7 +12,7 @@ from features_testdata import SESSION, daily_bar, raw_bars, ticks
 
 from pipeline.features import bars_1m, market_features
 from pipeline.features.catalog import MARKET, features_of, market_feature_names
-from pipeline.features.market import KEY_COLUMNS
+from pipeline.features.model_features import KEY_COLUMNS
 from pipeline.features.turbulence import TURBULENCE_RIDGE, TURBULENCE_WINDOW_MIN
 
 TICK_SYMBOLS = ["AAA", "BBB", "CCC"]

@@ -7,12 +7,12 @@ from datetime import date, timedelta
 import polars as pl
 import pytest
 
+from pipeline.contract.calendar import trading_session
 from pipeline.features import bars_1m, market_features, options_features
 from pipeline.features.catalog import MARKET, features_of, market_feature_names
 from pipeline.features.windows import TRADING_DAYS
-from pipeline.market.calendar import trading_session
-from pipeline.market.synthetic import SyntheticMarket
-from pipeline.market.synthetic_config import SyntheticMarketConfig
+from pipeline.synthetic.config import SyntheticMarketConfig
+from pipeline.synthetic.source import SyntheticMarket
 
 SYMBOLS = ["SYMA", "SYMB", "SYMC"]
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.market import file_source
-from pipeline.market.calendar import trading_session
-from pipeline.market.file_source import FileSource, landing_partitions
-from pipeline.market.schemas import RAW_COLUMNS
-from pipeline.market.source import MarketSource, SourceError, TradingSession
-from pipeline.market.validation import validate
+from pipeline.contract.calendar import trading_session
+from pipeline.contract.schemas import RAW_COLUMNS
+from pipeline.contract.validation import validate
+from pipeline.sources import file_source
+from pipeline.sources.base import MarketSource, SourceError, TradingSession
+from pipeline.sources.file_source import FileSource, landing_partitions
 
 DAY = date(2024, 7, 5)
 SESSION = TradingSession(DAY, datetime(2024, 7, 5, 13, 30, tzinfo=UTC), datetime(2024, 7, 5, 20, 0, tzinfo=UTC))
@@ -173,7 +173,7 @@ def test_missing_required_columns_name_file_and_columns(tmp_path: Path) -> None:
 @pytest.mark.parametrize("content", [b"", b"symbol,ts,bid,ask,bid_size,ask_size\n"], ids=["0-bytes", "header-only"])
 def test_empty_file_gives_no_rows_and_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes) -> None:
     path = _land(tmp_path, "quotes", "empty.csv", content)
-    with caplog.at_level(logging.WARNING, logger="pipeline.market.file_source"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources.file_source"):
         frame = FileSource(tmp_path).fetch("quotes", SESSION, [])
     assert frame.height == 0
     assert frame.columns == [*RAW_COLUMNS["quotes"], "_parse_error"]

@@ -18,9 +18,9 @@ from pipeline.backtest.inputs import dataset_part
 from pipeline.backtest.runner import run_intraday
 from pipeline.backtest.selection import select_candidate
 from pipeline.backtest.strategies import BandMomentum
+from pipeline.contract.calendar import trading_days
 from pipeline.envs.intraday import IntradayConfig
-from pipeline.envs.market_data import synthetic_market_tensors
-from pipeline.market.calendar import trading_days
+from pipeline.envs.tensors import synthetic_market_tensors
 from pipeline.training.dataset import MARKET_FILE, TrainingDataset, save_dataset, session_normalization
 
 DAYS = [d.isoformat() for d in trading_days("2024-07-01", "2024-07-11")]  # 8 sessions

@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 from ib_async import IB, RequestError, Ticker
 
-from pipeline.market.black_scholes import bs_greeks
-from pipeline.market.calendar import trading_session
-from pipeline.market.ibkr_options import IBKROptionChains, chain_pacer
-from pipeline.market.schemas import RAW_COLUMNS
-from pipeline.market.source import SourceError, SourceUnavailableError
-from pipeline.market.validation import validate
+from pipeline.contract.black_scholes import bs_greeks
+from pipeline.contract.calendar import trading_session
+from pipeline.contract.schemas import RAW_COLUMNS
+from pipeline.contract.validation import validate
+from pipeline.sources.base import SourceError, SourceUnavailableError
+from pipeline.sources.ibkr_options import IBKROptionChains, chain_pacer
 from tests.fakes.ib import FakeClock
 from tests.fakes.ib_options import FakeChainIB, weekly_chain
 

@@ -9,10 +9,10 @@ import pytest
 from ib_async import IB, RequestError
 from ib_async.objects import BarData
 
-from pipeline.market.ibkr_source import IBKRSource
-from pipeline.market.pacing import Pacer
-from pipeline.market.schemas import RAW_COLUMNS
-from pipeline.market.source import MarketSource, SourceError, SourceUnavailableError, TradingSession
+from pipeline.contract.schemas import RAW_COLUMNS
+from pipeline.sources.base import MarketSource, SourceError, SourceUnavailableError, TradingSession
+from pipeline.sources.ibkr_source import IBKRSource
+from pipeline.sources.pacing import Pacer
 from tests.fakes.ib import FakeClock, FakeIB, make_quotes, make_trades
 
 DAY = date(2024, 7, 5)

@@ -13,7 +13,7 @@ import torch
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.ppo_config import PPOConfig
 from pipeline.envs.intraday import HOLD, IntradayTradingEnv
-from pipeline.envs.market_data import synthetic_market_tensors
+from pipeline.envs.tensors import synthetic_market_tensors
 
 SAMPLES = 64 * 60  # sampled actions: the HOLD share has a standard error of about 0.006
 

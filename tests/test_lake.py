@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 
 from pipeline import lake_lock
+from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES
 from pipeline.lake import Warehouse, WarehouseLockTimeout, lake_dir, raw_table_ddl, warehouse_path
-from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES
 
 DAY = date(2024, 7, 5)
 NEXT_DAY = date(2024, 7, 8)

@@ -34,7 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 import polars as pl
 from pipeline.lake import Warehouse
-from pipeline.market.schemas import RAW_COLUMNS
+from pipeline.contract.schemas import RAW_COLUMNS
 
 path, day, rows, writes, go = sys.argv[1], date.fromisoformat(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
 start = datetime(day.year, day.month, day.day, 13, 30, tzinfo=UTC)

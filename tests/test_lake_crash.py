@@ -26,7 +26,7 @@ Fingerprint = tuple[int, float, str, int]
 SHARED = """
 from datetime import UTC, date, datetime, timedelta
 import polars as pl
-from pipeline.market.schemas import RAW_COLUMNS
+from pipeline.contract.schemas import RAW_COLUMNS
 
 def content(version: int, rows: int, day: date) -> tuple[pl.DataFrame, pl.DataFrame]:
     n = rows + 1000 * version

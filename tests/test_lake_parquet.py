@@ -13,10 +13,10 @@ import pytest
 from conftest import ingest_history
 from polars.testing import assert_frame_equal
 
+from pipeline.contract.calendar import trading_days
 from pipeline.lake import Warehouse
 from pipeline.lake_parquet import export_range, exportable_tables, main, parquet_glob, read_range
-from pipeline.market.calendar import trading_days
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 
 DAYS = trading_days("2024-07-03", "2024-07-08")  # 2024-07-03 closes early, 07-04 is a holiday
 TABLES_WITH_ROWS = ("raw.trades", "raw.quotes", "raw.option_snapshots", "features.bars_1m", "features.market",

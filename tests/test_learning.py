@@ -25,7 +25,7 @@ from trading_controls import (
 )
 
 from pipeline.agents.clstm_ppo import CLSTMPPO
-from pipeline.envs.market_data import MarketTensors
+from pipeline.envs.tensors import MarketTensors
 
 
 def evaluate_cartpole(agent: CLSTMPPO, episodes: int = 8) -> float:

@@ -10,9 +10,12 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
-from pipeline.market.calendar import trading_session
-from pipeline.market.file_source import FileSource
-from pipeline.market.option_collector import (
+from pipeline.contract.calendar import trading_session
+from pipeline.contract.schemas import conform
+from pipeline.contract.validation import validate
+from pipeline.sources.base import SourceUnavailableError
+from pipeline.sources.file_source import FileSource
+from pipeline.sources.option_collector import (
     GAPS_LOG,
     ChainSource,
     CollectedChainsFirst,
@@ -21,12 +24,9 @@ from pipeline.market.option_collector import (
     due_slot,
     missing_slots,
 )
-from pipeline.market.schemas import conform
-from pipeline.market.source import SourceUnavailableError
-from pipeline.market.source_settings import SourceSettings, build_chain_source, build_market_source
-from pipeline.market.synthetic import SyntheticMarket
-from pipeline.market.synthetic_config import SyntheticMarketConfig
-from pipeline.market.validation import validate
+from pipeline.sources.settings import SourceSettings, build_chain_source, build_market_source
+from pipeline.synthetic.config import SyntheticMarketConfig
+from pipeline.synthetic.source import SyntheticMarket
 
 NY = ZoneInfo("America/New_York")
 DAY = date(2024, 7, 5)

@@ -8,11 +8,11 @@ import polars as pl
 import pytest
 import torch
 
+from pipeline.contract.calendar import snapshot_times, trading_session
 from pipeline.envs.option_slots import align_to_slots
 from pipeline.envs.options_chain import OptionChainTensors, chain_tensors_from_snapshots
-from pipeline.market.calendar import snapshot_times, trading_session
-from pipeline.market.synthetic import SyntheticMarket
-from pipeline.market.synthetic_config import SyntheticMarketConfig
+from pipeline.synthetic.config import SyntheticMarketConfig
+from pipeline.synthetic.source import SyntheticMarket
 
 DAYS = (date(2024, 7, 2), date(2024, 7, 3))  # 07-03 closes early: used only where that is the point
 REGULAR = (date(2024, 7, 1), date(2024, 7, 2))

@@ -7,7 +7,7 @@ from datetime import date
 import dagster as dg
 import pytest
 
-from pipeline.market.calendar import trading_days
+from pipeline.contract.calendar import trading_days
 from pipeline.partitions import partitions_start_from_env, trading_day_partitions
 
 

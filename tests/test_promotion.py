@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.backtest.metrics import MIN_INTERVAL_DAYS
 from pipeline.backtest.promotion import PromotionPolicy, best_baseline, compare, daily_returns, evaluate_gate
-from pipeline.market.calendar import trading_days
+from pipeline.contract.calendar import trading_days
 
 DAYS = trading_days("2024-07-08", "2024-07-23")  # 12 sessions
 BARS = 30

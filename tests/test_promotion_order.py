@@ -23,11 +23,11 @@ from conftest import assets_in_groups, build_once, ingest_history, pipeline_env
 
 import assets.deployment
 from pipeline.backtest.promotion import CANDIDATE, GateResult
+from pipeline.contract.calendar import trading_days
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
 from pipeline.registry import read_promotions
 from resources.compute import ComputeResource
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 HISTORY = trading_days("2024-06-24", "2024-07-03")  # 8 sessions: a 5-day window for each of the last three

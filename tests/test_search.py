@@ -19,8 +19,8 @@ from conftest import assets_in_groups, ingest_history, materialized_metadata, pi
 
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.ppo_config import PPOConfig
+from pipeline.contract.calendar import trading_days
 from pipeline.envs.intraday import IntradayConfig
-from pipeline.market.calendar import trading_days
 from pipeline.training.dataset import load_dataset
 from pipeline.training.env_factories import intraday_env
 from pipeline.training.search import (

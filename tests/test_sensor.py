@@ -11,7 +11,7 @@ import pytest
 from pipeline.definitions import build_definitions
 from pipeline.lake import Warehouse
 from pipeline.sensors import FEATURES_OF_TABLE
-from resources.market_data import MarketDataResource
+from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
 TRADES_HEADER = "symbol,ts,price,size,exchange,conditions\n"

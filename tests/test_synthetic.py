@@ -8,13 +8,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.market.calendar import trading_session
-from pipeline.market.schemas import RAW_COLUMNS
-from pipeline.market.source import MarketSource
-from pipeline.market.source_settings import SourceSettings, build_market_source, synthetic_config_from_env
-from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
-from pipeline.market.synthetic_config import symbol_profile
-from pipeline.market.synthetic_paths import clear_caches
+from pipeline.contract.calendar import trading_session
+from pipeline.contract.schemas import RAW_COLUMNS
+from pipeline.sources.base import MarketSource
+from pipeline.sources.settings import SourceSettings, build_market_source, synthetic_config_from_env
+from pipeline.synthetic.config import symbol_profile
+from pipeline.synthetic.paths import clear_caches
+from pipeline.synthetic.source import SyntheticMarket, SyntheticMarketConfig
 
 DAY = trading_session(date(2024, 7, 5))
 

@@ -9,13 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.market.black_scholes import bs_greeks, bs_price, implied_vol
-from pipeline.market.calendar import trading_session
-from pipeline.market.occ import occ_symbol
-from pipeline.market.schemas import RAW_COLUMNS
-from pipeline.market.synthetic import SyntheticMarket
-from pipeline.market.synthetic_config import SyntheticMarketConfig
-from pipeline.market.synthetic_options import expiries
+from pipeline.contract.black_scholes import bs_greeks, bs_price, implied_vol
+from pipeline.contract.calendar import trading_session
+from pipeline.contract.occ import occ_symbol
+from pipeline.contract.schemas import RAW_COLUMNS
+from pipeline.synthetic.config import SyntheticMarketConfig
+from pipeline.synthetic.options import expiries
+from pipeline.synthetic.source import SyntheticMarket
 
 DAY = trading_session(date(2024, 7, 5))
 RATE = 0.04

@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.market.calendar import trading_days, trading_session
-from pipeline.market.synthetic import SyntheticMarket, SyntheticMarketConfig
-from pipeline.market.synthetic_oracle import momentum_moments, oracle_returns, oracle_sharpe
+from pipeline.contract.calendar import trading_days, trading_session
+from pipeline.synthetic.oracle import momentum_moments, oracle_returns, oracle_sharpe
+from pipeline.synthetic.source import SyntheticMarket, SyntheticMarketConfig
 
 DAYS = [trading_session(d) for d in trading_days("2024-03-04", "2024-03-13")]  # 8 sessions
 

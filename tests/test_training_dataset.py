@@ -15,9 +15,9 @@ import torch
 from safetensors import safe_open
 from test_env_loader import _scramble, copy_of
 
-from pipeline.envs.market_frames import synthetic_market_frames
+from pipeline.contract.calendar import trading_days
+from pipeline.envs.frames import synthetic_market_frames
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_days
 from pipeline.training.dataset import (
     DatasetConfig,
     TrainingDataset,

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 from pandera.config import ValidationDepth, config_context
 
-from pipeline.market.calendar import trading_session
-from pipeline.market.schemas import RAW_COLUMNS
-from pipeline.market.source import TradingSession
-from pipeline.market.validation import ValidationResult, rejected_share, validate
+from pipeline.contract.calendar import trading_session
+from pipeline.contract.schemas import RAW_COLUMNS
+from pipeline.contract.validation import ValidationResult, rejected_share, validate
+from pipeline.sources.base import TradingSession
 
 DAY = date(2024, 7, 5)
 SESSION = TradingSession(DAY, datetime(2024, 7, 5, 13, 30, tzinfo=UTC), datetime(2024, 7, 5, 20, 0, tzinfo=UTC))
@@ -248,9 +248,9 @@ PANDERA_OFF = """
 import sys
 from datetime import date
 import polars as pl
-from pipeline.market.calendar import trading_session
-from pipeline.market.schemas import RAW_COLUMNS
-from pipeline.market.validation import validate
+from pipeline.contract.calendar import trading_session
+from pipeline.contract.schemas import RAW_COLUMNS
+from pipeline.contract.validation import validate
 session = trading_session(date(2024, 7, 5))
 row = {"symbol": "SPY", "ts": session.open, "price": -1.0, "size": 1.0, "exchange": "P", "conditions": None,
        "source": "test", "trading_day": session.trading_day}

@@ -15,9 +15,9 @@ from test_checkpoints import TINY, CountingEnv
 from pipeline.agents import checkpoints as ckpt
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.diagnostics import episode_metrics
-from pipeline.agents.validation import evaluate_policy
+from pipeline.agents.policy_eval import evaluate_policy
 from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
-from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
+from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
 
 MINUTES, NUM_ENVS, STEPS = 20, 8, 20
 TRAIN = IntradayConfig(window=4, loss_cut=None, profit_lock=None)

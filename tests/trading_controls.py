@@ -24,7 +24,7 @@ from pipeline.backtest.promotion import PromotionPolicy, evaluate_gate
 from pipeline.backtest.runner import run_intraday
 from pipeline.backtest.strategies import run_baselines
 from pipeline.envs.intraday import LONG, IntradayConfig, IntradayTradingEnv
-from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
+from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
 
 TRAIN_DAYS, TEST_DAYS = 6, 10
 # Whole-day episodes (no loss-cut/profit-lock) with the default fees, slippage and spread crossing.

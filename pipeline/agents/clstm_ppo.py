@@ -28,10 +28,10 @@ from pipeline.agents.distributed import average_tensors, is_distributed
 from pipeline.agents.gae import compute_gae
 from pipeline.agents.network import distribution_stats, sample_actions
 from pipeline.agents.normalize import RETURNS_KEY
+from pipeline.agents.policy_eval import check_validation_env, evaluate_policy
 from pipeline.agents.ppo_config import PPOConfig
 from pipeline.agents.ppo_update import Schedule, critic_epochs, flat_windows, ppo_epochs
 from pipeline.agents.rollout import RolloutBuffer, RolloutState
-from pipeline.agents.validation import check_validation_env, evaluate_policy
 
 
 class StopRequested:

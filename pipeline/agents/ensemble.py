@@ -77,7 +77,7 @@ def validation_sharpe(policy: Any, env: gym.Env, n_steps: int, seed: int = 0) ->
 def load_member(kind: str, path: str | os.PathLike) -> Any:
     """Load one member by kind: 'sb3' (a train_baseline folder) or 'clstm_ppo' (a CLSTMPPO checkpoint)."""
     if kind == "sb3":
-        from pipeline.agents.baselines import load_baseline
+        from pipeline.agents.sb3 import load_baseline
 
         return load_baseline(path)
     if kind == "clstm_ppo":

@@ -41,9 +41,9 @@ import torch
 
 from pipeline.agents.checkpoints import checkpoint_path
 from pipeline.agents.clstm_ppo import CLSTMPPO
+from pipeline.agents.policy_eval import evaluate_policy
 from pipeline.agents.ppo_config import PPOConfig
 from pipeline.agents.ppo_update import TrainingDivergedError
-from pipeline.agents.validation import evaluate_policy
 from pipeline.training.curves import training_curve_markdown
 
 # The per-update values streamed to the run's logs and plotted as the training curve.
@@ -58,7 +58,7 @@ def intraday_env(
 ) -> Any:
     """IntradayTrading on the numpy synthetic market (no polars needed), restricted to days [first, last)."""
     from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
-    from pipeline.envs.market_data import synthetic_market_tensors
+    from pipeline.envs.tensors import synthetic_market_tensors
 
     market = synthetic_market_tensors(days=days, alpha=alpha, seed=seed, minutes=minutes, device=device)
     market = market.subset(days=range(first_day, days if last_day is None else last_day))

@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.agents.ensemble import load_member
 from pipeline.envs.intraday import IntradayConfig
-from pipeline.envs.market_data import MarketTensors
+from pipeline.envs.tensors import MarketTensors
 from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
 from pipeline.lake import Warehouse
 from pipeline.registry import file_sha256

@@ -30,12 +30,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.agents.validation import final_pnl, walk_outcomes
+from pipeline.agents.policy_eval import final_pnl, walk_outcomes
+from pipeline.contract.calendar import trading_session
 from pipeline.envs.costs import last_quotes
 from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
-from pipeline.envs.market_data import MarketTensors
 from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig
-from pipeline.market.calendar import trading_session
+from pipeline.envs.tensors import MarketTensors
 
 RETURN_COLUMNS = ("trading_day", "ts", "strategy", "model_id", "ret", "position", "cost")
 RETURN_SCHEMA = {
@@ -215,7 +215,7 @@ def episode_pnls(
 ) -> np.ndarray:
     """Final PnL in dollars (net of costs) of every (day, symbol) episode of `market`, in walk (time) order.
 
-    The walk is validation's (`pipeline.agents.validation`), on the env `run_intraday` builds; for paired
+    The walk is validation's (`pipeline.agents.policy_eval`), on the env `run_intraday` builds; for paired
     comparisons of two policies on the same episodes.
     """
     env = intraday_eval_env(market, env_config)

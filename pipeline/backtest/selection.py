@@ -20,7 +20,7 @@ from pipeline.backtest.metrics import daily_frame
 from pipeline.backtest.promotion import CANDIDATE
 from pipeline.backtest.runner import run_intraday
 from pipeline.envs.intraday import IntradayConfig
-from pipeline.envs.market_data import MarketTensors
+from pipeline.envs.tensors import MarketTensors
 
 
 class Scorable(Protocol):

@@ -8,7 +8,7 @@ threshold tuned on the training market under the env's costs, `tune_band`), and 
 seeded generator). The trailing rules read the mid at the decided bar and k bars before it, nothing later.
 
 On the synthetic market two oracles know the planted signal's horizon (`signal_minutes`,
-`pipeline.market.synthetic_oracle`) and are reported beside the baselines, never counted among them by the gate:
+`pipeline.synthetic.oracle`) and are reported beside the baselines, never counted among them by the gate:
 `sign_oracle` trades the sign of the planted expected return every bar and ignores costs; `cost_aware_oracle` is
 the banded rule on that horizon, its threshold tuned on the training market with the env's costs. The cost-aware
 one is the bound: "share of the oracle" always means it. (The sign oracle pays a spread on every flip, so a banded
@@ -29,8 +29,8 @@ import torch
 from pipeline.backtest.runner import MarketRule, episode_pnls, run_intraday, run_portfolio
 from pipeline.envs.intraday import FLAT as FLAT_ACTION
 from pipeline.envs.intraday import HOLD, LONG, SHORT, IntradayConfig
-from pipeline.envs.market_data import MarketTensors
 from pipeline.envs.portfolio import project_to_simplex
+from pipeline.envs.tensors import MarketTensors
 
 FLAT, BUY_AND_HOLD, MOMENTUM, MOMENTUM_BAND, RANDOM = "flat", "buy_and_hold", "momentum", "momentum_band", "random"
 SIGN_ORACLE, COST_AWARE_ORACLE = "sign_oracle", "cost_aware_oracle"

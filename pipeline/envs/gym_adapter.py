@@ -18,8 +18,8 @@ import torch
 
 from pipeline.envs.base import BatchedEnv
 from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
-from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig
+from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
 
 # Finite observation bounds (gymnasium's checker warns on infinite ones); observations are clipped to them.
 OBS_LIMIT = 1e6

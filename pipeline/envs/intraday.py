@@ -36,8 +36,8 @@ import torch
 from pipeline.envs.base import substate
 from pipeline.envs.costs import CostModel, fill_at_quote, last_quotes
 from pipeline.envs.episodes import EpisodeSchedule, ScheduledEnv
-from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.rolling_window import RollingWindow
+from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
 
 HOLD, LONG, SHORT, FLAT = 0, 1, 2, 3
 AGENT_FEATURES = ("position", "unrealized_pnl", "episode_pnl", "time_of_day")

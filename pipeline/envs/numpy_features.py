@@ -21,7 +21,8 @@ DEFAULT_FEATURES: tuple[str, ...] = (
     "volume_zscore_30m",
     "turbulence_index",
 )
-"""Observation columns when none are chosen: returns, spread, range, volume surprise and turbulence."""
+"""A copy of `pipeline.features.catalog.DEFAULT_FEATURES` for the polars-free path (held equal by a test)."""
+
 
 RETURN_HORIZONS = (1, 5, 15)
 VOLUME_WINDOW = 30

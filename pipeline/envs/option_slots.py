@@ -17,7 +17,7 @@ from datetime import date, datetime
 
 import polars as pl
 
-from pipeline.market.calendar import snapshot_times, trading_session
+from pipeline.contract.calendar import snapshot_times, trading_session
 
 _SLOT = "_slot"
 

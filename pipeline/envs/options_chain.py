@@ -275,9 +275,9 @@ def synthetic_chain_tensors(days: int = 2, seed: int | None = None, symbol: str 
 
     import polars as pl
 
-    from pipeline.market.calendar import trading_days, trading_session
-    from pipeline.market.source_settings import SourceSettings, build_market_source
-    from pipeline.market.synthetic_config import SyntheticMarketConfig
+    from pipeline.contract.calendar import trading_days, trading_session
+    from pipeline.sources.settings import SourceSettings, build_market_source
+    from pipeline.synthetic.config import SyntheticMarketConfig
 
     first = date.fromisoformat(start)
     sessions = [trading_session(d) for d in trading_days(first, first + timedelta(days=7 * days + 7))][:days]

@@ -29,8 +29,8 @@ import torch
 from pipeline.envs.base import substate
 from pipeline.envs.costs import last_quotes, turnover_cost
 from pipeline.envs.episodes import EpisodeSchedule, ScheduledEnv
-from pipeline.envs.market_data import MarketTensors, synthetic_market_tensors
 from pipeline.envs.rolling_window import RollingWindow
+from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
 
 ALL = slice(None)
 

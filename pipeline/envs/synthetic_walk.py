@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from pipeline.market.synthetic_config import MINUTES_PER_YEAR, TICK, SyntheticMarketConfig
+from pipeline.synthetic.config import MINUTES_PER_YEAR, TICK, SyntheticMarketConfig
 
 _DEFAULTS = SyntheticMarketConfig()
 SIGNAL_MINUTES = _DEFAULTS.signal_minutes

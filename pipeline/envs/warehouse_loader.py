@@ -18,20 +18,26 @@ from datetime import date
 import polars as pl
 import torch
 
-from pipeline.envs.market_data import MarketTensors
-from pipeline.envs.market_frames import (
+from pipeline.contract.calendar import trading_session
+from pipeline.envs.frames import (
     DEFAULT_HALF_SPREAD_BPS,
     TURBULENCE_COLUMN,
     frames_to_arrays,
     impute_quotes,
 )
-from pipeline.envs.numpy_features import DEFAULT_FEATURES
 from pipeline.envs.option_slots import align_to_slots
 from pipeline.envs.options_chain import OptionChainTensors, chain_tensors_from_snapshots
-from pipeline.features.catalog import BARS, MARKET, OPTIONS, features_of, market_feature_names
+from pipeline.envs.tensors import MarketTensors
+from pipeline.features.catalog import (
+    BARS,
+    DEFAULT_FEATURES,
+    MARKET,
+    OPTIONS,
+    features_of,
+    market_feature_names,
+)
 from pipeline.features.rows import bar_rows
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import trading_session
 
 DEFAULT_OPTION_FEATURES: tuple[str, ...] = (
     "atm_iv", "skew_25d", "term_slope", "put_call_volume_ratio", "put_call_oi_ratio",

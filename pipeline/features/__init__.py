@@ -8,7 +8,7 @@ is documented in `catalog.FEATURE_CATALOG`.
 from pipeline.features.bars import bars_1m
 from pipeline.features.catalog import FEATURE_CATALOG
 from pipeline.features.lookback import LOOKBACK_TRADING_DAYS, MarketHistory, market_history
-from pipeline.features.market import market_features, market_features_days
+from pipeline.features.model_features import market_features, market_features_days
 from pipeline.features.options import options_features
 
 __all__ = [

@@ -233,6 +233,20 @@ FEATURE_CATALOG: tuple[Feature, ...] = tuple(
 )
 
 
+DEFAULT_FEATURES: tuple[str, ...] = (
+    "log_return_1m",
+    "log_return_5m",
+    "log_return_15m",
+    "relative_spread_bps",
+    "bar_range_bps",
+    "volume_zscore_30m",
+    "turbulence_index",
+)
+"""The `features.market` columns a model observes when none are chosen: returns, spread, range, volume surprise
+and turbulence. The one owner of the default observation; the env loader, the datasets and the training assets read
+it from here."""
+
+
 def features_of(table: str, group: str | None = None) -> list[Feature]:
     """Catalog rows of one table (and group), in catalog order."""
     return [f for f in FEATURE_CATALOG if f.table == table and (group is None or f.group == group)]

@@ -14,12 +14,12 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from pipeline.contract.calendar import CALENDAR_START, trading_days
 from pipeline.features.catalog import MARKET, features_of
 from pipeline.features.daily import CLOSES_SCHEMA
 from pipeline.features.rows import BarStamp, bar_rows, daily_closes, tick_rows
 from pipeline.features.windows import BAR_COUNT, DAY_MINUTES, MINUTES, TRADING_DAYS
-from pipeline.market.calendar import CALENDAR_START, trading_days
-from pipeline.market.source import TradingSession
+from pipeline.sources.base import TradingSession
 
 # An early close (09:30-13:00 New York) is the shortest session: the fewest bars a session can hold.
 MIN_SESSION_MINUTES = 210

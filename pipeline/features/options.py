@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.contract.schemas import UTC_TS
 from pipeline.features.bars import utc_ts
 from pipeline.features.catalog import OPTIONS, features_of
-from pipeline.market.schemas import UTC_TS
 
 MIN_NEAR_DAYS = 7
 SKEW_DELTA = 0.25

@@ -26,7 +26,7 @@ import polars as pl
 from pipeline.features.catalog import MARKET, Feature, features_of
 from pipeline.features.lookback import row_lookback_sessions
 from pipeline.features.windows import BAR_COUNT, MINUTES, TRADING_DAYS
-from pipeline.market.source import TradingSession
+from pipeline.sources.base import TradingSession
 
 # The one-minute rows of features.market; bar-only symbols carry their raw.bars interval instead.
 MINUTE_INTERVAL = "1m"

@@ -39,12 +39,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from pipeline.agents.normalize import RunningMeanStd
-from pipeline.envs.market_data import MarketTensors
+from pipeline.contract.calendar import is_trading_day
+from pipeline.envs.tensors import MarketTensors
 from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
 from pipeline.features.catalog import BARS, MARKET
 from pipeline.features.lookback import earlier_trading_days
 from pipeline.lake import Warehouse
-from pipeline.market.calendar import is_trading_day
 
 PARTS = ("train", "selection", "gate")
 CHOOSING_PARTS = ("train", "selection")

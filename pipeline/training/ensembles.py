@@ -16,8 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipeline.agents.baselines import META_FILE
 from pipeline.agents.ensemble import PolicyEnsemble
+from pipeline.agents.sb3 import META_FILE
 from pipeline.envs.intraday import IntradayConfig
 from pipeline.lake import Warehouse
 from pipeline.registry import file_sha256, read_registry

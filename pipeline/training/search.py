@@ -40,7 +40,7 @@ from pipeline.agents.ppo_update import TrainingDivergedError
 from pipeline.backtest.metrics import compute_metrics
 from pipeline.backtest.runner import run_intraday
 from pipeline.envs.intraday import IntradayConfig
-from pipeline.envs.market_data import MarketTensors
+from pipeline.envs.tensors import MarketTensors
 from pipeline.training.curves import markdown_image
 from pipeline.training.dataset import load_dataset
 from pipeline.training.env_factories import intraday_env

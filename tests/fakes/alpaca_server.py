@@ -24,9 +24,9 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from pipeline.market.black_scholes import DAYS_PER_YEAR, bs_price
-from pipeline.market.calendar import NY_TZ
-from pipeline.market.source import TradingSession
+from pipeline.contract.black_scholes import DAYS_PER_YEAR, bs_price
+from pipeline.contract.calendar import NY_TZ
+from pipeline.sources.base import TradingSession
 
 HANG = "hang"  # failure script entry: never answer; hold the connection until the client gives up
 DROP = "drop"  # failure script entry: close the connection without an answer

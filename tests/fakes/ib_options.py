@@ -16,8 +16,8 @@ from typing import Any
 from ib_async import Contract, OptionChain, RequestError, Ticker
 from ib_async.objects import OptionComputation
 
-from pipeline.market.black_scholes import bs_greeks, bs_price
-from pipeline.market.occ import occ_symbol
+from pipeline.contract.black_scholes import bs_greeks, bs_price
+from pipeline.contract.occ import occ_symbol
 from tests.fakes.ib import FakeIB
 
 OptionKey = tuple[str, str, float, str]

@@ -1,7 +1,7 @@
 """The market data source as a Dagster resource: which source feeds the raw tables, and its settings.
 
 Every field left unset falls back to the environment, read when a run uses the resource (never at import) by
-`pipeline.market.source_settings`, the one place that reads the source's variables. Credentials are only read when
+`pipeline.sources.settings`, the one place that reads the source's variables. Credentials are only read when
 their source is chosen, and never go into logs or metadata.
 """
 
@@ -12,15 +12,15 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from pipeline.market.option_collector import ChainSource
-from pipeline.market.source import MarketSource
-from pipeline.market.source_settings import (
+from pipeline.sources.base import MarketSource
+from pipeline.sources.option_collector import ChainSource
+from pipeline.sources.settings import (
     SourceSettings,
     alpaca_vars_set,
     build_chain_source,
     build_market_source,
 )
-from pipeline.market.synthetic_config import SyntheticMarketConfig
+from pipeline.synthetic.config import SyntheticMarketConfig
 
 
 class MarketDataResource(dg.ConfigurableResource):

@@ -27,7 +27,7 @@ class TradingSession:
 class MarketSource(Protocol):
     """Fetches one trading day of one raw table.
 
-    `fetch` returns a polars frame with the columns of `pipeline.market.schemas.RAW_COLUMNS[table]` (unvalidated:
+    `fetch` returns a polars frame with the columns of `pipeline.contract.schemas.RAW_COLUMNS[table]` (unvalidated:
     bad rows are kept so validation can quarantine them with a reason), or an empty frame when the source has
     nothing for that table. Network sources raise `SourceError` subclasses with a message a user can act on.
     """

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pipeline.market.synthetic_config import (
+from pipeline.synthetic.config import (
     MINUTES_PER_YEAR,
     TICK,
     SyntheticMarketConfig,
     stream,
     symbol_profile,
 )
-from pipeline.market.synthetic_paths import REGULAR_SESSION_MINUTES, vol_profile
+from pipeline.synthetic.paths import REGULAR_SESSION_MINUTES, vol_profile
 
 _IMPULSE_TERMS = 4000
 

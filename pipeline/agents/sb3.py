@@ -24,7 +24,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from pipeline.agents.baselines_vecnorm import load_vecnormalize, save_vecnormalize
+from pipeline.agents.sb3_vecnorm import load_vecnormalize, save_vecnormalize
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
 MODEL_FILE = "model.zip"

@@ -1,12 +1,12 @@
 """What each column of the raw tables means, for people reading the tables (the Dagster UI's column schema).
 
-The column names and types are `pipeline.market.schemas.RAW_COLUMNS`; this adds one sentence per column, and a
+The column names and types are `pipeline.contract.schemas.RAW_COLUMNS`; this adds one sentence per column, and a
 test holds the two to the same columns. Columns shared by several tables are described once.
 """
 
 from __future__ import annotations
 
-from pipeline.market.schemas import RAW_COLUMNS
+from pipeline.contract.schemas import RAW_COLUMNS
 
 _SHARED = {
     "symbol": "ticker",

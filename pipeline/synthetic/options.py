@@ -14,11 +14,11 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
-from pipeline.market.black_scholes import bs_greeks, bs_price
-from pipeline.market.calendar import is_trading_day, trading_session
-from pipeline.market.occ import occ_symbol
-from pipeline.market.synthetic_config import MINUTES_PER_YEAR, SyntheticMarketConfig, stream, symbol_profile
-from pipeline.market.synthetic_paths import US_PER_MINUTE, SymbolDay, vol_profile
+from pipeline.contract.black_scholes import bs_greeks, bs_price
+from pipeline.contract.calendar import is_trading_day, trading_session
+from pipeline.contract.occ import occ_symbol
+from pipeline.synthetic.config import MINUTES_PER_YEAR, SyntheticMarketConfig, stream, symbol_profile
+from pipeline.synthetic.paths import US_PER_MINUTE, SymbolDay, vol_profile
 
 SECONDS_PER_YEAR = 365.0 * 86400
 VARIANCE_PREMIUM = 1.10  # implied vol trades above realized

@@ -29,7 +29,7 @@ from pipeline.features.regime import add_regime
 from pipeline.features.rows import BarStamp, bar_rows, finest_bars, tick_rows
 from pipeline.features.turbulence import daily_turbulence, turbulence_index
 from pipeline.features.volatility import add_volatility
-from pipeline.market.source import TradingSession
+from pipeline.sources.base import TradingSession
 
 KEY_COLUMNS: tuple[str, ...] = ("symbol", "ts", "trading_day", "bar_interval")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.market.calendar import NY_TZ
-from pipeline.market.schemas import RAW_COLUMNS, RAW_DEFAULTS, UTC_TS
+from pipeline.contract.calendar import NY_TZ
+from pipeline.contract.schemas import RAW_COLUMNS, RAW_DEFAULTS, UTC_TS
 
 PARSE_ERROR = "_parse_error"
 

@@ -30,9 +30,9 @@ from assets.training import (
 )
 from pipeline.agents.ensemble import WEIGHTINGS
 from pipeline.registry import ModelRecord, code_version, config_hash, file_sha256, register_model
-from pipeline.training.baselines import BASELINES, torch_threads, train_dataset_baseline, validate
 from pipeline.training.dataset import MANIFEST_FILE
 from pipeline.training.ensembles import INTRADAY_ALGOS, build_ensemble, common_env_config, registered_members
+from pipeline.training.sb3 import BASELINES, torch_threads, train_dataset_baseline, validate
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 

@@ -29,8 +29,11 @@ import polars as pl
 from ib_async import IB, Option, OptionChain, RequestError, Stock, Ticker
 from ib_async.objects import OptionComputation
 
-from pipeline.market.calendar import NY_TZ
-from pipeline.market.ibkr_connection import (
+from pipeline.contract.calendar import NY_TZ
+from pipeline.contract.occ import occ_symbol
+from pipeline.contract.schemas import RAW_COLUMNS, conform, empty_frame
+from pipeline.sources.base import SourceError, SourceUnavailableError
+from pipeline.sources.ibkr_connection import (
     NO_SUBSCRIPTION,
     UNREACHABLE,
     as_utc,
@@ -38,10 +41,7 @@ from pipeline.market.ibkr_connection import (
     request_failure,
     where,
 )
-from pipeline.market.occ import occ_symbol
-from pipeline.market.pacing import Pacer
-from pipeline.market.schemas import RAW_COLUMNS, conform, empty_frame
-from pipeline.market.source import SourceError, SourceUnavailableError
+from pipeline.sources.pacing import Pacer
 
 logger = logging.getLogger(__name__)
 

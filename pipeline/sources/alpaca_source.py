@@ -1,7 +1,7 @@
 """The Alpaca market source: historical trades, quotes, 1-minute bars and option-chain snapshots via alpaca-py.
 
 Option chains: today's is Alpaca's live chain (`current_chain`); a past day's, from February 2024 on, is rebuilt
-from the contract list (trading API) and 1-minute bars by `pipeline.market.alpaca_history`.
+from the contract list (trading API) and 1-minute bars by `pipeline.sources.alpaca_history`.
 
 alpaca-py pages through `next_page_token` itself (limit=None consumes every page) but retries only 429/504 with a
 fixed 3 s sleep. Its own retry is switched off and every call is wrapped in `RetryPolicy` instead: exponential
@@ -43,12 +43,12 @@ from alpaca.trading.models import OptionContract
 from alpaca.trading.requests import GetOptionContractsRequest
 from requests.adapters import HTTPAdapter
 
-from pipeline.market import alpaca_history, alpaca_rows
-from pipeline.market.alpaca_history import OPTION_HISTORY_START, ChainSettings
-from pipeline.market.calendar import NY_TZ
-from pipeline.market.retry import RetryPolicy
-from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES, conform, empty_frame
-from pipeline.market.source import SourceAuthError, SourceError, SourceUnavailableError, TradingSession
+from pipeline.contract.calendar import NY_TZ
+from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES, conform, empty_frame
+from pipeline.sources import alpaca_history, alpaca_rows
+from pipeline.sources.alpaca_history import OPTION_HISTORY_START, ChainSettings
+from pipeline.sources.base import SourceAuthError, SourceError, SourceUnavailableError, TradingSession
+from pipeline.sources.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class AlpacaSource:
         market data and the trading API alike (the trading client is the paper one: it lists the same contracts).
 
         `clock` stamps live option-chain snapshots and tells today (live chain) from a past day (reconstructed).
-        Past-day chains (each is a field of `pipeline.market.alpaca_history.ChainSettings`): `snapshot_minutes`
+        Past-day chains (each is a field of `pipeline.sources.alpaca_history.ChainSettings`): `snapshot_minutes`
         between snapshots; `option_expiry_days`: contracts expiring within this many calendar days of the day;
         `option_strike_band`: strikes within this fraction of the underlying's price at the first snapshot;
         `risk_free_rate`: the constant annual rate for iv and greeks; `max_staleness_minutes`: a last trade older

@@ -5,7 +5,7 @@ last tick time already seen and the ticks of that second which were already coll
 the last second of a page, so they come again). Every request goes through a `Pacer` that honours IBKR's
 historical-data limits. Option snapshots of past days are not provided: TWS has no historical option-chain snapshot
 endpoint, so `fetch("option_snapshots", ...)` returns an empty frame; IBKR chains are recorded live instead, by the
-option collector through `pipeline.market.ibkr_options.IBKROptionChains`.
+option collector through `pipeline.sources.ibkr_options.IBKROptionChains`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import polars as pl
 from ib_async import IB, RequestError, Stock
 from ib_async.objects import HistoricalTickBidAsk, HistoricalTickLast
 
-from pipeline.market.ibkr_connection import UNREACHABLE, as_utc, connect_readonly, request_failure, where
-from pipeline.market.pacing import Pacer
-from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES, conform, empty_frame
-from pipeline.market.source import SourceError, SourceUnavailableError, TradingSession
+from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES, conform, empty_frame
+from pipeline.sources.base import SourceError, SourceUnavailableError, TradingSession
+from pipeline.sources.ibkr_connection import UNREACHABLE, as_utc, connect_readonly, request_failure, where
+from pipeline.sources.pacing import Pacer
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The baselines see the same dataset and costs as CLSTM-PPO: SB3 PPO on the intrad
 both on the dataset's train part. Their gymnasium ids (`pipeline/DatasetIntraday-v0`,
 `pipeline/DatasetPortfolio-v0`, registered when this module is imported) take the dataset folder and the part, so
 `train_baseline` records JSON kwargs (a path, config fields) in baseline.json, never tensors; it reaches them as
-`"pipeline.training.baselines:pipeline/DatasetIntraday-v0"`, gymnasium's `module:id` form, which imports this
+`"pipeline.training.sb3:pipeline/DatasetIntraday-v0"`, gymnasium's `module:id` form, which imports this
 module (and so registers the ids) in whatever process makes the env.
 
 Selection is scored by the same walk that scores CLSTM-PPO (`evaluate_policy` on the selection part in evaluation mode:
@@ -22,8 +22,8 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from pipeline.agents.baselines import BaselineConfig, BaselinePolicy, train_baseline
-from pipeline.agents.validation import evaluate_policy, final_pnl
+from pipeline.agents.policy_eval import evaluate_policy, final_pnl
+from pipeline.agents.sb3 import BaselineConfig, BaselinePolicy, train_baseline
 from pipeline.envs.base import BatchedEnv
 from pipeline.envs.gym_adapter import BatchedGymAdapter
 from pipeline.training.env_factories import intraday_env, portfolio_env

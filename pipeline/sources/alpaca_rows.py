@@ -7,7 +7,7 @@ from typing import Any
 
 from alpaca.data.models import BarSet, OptionsSnapshot, Quote, QuoteSet, Trade, TradeSet
 
-from pipeline.market.occ import parse_occ, standard_occ
+from pipeline.contract.occ import parse_occ, standard_occ
 
 
 def _utc(ts: datetime) -> datetime:

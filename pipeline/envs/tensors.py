@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.envs.market_frames import (
+from pipeline.envs.frames import (
     DEFAULT_HALF_SPREAD_BPS,
     TURBULENCE_COLUMN,
     frames_to_arrays,

@@ -14,7 +14,7 @@ from functools import lru_cache
 import exchange_calendars as xcals
 import pandas as pd
 
-from pipeline.market.source import TradingSession
+from pipeline.sources.base import TradingSession
 
 NY_TZ = "America/New_York"
 EXCHANGE = "XNYS"
@@ -98,7 +98,7 @@ def trading_session(day: date | str) -> TradingSession:
     if not is_trading_day(day):
         raise ValueError(
             f"{day} ({day.strftime('%A')}) is not an XNYS session (weekend, exchange holiday, or outside "
-            f"{CALENDAR_START}..{CALENDAR_END}); use pipeline.market.calendar.trading_days() to pick one"
+            f"{CALENDAR_START}..{CALENDAR_END}); use pipeline.contract.calendar.trading_days() to pick one"
         )
     open_ts, close_ts = xnys().session_open_close(pd.Timestamp(day))
     return TradingSession(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from ib_async import IB, RequestError
 
-from pipeline.market.source import SourceError, SourceUnavailableError
+from pipeline.sources.base import SourceError, SourceUnavailableError
 
 UNREACHABLE = (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError)
 """Exceptions meaning TWS could not be reached, or the connection was lost or timed out."""

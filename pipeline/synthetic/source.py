@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 
-from pipeline.market.schemas import RAW_COLUMNS, UTC_TS, conform, empty_frame
-from pipeline.market.source import TradingSession
-from pipeline.market.synthetic_config import DEFAULT_SYMBOLS, SyntheticMarketConfig, stream
-from pipeline.market.synthetic_oracle import OracleSharpe, oracle_positions, oracle_returns, oracle_sharpe
-from pipeline.market.synthetic_paths import CENTS_PER_DOLLAR, US_PER_MINUTE, SymbolDay, symbol_day
+from pipeline.contract.schemas import RAW_COLUMNS, UTC_TS, conform, empty_frame
+from pipeline.sources.base import TradingSession
+from pipeline.synthetic.config import DEFAULT_SYMBOLS, SyntheticMarketConfig, stream
+from pipeline.synthetic.oracle import OracleSharpe, oracle_positions, oracle_returns, oracle_sharpe
+from pipeline.synthetic.paths import CENTS_PER_DOLLAR, US_PER_MINUTE, SymbolDay, symbol_day
 
 __all__ = [
     "DEFAULT_SYMBOLS", "OracleSharpe", "SyntheticMarket", "SyntheticMarketConfig",
@@ -116,7 +116,7 @@ class SyntheticMarket:
         if table == "bars" or not chosen:
             return empty_frame(table)
         if table == "option_snapshots":
-            from pipeline.market.synthetic_options import option_snapshots
+            from pipeline.synthetic.options import option_snapshots
 
             frames = [option_snapshots(self.config, self.symbol_day(session, s)) for s in chosen]
         else:

@@ -142,11 +142,11 @@ def synthetic_market_frames(
 
     import polars as pl
 
+    from pipeline.contract.calendar import trading_days, trading_session
     from pipeline.features import bars_1m
-    from pipeline.features.market import market_features_days
-    from pipeline.market.calendar import trading_days, trading_session
-    from pipeline.market.source_settings import SourceSettings, build_market_source
-    from pipeline.market.synthetic_config import SyntheticMarketConfig
+    from pipeline.features.model_features import market_features_days
+    from pipeline.sources.settings import SourceSettings, build_market_source
+    from pipeline.synthetic.config import SyntheticMarketConfig
 
     first = date.fromisoformat(start)
     sessions = [trading_session(d) for d in trading_days(first, first + timedelta(days=2 * days + 10))[:days]]

@@ -24,10 +24,10 @@ from alpaca.data.models import Bar
 from alpaca.trading.enums import ContractType
 from alpaca.trading.models import OptionContract
 
-from pipeline.market.black_scholes import DAYS_PER_YEAR, bs_greeks, bs_price, implied_vol
-from pipeline.market.calendar import NY_TZ, snapshot_times
-from pipeline.market.occ import standard_occ
-from pipeline.market.source import TradingSession
+from pipeline.contract.black_scholes import DAYS_PER_YEAR, bs_greeks, bs_price, implied_vol
+from pipeline.contract.calendar import NY_TZ, snapshot_times
+from pipeline.contract.occ import standard_occ
+from pipeline.sources.base import TradingSession
 
 # Alpaca's docs: "Currently we only offer historical option data since February 2024."
 OPTION_HISTORY_START = date(2024, 2, 1)
@@ -50,7 +50,7 @@ class ChainSettings:
     """How a past day's chain is rebuilt (AlpacaSource's constructor passes its keyword arguments through)."""
 
     snapshot_minutes: int = 15
-    """Minutes between snapshots (the grid of `pipeline.market.calendar.snapshot_times`)."""
+    """Minutes between snapshots (the grid of `pipeline.contract.calendar.snapshot_times`)."""
     expiry_days: int = 45
     """Contracts expiring on the day itself up to this many calendar days later are kept."""
     strike_band: float = 0.10

@@ -14,9 +14,9 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-from pipeline.market.calendar import NY_TZ
-from pipeline.market.schemas import RAW_COLUMNS, RAW_KEYS
-from pipeline.market.source import TradingSession
+from pipeline.contract.calendar import NY_TZ
+from pipeline.contract.schemas import RAW_COLUMNS, RAW_KEYS
+from pipeline.sources.base import TradingSession
 
 # Columns a row may leave empty; every other contract column is required.
 NULLABLE: dict[str, frozenset[str]] = {

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.market.calendar import NY_TZ
-from pipeline.market.landing_parse import PARSE_ERROR, parse_landed, ts_expr
-from pipeline.market.schemas import RAW_COLUMNS, RAW_TABLES, empty_frame
-from pipeline.market.source import SourceError, TradingSession
+from pipeline.contract.calendar import NY_TZ
+from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES, empty_frame
+from pipeline.sources.base import SourceError, TradingSession
+from pipeline.sources.landing_parse import PARSE_ERROR, parse_landed, ts_expr
 
 logger = logging.getLogger(__name__)
 

@@ -83,7 +83,7 @@ RAW_KEYS: dict[str, tuple[str, ...]] = {
 RAW_TABLES: tuple[str, ...] = tuple(RAW_COLUMNS)
 
 # Columns a source may leave out: they take these values. A live chain is observed, not reconstructed; a
-# reconstruction (pipeline.market.alpaca_history) sets `reconstructed` and says in `null_reason` what it could not know.
+# reconstruction (pipeline.sources.alpaca_history) sets `reconstructed` and says in `null_reason` what it could not know.
 RAW_DEFAULTS: dict[str, dict[str, object]] = {
     "option_snapshots": {"reconstructed": False, "null_reason": None},
 }

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.market.option_collector import ChainSource, CollectedChainsFirst
-from pipeline.market.source import MarketSource, SourceAuthError
-from pipeline.market.synthetic_config import SyntheticMarketConfig
+from pipeline.sources.base import MarketSource, SourceAuthError
+from pipeline.sources.option_collector import ChainSource, CollectedChainsFirst
+from pipeline.synthetic.config import SyntheticMarketConfig
 
 if TYPE_CHECKING:
-    from pipeline.market.alpaca_source import AlpacaSource
+    from pipeline.sources.alpaca_source import AlpacaSource
 
 SOURCES = ("synthetic", "files", "alpaca", "ibkr")
 SOURCE_VAR = "PIPELINE_SOURCE"
@@ -181,11 +181,11 @@ def build_market_source(settings: SourceSettings, lake_dir: Path | None = None) 
     do not need it. Each source's module is imported only when chosen, so the brokers' SDKs load only for them.
     """
     if settings.source == "synthetic":
-        from pipeline.market.synthetic import SyntheticMarket
+        from pipeline.synthetic.source import SyntheticMarket
 
         return SyntheticMarket(settings.synthetic)
     if settings.source == "files":
-        from pipeline.market.file_source import FileSource
+        from pipeline.sources.file_source import FileSource
 
         if lake_dir is None and settings.landing_dir is None:
             raise ValueError("the files source reads <lake>/landing: pass the lake dir or set landing_dir")
@@ -194,7 +194,7 @@ def build_market_source(settings: SourceSettings, lake_dir: Path | None = None) 
     if lake_dir is None and settings.landing_dir is None:
         return broker
     # The live collector's snapshots of a day are the broker's real chains: they win over its answer for past days.
-    from pipeline.market.file_source import FileSource
+    from pipeline.sources.file_source import FileSource
 
     return CollectedChainsFirst(broker, FileSource(settings.landing_path(lake_dir or Path("."))))
 
@@ -202,8 +202,8 @@ def build_market_source(settings: SourceSettings, lake_dir: Path | None = None) 
 def _alpaca_source(settings: SourceSettings) -> AlpacaSource:
     api_key = _secret(settings.alpaca_api_key, ALPACA_KEY_VARS["alpaca_api_key"])
     secret_key = _secret(settings.alpaca_secret_key, ALPACA_KEY_VARS["alpaca_secret_key"])
-    from pipeline.market.alpaca_source import AlpacaSource
-    from pipeline.market.retry import RetryPolicy
+    from pipeline.sources.alpaca_source import AlpacaSource
+    from pipeline.sources.retry import RetryPolicy
 
     return AlpacaSource(
         api_key=api_key,
@@ -215,7 +215,7 @@ def _alpaca_source(settings: SourceSettings) -> AlpacaSource:
 
 
 def _ibkr_source(settings: SourceSettings) -> MarketSource:
-    from pipeline.market.ibkr_source import IBKRSource
+    from pipeline.sources.ibkr_source import IBKRSource
 
     return IBKRSource(
         host=settings.ibkr_host,
@@ -244,7 +244,7 @@ def build_chain_source(settings: SourceSettings) -> ChainSource:
         )
     if settings.source == "alpaca":
         return _alpaca_source(settings)
-    from pipeline.market.ibkr_options import IBKROptionChains
+    from pipeline.sources.ibkr_options import IBKROptionChains
 
     return IBKROptionChains(
         host=settings.ibkr_host,

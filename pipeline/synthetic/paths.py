@@ -16,8 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.market.source import TradingSession
-from pipeline.market.synthetic_config import (
+from pipeline.sources.base import TradingSession
+from pipeline.synthetic.config import (
     LEVEL_PERIODS,
     MINUTES_PER_YEAR,
     TICK,
