@@ -43,6 +43,7 @@ from pipeline.export.package import export_deployment, read_artifact
 from pipeline.lake import Warehouse
 from pipeline.registry import production_as_of, promote, read_registry, record_deployment, record_gate
 from pipeline.training.dataset import load_manifest
+from pipeline.training.env_factories import SELECTION_ENVS
 from resources.warehouse import WarehouseResource
 
 DEPLOYMENT_GROUP = "deployment"
@@ -104,7 +105,7 @@ def _production_problem(store: Warehouse, day: date, rows: pl.DataFrame) -> str 
 def _artifact_agreement(member: RegisteredPolicy, artifact_dir: Path) -> float:
     """Max abs difference of action probabilities, ONNX Runtime vs the model itself, on real observations of the
     selection days (raw, as the env emits them)."""
-    env = IntradayTradingEnv(dataset_part(member.dataset_dir, "selection"), num_envs=16, config=member.env_config)
+    env = IntradayTradingEnv(dataset_part(member.dataset_dir, "selection"), num_envs=SELECTION_ENVS, config=member.env_config)
     obs, _ = env.reset(seed=0)
     samples = []
     for _ in range(40):
@@ -259,7 +260,7 @@ def _card(member: RegisteredPolicy, metrics: pl.DataFrame, gate: list[GateResult
         model_id=member.model_id, symbols=manifest["symbols"], data_version=manifest["data_version"],
         train_days=manifest["train_days"], selection_days=manifest["selection_days"],
         gate_days=manifest["gate_days"], oracle_share=share,
-        trade_size=env.trade_size, costs={"fee_per_share": env.fee_per_share, "slippage_bps": env.slippage_bps},
+        trade_size=env.trade_size, costs=env.costs,
         metrics=rows.get(CANDIDATE, []),
         baselines=[BaselineRow(s, r) for s, r in rows.items() if s != CANDIDATE],
         intended_use=INTENDED_USE,

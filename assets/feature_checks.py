@@ -20,8 +20,8 @@ import polars as pl
 
 from assets.features import BARS_1M_KEY, FEATURE_KEYS, MARKET_KEY
 from assets.metadata import preview_markdown
-from pipeline.contract.calendar import trading_days, trading_session
-from pipeline.features.lookback import earlier_trading_days
+from pipeline.contract.calendar import earlier_trading_days, trading_days, trading_session
+from pipeline.features import LOOKBACK_TRADING_DAYS
 from pipeline.features.quality import (
     MINUTE_INTERVAL,
     consecutive_earlier_sessions,
@@ -145,7 +145,7 @@ def _held(store: Warehouse, table: str, days: Sequence[date]) -> pl.DataFrame:
 def nulls_within_warmup_result(store: Warehouse, days: list[date]) -> dg.AssetCheckResult:
     """No feature of features.market null beyond its warm-up (see `pipeline.features.quality`)."""
     table = _table(MARKET_KEY)
-    earlier = {day: earlier_trading_days(day) for day in days}
+    earlier = {day: earlier_trading_days(day, LOOKBACK_TRADING_DAYS) for day in days}
     every_earlier = sorted({d for previous in earlier.values() for d in previous})
     minute_days = _held(store, _table(BARS_1M_KEY), every_earlier)
     with_close = pl.concat([minute_days, _held(store, "raw.bars", every_earlier)]).unique()

@@ -23,9 +23,9 @@ from assets.metadata import (
     report_partitions,
     run_metadata,
 )
-from pipeline.contract.calendar import trading_session
+from pipeline.contract.calendar import earlier_trading_days, trading_session
 from pipeline.features import LOOKBACK_TRADING_DAYS, bars_1m, options_features
-from pipeline.features.lookback import earlier_trading_days, row_lookback_sessions
+from pipeline.features.lookback import row_lookback_sessions
 from pipeline.features.model_features import market_features_days
 from pipeline.lake import Warehouse
 from resources.warehouse import WarehouseResource
@@ -50,7 +50,7 @@ def _bars_1m_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
 
 def _market_day(store: Warehouse, day: date) -> tuple[pl.DataFrame, int]:
     # Bar-only symbols get rows from raw.bars, whose ts is the bar's start (Alpaca, IBKR, most files).
-    lookback = earlier_trading_days(day)
+    lookback = earlier_trading_days(day, LOOKBACK_TRADING_DAYS)
     every_day = [*lookback, day]
     # Minute windows need every column of the last sessions only; older ones give their daily closes.
     full_from = max(0, len(lookback) - row_lookback_sessions(1))

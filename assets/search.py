@@ -1,9 +1,11 @@
-"""On-demand hyperparameter search (group `training`, not in the daily job): an Optuna study over the CLSTM-PPO
+"""On-demand hyperparameter search (group `search` of its own, so a group run of `training` trains today's models
+and nothing else; not in the daily job): an Optuna study over the CLSTM-PPO
 hyperparameters on the `training_dataset` of trading day D, scored by the selection Sharpe after costs.
 
 The study lives in an Optuna RDB storage (`<lake>/optuna/studies.db` unless a URL is given), named per day, so a
-re-run adds trials to it and `optuna-dashboard` can watch it while it runs. The best parameters are written to
-`artifacts/search/<D>/best_params.json`, which `clstm_ppo_policy` takes through its `hparams_path` config.
+re-run adds trials to it and `optuna-dashboard` can watch it while it runs. The best trial's `TrainingRun` is written to
+`artifacts/search/<D>/best_run.json` (with a summary in `best_params.json`), which `clstm_ppo_policy` takes
+through its `searched_run` config.
 """
 
 import json
@@ -14,10 +16,12 @@ import dagster as dg
 import optuna
 from pydantic import Field
 
-from assets.training import DATASET_KEY, DEFAULT_INTRADAY, TRAINING_GROUP, artifacts_dir, dataset_dir, one_day
+from assets.training import DATASET_KEY, IntradayEnvSettings, artifacts_dir, dataset_dir, one_day
+from pipeline.envs.intraday import IntradayConfig
 from pipeline.training.search import (
     SearchSpec,
     best_params,
+    best_run,
     importance_markdown,
     run_study,
     shown_url,
@@ -28,6 +32,7 @@ from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 
 SEARCH_KEY = dg.AssetKey("hyperparameter_search")
+SEARCH_GROUP = "search"
 
 
 class HyperparameterSearchConfig(dg.Config):
@@ -39,13 +44,13 @@ class HyperparameterSearchConfig(dg.Config):
         default=None, description="Optuna storage URL (sqlite:///... or postgresql://...); unset: "
         "sqlite:///<lake>/optuna/studies.db.")
     seed: int = Field(default=0, description="Training seed of every trial and base seed of the sampler.")
-    preset: str = Field(default="small_budget", description="PPOConfig preset under the searched fields.")
-    num_envs: int = Field(default=16, description="Parallel training episodes per trial.")
+    preset: str | None = Field(default=None, description="PPOConfig preset under the searched fields; unset: the "
+                               "one for steps_per_trial (small_budget).")
+    num_envs: int = Field(default=SearchSpec.num_envs, description="Parallel training episodes per trial.")
     report_every: int = Field(default=5, description="PPO updates between selection Sharpes sent to the pruner.")
     pruner_startup_trials: int = Field(default=3, description="Finished trials before the median pruner prunes.")
-    env_json: str = Field(
-        default=json.dumps(DEFAULT_INTRADAY), description="IntradayConfig fields under the searched ones, as JSON."
-    )
+    env: IntradayEnvSettings = Field(default_factory=IntradayEnvSettings,  # type: ignore[valid-type]
+                                     description="The intraday env's settings under the searched ones.")
 
 
 def search_dir(warehouse: WarehouseResource, day_iso: str) -> Path:
@@ -60,12 +65,12 @@ def build_search_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
     @dg.asset(
         key=SEARCH_KEY,
         deps=[DATASET_KEY],
-        group_name=TRAINING_GROUP,
+        group_name=SEARCH_GROUP,
         kinds={"optuna", "pytorch"},
         partitions_def=partitions_def,
         description="On demand: an Optuna study of CLSTM-PPO hyperparameters on the dataset of D, scored by the "
-        "selection Sharpe after costs (median pruning); a re-run adds trials. Best parameters in "
-        "artifacts/search/<D>/best_params.json for clstm_ppo_policy's hparams_path.",
+        "selection Sharpe after costs (median pruning); a re-run adds trials. The best trial's run in "
+        "artifacts/search/<D>/best_run.json for clstm_ppo_policy's searched_run.",
     )
     def hyperparameter_search(
         context: dg.AssetExecutionContext,
@@ -79,7 +84,7 @@ def build_search_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             dataset_dir=str(dataset_dir(warehouse, trading_day)),
             study_name=config.study_name or f"clstm_ppo-{day}",
             storage=config.storage or default_storage(warehouse),
-            steps_per_trial=config.steps_per_trial, preset=config.preset, env=json.loads(config.env_json),
+            steps_per_trial=config.steps_per_trial, preset=config.preset, env=IntradayConfig(**config.env.model_dump()),
             num_envs=config.num_envs, report_every=config.report_every, seed=config.seed,
             device=compute.resolved_device(), pruner_startup_trials=config.pruner_startup_trials,
         )
@@ -96,6 +101,7 @@ def build_search_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         path = search_dir(warehouse, day) / "best_params.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(best, indent=2))
+        run_path = best_run(study, spec).save(search_dir(warehouse, day) / "best_run.json")
         context.log.info(f"best: trial {best['trial']}, selection Sharpe {best['selection_sharpe']:.3f}")
         return dg.MaterializeResult(metadata={
             "study_name": spec.study_name,
@@ -107,6 +113,7 @@ def build_search_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
             "best_trial": best["trial"],
             "best_params": dg.MetadataValue.json(best),
             "best_params_path": dg.MetadataValue.path(str(path)),
+            "best_run_path": dg.MetadataValue.path(str(run_path)),
             "trials_table": dg.MetadataValue.md(trials_markdown(study)),
             "parameter_importance": dg.MetadataValue.md(importance_markdown(study)),
             "search_space": dg.MetadataValue.md(space_markdown()),

@@ -19,10 +19,21 @@ from pydantic import Field
 
 from assets.features import BARS_1M_KEY, MARKET_KEY
 from assets.metadata import partition_days
+from assets.run_config import mirror, set_fields
+from pipeline.agents.ppo_config import PRESETS, PPOConfig
+from pipeline.envs.intraday import IntradayConfig
 from pipeline.envs.warehouse_loader import MarketLoaderConfig
 from pipeline.features.catalog import DEFAULT_FEATURES
-from pipeline.registry import ModelRecord, code_version, config_hash, file_sha256, register_model
+from pipeline.registry import ModelRecord, code_version, file_sha256, register_model
 from pipeline.training.dataset import DatasetConfig, build_dataset, load_manifest, save_dataset
+from pipeline.training.run import (
+    DEFAULT_INTRADAY,
+    NUM_ENVS,
+    RUN_FILE,
+    SELECTION_ENVS,
+    DatasetData,
+    TrainingRun,
+)
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 
@@ -31,12 +42,6 @@ DATASET_KEY = dg.AssetKey("training_dataset")
 CLSTM_KEY = dg.AssetKey("clstm_ppo_policy")
 DEFAULT_DATASET = DatasetConfig()
 DEFAULT_WINDOW_DAYS = DEFAULT_DATASET.window_days
-ENV_FACTORIES = "pipeline.training.env_factories"
-# Whole-day episodes (no loss-cut/profit-lock) over 8-bar windows: the intraday settings the small_budget preset
-# was measured to learn with (tests/trading_controls.py).
-DEFAULT_INTRADAY = {"window": 8, "loss_cut": None, "profit_lock": None}
-
-
 class TrainingDatasetConfig(dg.Config):
     window_days: int = Field(default=DEFAULT_WINDOW_DAYS, description="Trading days ending at D in the dataset: "
                              "train + embargo + selection + gate.")
@@ -60,18 +65,54 @@ class TrainingDatasetConfig(dg.Config):
                              loader=loader)
 
 
+_RUN_FIELDS = ("seed", "device", "num_envs", "checkpoint_dir", "tensorboard_dir", "torch_threads")
+"""PPOConfig fields the run sets itself: the seed and envs are the run's, the device and threads the compute
+resource's, the paths the model folder's."""
+_PRESET_VALUES = {name: "Presets: " + "; ".join(f"{p} {values[name]}" for p, values in PRESETS.items())
+                  for name in next(iter(PRESETS.values()))}
+
+CLSTMHyperparameters = mirror(PPOConfig, "CLSTMHyperparameters", exclude=_RUN_FIELDS, notes=_PRESET_VALUES)
+"""Every plain CLSTM-PPO hyperparameter, unset meaning the preset's value."""
+IntradayEnvSettings = mirror(IntradayConfig, "IntradayEnvSettings", exclude=("evaluation",),
+                             defaults=DEFAULT_INTRADAY)
+"""The intraday env's settings, defaulting to what every intraday model is trained on."""
+
+
 class CLSTMPolicyConfig(dg.Config):
-    total_timesteps: int | None = Field(default=None, description="Env steps; unset: the compute resource's.")
-    preset: str | None = Field(default=None, description="small_budget | gpu_long; unset: the compute resource's.")
+    """The launchpad's view of a `TrainingRun`: the same fields, checked before launch."""
+
     seed: int = Field(default=0, description="Seed of the run (the ensemble member).")
-    num_envs: int = Field(default=64, description="Parallel training episodes.")
-    hparams_json: str = Field(default="{}", description="PPOConfig fields on top of the preset, as JSON.")
-    hparams_path: str | None = Field(
-        default=None, description="A best_params.json of hyperparameter_search: its preset (unless `preset` is "
-        "set), PPOConfig fields (under hparams_json) and env fields (over env_json) are used.")
-    env_json: str = Field(
-        default=json.dumps(DEFAULT_INTRADAY), description="IntradayConfig fields of the training env, as JSON."
-    )
+    total_timesteps: int | None = Field(default=None, description="Env steps; unset: the compute resource's.")
+    preset: str | None = Field(default=None, description=f"One of {sorted(PRESETS)}; unset: the one for the "
+                               "budget and device (small_budget on CPU and below 10M steps).")
+    num_envs: int = Field(default=NUM_ENVS, description="Parallel training episodes per process.")
+    selection_envs: int = Field(default=SELECTION_ENVS,
+                                description="Parallel envs of the selection walk that chooses the checkpoint.")
+    agent: CLSTMHyperparameters = Field(default_factory=CLSTMHyperparameters,  # type: ignore[valid-type]
+                                        description="CLSTM-PPO hyperparameters over the preset's.")
+    env: IntradayEnvSettings = Field(default_factory=IntradayEnvSettings,  # type: ignore[valid-type]
+                                     description="The intraday env's settings (costs, window, stops, rewards).")
+    searched_run: str | None = Field(
+        default=None, description="The best_run.json of a hyperparameter_search: its agent and env (the agent "
+        "fields set here on top) replace the preset's and the env settings here.")
+
+    def training_run(self, compute: ComputeResource, data_dir: Path) -> TrainingRun:
+        """The run this config asks for on the dataset in `data_dir`, on the compute resource's device."""
+        device = compute.resolved_device()
+        total = self.total_timesteps or compute.total_timesteps
+        overrides = set_fields(self.agent)
+        if compute.torch_threads is not None:
+            overrides.setdefault("torch_threads", compute.torch_threads)
+        counts = {"num_envs": self.num_envs, "selection_envs": self.selection_envs}
+        if self.searched_run is None:
+            return TrainingRun.build(DatasetData(str(data_dir)), total_timesteps=total, seed=self.seed,
+                                     device=device, preset=self.preset, agent=overrides,
+                                     env=IntradayConfig(**self.env.model_dump()), **counts)
+        if self.preset is not None:
+            raise ValueError("preset and searched_run both choose the agent's values: set one of them")
+        searched = TrainingRun.load(self.searched_run)
+        agent = searched.agent.replace(**overrides, seed=self.seed, device=device)
+        return TrainingRun(DatasetData(str(data_dir)), agent, total, searched.preset, searched.env, **counts)
 
 
 def artifacts_dir(warehouse: WarehouseResource) -> Path:
@@ -151,23 +192,21 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         day = one_day(context)
         data_dir = dataset_dir(warehouse, day)
         manifest = load_manifest(data_dir)
-        run = _clstm_run_config(config, compute, data_dir)
         model_dir = artifacts_dir(warehouse) / "models" / day.isoformat() / f"clstm_ppo-seed{config.seed}"
-        model_dir.mkdir(parents=True, exist_ok=True)
-        trainer_config = _with_paths(run, model_dir)
-        config_path = model_dir / "train_config.json"
-        config_path.write_text(json.dumps(trainer_config, indent=2))
-        command = compute.trainer_command(str(config_path))
-        context.log.info(f"training: {' '.join(command)} ({run['preset']}, {run['total_timesteps']} steps)")
+        run = config.training_run(compute, data_dir).with_output(model_dir)
+        run_path = run.save(model_dir / RUN_FILE)
+        command = compute.trainer_command(str(run_path))
+        context.log.info(f"training: {' '.join(command)} ({run.preset}, {run.total_timesteps} steps, actor_lr "
+                         f"{run.agent.actor_lr:g}, critic_lr {run.agent.critic_lr:g})")
         # The compute resource's launcher picks the client: this machine, or a GPU pod (same command either way).
         invocation = compute.pipes_client(pipes_subprocess_client).run(
-            context=context, **compute.pipes_run_args(str(config_path)))
+            context=context, **compute.pipes_run_args(str(run_path)))
         reported = invocation.get_materialize_result()
-        summary = json.loads((model_dir / "model.json").read_text())
+        summary = json.loads(run.output.with_suffix(".json").read_text())
         record = ModelRecord(
             trading_day=day, algo="clstm_ppo", member=f"seed{config.seed}",
-            artifact_path=str(model_dir / "model.safetensors"),
-            sha256=file_sha256(model_dir / "model.safetensors"), config_hash=config_hash(run),
+            artifact_path=str(run.output),
+            sha256=file_sha256(run.output), config_hash=run.config_hash(),
             code_version=code_version(), data_version=manifest["data_version"],
             window_start=date.fromisoformat(manifest["window"][0]),
             window_end=date.fromisoformat(manifest["window"][-1]),
@@ -182,36 +221,9 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
             "artifact": dg.MetadataValue.path(record.artifact_path),
             "sha256": record.sha256,
             "config_hash": record.config_hash,
+            "training_run": dg.MetadataValue.path(str(run_path)),
             "data_version": record.data_version,
             "code_version": record.code_version,
         })
 
     return [training_dataset, clstm_ppo_policy]
-
-
-def _clstm_run_config(config: CLSTMPolicyConfig, compute: ComputeResource, data_dir: Path) -> dict[str, Any]:
-    """The trainer config without paths (what the config hash covers): envs, budget, preset, hyperparameters."""
-    device = compute.resolved_device()
-    total = config.total_timesteps or compute.total_timesteps
-    searched = json.loads(Path(config.hparams_path).read_text()) if config.hparams_path else {}
-    preset = config.preset or searched.get("preset") or compute.resolved_preset()
-    env_kwargs = json.loads(config.env_json) | searched.get("env", {})
-    env = {"dataset_dir": str(data_dir), "device": device, **env_kwargs}
-    hparams = {"seed": config.seed, "device": device, **searched.get("hparams", {}), **json.loads(config.hparams_json)}
-    if compute.torch_threads is not None:
-        hparams.setdefault("torch_threads", compute.torch_threads)
-    return {
-        "env": {"factory": f"{ENV_FACTORIES}:intraday_env",
-                "kwargs": env | {"part": "train", "num_envs": config.num_envs}},
-        "validation_env": {"factory": f"{ENV_FACTORIES}:intraday_env",
-                           "kwargs": env | {"part": "selection", "num_envs": 16}},
-        "total_timesteps": total,
-        "preset": preset,
-        "hparams": hparams,
-    }
-
-
-def _with_paths(run: dict[str, Any], model_dir: Path) -> dict[str, Any]:
-    """The trainer config with where the model, its checkpoints and its TensorBoard run go."""
-    paths = {"checkpoint_dir": str(model_dir / "checkpoints"), "tensorboard_dir": str(model_dir / "tensorboard")}
-    return run | {"hparams": run["hparams"] | paths, "output": str(model_dir / "model.safetensors")}

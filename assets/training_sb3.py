@@ -11,6 +11,7 @@ SB3 trains in this process: it is small and CPU-bound, so a subprocess would add
 runs on the CPU whatever the compute resource's device, with the resource's `torch_threads`.
 """
 
+import dataclasses
 import json
 from datetime import date
 from pathlib import Path
@@ -19,16 +20,19 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from assets.run_config import mirror, set_fields
 from assets.training import (
     CLSTM_KEY,
     DATASET_KEY,
-    DEFAULT_INTRADAY,
     TRAINING_GROUP,
+    IntradayEnvSettings,
     artifacts_dir,
     dataset_dir,
     one_day,
 )
 from pipeline.agents.ensemble import WEIGHTINGS
+from pipeline.agents.sb3 import PPOParams, SACParams
+from pipeline.envs.portfolio import PortfolioConfig
 from pipeline.registry import ModelRecord, code_version, config_hash, file_sha256, register_model
 from pipeline.training.dataset import MANIFEST_FILE
 from pipeline.training.ensembles import INTRADAY_ALGOS, build_ensemble, common_env_config, registered_members
@@ -40,26 +44,34 @@ BASELINES_KEY = dg.AssetKey("sb3_baselines")
 ENSEMBLE_KEY = dg.AssetKey("ensemble_policy")
 
 
+PortfolioEnvSettings = mirror(PortfolioConfig, "PortfolioEnvSettings", exclude=("evaluation",),
+                              defaults=PortfolioConfig())
+SB3PPOSettings = mirror(PPOParams, "SB3PPOSettings")
+SB3SACSettings = mirror(SACParams, "SB3SACSettings")
+
+
 class SB3BaselinesConfig(dg.Config):
     # Measured on a busy 2-core machine with compute.torch_threads=1: PPO 20,000 steps in 40 s, SAC 5,000 in 177 s
     # (a gradient step per env step), so the defaults together take about two minutes.
     ppo_timesteps: int = Field(default=20_000, description="SB3 PPO env steps on the intraday env (under a minute).")
     sac_timesteps: int = Field(default=2_000, description="SAC env steps on the portfolio env (about a minute).")
     seed: int = Field(default=0, description="Seed of both runs (the member seed<k> of the registry).")
-    intraday_env_json: str = Field(
-        default=json.dumps(DEFAULT_INTRADAY), description="IntradayConfig fields (CLSTM-PPO's), as JSON."
-    )
-    portfolio_env_json: str = Field(default="{}", description="PortfolioConfig fields, as JSON.")
-    ppo_hparams_json: str = Field(default="{}", description="SB3 PPO constructor arguments, as JSON.")
-    sac_hparams_json: str = Field(default="{}", description="SB3 SAC constructor arguments, as JSON.")
+    intraday_env: IntradayEnvSettings = Field(  # type: ignore[valid-type]
+        default_factory=IntradayEnvSettings, description="The intraday env of SB3 PPO (CLSTM-PPO's by default).")
+    portfolio_env: PortfolioEnvSettings = Field(  # type: ignore[valid-type]
+        default_factory=PortfolioEnvSettings, description="The portfolio env of SAC.")
+    ppo: SB3PPOSettings = Field(default_factory=SB3PPOSettings,  # type: ignore[valid-type]
+                                description="SB3 PPO constructor arguments; unset: SB3's defaults.")
+    sac: SB3SACSettings = Field(default_factory=SB3SACSettings,  # type: ignore[valid-type]
+                                description="SB3 SAC constructor arguments; unset: SB3's defaults.")
 
     def runs(self) -> dict[str, dict[str, Any]]:
         """Per registry algo: the run's budget, seed, env settings and hyperparameters (what its config hash covers)."""
         return {
             "sb3_ppo": {"total_timesteps": self.ppo_timesteps, "seed": self.seed,
-                        "env": json.loads(self.intraday_env_json), "hparams": json.loads(self.ppo_hparams_json)},
+                        "env": self.intraday_env.model_dump(), "hparams": PPOParams(**set_fields(self.ppo)).hparams()},
             "sb3_sac": {"total_timesteps": self.sac_timesteps, "seed": self.seed,
-                        "env": json.loads(self.portfolio_env_json), "hparams": json.loads(self.sac_hparams_json)},
+                        "env": self.portfolio_env.model_dump(), "hparams": SACParams(**set_fields(self.sac)).hparams()},
         }
 
 
@@ -143,7 +155,7 @@ def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> l
             selection = validate(ensemble, "sb3_ppo", data_dir, env_config)
         model_ids, weights = [m.model_id for m in members], [float(w) for w in ensemble.weights]
         run = {"members": model_ids, "weighting": config.weighting, "temperature": config.temperature,
-               "score_metric": config.score_metric, "env": env_config}
+               "score_metric": config.score_metric, "env": dataclasses.asdict(env_config)}
         metrics = {"selection": selection, "members": model_ids, "weights": weights,
                    "scores": [m.score for m in members]}
         record = _record(day, "ensemble", f"k{len(members)}", out_dir / "ensemble.json", manifest, run, metrics)

@@ -29,10 +29,10 @@ import duckdb
 import polars as pl
 from pydantic import Field
 
-from pipeline.contract.calendar import trading_days
+from pipeline.contract.calendar import TradingSession, trading_days
 from pipeline.definitions import build_definitions
 from pipeline.lake import Warehouse
-from pipeline.sources.base import MarketSource, TradingSession
+from pipeline.sources.base import MarketSource
 from pipeline.synthetic.config import SyntheticMarketConfig, symbol_profile
 from pipeline.synthetic.source import SyntheticMarket
 from resources.sources import MarketDataResource

@@ -34,6 +34,7 @@ from test_ddp_parity import start_trainer  # noqa: E402
 from trading_controls import (  # noqa: E402
     CONTROL_CONFIG,
     INTRADAY,
+    TEST_DAYS,
     TRAIN_DAYS,
     agent_policy,
     control_market,
@@ -42,30 +43,25 @@ from trading_controls import (  # noqa: E402
 )
 
 from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
-from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
 from pipeline.envs.tensors import MarketTensors  # noqa: E402
+from pipeline.training.env_factories import NUM_ENVS  # noqa: E402
+from pipeline.training.run import SyntheticData, TrainingRun  # noqa: E402
 
-CONTROL_NUM_ENVS = 64  # the controls' envs (all ranks together)
-
-
-def control_train_env(alpha: float, seed: int, num_envs: int) -> IntradayTradingEnv:
-    """The controls' training env on days 0-5: the trainer's env factory (`ddp_parity:control_train_env`)."""
-    market = control_market(alpha=alpha, seed=seed)
-    return IntradayTradingEnv(market.subset(days=range(TRAIN_DAYS)), num_envs=num_envs, config=INTRADAY)
+CONTROL_NUM_ENVS = NUM_ENVS  # the controls' envs (all ranks together)
 
 
-def trainer_config(args: argparse.Namespace, nproc: int, output: Path) -> dict[str, Any]:
-    """The controls' recipe for `nproc` ranks at the total budget `args.steps`."""
-    kwargs = {"alpha": args.alpha, "seed": args.market_seed, "num_envs": CONTROL_NUM_ENVS // nproc}
-    return {"env": {"factory": "ddp_parity:control_train_env", "kwargs": kwargs},
-            "total_timesteps": args.steps, "hparams": CONTROL_CONFIG.to_dict(), "output": str(output)}
+def trainer_run(args: argparse.Namespace, nproc: int, output: Path) -> TrainingRun:
+    """The controls' recipe on their training days for `nproc` ranks at the total budget `args.steps`."""
+    data = SyntheticData(days=TRAIN_DAYS + TEST_DAYS, alpha=args.alpha, seed=args.market_seed, last_day=TRAIN_DAYS)
+    agent = CONTROL_CONFIG.replace(num_envs=None)
+    return TrainingRun(data, agent, args.steps, "small_budget", INTRADAY, num_envs=CONTROL_NUM_ENVS // nproc,
+                       output_dir=str(output.parent))
 
 
 def measure(args: argparse.Namespace, market: MarketTensors, nproc: int, workdir: Path) -> dict[str, Any]:
     """Train with `nproc` processes and judge the saved model on `market`'s test days."""
     output = workdir / f"nproc{nproc}" / "model.safetensors"
-    result = start_trainer(trainer_config(args, nproc, output), nproc, output.parent,
-                           pythonpath=[ROOT / "benchmarks", ROOT / "tests"]).result()
+    result = start_trainer(trainer_run(args, nproc, output), nproc, output.parent).result()
     outcomes = out_of_sample(market, agent_policy(CLSTMPPO.load(output, device="cpu")))
     return {
         "processes": nproc,

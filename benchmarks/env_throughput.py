@@ -5,8 +5,8 @@ batched steps/s at 1..4096 envs on `--device` (256 and 4096 always), how through
 (goal: >= 1, a step costs no more per env at 4096 than at 256), the steps/s of 256 gymnasium adapters under
 DummyVecEnv (CPU; gymnasium's SyncVectorEnv where SB3 is not installed), and their ratio at 256 envs, measured in
 the same run.
-Needs only torch, numpy and gymnasium: the market (`--market auto`) is the embedded SyntheticMarket where polars
-is installed and otherwise the numpy synthetic one (same planted signal, no polars).
+Needs torch, numpy, polars and gymnasium (no SB3, duckdb or dagster): the market (`--market auto`) is the embedded
+SyntheticMarket, or with `--market numpy` its batched arrays (same planted signal, every day drawn at once).
 
     python benchmarks/env_throughput.py [--device cuda] [--sizes 1 64 256 1024 4096] [--seconds 1.0]
 """
@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--envs", nargs="+", default=None,
                         help="subset of intraday, portfolio, portfolio_30, options")
     parser.add_argument("--market", choices=("auto", "numpy", "market"), default="auto",
-                        help="synthetic market: embedded SyntheticMarket (needs polars), numpy, or auto (the "
-                        "embedded one where polars is installed, else numpy)")
+                        help="synthetic market: embedded SyntheticMarket, its numpy arrays, or auto (the "
+                        "embedded one where exchange_calendars is installed, else numpy)")
     args = parser.parse_args(argv)
     source = args.market if args.market != "auto" else ("market" if embedded_market_available() else "numpy")
     device = torch.device(args.device)

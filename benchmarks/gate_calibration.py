@@ -1,7 +1,7 @@
 """How often does the promotion gate promote a model of a market with nothing to find, and how often one of a market
 with a planted signal? Its error rates, measured on the real path.
 
-For each of K markets per alpha (the synthetic market's numpy backend, 3 symbols, 390 one-minute bars a day; seed
+For each of K markets per alpha (the synthetic market's batched arrays, 3 symbols, 390 one-minute bars a day; seed
 k is market k) the window of a dataset is split exactly as `training_dataset` splits it (`window_split` of the
 default `DatasetConfig`: train, embargo, selection and gate days), then:
 
@@ -60,13 +60,15 @@ from pipeline.backtest.promotion import (  # noqa: E402
     compare,
     evaluate_gate,
 )
-from pipeline.backtest.runner import DEFAULT_INTRADAY, run_intraday  # noqa: E402
+from pipeline.backtest.runner import run_intraday  # noqa: E402
 from pipeline.backtest.selection import select_candidate  # noqa: E402
 from pipeline.backtest.strategies import COST_AWARE_ORACLE, BandMomentum, run_baselines, tune_band  # noqa: E402
 from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv  # noqa: E402
-from pipeline.envs.synthetic_walk import SIGNAL_MINUTES  # noqa: E402
 from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors  # noqa: E402
+from pipeline.synthetic.arrays import SIGNAL_MINUTES  # noqa: E402
 from pipeline.training.dataset import DatasetConfig, window_split  # noqa: E402
+from pipeline.training.env_factories import NUM_ENVS, SELECTION_ENVS  # noqa: E402
+from pipeline.training.run import DEFAULT_INTRADAY  # noqa: E402
 
 END_DAY = date(2024, 7, 31)
 """The last day of every market's window (the days only label the bars; each seed is another market)."""
@@ -107,8 +109,8 @@ def clstm_candidates(parts: dict[str, MarketTensors], env_config: IntradayConfig
     """CLSTM-PPO seeds trained on the train days, each checkpoint chosen on the selection days (best_composite)."""
     out = []
     for seed in range(seeds):
-        train_env = IntradayTradingEnv(parts["train"], num_envs=64, config=env_config)
-        selection_env = IntradayTradingEnv(parts["selection"], num_envs=16,
+        train_env = IntradayTradingEnv(parts["train"], num_envs=NUM_ENVS, config=env_config)
+        selection_env = IntradayTradingEnv(parts["selection"], num_envs=SELECTION_ENVS,
                                            config=replace(env_config, evaluation=True))
         agent = CLSTMPPO(train_env, PPOConfig.preset("small_budget", seed=seed, torch_threads=1),
                          validation_env=selection_env)

@@ -48,6 +48,7 @@ from pipeline.envs.options_actions import action_index  # noqa: E402
 from pipeline.envs.options_chain import OptionChainTensors, synthetic_chain_tensors  # noqa: E402
 from pipeline.envs.options_features import first_alive_expiry  # noqa: E402
 from pipeline.synthetic.source import SyntheticMarket, SyntheticMarketConfig  # noqa: E402
+from pipeline.training.env_factories import NUM_ENVS  # noqa: E402
 
 FLAT = action_index("flat")
 ATM_CALL = action_index("long_call_k+0_e0")
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--start", default="2024-07-08",
                         help="first trading day (its days must be full sessions: 2024-07-03 closes early)")
     parser.add_argument("--steps", type=int, default=300_000, help="CLSTM-PPO training env steps per alpha")
-    parser.add_argument("--num-envs", type=int, default=64, help="training envs")
+    parser.add_argument("--num-envs", type=int, default=NUM_ENVS, help="training envs")
     parser.add_argument("--seed", type=int, default=0, help="agent seed and the random policy's seed")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)

@@ -2,9 +2,9 @@
 and, where dagster is installed, the `clstm_ppo_policy` asset end to end (dataset asset, Pipes start-up, the
 trainer process, registration) against the bare trainer on the same dataset and budget.
 
-Prints ONE JSON object. Needs only torch + numpy (+ gymnasium): the market (`--market auto`) is the embedded
-SyntheticMarket where polars is installed and otherwise the numpy synthetic market (same planted signal, no
-polars), and the SB3 part is skipped with a note when stable-baselines3 is not installed (e.g. on the GPU machine).
+Prints ONE JSON object. Needs torch, numpy and polars (+ gymnasium): the market (`--market auto`) is the embedded
+SyntheticMarket, or with `--market numpy` its batched arrays (same planted signal, every day drawn at once), and
+the SB3 part is skipped with a note when stable-baselines3 is not installed (e.g. on the GPU machine).
 
     python benchmarks/train_throughput.py                                  # CPU figures
     python benchmarks/train_throughput.py --device cuda --num-envs 4096 --hidden 256
@@ -28,7 +28,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
-from pipeline.agents.ppo_config import PPOConfig  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
 from pipeline.envs.tensors import embedded_market_available, synthetic_market_tensors  # noqa: E402
 
@@ -111,9 +110,8 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as root:
         os.environ.update(PIPELINE_DATA_LAKE=f"{root}/lake", PIPELINE_SYNTHETIC_SYMBOLS="SPY,QQQ",
                           PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES="390")
-        from assets.training import DEFAULT_INTRADAY
         from pipeline.definitions import build_definitions
-        from pipeline.training.env_factories import intraday_env
+        from pipeline.training.run import DatasetData, TrainingRun
         from resources.compute import ComputeResource
         from resources.sources import MarketDataResource
         from resources.warehouse import WarehouseResource
@@ -135,13 +133,16 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
             run = dg.materialize(clstm, resources=resources, partition_key=day)
         asset_seconds = time.perf_counter() - started
         assert run.success
-        env = intraday_env(f"{root}/lake/artifacts/datasets/{day}", num_envs=64, **DEFAULT_INTRADAY)
+        # The same run without Dagster, Pipes, the subprocess or the selection walk.
+        bare = TrainingRun.build(DatasetData(f"{root}/lake/artifacts/datasets/{day}"), total_timesteps=steps,
+                                 device=compute.resolved_device(), agent={"torch_threads": args.threads or None},
+                                 selection_envs=0)
         started = time.perf_counter()
-        CLSTMPPO(env, PPOConfig.preset(compute.resolved_preset(), torch_threads=args.threads or None)).learn(steps)
+        CLSTMPPO(bare.train_env(), bare.agent_config()).learn(steps)
         bare_seconds = time.perf_counter() - started
     return {
         "env_steps": steps,
-        "preset": compute.resolved_preset(),
+        "preset": bare.preset,
         "asset_end_to_end_env_steps_per_s": steps / asset_seconds,
         "asset_seconds": asset_seconds,
         "bare_trainer_env_steps_per_s": steps / bare_seconds,
@@ -160,8 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--updates", type=int, default=3, help="timed updates")
     parser.add_argument("--days", type=int, default=4, help="days of the synthetic market")
     parser.add_argument("--market", choices=("auto", "numpy", "market"), default="auto",
-                        help="synthetic market: embedded SyntheticMarket (needs polars), numpy, or auto (the "
-                        "embedded one where polars is installed, else numpy)")
+                        help="synthetic market: embedded SyntheticMarket, its numpy arrays, or auto (the "
+                        "embedded one where exchange_calendars is installed, else numpy)")
     parser.add_argument("--compile", action="store_true", help="torch.compile encoder and heads")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: small LSTMs gain little from more, and shared "

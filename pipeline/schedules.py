@@ -1,8 +1,8 @@
 """The daily schedule: after the close of each trading day, run the daily job for that day's partition.
 
 The job is an asset selection: ingest -> features -> training -> evaluation -> deployment for the trading day that
-just closed. A stage joins it by adding its group to DAILY_GROUPS, not by writing a new schedule. On-demand assets
-of those groups (ON_DEMAND: the hyperparameter search) stay out of it.
+just closed. A stage joins it by adding its group to DAILY_GROUPS, not by writing a new schedule. The on-demand
+hyperparameter search has a group of its own (`search`), so it is in no daily group.
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,6 @@ from assets.deployment import DEPLOYMENT_GROUP
 from assets.evaluation import EVALUATION_GROUP
 from assets.features import FEATURES_GROUP
 from assets.ingest import INGEST_GROUP
-from assets.search import SEARCH_KEY
 from assets.training import TRAINING_GROUP
 from pipeline.contract.calendar import NY_TZ, is_trading_day
 
@@ -26,12 +25,10 @@ DAILY_JOB_NAME = "daily_pipeline"
 DAILY_GROUPS: tuple[str, ...] = (INGEST_GROUP, FEATURES_GROUP, TRAINING_GROUP, EVALUATION_GROUP, DEPLOYMENT_GROUP)
 # 17:30 New York: after the 16:00 close (and after early closes) with time for vendors to settle the day.
 AFTER_CLOSE_CRON = "30 17 * * 1-5"
-ON_DEMAND: tuple[dg.AssetKey, ...] = (SEARCH_KEY,)
-"""Assets of the daily groups that run only when asked for (a study of hours has no place in a daily run)."""
 
 
 def daily_selection(groups: Sequence[str] = DAILY_GROUPS) -> dg.AssetSelection:
-    return dg.AssetSelection.groups(*groups) - dg.AssetSelection.assets(*ON_DEMAND)
+    return dg.AssetSelection.groups(*groups)
 
 
 def build_daily_job(groups: Sequence[str] = DAILY_GROUPS) -> DailyJob:

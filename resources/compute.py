@@ -1,4 +1,4 @@
-"""Where and how long training runs: the device, the processes per node, the step budget, the preset and the launcher.
+"""Where and how long training runs: the device, the processes per node, the step budget and the launcher.
 
 The training assets read this resource to build the trainer's command line: one process, or `torchrun
 --nproc-per-node K` (DDP, one process per GPU) when `nproc_per_node` > 1. The launcher says where that command
@@ -18,9 +18,7 @@ import yaml
 from dagster_k8s import PipesK8sClient
 from pydantic import Field
 
-from pipeline.agents.ppo_config import PRESETS, preset_for_budget
-
-TRAINER_MODULE = "pipeline.agents.trainer"
+TRAINER_MODULE = "pipeline.training.trainer"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINER_POD_MANIFEST = "deploy/k8s/trainer-pod.yaml"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -39,9 +37,6 @@ class ComputeResource(dg.ConfigurableResource):
         default=409_600,
         description="Env steps per CLSTM-PPO training run (all processes together). The default is the budget "
         "the small_budget preset was measured to learn in on 2 CPU cores (a few minutes).",
-    )
-    preset: str | None = Field(
-        default=None, description="CLSTM-PPO preset (small_budget | gpu_long); unset: picked by budget and device."
     )
     torch_threads: int | None = Field(
         default=1,
@@ -70,21 +65,15 @@ class ComputeResource(dg.ConfigurableResource):
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
 
-    def resolved_preset(self) -> str:
-        name = self.preset or preset_for_budget(self.total_timesteps, self.resolved_device())
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return name
-
-    def trainer_command(self, config_path: str) -> list[str]:
-        """The command that runs the framework-free trainer on `config_path`."""
+    def trainer_command(self, run_path: str) -> list[str]:
+        """The command that runs the framework-free trainer on the TrainingRun saved at `run_path`."""
         if self.nproc_per_node < 1:
             raise ValueError(f"nproc_per_node must be >= 1, got {self.nproc_per_node}")
         python = POD_PYTHON if self.launcher == "k8s" else sys.executable
         if self.nproc_per_node == 1:
-            return [python, "-m", TRAINER_MODULE, "--config", config_path]
+            return [python, "-m", TRAINER_MODULE, run_path]
         return [python, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc-per-node={self.nproc_per_node}", "-m", TRAINER_MODULE, "--config", config_path]
+                f"--nproc-per-node={self.nproc_per_node}", "-m", TRAINER_MODULE, run_path]
 
     def pipes_client(self, subprocess_client: dg.PipesSubprocessClient) -> dg.PipesClient:
         """The Pipes client of the launcher: the code location's subprocess client, or a Kubernetes one."""
@@ -92,10 +81,10 @@ class ComputeResource(dg.ConfigurableResource):
             return PipesK8sClient()
         return subprocess_client
 
-    def pipes_run_args(self, config_path: str) -> dict[str, Any]:
+    def pipes_run_args(self, run_path: str) -> dict[str, Any]:
         """The keyword arguments (besides `context`) of the launcher's Pipes client `run` for the trainer on
-        `config_path`. The k8s launcher's pod shares the data lake volume with the run, so the paths hold there."""
-        command = self.trainer_command(config_path)
+        the TrainingRun at `run_path`. The k8s launcher's pod shares the data lake volume with the run, so the paths hold there."""
+        command = self.trainer_command(run_path)
         if self.launcher == "subprocess":
             return {"command": command}
         pod = self.trainer_pod()

@@ -110,7 +110,7 @@ class CodeLocation:
 
         Executes in this process with the job's default (multiprocess) executor unless `run_config` says otherwise.
         """
-        # The groups as the daily job runs them: on-demand assets (the hyperparameter search) stay out.
+        # The groups as the daily job runs them (the on-demand hyperparameter search is in a group of its own).
         keys = daily_selection(groups).resolve(self.definitions.asset_graph)
         job_def = self.definitions.get_implicit_job_def_for_assets(keys)
         if job_def is None:

@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import polars as pl
 
+from pipeline.contract.calendar import TradingSession
 from pipeline.contract.schemas import RAW_COLUMNS, conform
-from pipeline.sources.base import TradingSession
 
 DAY = date(2024, 7, 5)
 # A regular 6.5 h session in UTC (EDT): 09:30-16:00 New York.

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic
 import pytest
 import torch
 from conftest import REPO_ROOT
@@ -26,7 +27,7 @@ from pipeline.agents import checkpoints as ckpt
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.ppo_update import TrainingDivergedError
 from pipeline.agents.sb3 import MODEL_FILE, BaselineConfig, load_baseline, train_baseline
-from pipeline.agents.trainer import build_env
+from pipeline.training.run import GymData, SyntheticData, TrainingRun
 
 NUM_ENVS = 4  # CountingEnv's default: every update sees 4 episodes of ROLLOUT steps end
 STEPS_PER_UPDATE = ROLLOUT * NUM_ENVS
@@ -112,17 +113,14 @@ def test_sigterm_without_a_checkpoint_dir_saves_under_the_working_directory(tmp_
     assert CLSTMPPO.load(tmp_path / "checkpoints").num_updates == 2
 
 
-def test_trainer_cli_normal_finish_with_a_factory_env(tmp_path: Path) -> None:
-    config = {
-        "env": {"factory": "pipeline.agents.trainer:intraday_env",
-                "kwargs": {"num_envs": 2, "days": 2, "minutes": 40, "seed": 1}},
-        "total_timesteps": 3 * 2 * 8,  # a critic warm-up rollout, then two updates
-        "hparams": {"num_steps": 8, "hidden": 8, "torch_threads": 1, "critic_warmup_epochs": 1,
-                    "num_minibatches": 2},
-        "output": str(tmp_path / "model"),
-    }
-    (tmp_path / "cfg.json").write_text(json.dumps(config))
-    done = subprocess.run([sys.executable, "-m", "pipeline.agents.trainer", "--config", str(tmp_path / "cfg.json")],
+def test_trainer_cli_normal_finish_on_a_synthetic_run(tmp_path: Path) -> None:
+    run = TrainingRun.build(
+        SyntheticData(days=2, minutes=40, seed=1), total_timesteps=3 * 2 * 8,  # a warm-up rollout, then two updates
+        preset="gpu_long", num_envs=2, agent={"num_steps": 8, "hidden": 8, "torch_threads": 1,
+                                              "critic_warmup_epochs": 1, "num_minibatches": 2},
+    ).replace(output_dir=str(tmp_path))
+    path = run.save(tmp_path / "training_run.json")
+    done = subprocess.run([sys.executable, "-m", "pipeline.training.trainer", str(path)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     (result_line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -133,15 +131,17 @@ def test_trainer_cli_normal_finish_with_a_factory_env(tmp_path: Path) -> None:
     assert result["last"]["update"] == 2 and result["last"]["global_step"] == 48
     model = CLSTMPPO.load(tmp_path / "model.safetensors")
     assert (model.num_updates, model.num_timesteps, model.config.num_envs) == (2, 48, 2)
-    assert model.discrete  # the intraday env's discrete actions, built by the factory with its kwargs
+    assert model.discrete  # the intraday env's discrete actions, built from the run's synthetic data
 
 
-def test_build_env_passes_ids_through_and_names_a_bad_factory() -> None:
-    assert build_env("CartPole-v1") == "CartPole-v1"
-    with pytest.raises(ValueError, match="'pipeline.agents.trainer:no_such_env' not found"):
-        build_env({"factory": "pipeline.agents.trainer:no_such_env"})
-    with pytest.raises(ValueError, match="gymnasium id or"):
-        build_env({"kwargs": {}})
+def test_a_run_names_its_data_by_kind_and_refuses_anything_else() -> None:
+    run = TrainingRun.build(GymData("CartPole-v1"), total_timesteps=64, num_envs=3)
+    assert run.train_env() == "CartPole-v1" and run.agent_config().num_envs == 3 and run.selection_env() is None
+    values = run.to_dict()
+    with pytest.raises(pydantic.ValidationError, match="union_tag_invalid|does not match any of the expected tags"):
+        TrainingRun.from_dict(values | {"data": {"kind": "factory", "factory": "os:system"}})
+    with pytest.raises(pydantic.ValidationError, match="data.gym.env_id"):
+        TrainingRun.from_dict(values | {"data": {"kind": "gym"}})
 
 
 class _Exploit:

@@ -25,12 +25,15 @@ from conftest import (
     pipeline_env,
 )
 
+from assets.training import CLSTMPolicyConfig
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.policy_eval import evaluate_policy
+from pipeline.agents.ppo_config import PRESETS
 from pipeline.contract.calendar import trading_days
 from pipeline.lake import Warehouse
 from pipeline.registry import file_sha256, read_registry
 from pipeline.training.env_factories import intraday_env
+from pipeline.training.run import DatasetData, TrainingRun
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
 
@@ -42,6 +45,7 @@ HISTORY_LAKE = "synthetic-2024-05-01-2024-07-05-snapshots-390"
 WINDOW = [d.isoformat() for d in HISTORY[-41:]]
 STEPS = 8192
 TRAINING = {"training_dataset", "clstm_ppo_policy"}
+LAUNCHPAD_LR = 2.5e-4  # the small_budget preset's is 3e-4
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory, lake_cache: Path):
         instance = dg.DagsterInstance.ephemeral()
         resources = {"warehouse": WarehouseResource(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
                      "compute": ComputeResource(total_timesteps=STEPS, torch_threads=1)}
-        run_config = {"ops": {"clstm_ppo_policy": {"config": {"num_envs": 16}}}}
+        run_config = {"ops": {"clstm_ppo_policy": {"config": {"num_envs": 16, "agent": {"actor_lr": LAUNCHPAD_LR}}}}}
         clstm = [a for a in assets_in_groups("training") if a.key.path[-1] in TRAINING]
         result = dg.materialize(clstm, resources=resources, partition_key=DAY,
                                 instance=instance, run_config=run_config)
@@ -91,8 +95,50 @@ def test_trainer_ran_through_pipes_and_streamed_its_progress(lake) -> None:
     assert meta["hparams"]["ent_coef_start"] == 0.03  # the small_budget preset, picked by budget on CPU
     assert meta["training_curve"].startswith("![training curve](data:image/svg+xml;base64,")
     assert meta["selected_checkpoint"] == "best_composite (validation)"
-    config = json.loads((Path(meta["artifact"]).parent / "train_config.json").read_text())
-    assert config["validation_env"]["kwargs"]["part"] == "selection"  # checkpoints are chosen on selection days
+    run = TrainingRun.load(Path(meta["artifact"]).parent)
+    assert isinstance(run.data, DatasetData) and run.selection_envs == 16  # checkpoints chosen on selection days
+
+
+def test_a_learning_rate_set_in_the_launchpad_reaches_the_optimizer(lake) -> None:
+    env, result, _ = lake
+    meta = materialized_metadata(result, "clstm_ppo_policy")
+    # What the optimizer ran with (its param group's lr, reported by the trainer process), and what was saved.
+    assert meta["last/charts/actor_learning_rate"] == pytest.approx(LAUNCHPAD_LR, rel=1e-12)
+    run = TrainingRun.load(Path(meta["artifact"]).parent)
+    assert run.agent.actor_lr == LAUNCHPAD_LR and run.preset == "small_budget"
+    assert run.agent.critic_lr == PRESETS["small_budget"]["critic_lr"]  # the rest is the preset's
+    assert run.config_hash() == meta["config_hash"]
+    # The launchpad shows the field, with what it does and the presets' values.
+    schema = CLSTMPolicyConfig.to_config_schema().as_field().config_type
+    actor_lr = schema.fields["agent"].config_type.fields["actor_lr"]
+    assert "Adam learning rate of the actor" in actor_lr.description and "small_budget 0.0003" in actor_lr.description
+
+
+@pytest.mark.parametrize("bad", [{"agent": {"actor_lrr": 1e-4}}, {"agent": {"actor_lr": "fast"}},
+                                 {"env": {"windw": 4}}, {"total_timestep": 10}])
+def test_a_wrong_key_or_type_is_refused_before_the_run_starts(lake, bad) -> None:
+    _, _, instance = lake
+    clstm = [a for a in assets_in_groups("training") if a.key.path[-1] in TRAINING]
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.materialize(clstm, partition_key=DAY, instance=instance, selection=["clstm_ppo_policy"],
+                       resources={"warehouse": WarehouseResource(), "compute": ComputeResource(),
+                                  "pipes_subprocess_client": dg.PipesSubprocessClient()},
+                       run_config={"ops": {"clstm_ppo_policy": {"config": bad}}})
+
+
+def test_a_value_out_of_range_is_refused_before_the_trainer_starts(lake) -> None:
+    _, _, instance = lake
+    clstm = [a for a in assets_in_groups("training") if a.key.path[-1] in TRAINING]
+    result = dg.materialize(clstm, partition_key=DAY, instance=instance, selection=["clstm_ppo_policy"],
+                            resources={"warehouse": WarehouseResource(), "compute": ComputeResource(),
+                                       "pipes_subprocess_client": dg.PipesSubprocessClient()},
+                            run_config={"ops": {"clstm_ppo_policy": {"config": {"agent": {"hidden": 0}}}}},
+                            raise_on_error=False)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert "['hidden'] out of range" in failure.step_failure_data.error.to_string()
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert not any(m.startswith("training:") or "opened dagster pipes" in m for m in messages)
 
 
 def test_reported_selection_metrics_are_the_saved_models(lake) -> None:
@@ -127,7 +173,7 @@ def test_readme_cli_command_trains_and_a_rerun_replaces_its_registry_row(lake) -
                   "ops": {"clstm_ppo_policy": {"config": {"num_envs": 16, "seed": 1}},
                           "sb3_baselines": {"config": {"seed": 1, "ppo_timesteps": 1024, "sac_timesteps": 200}}}}
     command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "pipeline.definitions",
-               "--select", "group:training and not key:hyperparameter_search", "--partition", DAY, "--config-json", json.dumps(run_config)]
+               "--select", "group:training", "--partition", DAY, "--config-json", json.dumps(run_config)]
     store = Warehouse(Path(env["PIPELINE_DATA_LAKE"]) / "warehouse.duckdb")
     for _ in range(2):
         done = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True)

@@ -22,6 +22,7 @@ from assets.training_sb3 import build_training_baseline_assets
 from pipeline.agents.ensemble import PolicyEnsemble
 from pipeline.agents.policy_eval import evaluate_policy, final_pnl
 from pipeline.agents.sb3 import load_baseline
+from pipeline.envs.intraday import IntradayConfig
 from pipeline.lake import Warehouse
 from pipeline.registry import ModelRecord, file_sha256, read_registry, register_model
 from pipeline.training.dataset import load_dataset
@@ -48,7 +49,7 @@ def lake(module_lake_env: dict[str, str], lake_cache: Path):
                      "compute": ComputeResource(total_timesteps=2048, torch_threads=1)}
         run_config = {"ops": {"clstm_ppo_policy": {"config": {"num_envs": 16}},
                               "sb3_baselines": {"config": {"ppo_timesteps": 1024, "sac_timesteps": 300,
-                                                           "ppo_hparams_json": json.dumps({"n_steps": 512})}}}}
+                                                           "ppo": {"n_steps": 512}}}}}
         threads = torch.get_num_threads()
         result = dg.materialize(training, resources=resources, partition_key=DAY, run_config=run_config)
         assert result.success
@@ -88,7 +89,9 @@ def test_baseline_selection_metrics_are_the_saved_models(lake) -> None:
     root, result, store = lake
     meta, rows = materialized_metadata(result, "sb3_baselines"), _rows(store, result)
     dataset = root / "artifacts" / "datasets" / DAY
-    # Another env count than the asset's: the evaluation walk visits every episode once whatever the count.
+    # Another env count than the asset's: the evaluation walk visits every episode once whatever the count. The
+    # policies run in float32 on batches of another size, which round differently (measured: 4.5e-6 relative).
+    close = {"rel": 1e-5, "abs": 1e-7}
     walks = {"sb3_ppo": (intraday_env(dataset, "selection", num_envs=5, **INTRADAY), final_pnl, 10),
              "sb3_sac": (portfolio_env(dataset, "selection", num_envs=3), portfolio_return, 5)}
     for algo, (env, outcome, episodes) in walks.items():
@@ -97,8 +100,8 @@ def test_baseline_selection_metrics_are_the_saved_models(lake) -> None:
             again = evaluate_policy(EvaluatedPolicy.of(policy), env, outcome=outcome)
         assert again["episodes"] == episodes  # 5 selection days x 2 symbols (intraday), 5 days (portfolio)
         for key, value in again.items():
-            assert meta[f"{algo}/selection/{key}"] == pytest.approx(value), (algo, key)
-        assert json.loads(rows[algo]["metrics"])["selection"] == pytest.approx(again)
+            assert meta[f"{algo}/selection/{key}"] == pytest.approx(value, **close), (algo, key)
+        assert json.loads(rows[algo]["metrics"])["selection"] == pytest.approx(again, **close)
 
 
 def test_ensemble_weights_its_members_by_selection_score(lake) -> None:
@@ -162,4 +165,4 @@ def test_members_are_the_registered_models_whose_artifacts_are_unchanged(lake) -
     (member,) = registered_members(store, day, version)
     assert (member.algo, member.score, member.kind) == ("sb3_ppo", 1.5, "sb3")
     assert member.path == Path(rows["sb3_ppo"]["artifact_path"]).parent
-    assert member.env_config == {"window": 8, "loss_cut": None, "profit_lock": None}
+    assert member.env_config == IntradayConfig(**INTRADAY)

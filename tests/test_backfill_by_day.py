@@ -14,9 +14,9 @@ import pytest
 from conftest import DATA_GROUPS, assets_in_groups
 from polars.testing import assert_frame_equal
 
-from pipeline.contract.calendar import trading_days
+from pipeline.contract.calendar import TradingSession, trading_days
 from pipeline.lake import Warehouse
-from pipeline.sources.base import MarketSource, TradingSession
+from pipeline.sources.base import MarketSource
 from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 

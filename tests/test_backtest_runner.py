@@ -45,7 +45,7 @@ from pipeline.envs.intraday import HOLD, LONG, SHORT, IntradayConfig
 from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
 
 DAYS = ("2024-07-01", "2024-07-02", "2024-07-03")
-SIGNAL_MINUTES = 10  # the numpy synthetic market's planted signal (synthetic_walk.SIGNAL_MINUTES)
+SIGNAL_MINUTES = 10  # the synthetic arrays' planted signal (pipeline.synthetic.arrays.SIGNAL_MINUTES)
 
 
 def _dated(market: MarketTensors, days: tuple[str, ...] = DAYS) -> MarketTensors:

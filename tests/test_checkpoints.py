@@ -3,7 +3,6 @@ early stopping, SIGTERM (in-process and through the trainer CLI) and divergence 
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import random
@@ -28,6 +27,7 @@ from pipeline.envs.options import OptionsTradingEnv
 from pipeline.envs.options_chain import black_scholes_chain
 from pipeline.envs.portfolio import PortfolioAllocationEnv
 from pipeline.envs.tensors import synthetic_market_tensors
+from pipeline.training.run import GymData, TrainingRun
 
 ROLLOUT = 8  # steps per env per update = episode length of CountingEnv
 TINY = dict(num_steps=ROLLOUT, hidden=8, torch_threads=1, critic_warmup_epochs=1, num_minibatches=2)
@@ -225,15 +225,11 @@ def test_sigterm_during_learn_saves_and_exits_zero_and_restores_the_handler(tmp_
 
 
 def test_trainer_cli_exits_zero_on_sigterm_with_a_checkpoint(tmp_path) -> None:
-    config = {
-        "env": "CartPole-v1",
-        "total_timesteps": 10_000_000,
-        "hparams": {"num_envs": 2, "num_steps": 16, "hidden": 8, "window": 2, "verbose": 1,
-                    "torch_threads": 1, "checkpoint_dir": str(tmp_path / "ckpt")},
-        "output": str(tmp_path / "final"),
-    }
-    (tmp_path / "cfg.json").write_text(json.dumps(config))
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.agents.trainer", "--config", str(tmp_path / "cfg.json")],
+    run = TrainingRun.build(GymData("CartPole-v1"), total_timesteps=10_000_000, preset="gpu_long", num_envs=2,
+                            agent={"num_steps": 16, "hidden": 8, "window": 2, "verbose": 1, "torch_threads": 1,
+                                   "checkpoint_dir": str(tmp_path / "ckpt")})
+    path = run.replace(output_dir=str(tmp_path / "final")).save(tmp_path / "training_run.json")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.training.trainer", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in proc.stdout:

@@ -1,6 +1,6 @@
 """CUDA path: batched envs agree with CPU, CLSTM-PPO solves CartPole and trains without NaN (bf16 autocast and
 fp32) and round-trips, and the rollout loop never syncs with the host. Runs only where CUDA is available; imports
-need only torch, numpy, gymnasium and pytest (the GPU machine has no polars, SB3 or dagster)."""
+need only torch, numpy, polars, gymnasium and pytest (the GPU machine has no SB3 or dagster)."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from typing import Any
 from test_learning import CARTPOLE_HPARAMS, evaluate_cartpole
 
 from pipeline.agents.clstm_ppo import CLSTMPPO
+from pipeline.training.run import GymData, TrainingRun
 from resources.compute import ComputeResource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,13 +50,11 @@ class TrainerRun:
         return json.loads(line.removeprefix("RESULT ")) | {"wall_s": wall}
 
 
-def start_trainer(config: dict[str, Any], nproc: int, workdir: Path, pythonpath: Sequence[Path] = ()) -> TrainerRun:
-    """Start the trainer on `config` with `nproc` CPU processes (torchrun when > 1), the command the training
-    asset runs; `pythonpath` adds folders where an env factory of the config lives."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "config.json"
-    config_path.write_text(json.dumps(config))
-    command = ComputeResource(device="cpu", nproc_per_node=nproc).trainer_command(str(config_path))
+def start_trainer(run: TrainingRun, nproc: int, workdir: Path, pythonpath: Sequence[Path] = ()) -> TrainerRun:
+    """Start the trainer on `run` with `nproc` CPU processes (torchrun when > 1), the command the training asset
+    runs; `pythonpath` adds folders to the trainer's import path."""
+    run_path = run.save(workdir / "training_run.json")
+    command = ComputeResource(device="cpu", nproc_per_node=nproc).trainer_command(str(run_path))
     # One thread per process: 2 ranks on 2 cores, and no oversubscription from OpenMP.
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(str(p) for p in (ROOT, *pythonpath))}
@@ -63,16 +62,18 @@ def start_trainer(config: dict[str, Any], nproc: int, workdir: Path, pythonpath:
     return TrainerRun(proc, time.perf_counter())
 
 
-def cartpole_config(nproc: int, output: Path) -> dict[str, Any]:
+def cartpole_run(nproc: int, output: Path) -> TrainingRun:
     """The CartPole recipe for `nproc` ranks: the envs split evenly, so every update sees the same 512 steps."""
-    hparams = {**CARTPOLE_HPARAMS, "num_envs": CARTPOLE_HPARAMS["num_envs"] // nproc, "torch_threads": 1}
-    return {"env": "CartPole-v1", "total_timesteps": CARTPOLE_STEPS, "hparams": hparams, "output": str(output)}
+    hparams = {k: v for k, v in CARTPOLE_HPARAMS.items() if k != "num_envs"} | {"torch_threads": 1}
+    return TrainingRun.build(GymData("CartPole-v1"), total_timesteps=CARTPOLE_STEPS, preset="gpu_long",
+                             num_envs=CARTPOLE_HPARAMS["num_envs"] // nproc, agent=hparams,
+                             output_dir=str(output.parent))
 
 
 def test_two_process_trainer_solves_cartpole_as_well_as_one(tmp_path: Path) -> None:
     outputs = {n: tmp_path / f"nproc{n}" / "model.safetensors" for n in (1, 2)}
     # Both runs at once: the test's wall time is the slower run's, not the sum.
-    runs = {n: start_trainer(cartpole_config(n, outputs[n]), n, outputs[n].parent) for n in (1, 2)}
+    runs = {n: start_trainer(cartpole_run(n, outputs[n]), n, outputs[n].parent) for n in (1, 2)}
     results = {n: run.result() for n, run in runs.items()}
     for n, result in results.items():
         assert result["world_size"] == n

@@ -21,7 +21,7 @@ from resources.compute import GPU_RESOURCE, TRAINER_MODULE, ComputeResource
 from tests.conftest import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
-CONFIG_PATH = "/opt/dagster/data_lake/artifacts/models/2024-07-05/clstm_ppo-seed0/train_config.json"
+CONFIG_PATH = "/opt/dagster/data_lake/artifacts/models/2024-07-05/clstm_ppo-seed0/training_run.json"
 
 
 def load(relative: str) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def test_subprocess_launcher_is_unchanged() -> None:
     assert compute.launcher == "subprocess"
     assert compute.pipes_client(local) is local
     assert compute.pipes_run_args(CONFIG_PATH) == {
-        "command": [sys.executable, "-m", TRAINER_MODULE, "--config", CONFIG_PATH]}
+        "command": [sys.executable, "-m", TRAINER_MODULE, CONFIG_PATH]}
 
 
 def test_k8s_launcher_runs_the_trainer_in_a_gpu_pod_from_the_manifest() -> None:
@@ -162,7 +162,7 @@ def test_k8s_launcher_runs_the_trainer_in_a_gpu_pod_from_the_manifest() -> None:
     pod = build_pod_body(pod_name="trainer", image=args["image"], command=args["command"], env_vars={},
                          base_pod_meta=args["base_pod_meta"], base_pod_spec=args["base_pod_spec"])
     (container,) = pod.spec.containers
-    assert container.command == ["python", "-m", TRAINER_MODULE, "--config", CONFIG_PATH]
+    assert container.command == ["python", "-m", TRAINER_MODULE, CONFIG_PATH]
     assert container.resources.limits[GPU_RESOURCE] == "1"
     assert pod.spec.node_selector == {"nvidia.com/gpu.present": "true"}
     assert pod.spec.restart_policy == "Never"

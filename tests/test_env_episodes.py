@@ -162,7 +162,8 @@ def test_portfolio_rebalances_daily_on_daily_bars() -> None:
     days = 12
     mid = 100.0 * np.cumprod(1 + 0.01 * np.sin(np.arange(days * 2)).reshape(days, 1, 2), axis=0)
     market = MarketTensors.from_arrays(mid, mid, session_minutes=[1] * days)  # one bar a day, no spread
-    cfg = PortfolioConfig(window=4, weight_map="simplex", cost_bps=0.0, episode_days=6, evaluation=True)
+    cfg = PortfolioConfig(window=4, weight_map="simplex", fee_per_share=0.0, slippage_bps=0.0, episode_days=6,
+                          evaluation=True)
     env = PortfolioAllocationEnv(market, num_envs=1, config=cfg)
     env.reset(seed=0)
     values, done = [], []

@@ -1,24 +1,21 @@
-"""MarketTensors: the numpy backend of the catalog features equal to pipeline.features on the same bars, building
+"""MarketTensors: the features of arrays equal to pipeline.features' market_features of each day on its own, building
 from arrays and polars frames (hand-made and the embedded synthetic market), external features, daily bars, and the
 errors a user can cause."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
 
-from pipeline.contract.calendar import trading_session
+from pipeline.contract.calendar import TradingSession, trading_session
+from pipeline.envs import tensors
+from pipeline.envs.bar_features import bar_features
 from pipeline.envs.frames import frames_to_arrays, impute_quotes
 from pipeline.envs.intraday import HOLD, LONG, SHORT, IntradayConfig, IntradayTradingEnv
-from pipeline.envs.numpy_features import default_features_numpy
-from pipeline.envs.synthetic_walk import SIGNAL_MINUTES
 from pipeline.envs.tensors import (
     DEFAULT_FEATURES,
     UNQUOTED_PRICE,
@@ -26,17 +23,17 @@ from pipeline.envs.tensors import (
     random_walk_arrays,
     synthetic_market_tensors,
 )
-from pipeline.features import market_features
-from pipeline.sources.base import TradingSession
+from pipeline.features import catalog, market_features
+from pipeline.synthetic.arrays import SIGNAL_MINUTES
 
 
-def _numpy_market_bars(arrays: dict[str, np.ndarray], session: TradingSession, symbols: list[str]) -> pl.DataFrame:
-    """One day of the numpy market as features.bars_1m rows (close = mid: the numpy market has no trades)."""
-    mid = (arrays["bid"][0] + arrays["ask"][0]) / 2
+def _day_bars(arrays: dict[str, np.ndarray], day: int, session: TradingSession, symbols: list[str]) -> pl.DataFrame:
+    """One day of the synthetic arrays as features.bars_1m rows (close = mid: the arrays have no trades)."""
+    mid = (arrays["bid"][day] + arrays["ask"][day]) / 2
     minutes = mid.shape[0]
     ts = [session.open + timedelta(minutes=i + 1) for i in range(minutes)]
-    columns = {"close": mid, "high": arrays["high"][0], "low": arrays["low"][0], "volume": arrays["volume"][0],
-               "spread_mean_bps": 1e4 * (arrays["ask"][0] - arrays["bid"][0]) / mid}
+    columns = {"close": mid, "high": arrays["high"][day], "low": arrays["low"][day], "volume": arrays["volume"][day],
+               "spread_mean_bps": 1e4 * (arrays["ask"][day] - arrays["bid"][day]) / mid}
     return pl.DataFrame({
         "symbol": np.repeat(symbols, minutes), "ts": ts * len(symbols), "trading_day": [session.trading_day] * mid.size,
         **{c: v.T.ravel() for c, v in columns.items()},
@@ -45,18 +42,26 @@ def _numpy_market_bars(arrays: dict[str, np.ndarray], session: TradingSession, s
 
 
 @pytest.mark.parametrize("day", [date(2024, 7, 1), date(2024, 7, 3)])  # a full session and an early close
-def test_numpy_backend_equals_the_polars_features_on_the_same_bars(day: date) -> None:
+def test_array_features_are_market_features_of_each_day_without_history(day: date) -> None:
     session = trading_session(day)
     symbols = ["A", "B", "C"]
-    arrays = random_walk_arrays(days=1, minutes=session.minutes, n_symbols=3, alpha=0.1, seed=4)
-    polars_rows = market_features(_numpy_market_bars(arrays, session, symbols), session).sort("symbol", "ts")
-    numpy_columns = default_features_numpy((arrays["bid"] + arrays["ask"]) / 2, **arrays)
-    for name in DEFAULT_FEATURES:
-        expected = polars_rows[name].cast(pl.Float64).fill_null(np.nan).to_numpy().reshape(3, -1).T
-        got = numpy_columns[name][0]
-        assert (np.isnan(got) == np.isnan(expected)).all(), name
-        assert np.isfinite(expected).sum() > session.minutes, name  # most of the day is defined
-        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12, err_msg=name)
+    arrays = random_walk_arrays(days=2, minutes=session.minutes, n_symbols=3, alpha=0.1, seed=4)
+    columns = bar_features((arrays["bid"] + arrays["ask"]) / 2, **arrays)
+    for d in range(2):  # the second day's windows start at its own open, not in the first day
+        rows = market_features(_day_bars(arrays, d, session, symbols), session).sort("symbol", "ts")
+        for name in DEFAULT_FEATURES:
+            expected = rows[name].cast(pl.Float64).fill_null(np.nan).to_numpy().reshape(3, -1).T
+            got = columns[name][d]
+            assert (np.isnan(got) == np.isnan(expected)).all(), name
+            assert np.isfinite(expected).sum() > session.minutes, name  # most of the day is defined
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["log_return_1d", "turbulence_index_daily", "close"])
+def test_array_features_refuse_what_a_day_alone_cannot_give(name: str) -> None:
+    arrays = random_walk_arrays(days=1, minutes=30, n_symbols=2, alpha=0.1, seed=0)
+    with pytest.raises(ValueError, match="other than the turbulence and daily ones"):
+        bar_features((arrays["bid"] + arrays["ask"]) / 2, **arrays, names=(name,))
 
 
 def test_from_arrays_computes_the_default_catalog_features_with_flags() -> None:
@@ -223,23 +228,15 @@ def test_alpha_beyond_the_stationary_range_says_how_to_fix() -> None:
         random_walk_arrays(days=1, minutes=30, n_symbols=1, alpha=0.5, seed=0)
 
 
-def test_split_modules_keep_the_public_names_and_import_without_polars() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['polars'] = None\n"
-        "from pipeline.envs.tensors import MarketTensors, random_walk_arrays, synthetic_market_tensors, "
-        "DEFAULT_FEATURES\n"
-        "m = synthetic_market_tensors(days=1, minutes=30)\n"
-        "print(m.bid.shape[1], m.feature_names[0])\n"
+def test_tensors_keep_the_public_names() -> None:
+    assert {"MarketTensors", "random_walk_arrays", "synthetic_market_tensors", "DEFAULT_FEATURES"} <= set(
+        tensors.__all__
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parents[1])
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "30 log_return_1m"
+    market = synthetic_market_tensors(days=1, minutes=30)
+    assert (market.bid.shape[1], market.feature_names[0]) == (30, "log_return_1m")
 
 
-def test_the_numpy_default_columns_are_the_catalogs() -> None:
-    from pipeline.envs import numpy_features
-    from pipeline.features import catalog
-
-    assert numpy_features.DEFAULT_FEATURES == catalog.DEFAULT_FEATURES
+def test_the_env_default_columns_are_the_catalogs() -> None:
+    # polars is a core dependency: the envs read the catalog's tuple and compute it with pipeline.features.
+    assert tensors.DEFAULT_FEATURES is catalog.DEFAULT_FEATURES
+    assert synthetic_market_tensors(days=1, minutes=30).feature_names[: len(DEFAULT_FEATURES)] == DEFAULT_FEATURES

@@ -3,6 +3,8 @@ autoreset, batched == independent single-env runs, and no host sync inside step.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,8 @@ from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
 PLAIN = PortfolioConfig(
     window=3,
     weight_map="simplex",
-    cost_bps=10.0,
+    fee_per_share=0.0,
+    slippage_bps=10.0,
     return_scale=1.0,
     sharpe_weight=0.0,
     turnover_penalty=0.0,
@@ -53,6 +56,14 @@ def test_hand_computed_rebalancing_at_next_bar_with_costs() -> None:
     assert float(info2["value"][0]) == pytest.approx(value, rel=1e-6)
 
 
+def test_the_fee_is_per_share_at_the_mid_as_in_an_intraday_fill() -> None:
+    env = PortfolioAllocationEnv(two_assets(), num_envs=1, config=replace(PLAIN, fee_per_share=0.01, slippage_bps=0.0))
+    env.reset(seed=0)
+    _, r0, *_ = env.step(torch.tensor([[1.0, -1.0, -1.0]]))
+    # Each dollar into A at mid 110 buys 1/110 of a share: a $0.01 fee of 0.01/110, beside half the $0.10 spread.
+    assert float(r0[0]) == pytest.approx(-(0.05 + 0.01) / 110, rel=1e-4)
+
+
 def test_weight_maps_give_simplex_weights() -> None:
     env = PortfolioAllocationEnv(two_assets(), num_envs=1, config=PortfolioConfig())
     assert torch.allclose(env.target_weights(torch.zeros(1, 3)), torch.full((1, 3), 1 / 3))
@@ -69,7 +80,8 @@ def test_reward_adds_sharpe_term_and_turnover_penalty() -> None:
     cfg = PortfolioConfig(
         window=3,
         weight_map="simplex",
-        cost_bps=10.0,
+        fee_per_share=0.0,
+        slippage_bps=10.0,
         return_scale=100.0,
         sharpe_weight=0.5,
         std_floor=1e-3,

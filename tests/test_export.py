@@ -17,6 +17,7 @@ from pipeline.agents import checkpoints as ckpt
 from pipeline.agents.checkpoints import UnsafeCheckpointError
 from pipeline.agents.clstm_agent import CLSTMAgent
 from pipeline.agents.normalize import RunningNormalizer
+from pipeline.envs.costs import EQUITY_COSTS
 from pipeline.envs.intraday import AGENT_FEATURES, IntradayTradingEnv
 from pipeline.envs.tensors import synthetic_market_tensors
 from pipeline.export import package
@@ -30,7 +31,7 @@ LINEAGE = {"code_version": "abc123", "config_hash": "cfg", "data_version": "data
 CARD = ModelCard(
     model_id="clstm_ppo-0-2024-07-02-test", symbols=("A", "B"), data_version="data",
     train_days=("2024-07-01",), selection_days=("2024-07-02",), gate_days=("2024-07-03",), trade_size=100.0,
-    costs={"fee_per_share": 0.005, "slippage_bps": 1.0},
+    costs=EQUITY_COSTS,
     metrics=(MetricRow("sharpe", 0.5, 0.1, 0.9), MetricRow("total_return", 0.01),
              MetricRow("annualized_return", None, note="1 trading day: annualizing needs 20")),
     oracle_share="95% over 15 gate days (90% CI 80% to 110%)",
@@ -116,6 +117,7 @@ def test_config_lineage_and_card_describe_the_model(exported) -> None:
 
     card = (artifact.path / package.CARD_FILE).read_text()
     assert "| sharpe | 0.5 | 0.1 | 0.9 |  |" in card
+    assert "costs: fee_per_unit 0.005, slippage_bps 1, multiplier 1 (fills cross the spread)" in card
     assert "| annualized_return |  |  |  | 1 trading day: annualizing needs 20 |" in card
     assert "Share of the cost-aware oracle: 95% over 15 gate days (90% CI 80% to 110%)" in card
     assert "Gate days (judged on, never chosen on): 2024-07-03 to 2024-07-03 (1 trading day)" in card

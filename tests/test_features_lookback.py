@@ -9,13 +9,12 @@ import polars as pl
 import pytest
 from features_testdata import SESSION, daily_bar, raw_bars, ticks
 
-from pipeline.contract.calendar import trading_session
+from pipeline.contract.calendar import TradingSession, trading_session
 from pipeline.features import bars_1m, market_features, market_history
 from pipeline.features.catalog import MARKET, features_of
 from pipeline.features.lookback import LOOKBACK_TRADING_DAYS, row_lookback_sessions
 from pipeline.features.model_features import market_features_days
 from pipeline.features.windows import BAR_COUNT, MINUTES, TRADING_DAYS, WINDOW_UNITS
-from pipeline.sources.base import TradingSession
 from pipeline.synthetic.config import SyntheticMarketConfig
 from pipeline.synthetic.source import SyntheticMarket
 

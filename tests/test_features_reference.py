@@ -17,12 +17,12 @@ import polars as pl
 import pytest
 from features_testdata import SESSION
 
+from pipeline.contract.calendar import TradingSession
 from pipeline.contract.schemas import UTC_TS
 from pipeline.features import MarketHistory, market_features
 from pipeline.features.bars import BARS_1M_COLUMNS
 from pipeline.features.catalog import MARKET, features_of, market_feature_names
 from pipeline.features.windows import TRADING_DAYS
-from pipeline.sources.base import TradingSession
 
 SYMBOL = "XYZ"
 MINUTES = 120

@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.contract.calendar import trading_session
+from pipeline.contract.calendar import TradingSession, trading_session
 from pipeline.contract.schemas import RAW_COLUMNS
 from pipeline.contract.validation import validate
 from pipeline.sources import file_source
-from pipeline.sources.base import MarketSource, SourceError, TradingSession
+from pipeline.sources.base import MarketSource, SourceError
 from pipeline.sources.file_source import FileSource, landing_partitions
 
 DAY = date(2024, 7, 5)

@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline.agents.checkpoints import read_checkpoint
-from pipeline.agents.trainer import train
 from pipeline.backtest.inputs import dataset_part
 from pipeline.backtest.runner import run_intraday
 from pipeline.backtest.selection import select_candidate
@@ -22,6 +21,8 @@ from pipeline.contract.calendar import trading_days
 from pipeline.envs.intraday import IntradayConfig
 from pipeline.envs.tensors import synthetic_market_tensors
 from pipeline.training.dataset import MARKET_FILE, TrainingDataset, save_dataset, session_normalization
+from pipeline.training.run import DatasetData, TrainingRun
+from pipeline.training.trainer import train
 
 DAYS = [d.isoformat() for d in trading_days("2024-07-01", "2024-07-11")]  # 8 sessions
 PARTS = {"train": DAYS[:4], "selection": DAYS[4:6], "gate": DAYS[6:]}
@@ -50,15 +51,10 @@ def _scramble_gate(folder: Path) -> None:
 
 
 def _train(dataset: Path, out: Path) -> dict:
-    env = {"factory": "pipeline.training.env_factories:intraday_env", "kwargs": {"dataset_dir": str(dataset), **ENV}}
-    config = {
-        "env": env | {"kwargs": env["kwargs"] | {"part": "train", "num_envs": 8}},
-        "validation_env": env | {"kwargs": env["kwargs"] | {"part": "selection", "num_envs": 4}},
-        "total_timesteps": 1280, "preset": "small_budget",
-        "hparams": {"seed": 0, "torch_threads": 1, "validate_every": 1, "checkpoint_dir": str(out / "checkpoints")},
-        "output": str(out / "model.safetensors"),
-    }
-    return train(config)
+    run = TrainingRun.build(DatasetData(str(dataset)), total_timesteps=1280, preset="small_budget",
+                            agent={"torch_threads": 1, "validate_every": 1}, env=IntradayConfig(**ENV), num_envs=8,
+                            selection_envs=4)
+    return train(run.with_output(out))
 
 
 @pytest.fixture(scope="module")

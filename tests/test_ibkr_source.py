@@ -9,8 +9,9 @@ import pytest
 from ib_async import IB, RequestError
 from ib_async.objects import BarData
 
+from pipeline.contract.calendar import TradingSession
 from pipeline.contract.schemas import RAW_COLUMNS
-from pipeline.sources.base import MarketSource, SourceError, SourceUnavailableError, TradingSession
+from pipeline.sources.base import MarketSource, SourceError, SourceUnavailableError
 from pipeline.sources.ibkr_source import IBKRSource
 from pipeline.sources.pacing import Pacer
 from tests.fakes.ib import FakeClock, FakeIB, make_quotes, make_trades

@@ -23,6 +23,7 @@ from pipeline.contract.calendar import trading_days
 from pipeline.envs.intraday import IntradayConfig
 from pipeline.training.dataset import load_dataset
 from pipeline.training.env_factories import intraday_env
+from pipeline.training.run import TrainingRun
 from pipeline.training.search import (
     ENV_PARAMS,
     SEARCH_SPACE,
@@ -47,7 +48,7 @@ SEARCH = {"steps_per_trial": STEPS, "num_envs": NUM_ENVS, "report_every": 1}
 
 
 def _assets(*names: str) -> list:
-    return [a for a in assets_in_groups("training") if a.key.path[-1] in names]
+    return [a for a in assets_in_groups("training", "search") if a.key.path[-1] in names]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory):
 
 def _spec(lake_dir: Path, name: str) -> SearchSpec:
     return SearchSpec(dataset_dir=str(lake_dir / "artifacts" / "datasets" / DAY), study_name=name,
-                      storage=f"sqlite:///{lake_dir / 'optuna' / 'core.db'}", env=ENV, **SEARCH)
+                      storage=f"sqlite:///{lake_dir / 'optuna' / 'core.db'}", env=IntradayConfig(**ENV),
+                      **SEARCH)
 
 
 class PruneTrialOne(optuna.pruners.BasePruner):
@@ -104,6 +106,9 @@ def test_study_records_a_pruned_trial_and_scores_the_trained_policy(lake) -> Non
     agent.learn(STEPS)
     selection = load_dataset(spec.dataset_dir).part("selection")
     assert selection_score(selection_metrics(agent, selection, IntradayConfig(**env))) == completed.value
+    # The trial's TrainingRun is that run: small_budget for a trial's budget, the searched values on top.
+    run = spec.trial_run(hparams, {k: v for k, v in env.items() if k in ENV_PARAMS})
+    assert run.preset == "small_budget" and run.agent == agent.config.replace(num_envs=None)
     assert completed.intermediate_values[2] == completed.value  # the last report is the final policy's
 
     table = trials_markdown(study).splitlines()
@@ -134,7 +139,7 @@ def test_importance_is_a_bar_chart_once_trials_differ() -> None:
 
 def test_asset_reruns_continue_the_study_and_training_takes_the_best_params(lake) -> None:
     lake_dir, instance, resources = lake
-    search = {"pruner_startup_trials": 1, "env_json": json.dumps(ENV), **SEARCH}
+    search = {"pruner_startup_trials": 1, "env": ENV, **SEARCH}
     metas = []
     for n_trials in (1, 1):
         result = dg.materialize(_assets("hyperparameter_search"), resources=resources, partition_key=DAY,
@@ -152,19 +157,22 @@ def test_asset_reruns_continue_the_study_and_training_takes_the_best_params(lake
     assert set(best["hparams"]) | set(best["env"]) == set(SEARCH_SPACE)
     assert best["selection_sharpe"] == metas[1]["best_selection_sharpe"]
 
+    searched = TrainingRun.load(metas[1]["best_run_path"])
+    assert searched.agent.actor_lr == best["hparams"]["actor_lr"] and searched.env.window == best["env"]["window"]
+
     run_config = {"ops": {"clstm_ppo_policy": {"config": {
-        "num_envs": NUM_ENVS, "hparams_path": str(path), "hparams_json": json.dumps({"clip_eps": 0.2})}}}}
+        "num_envs": NUM_ENVS, "searched_run": metas[1]["best_run_path"], "agent": {"clip_eps": 0.2}}}}}
     result = dg.materialize(_assets("training_dataset", "clstm_ppo_policy"), resources=resources,
                             partition_key=DAY, instance=instance, selection=["clstm_ppo_policy"],
                             run_config=run_config)
     trained = materialized_metadata(result, "clstm_ppo_policy")["hparams"]
-    # hparams_json is the explicit override, so it wins over the file; every other searched field is the file's.
+    # The agent field set in the config is the explicit override, so it wins over the search; every other searched
+    # field is the search's.
     assert trained["clip_eps"] == 0.2
     assert {k: trained[k] for k in best["hparams"] if k != "clip_eps"} == {
         k: v for k, v in best["hparams"].items() if k != "clip_eps"}
-    model_dir = lake_dir / "artifacts" / "models" / DAY / "clstm_ppo-seed0"
-    trainer_env = json.loads((model_dir / "train_config.json").read_text())["env"]["kwargs"]
-    assert {k: trainer_env[k] for k in ENV_PARAMS} == best["env"]
+    run = TrainingRun.load(lake_dir / "artifacts" / "models" / DAY / "clstm_ppo-seed0")
+    assert {k: getattr(run.env, k) for k in ENV_PARAMS} == best["env"]
 
 
 def test_daily_job_leaves_the_search_out() -> None:

@@ -13,10 +13,9 @@ import polars as pl
 import pytest
 from pandera.config import ValidationDepth, config_context
 
-from pipeline.contract.calendar import trading_session
+from pipeline.contract.calendar import TradingSession, trading_session
 from pipeline.contract.schemas import RAW_COLUMNS
 from pipeline.contract.validation import ValidationResult, rejected_share, validate
-from pipeline.sources.base import TradingSession
 
 DAY = date(2024, 7, 5)
 SESSION = TradingSession(DAY, datetime(2024, 7, 5, 13, 30, tzinfo=UTC), datetime(2024, 7, 5, 20, 0, tzinfo=UTC))

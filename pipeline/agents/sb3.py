@@ -54,6 +54,62 @@ class BaselineConfig:
     """Extra keyword arguments of the SB3 constructor (n_steps, batch_size, policy_kwargs, ...)."""
 
 
+@dataclass(frozen=True)
+class PPOParams:
+    """The SB3 PPO constructor arguments a run may set; unset ones keep SB3's defaults."""
+
+    learning_rate: float | None = None
+    """Adam step size (SB3: 3e-4)."""
+    n_steps: int | None = None
+    """Rollout length per env before each update (SB3: 2048)."""
+    batch_size: int | None = None
+    """Minibatch size (SB3: 64)."""
+    n_epochs: int | None = None
+    """Epochs over each rollout (SB3: 10)."""
+    gae_lambda: float | None = None
+    """GAE lambda (SB3: 0.95)."""
+    clip_range: float | None = None
+    """PPO ratio clip (SB3: 0.2)."""
+    ent_coef: float | None = None
+    """Entropy bonus (SB3: 0.0)."""
+    net_width: int | None = None
+    """Units of each of the two hidden layers of the policy and value nets (SB3: 64)."""
+
+    def hparams(self) -> dict[str, Any]:
+        """The constructor keywords of the fields that are set."""
+        return _constructor_args(self)
+
+
+@dataclass(frozen=True)
+class SACParams:
+    """The SB3 SAC constructor arguments a run may set; unset ones keep SB3's defaults."""
+
+    learning_rate: float | None = None
+    """Adam step size of actor, critics and temperature (SB3: 3e-4)."""
+    buffer_size: int | None = None
+    """Replay buffer transitions (SB3: 1,000,000)."""
+    learning_starts: int | None = None
+    """Env steps collected before the first gradient step (SB3: 100)."""
+    batch_size: int | None = None
+    """Minibatch size (SB3: 256)."""
+    tau: float | None = None
+    """Soft update coefficient of the target critics (SB3: 0.005)."""
+    gradient_steps: int | None = None
+    """Gradient steps per env step collected (SB3: 1)."""
+    net_width: int | None = None
+    """Units of each of the two hidden layers of the actor and critics (SB3: 256)."""
+
+    def hparams(self) -> dict[str, Any]:
+        """The constructor keywords of the fields that are set."""
+        return _constructor_args(self)
+
+
+def _constructor_args(params: PPOParams | SACParams) -> dict[str, Any]:
+    values = {k: v for k, v in asdict(params).items() if v is not None}
+    width = values.pop("net_width", None)
+    return values | ({"policy_kwargs": {"net_arch": [width, width]}} if width else {})
+
+
 class BaselinePolicy:
     """A trained SB3 model plus frozen VecNormalize statistics: raw observations in, actions out."""
 

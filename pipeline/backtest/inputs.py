@@ -3,14 +3,13 @@
 A model is judged only on data it never saw: the day after its training window (walk-forward backtest) or the
 gate days of its own dataset (the promotion gate); it is chosen on the selection days of its dataset. Its
 observations are built exactly as in training: the same features, turbulence column and symbols as its dataset's
-manifest, and the same intraday env settings as its training config; the normalization statistics are the model's
+manifest, and the same intraday env settings as its `TrainingRun`; the normalization statistics are the model's
 own (fitted on its training window), inside it. A model compared on another model's days (the production model on
 a candidate's gate days) is run on its own columns, loaded from the warehouse (`market_for_days`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -24,7 +23,7 @@ from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tenso
 from pipeline.lake import Warehouse
 from pipeline.registry import file_sha256
 from pipeline.training.dataset import load_dataset, load_manifest
-from pipeline.training.ensembles import TRAINER_CONFIG, member_env_config
+from pipeline.training.run import TrainingRun
 
 
 @dataclass(frozen=True)
@@ -47,10 +46,8 @@ def load_registered(row: dict[str, Any]) -> RegisteredPolicy:
     if file_sha256(artifact) != row["sha256"]:
         raise ValueError(f"the artifact of {row['model_id']} ({artifact}) changed since it was registered (sha256 "
                          "differs): re-materialize its training partition")
-    trainer = json.loads((artifact.parent / TRAINER_CONFIG).read_text())
-    env_config = IntradayConfig(**member_env_config(row["algo"], artifact))
-    return RegisteredPolicy(row["model_id"], load_member("clstm_ppo", artifact), env_config,
-                            Path(trainer["env"]["kwargs"]["dataset_dir"]), row)
+    run = TrainingRun.load(artifact.parent)
+    return RegisteredPolicy(row["model_id"], load_member("clstm_ppo", artifact), run.env, run.dataset_dir, row)
 
 
 def loader_config(dataset_dir: str | Path) -> MarketLoaderConfig:

@@ -50,9 +50,10 @@ import numpy as np
 import polars as pl
 from arch.bootstrap import StationaryBootstrap, optimal_block_length
 
+from pipeline.contract.calendar import TRADING_DAYS_PER_YEAR
+
 METRICS = ("total_return", "annualized_return", "annualized_volatility", "sharpe", "sortino", "max_drawdown",
            "calmar", "win_rate", "profit_factor", "turnover", "costs_paid")
-TRADING_DAYS_PER_YEAR = 252
 MIN_ANNUALIZED_DAYS = 20
 """Fewer trading days give no annualized return (nor calmar): a demo model card annualized 2 days into
 +2,784%."""

@@ -32,21 +32,17 @@ import torch
 
 from pipeline.agents.policy_eval import final_pnl, walk_outcomes
 from pipeline.contract.calendar import trading_session
-from pipeline.envs.costs import last_quotes
+from pipeline.envs.costs import EQUITY_COSTS, CostModel, last_quotes
 from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
 from pipeline.envs.portfolio import PortfolioAllocationEnv, PortfolioConfig
 from pipeline.envs.tensors import MarketTensors
+from pipeline.training.run import DEFAULT_INTRADAY
 
 RETURN_COLUMNS = ("trading_day", "ts", "strategy", "model_id", "ret", "position", "cost")
 RETURN_SCHEMA = {
     "trading_day": pl.Date, "ts": pl.Datetime("us", "UTC"), "strategy": pl.Utf8, "model_id": pl.Utf8,
     "ret": pl.Float64, "position": pl.Float64, "cost": pl.Float64,
 }
-DEFAULT_INTRADAY = IntradayConfig(window=8, loss_cut=None, profit_lock=None)
-"""The training asset's intraday settings (assets/training.py DEFAULT_INTRADAY): whole days, 8-bar windows."""
-PORTFOLIO_COST_BPS = 1.5
-"""Fees and slippage of the portfolio runs, per traded dollar: the intraday env's 1 bp slippage plus its
-$0.005/share fee, which is 0.5 bp of a $100 share, so both kinds of baseline pay about the same to trade."""
 
 
 class MarketRule:
@@ -169,7 +165,7 @@ def run_intraday(
 
 
 def run_portfolio(
-    market: MarketTensors, weights: np.ndarray, strategy: str, *, cost_bps: float = PORTFOLIO_COST_BPS,
+    market: MarketTensors, weights: np.ndarray, strategy: str, *, costs: CostModel = EQUITY_COSTS,
     seed: int = 0, model_id: str | None = None,
 ) -> pl.DataFrame:
     """Hold constant long-only `weights` (one per symbol, summing to 1) in `PortfolioAllocationEnv`, every day.
@@ -177,12 +173,14 @@ def run_portfolio(
     Each day starts in cash, buys the weights at bar 1 (the order seen at bar 0), rebalances back to them every
     bar, and goes back to cash at the close, like the intraday env's flattening. ret is the env's net portfolio
     return, cost what it paid that bar (fraction of the value before the bar), position the invested share.
+    `costs` are the intraday env's (a share's fee and slippage), so both kinds of baseline pay the same to trade.
     """
     weights = np.asarray(weights, dtype=np.float64)
     if weights.shape != (market.num_symbols,) or (weights < 0).any() or not np.isclose(weights.sum(), 1.0):
         raise ValueError(f"weights must be {market.num_symbols} non-negative numbers summing to 1 (one per symbol "
                          f"of {market.symbols}); got {weights.tolist()}")
-    config = PortfolioConfig(window=1, weight_map="simplex", cash_asset=True, cost_bps=cost_bps, evaluation=True)
+    config = PortfolioConfig(window=1, weight_map="simplex", cash_asset=True, fee_per_share=costs.fee_per_unit,
+                             slippage_bps=costs.slippage_bps, evaluation=True)
     # One env per day: every day runs at once.
     env = PortfolioAllocationEnv(market, num_envs=market.num_days, config=config)
     invested = torch.tensor([[*weights, 0.0]], dtype=torch.float32, device=env.device).expand(env.num_envs, -1)

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.backtest.runner import MarketRule, episode_pnls, run_intraday, run_portfolio
+from pipeline.backtest.runner import DEFAULT_INTRADAY, MarketRule, episode_pnls, run_intraday, run_portfolio
 from pipeline.envs.intraday import FLAT as FLAT_ACTION
 from pipeline.envs.intraday import HOLD, LONG, SHORT, IntradayConfig
 from pipeline.envs.portfolio import project_to_simplex
@@ -276,14 +276,16 @@ def run_baselines(
 ) -> pl.DataFrame:
     """`RETURN_COLUMNS` rows of every baseline on `market` (model_id null), in `BASELINES` order, then the
     `ORACLES` when `oracle_signal_minutes` (the synthetic market's planted signal) is given. Portfolio weights and
-    band thresholds come from `train_market` (which must hold the same symbols), the bands under `env_config`."""
+    band thresholds come from `train_market` (which must hold the same symbols), the bands under `env_config`,
+    whose costs the portfolio baselines pay too."""
     if tuple(train_market.symbols) != tuple(market.symbols):
         raise ValueError(f"the training market's symbols {train_market.symbols} differ from the evaluated "
                          f"market's {market.symbols}; load both parts with the same symbols")
     frames = []
     for name in BASELINES + (ORACLES if oracle_signal_minutes is not None else ()):
         if name in PORTFOLIO_BASELINES:
-            frames.append(run_portfolio(market, estimate_weights(train_market, name), name, seed=seed))
+            frames.append(run_portfolio(market, estimate_weights(train_market, name), name,
+                                        costs=(env_config or DEFAULT_INTRADAY).costs, seed=seed))
         else:
             policy = intraday_baseline(name, seed=seed, signal_minutes=oracle_signal_minutes,
                                        train_market=train_market, env_config=env_config)

@@ -1,13 +1,20 @@
-"""Black-Scholes prices, greeks and implied volatility for European options (vectorized numpy).
+"""Black-Scholes prices, greeks and implied volatility for European options, written once for numpy and torch.
 
 Conventions (those of broker feeds such as IBKR): `t` in years, `vol` and `rate` annualized and continuously
 compounded, no dividends. Delta and gamma per $1 of the underlying; theta is the price change per calendar day
 (negative for a long option); vega is the price change per 1 vol point (0.01 of `vol`).
+
+The formulas (`d1_d2`, `option_values`, `option_greeks`) take the few elementwise functions they need as an
+`ArrayMath`: `NUMPY_MATH` here (`bs_price`, `bs_greeks`, `implied_vol`: the synthetic market, the brokers' fills),
+torch's in `pipeline.envs.options_chain`, which prices whole chains on the env's device. Arithmetic is the arrays'
+own, so one definition serves both and no twin has to be held equal.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,20 +29,59 @@ def norm_cdf(x: ArrayLike) -> np.ndarray:
     return 0.5 * (1.0 + np.asarray(_erf(np.asarray(x, dtype=np.float64) / math.sqrt(2)), dtype=np.float64))
 
 
-def norm_pdf(x: ArrayLike) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return np.exp(-0.5 * x * x) / SQRT_2PI
+class ArrayMath(NamedTuple):
+    """The elementwise functions of one array library that the formulas call."""
+
+    exp: Callable[[Any], Any]
+    log: Callable[[Any], Any]
+    sqrt: Callable[[Any], Any]
+    ndtr: Callable[[Any], Any]
+    """The standard normal CDF."""
 
 
-def _d1_d2(
-    spot: ArrayLike, strike: ArrayLike, t: ArrayLike, rate: float, vol: ArrayLike
-) -> tuple[np.ndarray, np.ndarray]:
+NUMPY_MATH = ArrayMath(exp=np.exp, log=np.log, sqrt=np.sqrt, ndtr=norm_cdf)
+
+
+def d1_d2(spot: Any, strike: Any, t: Any, rate: float, vol: Any, xp: ArrayMath = NUMPY_MATH) -> tuple[Any, Any]:
+    """(d1, d2) on arrays of `xp`'s library; no check of the inputs (the callers decide what expired means)."""
+    root_t = xp.sqrt(t)
+    d1 = (xp.log(spot / strike) + (rate + 0.5 * vol * vol) * t) / (vol * root_t)
+    return d1, d1 - vol * root_t
+
+
+def option_values(spot: Any, strike: Any, t: Any, rate: float, vol: Any,
+                  xp: ArrayMath = NUMPY_MATH) -> tuple[Any, Any]:
+    """(call, put) values."""
+    d1, d2 = d1_d2(spot, strike, t, rate, vol, xp)
+    discount = xp.exp(-rate * t)
+    call = spot * xp.ndtr(d1) - strike * discount * xp.ndtr(d2)
+    put = strike * discount * xp.ndtr(-d2) - spot * xp.ndtr(-d1)
+    return call, put
+
+
+def option_greeks(spot: Any, strike: Any, t: Any, rate: float, vol: Any, xp: ArrayMath = NUMPY_MATH) -> dict[str, Any]:
+    """call_delta, put_delta, gamma (per $1), vega (per 1.0 of vol), call_theta and put_theta (per year)."""
+    d1, d2 = d1_d2(spot, strike, t, rate, vol, xp)
+    root_t = xp.sqrt(t)
+    discount = xp.exp(-rate * t)
+    pdf = xp.exp(-0.5 * d1 * d1) / SQRT_2PI
+    call_delta = xp.ndtr(d1)
+    decay = -spot * pdf * vol / (2 * root_t)
+    return {
+        "call_delta": call_delta,
+        "put_delta": call_delta - 1.0,
+        "gamma": pdf / (spot * vol * root_t),
+        "vega": spot * pdf * root_t,
+        "call_theta": decay - rate * strike * discount * xp.ndtr(d2),
+        "put_theta": decay + rate * strike * discount * xp.ndtr(-d2),
+    }
+
+
+def _checked(spot: ArrayLike, strike: ArrayLike, t: ArrayLike, vol: ArrayLike) -> tuple[np.ndarray, ...]:
     spot, strike, t, vol = (np.asarray(a, dtype=np.float64) for a in (spot, strike, t, vol))
     if np.any(t <= 0) or np.any(vol <= 0) or np.any(spot <= 0) or np.any(strike <= 0):
         raise ValueError("Black-Scholes needs spot, strike, time to expiry and vol all > 0; drop expired contracts")
-    root_t = np.sqrt(t)
-    d1 = (np.log(spot / strike) + (rate + 0.5 * vol * vol) * t) / (vol * root_t)
-    return d1, d1 - vol * root_t
+    return spot, strike, t, vol
 
 
 def bs_price(
@@ -47,10 +93,8 @@ def bs_price(
     is_call: np.ndarray | bool,
 ) -> np.ndarray:
     """Option value; `is_call` False gives the put."""
-    d1, d2 = _d1_d2(spot, strike, t, rate, vol)
-    discount = np.exp(-rate * np.asarray(t, dtype=np.float64))
-    call = spot * norm_cdf(d1) - strike * discount * norm_cdf(d2)
-    put = strike * discount * norm_cdf(-d2) - spot * norm_cdf(-d1)
+    spot, strike, t, vol = _checked(spot, strike, t, vol)
+    call, put = option_values(spot, strike, t, rate, vol)
     return np.where(is_call, call, put)
 
 
@@ -63,19 +107,14 @@ def bs_greeks(
     is_call: np.ndarray | bool,
 ) -> dict[str, np.ndarray]:
     """delta, gamma, theta (per calendar day) and vega (per vol point) in the module's conventions."""
-    d1, d2 = _d1_d2(spot, strike, t, rate, vol)
-    spot, strike, t, vol = (np.asarray(a, dtype=np.float64) for a in (spot, strike, t, vol))
-    root_t = np.sqrt(t)
-    discount = np.exp(-rate * t)
-    pdf = norm_pdf(d1)
-    delta = np.where(is_call, norm_cdf(d1), norm_cdf(d1) - 1.0)
-    gamma = pdf / (spot * vol * root_t)
-    decay = -spot * pdf * vol / (2 * root_t)
-    theta_call = decay - rate * strike * discount * norm_cdf(d2)
-    theta_put = decay + rate * strike * discount * norm_cdf(-d2)
-    theta = np.where(is_call, theta_call, theta_put) / DAYS_PER_YEAR
-    vega = spot * pdf * root_t / 100.0
-    return {"delta": delta, "gamma": gamma, "theta": theta, "vega": vega}
+    spot, strike, t, vol = _checked(spot, strike, t, vol)
+    greeks = option_greeks(spot, strike, t, rate, vol)
+    return {
+        "delta": np.where(is_call, greeks["call_delta"], greeks["put_delta"]),
+        "gamma": greeks["gamma"],
+        "theta": np.where(is_call, greeks["call_theta"], greeks["put_theta"]) / DAYS_PER_YEAR,
+        "vega": greeks["vega"] / 100.0,
+    }
 
 
 def implied_vol(

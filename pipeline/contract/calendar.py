@@ -8,19 +8,37 @@ built lazily on first use and cached; importing this module does no I/O.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 import exchange_calendars as xcals
 import pandas as pd
 
-from pipeline.sources.base import TradingSession
-
 NY_TZ = "America/New_York"
 EXCHANGE = "XNYS"
+SHORTEST_SESSION_MINUTES = 210
+"""An early close (09:30-13:00 New York) is the shortest XNYS session: the fewest minute bars a session holds."""
 # A fixed span keeps answers independent of today's date (the library's default window moves with the clock).
 CALENDAR_START = date(2000, 1, 3)
 CALENDAR_END = date(2030, 12, 31)
+REGULAR_SESSION_MINUTES = 390
+"""Minutes of a regular session (09:30-16:00 New York): the minute bars of a full day."""
+TRADING_DAYS_PER_YEAR = 252
+"""Sessions in a year, for annualizing."""
+
+
+@dataclass(frozen=True)
+class TradingSession:
+    """One exchange session: the trading day and its open/close as UTC datetimes (early closes included)."""
+
+    trading_day: date
+    open: datetime
+    close: datetime
+
+    @property
+    def minutes(self) -> int:
+        return int((self.close - self.open).total_seconds() // 60)
 
 
 @lru_cache(maxsize=1)
@@ -69,15 +87,23 @@ def is_trading_day(day: date | str) -> bool:
     return bool(xnys().is_session(pd.Timestamp(day)))
 
 
+def earlier_trading_days(day: date | str, count: int) -> list[date]:
+    """The `count` XNYS sessions before `day` (whether or not `day` itself is one), oldest first; fewer near the
+    calendar's first day."""
+    day = _as_date(day)
+    # Two calendar days per session, plus a fortnight of holidays, always hold `count` sessions (the longest XNYS
+    # closure since 2000 was four weekdays).
+    start = max(CALENDAR_START, day - timedelta(days=2 * count + 14))
+    last = day - timedelta(days=1)
+    return trading_days(start, last)[-count:] if count > 0 and last >= start else []
+
+
 def previous_trading_day(day: date | str) -> date:
     """The XNYS session before `day` (whether or not `day` itself is one)."""
-    day = _as_date(day)
-    # A fortnight always holds a session (the longest XNYS closure since 2000 was four weekdays).
-    earlier = trading_days(max(CALENDAR_START, day - timedelta(days=14)), day - timedelta(days=1)) \
-        if day > CALENDAR_START else []
+    earlier = earlier_trading_days(day, 1)
     if not earlier:
         raise ValueError(f"no XNYS session before {day} in the supported span from {CALENDAR_START}")
-    return earlier[-1]
+    return earlier[0]
 
 
 def holidays(start: date | str, end: date | str) -> list[date]:
@@ -106,6 +132,15 @@ def trading_session(day: date | str) -> TradingSession:
         open=open_ts.to_pydatetime().astimezone(UTC),
         close=close_ts.to_pydatetime().astimezone(UTC),
     )
+
+
+@lru_cache(maxsize=4096)
+def expiry_close(expiry: date | str) -> datetime:
+    """When an option expiring on `expiry` stops trading and settles (UTC): the close of that XNYS session, early
+    closes included (2024-11-29 closes at 13:00 New York). An expiry on a day that does not trade settles at the
+    close of the session before it, as OCC moves a holiday expiry to the business day before."""
+    expiry = _as_date(expiry)
+    return trading_session(expiry if is_trading_day(expiry) else previous_trading_day(expiry)).close
 
 
 def snapshot_times(session: TradingSession, minutes: int) -> list[datetime]:

@@ -16,10 +16,10 @@ import pandera.polars as pa
 import polars as pl
 from pandera.config import ValidationDepth, config_context
 
+from pipeline.contract.calendar import TradingSession
+from pipeline.contract.parsing import PARSE_ERROR, ts_expr
 from pipeline.contract.schemas import QUARANTINE_COLUMNS, RAW_COLUMNS, UTC_TS, with_defaults
 from pipeline.contract.validation_schemas import raw_schema
-from pipeline.sources.base import TradingSession
-from pipeline.sources.landing_parse import PARSE_ERROR, ts_expr
 
 _ROW = "_row"
 _REASON = "reason"

@@ -14,9 +14,8 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-from pipeline.contract.calendar import NY_TZ
+from pipeline.contract.calendar import NY_TZ, TradingSession
 from pipeline.contract.schemas import RAW_COLUMNS, RAW_KEYS
-from pipeline.sources.base import TradingSession
 
 # Columns a row may leave empty; every other contract column is required.
 NULLABLE: dict[str, frozenset[str]] = {

@@ -2,7 +2,8 @@
 
 Every order is a market order filled at a later bar's quote: buys lift the ask, sells hit the bid, and slippage
 moves the price further against the trader. Functions are elementwise on tensors so a whole batch of envs
-(or of option legs) fills in one call, on any device.
+(or of option legs) fills in one call, on any device. `EQUITY_COSTS` and `OPTION_COSTS` are the only place the
+default fees and slippage are written: the env configs, the backtest's baselines and the model card read them.
 """
 
 from __future__ import annotations
@@ -20,12 +21,23 @@ class CostModel:
     notional = qty * price * multiplier, while the fee is charged per traded unit of `qty` (per share or contract).
     """
 
-    fee_per_unit: float = 0.005
+    fee_per_unit: float
     """Commission per share (or per contract), in dollars."""
-    slippage_bps: float = 1.0
+    slippage_bps: float
     """Extra adverse price move beyond the quote, in basis points of the quote."""
     multiplier: float = 1.0
     """Units of the underlying per unit of quantity (100 for a standard equity option)."""
+
+    def bps_of_notional(self, price: torch.Tensor | float) -> torch.Tensor | float:
+        """Fee plus slippage per traded dollar at `price` (per unit of the underlying), in basis points: what an env
+        that charges on turnover pays on top of half the spread. At $100 a share EQUITY_COSTS gives 1 + 0.5 bp."""
+        return self.slippage_bps + self.fee_per_unit / (price * self.multiplier) * 1e4
+
+
+EQUITY_COSTS = CostModel(fee_per_unit=0.005, slippage_bps=1.0)
+"""A share: $0.005 commission and 1 bp slippage beyond the quote (the intraday and portfolio envs, the baselines)."""
+OPTION_COSTS = CostModel(fee_per_unit=0.65, slippage_bps=0.0, multiplier=100.0)
+"""An equity option contract (100 shares): $0.65 commission a side; fills cross the quoted spread, no slippage."""
 
 
 @dataclass(frozen=True)
@@ -62,14 +74,10 @@ def fill_at_quote(qty: torch.Tensor, bid: torch.Tensor, ask: torch.Tensor, costs
     )
 
 
-def turnover_cost(
-    turnover: torch.Tensor, half_spread_frac: torch.Tensor | float, cost_bps: float
-) -> torch.Tensor:
-    """Fraction of portfolio value lost when trading `turnover` (sum of |weight changes|).
-
-    Crossing the spread costs half of it on every traded dollar, and `cost_bps` covers fees and slippage.
-    """
-    return turnover * (half_spread_frac + cost_bps * 1e-4)
+def turnover_cost_rate(bid: torch.Tensor, ask: torch.Tensor, costs: CostModel) -> torch.Tensor:
+    """Fraction of each traded dollar lost at these quotes when trading at the mid: half the spread, the fee and the
+    slippage (`CostModel.bps_of_notional` at the mid). A turnover of |weight changes| costs turnover x this rate."""
+    return (ask - bid) / (ask + bid) + costs.bps_of_notional(0.5 * (bid + ask)) * 1e-4
 
 
 def last_quotes(quotes: torch.Tensor, tradable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

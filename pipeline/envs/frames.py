@@ -2,7 +2,6 @@
 
 The one pivot between the tables and the envs: the warehouse loader, `MarketTensors.from_frames` and the embedded
 synthetic market all go through `frames_to_arrays`, so they fill, flag and mask the same way (`point_in_time`).
-polars is imported inside each function, so importing this module (and the envs) needs only numpy.
 """
 
 from __future__ import annotations
@@ -11,7 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import polars as pl
 
+from pipeline.contract.calendar import NY_TZ
 from pipeline.envs.point_in_time import fill_forward, minute_series, observation_arrays, tradable_quotes
 
 TURBULENCE_COLUMN = "turbulence_index"
@@ -24,8 +25,6 @@ KEYS = ("symbol", "ts", "trading_day")
 def impute_quotes(frame: Any, half_spread_bps: float = DEFAULT_HALF_SPREAD_BPS) -> Any:
     """`frame` with bid, ask and `quoted`: its own bid/ask where it has those columns (quoted where both are
     present), else close -+ `half_spread_bps` (quoted False: an imputed quote, not one seen in the market)."""
-    import polars as pl
-
     if {"bid", "ask"} <= set(frame.columns):
         return frame.with_columns(quoted=pl.col("bid").is_not_null() & pl.col("ask").is_not_null())
     if "close" not in frame.columns:
@@ -37,8 +36,6 @@ def impute_quotes(frame: Any, half_spread_bps: float = DEFAULT_HALF_SPREAD_BPS) 
 
 
 def _with_keys(frame: Any) -> Any:
-    import polars as pl
-
     missing = [c for c in ("symbol", "ts") if c not in frame.columns]
     if missing:
         raise ValueError(f"frame lacks key columns {missing}; it needs symbol, ts (and trading_day)")
@@ -46,7 +43,7 @@ def _with_keys(frame: Any) -> Any:
     ts = pl.col("ts").dt.replace_time_zone("UTC") if dtype.time_zone is None else pl.col("ts")
     frame = frame.with_columns(ts.dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
     if "trading_day" not in frame.columns:
-        frame = frame.with_columns(trading_day=pl.col("ts").dt.convert_time_zone("America/New_York").dt.date())
+        frame = frame.with_columns(trading_day=pl.col("ts").dt.convert_time_zone(NY_TZ).dt.date())
     duplicated = frame.select("symbol", "ts").is_duplicated()
     if duplicated.any():
         example = frame.filter(duplicated).row(0, named=True)
@@ -72,8 +69,6 @@ def frames_to_arrays(
     tradable from its first quote of the day. Without `features`, the returned close/high/low/volume let
     `from_arrays` compute the default features.
     """
-    import polars as pl
-
     prices = _with_keys(prices)
     frames = [prices] if features is None else [prices, _with_keys(features)]
     if prices.is_empty():
@@ -139,8 +134,6 @@ def synthetic_market_frames(
     `start`: its trades and quotes through `pipeline.features.bars_1m`, then `market_features_days` (each day
     looks back into the days before it), as the assets do, without the validation and the warehouse round trip."""
     from datetime import date, timedelta
-
-    import polars as pl
 
     from pipeline.contract.calendar import trading_days, trading_session
     from pipeline.features import bars_1m

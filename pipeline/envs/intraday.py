@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from pipeline.envs.base import substate
-from pipeline.envs.costs import CostModel, fill_at_quote, last_quotes
+from pipeline.envs.costs import EQUITY_COSTS, CostModel, fill_at_quote, last_quotes
 from pipeline.envs.episodes import EpisodeSchedule, ScheduledEnv
 from pipeline.envs.rolling_window import RollingWindow
 from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
@@ -54,9 +54,9 @@ class IntradayConfig:
     """Bars per observation: obs is [window, market features + agent features]."""
     trade_size: float = 100.0
     """Shares held when long (or short): LONG targets +trade_size, SHORT -trade_size, FLAT 0."""
-    fee_per_share: float = 0.005
+    fee_per_share: float = EQUITY_COSTS.fee_per_unit
     """Commission in dollars per share traded."""
-    slippage_bps: float = 1.0
+    slippage_bps: float = EQUITY_COSTS.slippage_bps
     """Adverse move beyond the quote on every fill, in basis points."""
     loss_cut: float | None = -100.0
     """Terminate (and flatten) once the episode PnL in dollars is at or below this; None disables."""
@@ -76,6 +76,11 @@ class IntradayConfig:
     """Hold the position from a close to the next open (multi-day episodes); False flattens at every close."""
     evaluation: bool = False
     """Walk every (day block, symbol) once in time order instead of sampling episodes at random."""
+
+    @property
+    def costs(self) -> CostModel:
+        """The cost model of a share fill under these settings."""
+        return CostModel(fee_per_unit=self.fee_per_share, slippage_bps=self.slippage_bps)
 
 
 class IntradayTradingEnv(ScheduledEnv):
@@ -105,7 +110,7 @@ class IntradayTradingEnv(ScheduledEnv):
         self.market = market.to(self.device)
         self.num_envs = int(num_envs)
         self.obs_shape = (self.config.window, market.num_features + len(AGENT_FEATURES))
-        self.costs = CostModel(fee_per_unit=self.config.fee_per_share, slippage_bps=self.config.slippage_bps)
+        self.costs = self.config.costs
         # Accounting in float64 so a day of fills adds up to the cent (MPS has no float64).
         self._money = torch.float32 if self.device.type == "mps" else torch.float64
         # Flat [day * minute * symbol] views: one gather per step instead of three-index lookups.

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from pipeline.envs.base import substate
-from pipeline.envs.costs import CostModel, fill_at_quote
+from pipeline.envs.costs import EQUITY_COSTS, OPTION_COSTS, CostModel, fill_at_quote
 from pipeline.envs.episodes import EpisodeSchedule, ScheduledEnv
 from pipeline.envs.options_actions import MAX_LEGS, action_table
 from pipeline.envs.options_chain import OptionChainTensors
@@ -42,7 +42,7 @@ from pipeline.envs.options_features import (
 )
 from pipeline.envs.rolling_window import RollingWindow
 
-MULTIPLIER = 100.0
+MULTIPLIER = OPTION_COSTS.multiplier
 ALL = slice(None)
 STATE_FEATURE_NAMES = ("net_delta", "net_gamma_1pct", "net_vega_1pt", "gross_contracts", "unrealized_pnl",
                        "action", "flat")
@@ -57,9 +57,9 @@ class OptionsTradingConfig:
     """31 = flat + single long calls/puts; 91 = also verticals, straddles, condors, flies, calendars..."""
     window: int = 16
     """Snapshots per observation window (T)."""
-    fee_per_contract: float = 0.65
+    fee_per_contract: float = OPTION_COSTS.fee_per_unit
     """Dollars per option contract traded (each side)."""
-    fee_per_share: float = 0.005
+    fee_per_share: float = EQUITY_COSTS.fee_per_unit
     """Dollars per underlying share traded."""
     underlying_half_spread_bps: float = 1.0
     """Underlying trades cross this half-spread around the snapshot's underlying price."""
@@ -71,6 +71,16 @@ class OptionsTradingConfig:
     """Trading days per episode (the book is flat at every close)."""
     evaluation: bool = False
     """Walk every block of `episode_days` days once in time order instead of sampling days at random."""
+
+    @property
+    def contract_costs(self) -> CostModel:
+        """The cost model of an option fill: crosses the quoted spread, no slippage beyond it."""
+        return CostModel(self.fee_per_contract, slippage_bps=OPTION_COSTS.slippage_bps, multiplier=MULTIPLIER)
+
+    @property
+    def share_costs(self) -> CostModel:
+        """The cost model of an underlying fill: crosses `underlying_half_spread_bps`, no slippage beyond it."""
+        return CostModel(self.fee_per_share, slippage_bps=0.0)
 
 
 def _gather_contract(x: torch.Tensor, day: torch.Tensor, snap: torch.Tensor, contract: torch.Tensor) -> torch.Tensor:
@@ -87,9 +97,7 @@ class OptionsTradingEnv(ScheduledEnv):
                  device: torch.device | str = "cpu") -> None:
         self.config = config or OptionsTradingConfig()
         self.strategies = action_table(self.config.action_set)
-        # Fills cross the quoted spread (no slippage beyond it); fees per contract and per share.
-        self._contract_costs = CostModel(self.config.fee_per_contract, slippage_bps=0.0, multiplier=MULTIPLIER)
-        self._share_costs = CostModel(self.config.fee_per_share, slippage_bps=0.0)
+        self._contract_costs, self._share_costs = self.config.contract_costs, self.config.share_costs
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.action_dim = len(self.strategies)

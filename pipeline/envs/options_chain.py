@@ -14,19 +14,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import date, datetime, time, tzinfo
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import torch
 
+from pipeline.contract.black_scholes import ArrayMath, option_greeks, option_values
+from pipeline.contract.calendar import REGULAR_SESSION_MINUTES, expiry_close
 from pipeline.envs.point_in_time import fill_forward, observation_arrays
 
 if TYPE_CHECKING:
     import polars as pl
 
-SESSION_DAYS = 6.5 / 24.0  # length of a regular session in calendar days
+SESSION_DAYS = REGULAR_SESSION_MINUTES / (24 * 60)  # length of a regular session in calendar days
 
 
 @dataclass
@@ -85,37 +86,35 @@ class OptionChainTensors:
         return OptionChainTensors(**moved, feature_names=self.feature_names)
 
 
-def _d1(spot: torch.Tensor, strike: torch.Tensor, years: torch.Tensor, iv: torch.Tensor,
-        rate: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(d1, iv * sqrt(t), t) with t = years floored just above 0, so expired contracts stay finite."""
-    t = years.clamp_min(1e-9)
-    vol = iv * t.sqrt()
-    return (torch.log(spot / strike) + (rate + 0.5 * iv**2) * t) / vol, vol, t
+TORCH_MATH = ArrayMath(exp=torch.exp, log=torch.log, sqrt=torch.sqrt, ndtr=torch.special.ndtr)
+"""The functions of `pipeline.contract.black_scholes`' formulas in torch, so chains are priced on the device."""
+
+
+def _alive_years(years: torch.Tensor) -> torch.Tensor:
+    """Years floored just above 0, so the formulas stay finite on expired contracts (they are then replaced)."""
+    return years.clamp_min(1e-9)
 
 
 def black_scholes(spot: torch.Tensor, strike: torch.Tensor, years: torch.Tensor, iv: torch.Tensor,
                   rate: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(call, put, call_delta, put_delta); at zero time left: intrinsic value and a step delta."""
-    d1, vol, t = _d1(spot, strike, years, iv, rate)
-    d2 = d1 - vol
-    disc = torch.exp(-rate * t)
-    call = spot * torch.special.ndtr(d1) - strike * disc * torch.special.ndtr(d2)
-    put = call - spot + strike * disc
+    t = _alive_years(years)
+    call, put = option_values(spot, strike, t, rate, iv, TORCH_MATH)
     expired = years <= 0
     call = torch.where(expired, (spot - strike).clamp_min(0), call)
     put = torch.where(expired, (strike - spot).clamp_min(0), put)
-    call_delta = torch.where(expired, (spot > strike).to(spot.dtype), torch.special.ndtr(d1))
+    delta = option_greeks(spot, strike, t, rate, iv, TORCH_MATH)["call_delta"]
+    call_delta = torch.where(expired, (spot > strike).to(spot.dtype), delta)
     return call, put, call_delta, call_delta - 1.0
 
 
 def black_scholes_gamma_vega(spot: torch.Tensor, strike: torch.Tensor, years: torch.Tensor, iv: torch.Tensor,
                              rate: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(gamma per $1 of spot, vega per 1.0 of vol), the same for calls and puts; 0 at zero time left."""
-    d1, vol, t = _d1(spot, strike, years, iv, rate)
-    pdf = torch.exp(-0.5 * d1**2) / (2 * torch.pi) ** 0.5
+    greeks = option_greeks(spot, strike, _alive_years(years), rate, iv, TORCH_MATH)
     alive = years > 0
-    gamma = torch.where(alive, pdf / (spot * vol), torch.zeros_like(pdf))
-    vega = torch.where(alive, spot * pdf * t.sqrt(), torch.zeros_like(pdf))
+    gamma = torch.where(alive, greeks["gamma"], torch.zeros_like(greeks["gamma"]))
+    vega = torch.where(alive, greeks["vega"], torch.zeros_like(greeks["vega"]))
     return gamma, vega
 
 
@@ -197,7 +196,7 @@ def _day_chain(rows: pl.DataFrame, day: date, expiries: int, strikes: int,
                 )
     spots = dict(rows.group_by("ts").agg(pl.col("underlying_price").first()).iter_rows())
     spot = fill_forward(np.array([[spots.get(t, np.nan) for t in times]], dtype=np.float64))[0][0]
-    settle = [datetime_at_close(x, ZoneInfo("America/New_York")) for x in exps]
+    settle = [expiry_close(x) for x in exps]
     left = np.maximum(np.array([[(c - t).total_seconds() / 86400.0 for c in settle] for t in times]), 0.0)
     left[-1] = np.where(np.array(exps) == day, 0.0, left[-1])  # same-day expiries settle at the last snapshot
     return {**quote, "strike": grid, "expiry_days": left, "underlying": spot, "ts": times}
@@ -259,11 +258,6 @@ def chain_tensors_from_snapshots(frame: pl.DataFrame, expiries: int = 3, strikes
         tensors["features"] = torch.from_numpy(observed[:, :, 0])
         return OptionChainTensors(**tensors, quoted=torch.from_numpy(quoted), feature_names=names).to("cpu")
     return OptionChainTensors(**tensors, quoted=torch.from_numpy(quoted)).to("cpu")
-
-
-def datetime_at_close(day: date, tz: tzinfo) -> datetime:
-    """The regular close (16:00 local) of `day`: when an expiring contract settles."""
-    return datetime.combine(day, time(16, 0), tzinfo=tz)
 
 
 def synthetic_chain_tensors(days: int = 2, seed: int | None = None, symbol: str = "SYMA", expiries: int = 3,

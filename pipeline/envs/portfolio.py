@@ -2,9 +2,10 @@
 
 The agent sees bar t and returns an action vector that is mapped to target weights over the market's symbols
 (plus cash, by default). The portfolio earns bar t -> t+1 on the weights it held, then rebalances to the
-target at bar t+1's prices, paying half the spread plus `cost_bps` on the traded value. A symbol that is not
-tradable at bar t+1 (`market.tradable`, False before its first real quote) is not traded: it keeps its drifted
-weight, and the weight the action gave it goes to cash (without a cash asset: to the tradable symbols).
+target at bar t+1's prices, paying half the spread plus the fee and slippage on the traded value (IntradayTrading's
+`CostModel`, per dollar at the bar's mid: `CostModel.bps_of_notional`). A symbol that is not tradable at bar t+1
+(`market.tradable`, False before its first real quote) is not traded: it keeps its drifted weight, and the weight
+the action gave it goes to cash (without a cash asset: to the tradable symbols).
 
 An episode is `episode_days` trading days (one by default); the weights are carried from each close to the next
 open, earning the overnight move, so on daily bars (one bar a day) the portfolio rebalances daily over months.
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 
 from pipeline.envs.base import substate
-from pipeline.envs.costs import last_quotes, turnover_cost
+from pipeline.envs.costs import EQUITY_COSTS, CostModel, last_quotes, turnover_cost_rate
 from pipeline.envs.episodes import EpisodeSchedule, ScheduledEnv
 from pipeline.envs.rolling_window import RollingWindow
 from pipeline.envs.tensors import MarketTensors, synthetic_market_tensors
@@ -47,8 +48,10 @@ class PortfolioConfig:
     """How actions in [-1, 1] become weights: "softmax" (of scale * action) or "simplex" (Euclidean projection)."""
     softmax_scale: float = 4.0
     """Action multiplier before the softmax (higher allows more concentrated weights)."""
-    cost_bps: float = 1.0
-    """Fees and slippage per traded dollar, in basis points (on top of half the spread)."""
+    fee_per_share: float = EQUITY_COSTS.fee_per_unit
+    """Commission in dollars per share traded (per traded dollar: this over the bar's mid)."""
+    slippage_bps: float = EQUITY_COSTS.slippage_bps
+    """Adverse move beyond the mid on every traded dollar, in basis points (on top of half the spread)."""
     return_scale: float = 100.0
     """Reward per unit of net portfolio return."""
     sharpe_weight: float = 0.1
@@ -63,6 +66,11 @@ class PortfolioConfig:
     """Trading days per episode; the weights are carried from each close to the next open."""
     evaluation: bool = False
     """Walk every block of `episode_days` days once in time order instead of sampling episodes at random."""
+
+    @property
+    def costs(self) -> CostModel:
+        """The cost model of a share trade under these settings."""
+        return CostModel(fee_per_unit=self.fee_per_share, slippage_bps=self.slippage_bps)
 
 
 def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -108,7 +116,7 @@ class PortfolioAllocationEnv(ScheduledEnv):
         self._always_tradable = bool(m.tradable.all())  # then no order needs the tradable mask
         # Marked at the last quote where a bar has none (overnight, before a symbol's first quote of the day).
         self._mid, self._priced = last_quotes(m.mid.reshape(-1, n_sym), self._tradable)
-        self._half_spread = ((m.ask - m.bid) / (m.ask + m.bid)).reshape(-1, n_sym)
+        self._cost_rate = turnover_cost_rate(m.bid, m.ask, self.config.costs).reshape(-1, n_sym)
         self._features = m.features.reshape(m.num_days * m.num_minutes, -1)
         self._turbulence = m.turbulence.reshape(-1)
         self.episodes = EpisodeSchedule(
@@ -199,7 +207,7 @@ class PortfolioAllocationEnv(ScheduledEnv):
         if cfg.cash_asset:  # moving in and out of cash is paid on the risky leg only
             traded = traded[:, :-1]
         turnover = traded.sum(dim=1)
-        cost = turnover_cost(traded, self._half_spread.index_select(0, nxt), cfg.cost_bps).sum(dim=1)
+        cost = (traded * self._cost_rate.index_select(0, nxt)).sum(dim=1)
         net = gross - cost - gross * cost  # (1 + gross)(1 - cost) - 1 without float32 cancellation
         value, costs_paid, ret_sum, ret_sq, steps = self._stats.unbind(dim=1)
         ret_sum, ret_sq, steps = ret_sum + net, ret_sq + net * net, steps + 1.0

@@ -3,9 +3,8 @@
 Built ONCE, then kept on the env's device: from the warehouse (`pipeline.envs.warehouse_loader`), from long
 frames (`MarketTensors.from_frames`), from arrays (`from_arrays`), or from a synthetic market
 (`synthetic_market_tensors`). Every path fills forward only and flags what is missing (`point_in_time`); the
-features are the catalog's (docs/FEATURES.md), computed by `pipeline.features` or, where polars is absent, by
-their numpy backend (`numpy_features`). polars is imported only inside the frame builders, so the GPU path needs
-nothing beyond torch and numpy.
+features are the catalog's (docs/FEATURES.md), read from a features table or computed by `pipeline.features`
+from the bars (`bar_features`).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.envs.bar_features import bar_features, minute_turbulence
 from pipeline.envs.frames import (
     DEFAULT_HALF_SPREAD_BPS,
     TURBULENCE_COLUMN,
@@ -25,9 +25,9 @@ from pipeline.envs.frames import (
     impute_quotes,
     synthetic_market_frames,
 )
-from pipeline.envs.numpy_features import DEFAULT_FEATURES, default_features_numpy, turbulence_index
 from pipeline.envs.point_in_time import UNQUOTED_PRICE, minute_series, observation_arrays
-from pipeline.envs.synthetic_walk import random_walk_arrays
+from pipeline.features.catalog import DEFAULT_FEATURES
+from pipeline.synthetic.arrays import random_walk_arrays
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -156,9 +156,10 @@ class MarketTensors:
         """Build from [days, minutes, symbols] arrays of one-minute (or daily: one bar a day) bars.
 
         Without `features`, the catalog's `DEFAULT_FEATURES` are computed from close (default: the mid), bid/ask,
-        high/low and volume by their numpy backend, each with its `<name>_missing` flag; given `features` must be
-        finite (fill them with `point_in_time.observation_arrays`). Without `turbulence`, the turbulence index of
-        the closes. `tradable` and `quoted` default to every bar; bid/ask need only be valid where tradable.
+        high/low and volume by `pipeline.features` (`bar_features`: each day on its own), each with its
+        `<name>_missing` flag; given `features` must be finite (fill them with `point_in_time.observation_arrays`).
+        Without `turbulence`, the turbulence index of the closes. `tradable` and `quoted` default to every bar;
+        bid/ask need only be valid where tradable.
         """
         bid_np, ask_np = _numpy(bid).astype(np.float64), _numpy(ask).astype(np.float64)
         if bid_np.ndim != 3 or ask_np.shape != bid_np.shape:
@@ -182,7 +183,7 @@ class MarketTensors:
             raise ValueError(f"session_minutes must be {days} values in [1, {minutes}]; got {sessions.tolist()}")
         price = np.where(can_trade, _numpy(close) if close is not None else (bid_np + ask_np) / 2, np.nan)
         if features is None:
-            columns = default_features_numpy(
+            columns = bar_features(
                 price, np.where(can_trade, bid_np, np.nan), np.where(can_trade, ask_np, np.nan),
                 *(None if a is None else _numpy(a) for a in (high, low, volume)),
             )
@@ -196,7 +197,7 @@ class MarketTensors:
                     f"features must be [days, minutes, symbols, F] = {shape} + (F,) with F names; "
                     f"got {feats.shape} and {len(names)} names"
                 )
-            turb = minute_series(turbulence_index(price)[..., None]) if turbulence is None else _numpy(turbulence)
+            turb = minute_series(minute_turbulence(price)[..., None]) if turbulence is None else _numpy(turbulence)
         if not (np.isfinite(feats).all() and np.isfinite(turb).all()):
             raise ValueError(
                 "features/turbulence contain NaN or inf; a missing value is 0 with a missing flag: build them with "
@@ -258,11 +259,11 @@ def synthetic_market_tensors(
 ) -> MarketTensors:
     """A small synthetic market with the planted momentum signal of strength `alpha` (0: a martingale).
 
-    `source="numpy"` is the fast numpy market of `synthetic_walk` (same signal and spread model as SyntheticMarket,
-    `minutes` bars a day, no polars; features by their numpy backend); `"market"` the embedded SyntheticMarket on
-    the first `days` XNYS sessions from `start`, its ticks turned into bars and features by `pipeline.features`
-    and pivoted like the warehouse loader does (needs polars and exchange_calendars); `"auto"` the embedded one
-    where those are installed, else the numpy one (e.g. on a GPU machine with torch and numpy only).
+    `source="numpy"` is the fast arrays of `pipeline.synthetic.arrays` (same signal and spread model as
+    SyntheticMarket, `minutes` bars a day, all drawn at once; features by `pipeline.features`, each day on its own);
+    `"market"` the embedded SyntheticMarket on the first `days` XNYS sessions from `start`, its ticks turned into
+    bars and features by `pipeline.features` and pivoted like the warehouse loader does; `"auto"` the embedded one
+    where exchange_calendars is installed, else the arrays.
     """
     if days < 1 or minutes < 1 or not symbols:
         raise ValueError(

@@ -9,8 +9,10 @@ disagree.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
+
+from pipeline.envs.costs import CostModel
 
 
 class MetricRow(NamedTuple):
@@ -44,8 +46,8 @@ class ModelCard:
     """Instruments the model was trained and evaluated on."""
     trade_size: float | None = None
     """Shares held when long or short."""
-    costs: Mapping[str, float] = field(default_factory=dict)
-    """Cost model, e.g. {"fee_per_share": 0.005, "slippage_bps": 1.0}; fills also cross the spread."""
+    costs: CostModel | None = None
+    """The cost model its env fills with (the card prints its fields); fills also cross the spread."""
     data_version: str | None = None
     """The training dataset's data version (sha256 of its warehouse rows)."""
     train_days: Sequence[str] = ()
@@ -105,7 +107,8 @@ def _rows(rows: Sequence[Sequence[Any]]) -> list[MetricRow]:
 def render_model_card(card: ModelCard, config: Mapping[str, Any]) -> str:
     """MODEL_CARD.md for `card`, with the observation and action facts of the artifact's `config`."""
     obs = config["observation"]
-    costs = ", ".join(f"{name} {_number(value)}" for name, value in card.costs.items()) or "none given"
+    costs = (", ".join(f"{name} {_number(value)}" for name, value in asdict(card.costs).items())
+             if card.costs is not None else "none given")
     days = [*card.train_days, *card.selection_days, *card.gate_days]
     outputs = ", ".join(f"`{output['name']}` {_shape(output['shape'])}" for output in config["outputs"])
     metrics = _rows(card.metrics)

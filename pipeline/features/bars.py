@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import polars as pl
 
+from pipeline.contract.calendar import TradingSession
 from pipeline.contract.schemas import UTC_TS
-from pipeline.sources.base import TradingSession
 
 _MINUTE = timedelta(minutes=1)
 

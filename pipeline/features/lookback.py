@@ -10,19 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 import polars as pl
 
-from pipeline.contract.calendar import CALENDAR_START, trading_days
+from pipeline.contract.calendar import SHORTEST_SESSION_MINUTES, TradingSession
 from pipeline.features.catalog import MARKET, features_of
 from pipeline.features.daily import CLOSES_SCHEMA
 from pipeline.features.rows import BarStamp, bar_rows, daily_closes, tick_rows
 from pipeline.features.windows import BAR_COUNT, DAY_MINUTES, MINUTES, TRADING_DAYS
-from pipeline.sources.base import TradingSession
-
-# An early close (09:30-13:00 New York) is the shortest session: the fewest bars a session can hold.
-MIN_SESSION_MINUTES = 210
 
 
 def row_lookback_sessions(interval_minutes: int) -> int:
@@ -32,21 +28,13 @@ def row_lookback_sessions(interval_minutes: int) -> int:
          if f.window.unit in (MINUTES, BAR_COUNT) and f.window.fits(interval_minutes)),
         default=0,
     )
-    per_session = 1 if interval_minutes >= DAY_MINUTES else max(1, MIN_SESSION_MINUTES // interval_minutes)
+    per_session = 1 if interval_minutes >= DAY_MINUTES else max(1, SHORTEST_SESSION_MINUTES // interval_minutes)
     return math.ceil(rows / per_session)
 
 
 DAILY_LOOKBACK_SESSIONS = max(f.window.warmup for f in features_of(MARKET) if f.window.unit == TRADING_DAYS)
 # The most earlier trading days any feature of any interval needs: the assets' partition mapping offset.
 LOOKBACK_TRADING_DAYS = max(DAILY_LOOKBACK_SESSIONS, row_lookback_sessions(DAY_MINUTES))
-
-
-def earlier_trading_days(day: date, count: int = LOOKBACK_TRADING_DAYS) -> list[date]:
-    """The `count` XNYS sessions before `day`, oldest first (fewer near the calendar's first day)."""
-    # Two calendar days per session, plus a fortnight of holidays, always hold `count` sessions.
-    start = max(CALENDAR_START, day - timedelta(days=2 * count + 14))
-    last = day - timedelta(days=1)
-    return trading_days(start, last)[-count:] if count > 0 and last >= start else []
 
 
 def _empty_closes() -> pl.DataFrame:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from pipeline.contract.calendar import TradingSession
 from pipeline.features.bars import session_grid
 from pipeline.features.catalog import MARKET, features_of, market_feature_names
 from pipeline.features.daily import add_daily
@@ -29,7 +30,6 @@ from pipeline.features.regime import add_regime
 from pipeline.features.rows import BarStamp, bar_rows, finest_bars, tick_rows
 from pipeline.features.turbulence import daily_turbulence, turbulence_index
 from pipeline.features.volatility import add_volatility
-from pipeline.sources.base import TradingSession
 
 KEY_COLUMNS: tuple[str, ...] = ("symbol", "ts", "trading_day", "bar_interval")
 
@@ -60,6 +60,12 @@ def _features(rows_frame: pl.DataFrame, minutes_per_row: int) -> pl.LazyFrame:
     computed = set(frame.collect_schema().names())
     unfit = [c for c in _unfit(minutes_per_row) if c in computed]
     return frame.with_columns(pl.when(pl.lit(False)).then(pl.col(c)).alias(c) for c in unfit)
+
+
+def _null_where_not_finite(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """The contract is null, never NaN or inf: a 0/0 or a log of 0 in a float column becomes null."""
+    floats = [c for c in columns if frame.schema[c] == pl.Float64]
+    return frame.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in floats)
 
 
 def _earlier_rows(history: MarketHistory, ticks: pl.DataFrame, bar_only: pl.DataFrame,
@@ -112,9 +118,7 @@ def market_features(bars_1m: pl.DataFrame, session: TradingSession, bars: pl.Dat
     current = today.select("symbol", "ts", "close")
     frame = frame.join(daily_turbulence(current, history.closes, history.days), on="ts", how="left")
     features = market_feature_names()
-    frame = frame.select(*KEY_COLUMNS, *features).sort("symbol", "ts")
-    floats = [c for c in features if frame.schema[c] == pl.Float64]
-    return frame.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in floats)
+    return _null_where_not_finite(frame.select(*KEY_COLUMNS, *features).sort("symbol", "ts"), features)
 
 
 def market_features_days(sessions: Sequence[TradingSession], bars_1m: pl.DataFrame, bars: pl.DataFrame | None = None,
@@ -147,3 +151,28 @@ def market_features_days(sessions: Sequence[TradingSession], bars_1m: pl.DataFra
         frames.append(market_features(bars_1m.filter(pl.col("trading_day") == session.trading_day), session,
                                       bars=day_bars, bar_ts=bar_ts, history=history))
     return pl.concat(frames, how="vertical")
+
+
+def market_features_without_history(bars_1m: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """`columns` of features.market for the one-minute `bars_1m` rows of any number of trading days, each day on its
+    own: what `market_features(day_rows, session)` gives every day without a history (windows start at the open),
+    in one pass and computing only `columns` (the envs' synthetic and array markets, many days at a time).
+
+    Returns symbol, ts, trading_day and `columns`, sorted by symbol and ts. The turbulence and daily columns read
+    the whole session grid or earlier sessions and are refused: `turbulence.turbulence_from_closes` takes days of
+    minute closes at once; `market_features_days` computes days with their history.
+    """
+    rows = tick_rows(bars_1m).drop("_minutes")
+    # Each symbol-day its own series, so no window reaches into the day before.
+    alone = rows.with_columns(_symbol=pl.col("symbol"), symbol=pl.format("{}|{}", "symbol", "trading_day"))
+    frame = _features(alone, 1)
+    computed = set(frame.collect_schema().names()) & set(market_feature_names())
+    refused = [c for c in columns if c not in computed]
+    if refused:
+        raise ValueError(
+            f"{refused} are not features.market columns computed within one day's bars; choose catalog names "
+            "(docs/FEATURES.md) other than the turbulence and daily ones"
+        )
+    # Selecting the chosen columns before collecting lets polars skip the others.
+    chosen = frame.select(pl.col("_symbol").alias("symbol"), "ts", "trading_day", *columns).collect()
+    return _null_where_not_finite(chosen.sort("symbol", "ts"), columns)

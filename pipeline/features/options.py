@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.contract.calendar import NY_TZ
 from pipeline.contract.schemas import UTC_TS
 from pipeline.features.bars import utc_ts
 from pipeline.features.catalog import OPTIONS, features_of
@@ -56,7 +57,7 @@ def options_features(option_snapshots: pl.DataFrame) -> pl.DataFrame:
         return _empty()
     chain = utc_ts(option_snapshots).with_columns(
         spot=pl.col("underlying_price").median().over(*_KEY),
-        dte=(pl.col("expiry") - pl.col("ts").dt.convert_time_zone("America/New_York").dt.date()).dt.total_days(),
+        dte=(pl.col("expiry") - pl.col("ts").dt.convert_time_zone(NY_TZ).dt.date()).dt.total_days(),
     )
     atm = _atm_by_expiry(chain)
     near = (

@@ -23,10 +23,10 @@ from datetime import date
 
 import polars as pl
 
+from pipeline.contract.calendar import TradingSession
 from pipeline.features.catalog import MARKET, Feature, features_of
 from pipeline.features.lookback import row_lookback_sessions
 from pipeline.features.windows import BAR_COUNT, MINUTES, TRADING_DAYS
-from pipeline.sources.base import TradingSession
 
 # The one-minute rows of features.market; bar-only symbols carry their raw.bars interval instead.
 MINUTE_INTERVAL = "1m"

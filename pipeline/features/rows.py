@@ -12,10 +12,10 @@ from typing import Literal
 
 import polars as pl
 
+from pipeline.contract.calendar import TradingSession
 from pipeline.contract.schemas import UTC_TS
 from pipeline.features.bars import BARS_1M_COLUMNS, utc_ts
 from pipeline.features.daily import CLOSES_SCHEMA
-from pipeline.sources.base import TradingSession
 
 BarStamp = Literal["end", "start"]
 _INTERVAL = re.compile(r"^\s*(\d+)\s*(m|min|h|d)\s*$", re.IGNORECASE)

@@ -22,37 +22,38 @@ DAILY_TURBULENCE_WINDOW_DAYS = 252  # FinRL's one trading year
 
 
 def mahalanobis(history: np.ndarray, current: np.ndarray, ridge: float = TURBULENCE_RIDGE) -> np.ndarray:
-    """Squared distance of each current[t] (N,) from the window history[t] (N, W) of N symbols' returns (a history
-    of one window, shape (1, N, W), serves every t)."""
-    n_symbols, window = history.shape[1], history.shape[2]
-    mean = history.mean(axis=2)
-    centered = history - mean[:, :, None]
-    cov = np.einsum("tiw,tjw->tij", centered, centered) / (window - 1)
-    scale = np.trace(cov, axis1=1, axis2=2) / n_symbols
+    """Squared distance of each current[..., t] (N,) from the window history[..., t] (N, W) of N symbols' returns
+    (a history of one window, shape (1, N, W), serves every t; leading axes batch independent series)."""
+    n_symbols, window = history.shape[-2], history.shape[-1]
+    mean = history.mean(axis=-1)
+    centered = history - mean[..., None]
+    cov = np.einsum("...iw,...jw->...ij", centered, centered) / (window - 1)
+    scale = np.trace(cov, axis1=-2, axis2=-1) / n_symbols
     # Relative ridge keeps the solve well posed when symbols are collinear or flat.
     shrink = ridge * np.maximum(scale, 1e-16)
-    cov = cov + shrink[:, None, None] * np.eye(n_symbols)[None]
+    cov = cov + shrink[..., None, None] * np.eye(n_symbols)
     deviation = current - mean
-    solved = np.linalg.solve(cov, deviation[:, :, None])[:, :, 0]
-    return np.einsum("ti,ti->t", deviation, solved)
+    solved = np.linalg.solve(cov, deviation[..., None])[..., 0]
+    return np.einsum("...i,...i->...", deviation, solved)
 
 
 def turbulence_from_closes(closes: np.ndarray, window: int = TURBULENCE_WINDOW_MIN,
                            ridge: float = TURBULENCE_RIDGE) -> np.ndarray:
     """Turbulence per row of a (minutes, symbols) close matrix (NaN = no price yet); NaN where not defined.
 
+    Leading axes batch independent sessions: (days, minutes, symbols) gives (days, minutes), each day on its own.
     A missing price counts as no change (return 0): it is what a forward-filled quote would show.
     """
-    minutes, n_symbols = closes.shape
-    out = np.full(minutes, np.nan)
+    *batch, minutes, n_symbols = closes.shape
+    out = np.full((*batch, minutes), np.nan)
     if minutes <= window + 1 or n_symbols == 0:
         return out
     with np.errstate(divide="ignore", invalid="ignore"):
-        returns = np.log(closes[1:] / closes[:-1])
+        returns = np.log(closes[..., 1:, :] / closes[..., :-1, :])
     returns = np.where(np.isfinite(returns), returns, 0.0)
-    # history[k] holds returns[k : k + window]; it is the trailing window of returns[k + window].
-    history = np.lib.stride_tricks.sliding_window_view(returns, window, axis=0)[:-1]  # (T', N, window)
-    out[window + 1:] = mahalanobis(history, returns[window:], ridge)
+    # history[..., k, :, :] holds returns[..., k : k + window, :]: the trailing window of returns[..., k + window, :].
+    history = np.lib.stride_tricks.sliding_window_view(returns, window, axis=-2)[..., :-1, :, :]  # (..., T', N, W)
+    out[..., window + 1:] = mahalanobis(history, returns[..., window:, :], ridge)
     return out
 
 

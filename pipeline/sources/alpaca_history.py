@@ -15,9 +15,8 @@ import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 from alpaca.data.models import Bar
@@ -25,16 +24,12 @@ from alpaca.trading.enums import ContractType
 from alpaca.trading.models import OptionContract
 
 from pipeline.contract.black_scholes import DAYS_PER_YEAR, bs_greeks, bs_price, implied_vol
-from pipeline.contract.calendar import NY_TZ, snapshot_times
+from pipeline.contract.calendar import TradingSession, expiry_close, snapshot_times
 from pipeline.contract.occ import standard_occ
-from pipeline.sources.base import TradingSession
 
 # Alpaca's docs: "Currently we only offer historical option data since February 2024."
 OPTION_HISTORY_START = date(2024, 2, 1)
 BAR_LENGTH = timedelta(minutes=1)
-# US equity options stop trading at the 16:00 New York close of their expiry day.
-EXPIRY_CLOSE = time(16, 0)
-_NEW_YORK = ZoneInfo(NY_TZ)
 _SECONDS_PER_YEAR = DAYS_PER_YEAR * 86_400
 
 NO_QUOTES = "bid, ask: Alpaca keeps no historical option quotes"
@@ -125,8 +120,7 @@ def select_contracts(
 
 
 def _years_to_expiry(expiry: date, at: datetime) -> float:
-    close = datetime.combine(expiry, EXPIRY_CLOSE, tzinfo=_NEW_YORK)
-    return (close - at).total_seconds() / _SECONDS_PER_YEAR
+    return (expiry_close(expiry) - at).total_seconds() / _SECONDS_PER_YEAR
 
 
 def reconstruct_chain(

@@ -43,11 +43,11 @@ from alpaca.trading.models import OptionContract
 from alpaca.trading.requests import GetOptionContractsRequest
 from requests.adapters import HTTPAdapter
 
-from pipeline.contract.calendar import NY_TZ
+from pipeline.contract.calendar import NY_TZ, TradingSession
 from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES, conform, empty_frame
 from pipeline.sources import alpaca_history, alpaca_rows
 from pipeline.sources.alpaca_history import OPTION_HISTORY_START, ChainSettings
-from pipeline.sources.base import SourceAuthError, SourceError, SourceUnavailableError, TradingSession
+from pipeline.sources.base import SourceAuthError, SourceError, SourceUnavailableError
 from pipeline.sources.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
 import polars as pl
 
-
-@dataclass(frozen=True)
-class TradingSession:
-    """One exchange session: the trading day and its open/close as UTC datetimes (early closes included)."""
-
-    trading_day: date
-    open: datetime
-    close: datetime
-
-    @property
-    def minutes(self) -> int:
-        return int((self.close - self.open).total_seconds() // 60)
+from pipeline.contract.calendar import TradingSession
 
 
 @runtime_checkable

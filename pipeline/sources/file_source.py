@@ -4,7 +4,7 @@ A file may also sit in a day folder, `<landing_dir>/<table>/<YYYY-MM-DD>/`: it i
 so a folder that grows every day (the live option-chain collector's) costs a day's ingest that day's files, not all
 of them. Its rows on another day are not dropped: validation quarantines them ("trading_day is not ...").
 
-Values are parsed non-strictly (see `landing_parse`): a bad value keeps its row, with nulls and a `_parse_error`
+Values are parsed non-strictly (see `pipeline.contract.parsing`): a bad value keeps its row, with nulls and a `_parse_error`
 reason, so validation quarantines it. The returned frames therefore carry the raw table's columns plus the Utf8
 column `_parse_error` (null when the row parsed cleanly).
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.contract.calendar import NY_TZ
+from pipeline.contract.calendar import NY_TZ, TradingSession
+from pipeline.contract.parsing import PARSE_ERROR, parse_landed, ts_expr
 from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES, empty_frame
-from pipeline.sources.base import SourceError, TradingSession
-from pipeline.sources.landing_parse import PARSE_ERROR, parse_landed, ts_expr
+from pipeline.sources.base import SourceError
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ import polars as pl
 from ib_async import IB, RequestError, Stock
 from ib_async.objects import HistoricalTickBidAsk, HistoricalTickLast
 
+from pipeline.contract.calendar import TradingSession
 from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES, conform, empty_frame
-from pipeline.sources.base import SourceError, SourceUnavailableError, TradingSession
+from pipeline.sources.base import SourceError, SourceUnavailableError
 from pipeline.sources.ibkr_connection import UNREACHABLE, as_utc, connect_readonly, request_failure, where
 from pipeline.sources.pacing import Pacer
 

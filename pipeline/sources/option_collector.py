@@ -24,11 +24,11 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from pipeline.contract.calendar import NY_TZ, is_trading_day, snapshot_times, trading_session
+from pipeline.contract.calendar import NY_TZ, TradingSession, is_trading_day, snapshot_times, trading_session
+from pipeline.contract.parsing import PARSE_ERROR
 from pipeline.contract.schemas import RAW_COLUMNS
-from pipeline.sources.base import MarketSource, SourceError, TradingSession
+from pipeline.sources.base import MarketSource, SourceError
 from pipeline.sources.file_source import FileSource
-from pipeline.sources.landing_parse import PARSE_ERROR
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from pipeline.contract.calendar import REGULAR_SESSION_MINUTES, TRADING_DAYS_PER_YEAR
+
 DEFAULT_SYMBOLS: tuple[str, ...] = ("SYMA", "SYMB", "SYMC", "SYMD", "SYME")
-MINUTES_PER_YEAR = 252 * 390
+MINUTES_PER_YEAR = TRADING_DAYS_PER_YEAR * REGULAR_SESSION_MINUTES
 TICK = 0.01
 
 

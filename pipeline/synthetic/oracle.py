@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from pipeline.contract.calendar import REGULAR_SESSION_MINUTES
 from pipeline.synthetic.config import (
     MINUTES_PER_YEAR,
     TICK,
@@ -22,7 +23,7 @@ from pipeline.synthetic.config import (
     stream,
     symbol_profile,
 )
-from pipeline.synthetic.paths import REGULAR_SESSION_MINUTES, vol_profile
+from pipeline.synthetic.paths import vol_profile
 
 _IMPULSE_TERMS = 4000
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.sources.base import TradingSession
+from pipeline.contract.calendar import REGULAR_SESSION_MINUTES, TradingSession
 from pipeline.synthetic.config import (
     LEVEL_PERIODS,
     MINUTES_PER_YEAR,
@@ -27,7 +27,6 @@ from pipeline.synthetic.config import (
 )
 
 BURN_IN_MINUTES = 60
-REGULAR_SESSION_MINUTES = 390
 VOL_HALF_LIFE_MINUTES = 45.0
 # How far the opening price wanders from the base price across days (std of log level).
 LEVEL_DISPERSION = 0.15
@@ -41,9 +40,11 @@ def _u_shape(minutes: int, open_amp: float, close_amp: float, scale: float) -> n
     return 1.0 + open_amp * np.exp(-m / scale) + close_amp * np.exp(-(minutes - m) / scale)
 
 
-def vol_profile(minutes: int) -> np.ndarray:
-    """Intraday volatility multiplier; normalized so its mean square over a regular session is 1."""
-    norm = math.sqrt(float(np.mean(_u_shape(REGULAR_SESSION_MINUTES, 1.0, 0.5, 20.0) ** 2)))
+def vol_profile(minutes: int, normalized_over: int = REGULAR_SESSION_MINUTES) -> np.ndarray:
+    """Intraday volatility multiplier u(m) = 1 + exp(-m/20) + 0.5 exp(-(minutes-m)/20) at minute midpoints,
+    scaled so its mean square over a session of `normalized_over` minutes is 1 (a regular one by default; the
+    arrays of `pipeline.synthetic.arrays` normalize over their own length)."""
+    norm = math.sqrt(float(np.mean(_u_shape(normalized_over, 1.0, 0.5, 20.0) ** 2)))
     return _u_shape(minutes, 1.0, 0.5, 20.0) / norm
 
 
@@ -62,17 +63,22 @@ def ou_path(shocks: np.ndarray, start: float, std: float, half_life: float) -> n
     return phi ** (t + 1) * (std * start) + phi**t * np.cumsum(eta * phi ** (-t.astype(float)))
 
 
-def momentum_filter(eps: np.ndarray, coefficient: float, lags: int) -> np.ndarray:
-    """r(t) = coefficient * (r(t-1) + ... + r(t-lags)) + eps(t), starting from zeros."""
+def momentum_filter(eps: np.ndarray, coefficient: float, lags: int, axis: int = 0) -> np.ndarray:
+    """r(t) = coefficient * (r(t-1) + ... + r(t-lags)) + eps(t) along `axis` (time), starting from zeros.
+
+    The recursion runs over time only; each step updates every other index at once. A single path steps through
+    Python floats, which is many times faster than numpy's per-element scalars.
+    """
     if coefficient == 0.0:
         return eps.copy()
-    out = [0.0] * len(eps)
+    steps = eps.tolist() if eps.ndim == 1 else list(np.moveaxis(eps, axis, 0))
+    out = []
     window = 0.0
-    for t, e in enumerate(eps.tolist()):
+    for t, e in enumerate(steps):
         r = coefficient * window + e
-        out[t] = r
-        window += r - (out[t - lags] if t >= lags else 0.0)
-    return np.asarray(out)
+        out.append(r)
+        window = window + (r - (out[t - lags] if t >= lags else 0.0))
+    return np.asarray(out) if eps.ndim == 1 else np.moveaxis(np.stack(out), 0, axis)
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,11 @@ def opening_price(config: SyntheticMarketConfig, symbol: str, day: date) -> floa
         for period, phase in zip(LEVEL_PERIODS, profile.level_phases, strict=True)
     )
     return profile.base_price * math.exp(LEVEL_DISPERSION * waves / math.sqrt(len(LEVEL_PERIODS) / 2))
+
+
+def spread_ticks(sigma: np.ndarray, mid: np.ndarray, spread_vol_ratio: float) -> np.ndarray:
+    """Quoted spread in ticks: 2 * spread_vol_ratio * sigma * mid in dollars, rounded, at least one tick."""
+    return np.maximum(1, np.rint(2 * spread_vol_ratio * sigma * mid / TICK)).astype(np.int64)
 
 
 def quote_cents(mid: np.ndarray, spread_ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -177,10 +188,12 @@ def symbol_day(config: SyntheticMarketConfig, symbol: str, session: TradingSessi
     log_return = returns[BURN_IN_MINUTES:]
     mid = open_mid * np.exp(np.cumsum(log_return))
     sigma_day = sigma[BURN_IN_MINUTES:]
-    spread_ticks = np.maximum(1, np.rint(2 * config.spread_vol_ratio * sigma_day * mid / TICK)).astype(np.int64)
-    bid, ask = quote_cents(mid, spread_ticks)
-    open_spread = max(1, round(2 * config.spread_vol_ratio * sigma[BURN_IN_MINUTES - 1] * open_mid / TICK))
-    open_bid, open_ask = quote_cents(np.array([open_mid]), np.array([open_spread]))
+    spread = spread_ticks(sigma_day, mid, config.spread_vol_ratio)
+    bid, ask = quote_cents(mid, spread)
+    opening = np.array([open_mid])
+    open_bid, open_ask = quote_cents(
+        opening, spread_ticks(sigma[BURN_IN_MINUTES - 1: BURN_IN_MINUTES], opening, config.spread_vol_ratio)
+    )
 
     # Standardized minute innovation: the order flow that moved the price this minute.
     jump_var = 1.0 + config.jump_probability * config.jump_scale**2
@@ -194,7 +207,7 @@ def symbol_day(config: SyntheticMarketConfig, symbol: str, session: TradingSessi
     tau = offset / US_PER_MINUTE
     mid_at = mid_start[minute] + tau * (mid[minute] - mid_start[minute])
     mid_at += sigma_day[minute] * mid[minute] * np.sqrt(tau * (1 - tau)) * bridge
-    trade_bid, trade_ask = quote_cents(mid_at, spread_ticks[minute])
+    trade_bid, trade_ask = quote_cents(mid_at, spread[minute])
     starts = np.cumsum(counts) - counts
     pos = np.arange(len(minute)) - starts[minute]
     first, last = pos == 0, pos == counts[minute] - 1

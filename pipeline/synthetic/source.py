@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 
+from pipeline.contract.calendar import TradingSession
 from pipeline.contract.schemas import RAW_COLUMNS, UTC_TS, conform, empty_frame
-from pipeline.sources.base import TradingSession
 from pipeline.synthetic.config import DEFAULT_SYMBOLS, SyntheticMarketConfig, stream
 from pipeline.synthetic.oracle import OracleSharpe, oracle_positions, oracle_returns, oracle_sharpe
 from pipeline.synthetic.paths import CENTS_PER_DOLLAR, US_PER_MINUTE, SymbolDay, symbol_day

@@ -39,11 +39,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from pipeline.agents.normalize import RunningMeanStd
-from pipeline.contract.calendar import is_trading_day
+from pipeline.contract.calendar import earlier_trading_days, is_trading_day
 from pipeline.envs.tensors import MarketTensors
 from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
 from pipeline.features.catalog import BARS, MARKET
-from pipeline.features.lookback import earlier_trading_days
 from pipeline.lake import Warehouse
 
 PARTS = ("train", "selection", "gate")

@@ -10,6 +10,7 @@ settings (costs, window, stops): the ensemble is scored on that env's walk of th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import date
@@ -21,15 +22,12 @@ from pipeline.agents.sb3 import META_FILE
 from pipeline.envs.intraday import IntradayConfig
 from pipeline.lake import Warehouse
 from pipeline.registry import file_sha256, read_registry
+from pipeline.training.run import TrainingRun
 
 INTRADAY_ALGOS = ("clstm_ppo", "sb3_ppo")
 """The registry's algorithms that act on the intraday env (Discrete actions): what an ensemble can mix."""
 MEMBER_KINDS = {"clstm_ppo": "clstm_ppo", "sb3_ppo": "sb3"}
 """Registry algo -> `ensemble.load_member` kind."""
-TRAINER_CONFIG = "train_config.json"
-"""The trainer's JSON config, beside a CLSTM-PPO model: where its env settings are."""
-_PLACEMENT = ("dataset_dir", "part", "num_envs", "device")
-"""Env kwargs that say where an env runs and on which data, not what it is."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class Member:
     algo: str
     artifact_path: str
     score: float
-    env_config: dict[str, Any]
+    env_config: IntradayConfig
 
     @property
     def kind(self) -> str:
@@ -53,14 +51,14 @@ class Member:
         return artifact if self.kind == "clstm_ppo" else artifact.parent
 
 
-def member_env_config(algo: str, artifact_path: str | Path) -> dict[str, Any]:
-    """The env settings a registered model was trained with, from the config saved beside its artifact."""
+def member_env_config(algo: str, artifact_path: str | Path) -> IntradayConfig:
+    """The intraday env settings a registered model was trained with: its `TrainingRun`'s (CLSTM-PPO), or the
+    IntradayConfig fields of the env kwargs an SB3 baseline recorded."""
     folder = Path(artifact_path).parent
     if algo == "clstm_ppo":
-        kwargs = json.loads((folder / TRAINER_CONFIG).read_text())["env"]["kwargs"]
-    else:
-        kwargs = json.loads((folder / META_FILE).read_text())["env_kwargs"]
-    return {k: v for k, v in kwargs.items() if k not in _PLACEMENT}
+        return TrainingRun.load(folder).env
+    kwargs = json.loads((folder / META_FILE).read_text())["env_kwargs"]
+    return IntradayConfig(**{f.name: kwargs[f.name] for f in dataclasses.fields(IntradayConfig) if f.name in kwargs})
 
 
 def registered_members(store: Warehouse, trading_day: date, data_version: str, score_metric: str = "sharpe",
@@ -88,11 +86,10 @@ def registered_members(store: Warehouse, trading_day: date, data_version: str, s
     return sorted(members, key=lambda m: m.model_id)
 
 
-def common_env_config(members: list[Member]) -> dict[str, Any]:
+def common_env_config(members: list[Member]) -> IntradayConfig:
     """The intraday settings every member was trained with; a clear error if they differ."""
-    configs = {m.model_id: IntradayConfig(**m.env_config) for m in members}
-    first = next(iter(configs.values()))
-    differ = [model_id for model_id, config in configs.items() if config != first]
+    first = members[0].env_config
+    differ = [m.model_id for m in members if m.env_config != first]
     if differ:
         raise ValueError(f"ensemble members were trained on different intraday env settings ({differ} differ from "
                          f"{members[0].model_id}); retrain them with the same env config, or ensemble fewer algos")

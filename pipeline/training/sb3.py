@@ -13,7 +13,7 @@ every (day, symbol) once), so the numbers of every algorithm on a day D compare 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +26,10 @@ from pipeline.agents.policy_eval import evaluate_policy, final_pnl
 from pipeline.agents.sb3 import BaselineConfig, BaselinePolicy, train_baseline
 from pipeline.envs.base import BatchedEnv
 from pipeline.envs.gym_adapter import BatchedGymAdapter
-from pipeline.training.env_factories import intraday_env, portfolio_env
+from pipeline.training.env_factories import SELECTION_ENVS, intraday_env, portfolio_env
 
 INTRADAY_ID = "pipeline/DatasetIntraday-v0"
 PORTFOLIO_ID = "pipeline/DatasetPortfolio-v0"
-VALIDATION_ENVS = 16
-"""Parallel envs of the selection walk (the walk visits every episode once whatever the count)."""
 
 
 def intraday_gym(dataset_dir: str | Path, part: str = "train", **config: Any) -> BatchedGymAdapter:
@@ -100,10 +98,12 @@ class EvaluatedPolicy:
         return self.policy.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
 
 
-def validate(policy: Any, algo: str, dataset_dir: str | Path, env_config: dict[str, Any]) -> dict[str, float]:
-    """`evaluate_policy` metrics of `policy` on the dataset's selection part, with the env of baseline `algo`."""
+def validate(policy: Any, algo: str, dataset_dir: str | Path, env_config: Mapping[str, Any] | Any) -> dict[str, float]:
+    """`evaluate_policy` metrics of `policy` on the dataset's selection part, with the env of baseline `algo` and
+    `env_config` (its config's fields, or the config itself)."""
     baseline = BASELINES[algo]
-    env = baseline.batched_env(dataset_dir, "selection", num_envs=VALIDATION_ENVS, **env_config)
+    fields = dict(env_config) if isinstance(env_config, Mapping) else {"settings": env_config}
+    env = baseline.batched_env(dataset_dir, "selection", num_envs=SELECTION_ENVS, **fields)
     agent = policy if hasattr(policy, "generator") else EvaluatedPolicy.of(policy)
     return evaluate_policy(agent, env, outcome=baseline.outcome)
 

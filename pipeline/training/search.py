@@ -17,25 +17,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
 
 import optuna
+import pydantic
 import sqlalchemy
 import torch
 
 from pipeline.agents import checkpoints as ckpt
 from pipeline.agents.clstm_ppo import CLSTMPPO
-from pipeline.agents.ppo_config import PPOConfig
 from pipeline.agents.ppo_update import TrainingDivergedError
 from pipeline.backtest.metrics import compute_metrics
 from pipeline.backtest.runner import run_intraday
@@ -43,7 +42,8 @@ from pipeline.envs.intraday import IntradayConfig
 from pipeline.envs.tensors import MarketTensors
 from pipeline.training.curves import markdown_image
 from pipeline.training.dataset import load_dataset
-from pipeline.training.env_factories import intraday_env
+from pipeline.training.env_factories import NUM_ENVS
+from pipeline.training.run import DEFAULT_INTRADAY, DatasetData, TrainingRun
 
 SQLITE_TIMEOUT_S = 120.0
 """How long a SQLite writer waits for the file lock: workers of one study write trials at the same time."""
@@ -104,11 +104,12 @@ class SearchSpec:
     """SQLAlchemy URL of the Optuna storage: sqlite:///path/studies.db or postgresql://user:pass@host/db."""
     steps_per_trial: int = 65_536
     """Env steps each trial trains for (pruned trials stop earlier)."""
-    preset: str = "small_budget"
-    """PPOConfig preset under the searched fields."""
-    env: dict[str, Any] = field(default_factory=dict)
-    """IntradayConfig fields of the training and selection envs under the searched ones (ENV_PARAMS)."""
-    num_envs: int = 16
+    preset: str | None = None
+    """PPOConfig preset under the searched fields; unset: the one for a trial's budget (`preset_for_budget`)."""
+    env: IntradayConfig = DEFAULT_INTRADAY
+    """The training and selection envs' settings under the searched ones (ENV_PARAMS)."""
+    num_envs: int = NUM_ENVS // 4
+    """Parallel training episodes per trial: a quarter of a full run's (trials are short and many)."""
     report_every: int = 5
     """PPO updates between two selection Sharpes reported to the pruner."""
     seed: int = 0
@@ -120,11 +121,18 @@ class SearchSpec:
     """Reports of a trial before the median pruner may stop it."""
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
+        return pydantic.TypeAdapter(SearchSpec).dump_json(self, indent=2).decode()
 
     @classmethod
     def from_json(cls, text: str) -> SearchSpec:
-        return cls(**json.loads(text))
+        return pydantic.TypeAdapter(SearchSpec).validate_json(text)
+
+    def trial_run(self, hparams: Mapping[str, Any], env_params: Mapping[str, Any]) -> TrainingRun:
+        """The TrainingRun of a trial with these searched values (no selection walk: the search scores it)."""
+        return TrainingRun.build(DatasetData(self.dataset_dir), total_timesteps=self.steps_per_trial, seed=self.seed,
+                                 device=self.device, preset=self.preset, agent={**hparams, "torch_threads": 1},
+                                 env=dataclasses.replace(self.env, **env_params), num_envs=self.num_envs,
+                                 selection_envs=0)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -189,13 +197,10 @@ def objective(spec: SearchSpec, worker: int = 0) -> Callable[[optuna.Trial], flo
     (raising TrialPruned when the pruner says so), return the final policy's selection Sharpe."""
 
     def run_trial(trial: optuna.Trial) -> float:
-        hparams, env_params = suggest(trial)
-        env = spec.env | env_params
-        train_env = intraday_env(spec.dataset_dir, part="train", num_envs=spec.num_envs, device=spec.device, **env)
+        run = spec.trial_run(*suggest(trial))
         selection = load_dataset(spec.dataset_dir, spec.device, parts=("selection",)).part("selection")
-        env_config = IntradayConfig(**env)
-        config = PPOConfig.preset(spec.preset, **hparams, seed=spec.seed, device=spec.device, torch_threads=1)
-        agent = CLSTMPPO(train_env, config)
+        env_config = run.env
+        agent = CLSTMPPO(run.train_env(), run.agent_config())
         trial.set_user_attr("worker", worker)
         scored: dict[int, dict[str, float]] = {}  # update -> selection metrics of the policy after it
 
@@ -276,19 +281,26 @@ def trials_markdown(study: optuna.Study) -> str:
 
 
 def best_params(study: optuna.Study, spec: SearchSpec) -> dict[str, Any]:
-    """What the training asset takes (`hparams_path`): the best trial's PPOConfig fields, its env fields, the
-    preset they sit on, and where they came from."""
+    """A summary of the best trial: its score, its searched values (PPOConfig and env fields) and the preset they
+    sit on. Its whole run is `best_run`."""
     best = study.best_trial
     return {
         "study": spec.study_name,
         "storage": shown_url(spec.storage),
         "trial": best.number,
         "selection_sharpe": best.value,
-        "preset": spec.preset,
+        "preset": best_run(study, spec).preset,
         "steps_per_trial": spec.steps_per_trial,
         "hparams": {k: v for k, v in best.params.items() if k not in ENV_PARAMS},
         "env": {k: v for k, v in best.params.items() if k in ENV_PARAMS},
     }
+
+
+def best_run(study: optuna.Study, spec: SearchSpec) -> TrainingRun:
+    """The TrainingRun of the best trial: what the training asset takes (`searched_run`), its agent and env."""
+    params = study.best_trial.params
+    return spec.trial_run({k: v for k, v in params.items() if k not in ENV_PARAMS},
+                          {k: v for k, v in params.items() if k in ENV_PARAMS})
 
 
 def parameter_importance(study: optuna.Study) -> dict[str, float] | None:

@@ -16,17 +16,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from pipeline.contract.black_scholes import DAYS_PER_YEAR, bs_price
-from pipeline.contract.calendar import NY_TZ
-from pipeline.sources.base import TradingSession
+from pipeline.contract.calendar import TradingSession, expiry_close
 
 HANG = "hang"  # failure script entry: never answer; hold the connection until the client gives up
 DROP = "drop"  # failure script entry: close the connection without an answer
@@ -207,7 +205,7 @@ def option_day(
     state.bars[underlying] = [_bar(t, spot(m), 1000 + m) for m, t in enumerate(starts)]
     day = session.trading_day
     for expiry in (day + timedelta(days=d) for d in (0, 7, 14, 60)):
-        close = datetime.combine(expiry, time(16), tzinfo=ZoneInfo(NY_TZ))
+        close = expiry_close(expiry)
         for strike in range(400, 601, 10):
             for right in ("C", "P"):
                 i = len(state.contracts)

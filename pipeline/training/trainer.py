@@ -1,23 +1,14 @@
-"""Command-line trainer: `python -m pipeline.agents.trainer --config cfg.json` (also under torchrun for DDP).
+"""Command-line trainer: `python -m pipeline.training.trainer training_run.json` (also under torchrun for DDP).
 
-The `clstm_ppo_policy` asset runs exactly this through Dagster Pipes. Config JSON:
+The `clstm_ppo_policy` asset runs exactly this through Dagster Pipes, on the `TrainingRun` it saved beside the
+model (`pipeline.training.run`: the data, the env settings, every hyperparameter, the envs and the budget). The
+trainer builds the training env and, for a dataset, the selection walk that picks the best_composite checkpoint
+and drives early stopping; it writes the chosen model to the run's `output` (the best selection checkpoint when
+there is a selection walk, else the last weights) and, with `resume`, continues from the latest checkpoint.
 
-    {
-      "env": "CartPole-v1"                       # a gymnasium id, or
-           | {"factory": "pkg.module:function", "kwargs": {...}},   # returns an env or BatchedEnv
-      "validation_env": {"factory": ..., "kwargs": {...}},           # optional: an evaluation-mode env that
-                                                 # picks best_* checkpoints and drives early stopping
-      "total_timesteps": 100000,
-      "preset": "small_budget",                  # optional: PPOConfig.preset(name), then hparams on top
-      "hparams": {...},                          # PPOConfig fields (checkpoint_dir, tensorboard_dir, ...)
-      "output": "model.safetensors",             # final model (rank 0 writes it): the best validation
-                                                 # checkpoint when there is a validation env, else the last
-      "resume": false                            # continue from hparams.checkpoint_dir/latest if it exists
-    }
-
-It prints one JSON line (prefixed "RESULT ") with the final diagnostics, and writes it next to `output`.
+It prints one JSON line (prefixed "RESULT ") with the final diagnostics, and writes it next to the model.
 Launched by Dagster Pipes (`PipesSubprocessClient`), rank 0 also streams one log line per update into the run's
-logs and reports the diagnostics, validation metrics and a training-curve plot as the asset's metadata; Dagster's
+logs and reports the diagnostics, selection metrics and a training-curve plot as the asset's metadata; Dagster's
 SIGINT on a cancelled run stops training the way SIGTERM does (checkpoint saved). The Pipes side needs only the
 small `dagster-pipes` package, never `dagster`.
 Exit status: 0 on success or SIGTERM (checkpoint saved), 1 if training diverged.
@@ -26,7 +17,6 @@ Exit status: 0 on success or SIGTERM (checkpoint saved), 1 if training diverged.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
@@ -45,6 +35,7 @@ from pipeline.agents.policy_eval import evaluate_policy
 from pipeline.agents.ppo_config import PPOConfig
 from pipeline.agents.ppo_update import TrainingDivergedError
 from pipeline.training.curves import training_curve_markdown
+from pipeline.training.run import TrainingRun
 
 # The per-update values streamed to the run's logs and plotted as the training curve.
 PROGRESS_KEYS = ("episodes/mean_return", "val_mean_pnl", "losses/entropy_pct_of_initial", "losses/approx_kl",
@@ -52,54 +43,20 @@ PROGRESS_KEYS = ("episodes/mean_return", "val_mean_pnl", "losses/entropy_pct_of_
 CURVE_KEYS = ("episodes/mean_return", "val_mean_pnl", "losses/entropy_pct_of_initial", "losses/approx_kl")
 
 
-def intraday_env(
-    num_envs: int = 64, days: int = 6, alpha: float = 0.3, seed: int = 0, first_day: int = 0,
-    last_day: int | None = None, minutes: int = 390, device: str = "cpu", **config: Any,
-) -> Any:
-    """IntradayTrading on the numpy synthetic market (no polars needed), restricted to days [first, last)."""
-    from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
-    from pipeline.envs.tensors import synthetic_market_tensors
-
-    market = synthetic_market_tensors(days=days, alpha=alpha, seed=seed, minutes=minutes, device=device)
-    market = market.subset(days=range(first_day, days if last_day is None else last_day))
-    return IntradayTradingEnv(market, num_envs=num_envs, config=IntradayConfig(**config), device=device)
-
-
-def build_env(spec: Any) -> Any:
-    """A gymnasium id passes through; {"factory": "module:function", "kwargs": {...}} is called."""
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, dict) and "factory" in spec:
-        module_name, _, func_name = spec["factory"].partition(":")
-        factory = getattr(importlib.import_module(module_name), func_name, None)
-        if factory is None:
-            raise ValueError(f"env factory {spec['factory']!r} not found; use 'package.module:function'")
-        return factory(**spec.get("kwargs", {}))
-    raise ValueError(f"config 'env' must be a gymnasium id or {{'factory': 'module:function'}}, got {spec!r}")
-
-
-def ppo_config(config: dict[str, Any]) -> PPOConfig:
-    """The run's hyperparameters: the named preset (if any) with `hparams` on top."""
-    hparams = config.get("hparams", {})
-    if config.get("preset"):
-        return PPOConfig.preset(config["preset"], **hparams)
-    return PPOConfig.from_dict(hparams)
-
-
-def train(config: dict[str, Any], on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) per `config`; returns the summary dict. `on_update` gets each update's diagnostics."""
-    cfg = ppo_config(config)
-    env = build_env(config["env"])
-    validation_env = build_env(config["validation_env"]) if config.get("validation_env") else None
+def train(run: TrainingRun, on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) `run`; returns the summary dict. `on_update` gets each update's diagnostics."""
+    cfg = run.agent_config()
+    env = run.train_env()
+    selection_env = run.selection_env()
     latest = Path(cfg.checkpoint_dir) / "latest.safetensors" if cfg.checkpoint_dir else None
-    if config.get("resume") and latest is not None and latest.exists():
-        agent = CLSTMPPO.load(latest, env=env, device=cfg.device, validation_env=validation_env)
+    if run.resume and latest is not None and latest.exists():
+        agent = CLSTMPPO.load(latest, env=env, device=cfg.device, validation_env=selection_env)
         # The steps left, so the LR/entropy schedules run to the same total as an uninterrupted run.
-        remaining = max(0, int(config["total_timesteps"]) - agent.num_timesteps)
+        remaining = max(0, run.total_timesteps - agent.num_timesteps)
         agent.learn(remaining, reset_num_timesteps=False, callback=on_update)
     else:
-        agent = CLSTMPPO(env, cfg, validation_env=validation_env)
-        agent.learn(int(config["total_timesteps"]), callback=on_update)
+        agent = CLSTMPPO(env, cfg, validation_env=selection_env)
+        agent.learn(run.total_timesteps, callback=on_update)
     summary: dict[str, Any] = {
         "num_timesteps": agent.num_timesteps,
         "num_updates": agent.num_updates,
@@ -109,13 +66,13 @@ def train(config: dict[str, Any], on_update: Callable[[dict[str, Any]], None] | 
         "world_size": agent.world_size,
         "config": cfg.to_dict(),
     }
-    if agent.rank == 0 and config.get("output"):
-        summary |= _write_output(agent, cfg, validation_env, config["output"])
-        checkpoint_path(config["output"]).with_suffix(".json").write_text(json.dumps(_jsonable(summary), indent=2))
+    if agent.rank == 0 and run.output is not None:
+        summary |= _write_output(agent, cfg, selection_env, run.output)
+        checkpoint_path(run.output).with_suffix(".json").write_text(json.dumps(_jsonable(summary), indent=2))
     return summary
 
 
-def _write_output(agent: CLSTMPPO, cfg: PPOConfig, validation_env: Any, output: str) -> dict[str, Any]:
+def _write_output(agent: CLSTMPPO, cfg: PPOConfig, validation_env: Any, output: str | Path) -> dict[str, Any]:
     """Save the chosen model to `output`: the best validation checkpoint if there is one (validation selection
     needs a checkpoint_dir), else the last weights; with a validation env, its metrics on the validation days are
     measured again on the saved model."""
@@ -179,9 +136,9 @@ def _pipes() -> Iterator[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="path to the training config JSON")
+    parser.add_argument("run", help="a TrainingRun's JSON (training_run.json)")
     args = parser.parse_args(argv)
-    config = json.loads(Path(args.config).read_text())
+    run = TrainingRun.load(args.run)
     with _pipes() as pipes:
         history: list[dict[str, Any]] = []
 
@@ -194,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             # Dagster stops a cancelled run's subprocess with SIGINT: save and exit as on SIGTERM.
             signal.signal(signal.SIGINT, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
         try:
-            summary = train(config, on_update)
+            summary = train(run, on_update)
         except TrainingDivergedError as err:
             print(f"ERROR: {err}", file=sys.stderr, flush=True)
             if pipes is not None:
