@@ -52,7 +52,9 @@ CONTROL_NUM_ENVS = NUM_ENVS  # the controls' envs (all ranks together)
 
 def trainer_run(args: argparse.Namespace, nproc: int, output: Path) -> TrainingRun:
     """The controls' recipe on their training days for `nproc` ranks at the total budget `args.steps`."""
-    data = SyntheticData(days=TRAIN_DAYS + TEST_DAYS, alpha=args.alpha, seed=args.market_seed, last_day=TRAIN_DAYS)
+    # control_market's days: the embedded SyntheticMarket, trained on the first TRAIN_DAYS.
+    data = SyntheticData(days=TRAIN_DAYS + TEST_DAYS, alpha=args.alpha, seed=args.market_seed, last_day=TRAIN_DAYS,
+                         source="market")
     agent = CONTROL_CONFIG.replace(num_envs=None)
     return TrainingRun(data, agent, args.steps, "small_budget", INTRADAY, num_envs=CONTROL_NUM_ENVS // nproc,
                        output_dir=str(output.parent))

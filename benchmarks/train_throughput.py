@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,8 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
         return {"skipped": "dagster is not installed here"}
     import tempfile
 
-    from pipeline.contract.calendar import trading_days
+    from pipeline.contract.calendar import earlier_trading_days
+    from pipeline.training.dataset import DatasetConfig
 
     day, steps = "2024-07-05", args.asset_steps
     with tempfile.TemporaryDirectory() as root:
@@ -118,7 +120,9 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
 
         assets = list(build_definitions().assets)
         groups = {a: set(a.group_names_by_key.values()) for a in assets}
-        window = trading_days("2024-06-06", day)
+        # The training dataset's window: every day of it ingested and featurized first.
+        window = [*earlier_trading_days(date.fromisoformat(day), DatasetConfig().window_days - 1),
+                  date.fromisoformat(day)]
         tags = {"dagster/asset_partition_range_start": window[0].isoformat(),
                 "dagster/asset_partition_range_end": window[-1].isoformat()}
         data = [a for a in assets if groups[a] & {"ingest", "features"}]

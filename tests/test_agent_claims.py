@@ -193,3 +193,12 @@ def test_loading_a_model_leaves_the_process_thread_count_alone(tmp_path: Path) -
         assert torch.get_num_threads() == before + 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_synthetic_run_trains_on_the_market_it_names() -> None:
+    from pipeline.envs.tensors import synthetic_market_tensors
+
+    data = SyntheticData(days=2, alpha=0.25, seed=1, last_day=1, source="market")
+    env = TrainingRun.build(data, total_timesteps=64, num_envs=2).train_env()
+    expected = synthetic_market_tensors(days=2, alpha=0.25, seed=1, source="market").subset(days=range(1))
+    assert torch.equal(env.market.bid, expected.bid) and torch.equal(env.market.features, expected.features)

@@ -63,6 +63,8 @@ class SyntheticData:
     minutes: int = 390
     first_day: int = 0
     last_day: int | None = None
+    source: Literal["numpy", "market"] = "numpy"
+    """The fast arrays of `pipeline.synthetic.arrays`, or the embedded SyntheticMarket (the controls' market)."""
     kind: Literal["synthetic"] = "synthetic"
 
 
@@ -198,7 +200,7 @@ def synthetic_env(data: SyntheticData, num_envs: int, config: IntradayConfig,
     from pipeline.envs.tensors import synthetic_market_tensors
 
     market = synthetic_market_tensors(days=data.days, alpha=data.alpha, seed=data.seed, minutes=data.minutes,
-                                      device=device)
+                                      source=data.source, device=device)
     market = market.subset(days=range(data.first_day, data.days if data.last_day is None else data.last_day))
     return IntradayTradingEnv(market, num_envs=num_envs, config=config, device=device)
 
