@@ -27,7 +27,7 @@ from pipeline.agents import checkpoints as ckpt
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.ppo_update import TrainingDivergedError
 from pipeline.agents.sb3 import MODEL_FILE, BaselineConfig, load_baseline, train_baseline
-from pipeline.training.run import GymData, SyntheticData, TrainingRun
+from pipeline.training.run import DatasetData, GymData, SyntheticData, TrainingRun
 
 NUM_ENVS = 4  # CountingEnv's default: every update sees 4 episodes of ROLLOUT steps end
 STEPS_PER_UPDATE = ROLLOUT * NUM_ENVS
@@ -202,3 +202,13 @@ def test_a_synthetic_run_trains_on_the_market_it_names() -> None:
     env = TrainingRun.build(data, total_timesteps=64, num_envs=2).train_env()
     expected = synthetic_market_tensors(days=2, alpha=0.25, seed=1, source="market").subset(days=range(1))
     assert torch.equal(env.market.bid, expected.bid) and torch.equal(env.market.features, expected.features)
+
+
+@pytest.mark.parametrize(("level", "where"), [("run", "extra_key"), ("data", "data.dataset.oops"),
+                                              ("agent", "agent.actor_lrr"), ("env", "env.windw")])
+def test_a_saved_run_refuses_an_unknown_key_at_every_level(level: str, where: str) -> None:
+    values = TrainingRun.build(DatasetData("/nowhere"), total_timesteps=64).to_dict()
+    bad = {"run": {"extra_key": 1}, "data": {"data": values["data"] | {"oops": 1}},
+           "agent": {"agent": values["agent"] | {"actor_lrr": 1}}, "env": {"env": values["env"] | {"windw": 1}}}
+    with pytest.raises(pydantic.ValidationError, match=where.replace(".", r"\.")):
+        TrainingRun.from_dict(values | bad[level])

@@ -37,6 +37,8 @@ RUN_FILE = "training_run.json"
 MODEL_FILE = "model.safetensors"
 """The chosen model of a run, in its output folder."""
 _FORBID = pydantic.ConfigDict(extra="forbid")
+"""Unknown keys are errors. pydantic ignores them in a stdlib dataclass by default; set on the outer record, this
+also reaches the nested PPOConfig and IntradayConfig (tests/test_agent_claims.py holds every level to it)."""
 _PATHS = ("checkpoint_dir", "tensorboard_dir")
 """PPOConfig fields that say where a run writes, not what it learns (outside the config hash)."""
 
