@@ -252,3 +252,21 @@ def test_the_band_is_tuned_on_the_training_market_alone(train_market: MarketTens
     assert band_grid(other, SIGNAL_MINUTES) != grid  # another train market, other bands
     with pytest.raises(ValueError, match="tunes its band on the training days"):
         intraday_baseline(MOMENTUM_BAND)
+
+
+def test_a_walk_runs_torch_on_one_thread_and_gives_the_setting_back(market: MarketTensors) -> None:
+    seen: list[int] = []
+
+    class Recording:
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            seen.append(torch.get_num_threads())
+            return np.zeros(obs.shape[0], dtype=np.int64), state
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_intraday(market, Recording(), "candidate")
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

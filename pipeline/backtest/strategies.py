@@ -26,7 +26,14 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.backtest.runner import DEFAULT_INTRADAY, MarketRule, episode_pnls, run_intraday, run_portfolio
+from pipeline.backtest.runner import (
+    DEFAULT_INTRADAY,
+    MarketRule,
+    episode_pnls,
+    one_thread,
+    run_intraday,
+    run_portfolio,
+)
 from pipeline.envs.intraday import FLAT as FLAT_ACTION
 from pipeline.envs.intraday import HOLD, LONG, SHORT, IntradayConfig
 from pipeline.envs.portfolio import project_to_simplex
@@ -282,12 +289,13 @@ def run_baselines(
         raise ValueError(f"the training market's symbols {train_market.symbols} differ from the evaluated "
                          f"market's {market.symbols}; load both parts with the same symbols")
     frames = []
-    for name in BASELINES + (ORACLES if oracle_signal_minutes is not None else ()):
-        if name in PORTFOLIO_BASELINES:
-            frames.append(run_portfolio(market, estimate_weights(train_market, name), name,
-                                        costs=(env_config or DEFAULT_INTRADAY).costs, seed=seed))
-        else:
-            policy = intraday_baseline(name, seed=seed, signal_minutes=oracle_signal_minutes,
-                                       train_market=train_market, env_config=env_config)
-            frames.append(run_intraday(market, policy, name, env_config=env_config, seed=seed))
+    with one_thread():  # fitting weights and bands, and the walks, are small-batch torch work
+        for name in BASELINES + (ORACLES if oracle_signal_minutes is not None else ()):
+            if name in PORTFOLIO_BASELINES:
+                frames.append(run_portfolio(market, estimate_weights(train_market, name), name,
+                                            costs=(env_config or DEFAULT_INTRADAY).costs, seed=seed))
+            else:
+                policy = intraday_baseline(name, seed=seed, signal_minutes=oracle_signal_minutes,
+                                           train_market=train_market, env_config=env_config)
+                frames.append(run_intraday(market, policy, name, env_config=env_config, seed=seed))
     return pl.concat(frames)
