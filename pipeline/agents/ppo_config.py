@@ -9,8 +9,6 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 
 @dataclass
 class PPOConfig:
@@ -163,17 +161,17 @@ class PPOConfig:
         return dataclasses.asdict(self)
 
 
-SMALL_BUDGET_MAX_STEPS = 10_000_000
-"""Budgets below this many env steps get the small_budget preset from `preset_for_budget`."""
-
 PRESETS: dict[str, dict[str, Any]] = {
     # Measured on CPU (409,600 steps, 64 envs, the intraday env's mostly-HOLD start): on the planted-signal market
     # of tests/trading_controls.py (alpha 0.25; 6 days to train, 4 out of sample) it earned +$665 per day-symbol
     # net of costs (t 5.53); through the training assets at the synthetic default alpha 0.15 (15 train days) +$249
     # on the 15 days after D (t 5.96). Constant LR and entropy 0.03 keep it exploring, and four policy epochs move
-    # the policy within a budget of a few hundred updates.
+    # the policy within a budget of a few hundred updates. Learning rates 1e-3 / 3e-3 (from 3e-4 / 1e-3) since
+    # docs/LEARNING.md rows 9-16: at 3e-4 it never traded at alpha 0.10 (409,600 steps) nor within 61,440 steps at
+    # alpha 0.25; at 1e-3 it trades at alpha 0.10 (71% of the cost-aware oracle at 204,800 steps) and reached 96% at
+    # alpha 0.25 in 122,880 steps; the controls (tests/test_learning*.py, test_assets_training_learns.py) pass.
     "small_budget": dict(
-        num_steps=32, hidden=32, num_minibatches=8, gamma=0.95, gae_lambda=0.9, actor_lr=3e-4, critic_lr=1e-3,
+        num_steps=32, hidden=32, num_minibatches=8, gamma=0.95, gae_lambda=0.9, actor_lr=1e-3, critic_lr=3e-3,
         policy_epochs=4, ent_coef_start=0.03, ent_coef_end=0.03, anneal_lr=False,
     ),
     # The DESIGN recipe (the PPOConfig defaults): one policy epoch, small annealed LRs and a decaying entropy
@@ -189,16 +187,29 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Named hyperparameter sets for `PPOConfig.preset`; each lists the same fields, so they read side by side."""
 
 
+MEASURED_NUM_ENVS = 64
+"""The env count the small_budget recipe was measured to learn with (its minibatch: 64 / 8 envs x 32 steps)."""
+
+
 def preset_for_budget(total_timesteps: int, device: str) -> str:
     """The preset for a run of `total_timesteps` env steps on `device` ("cpu", "cuda", "cuda:1", "auto", ...).
 
-    small_budget on CPU or below SMALL_BUDGET_MAX_STEPS: it is the only recipe measured to learn within a few
-    hundred thousand steps, while the gpu_long recipe's small annealed steps leave the policy where it started at
-    that scale. gpu_long for long accelerator runs, the regime its slow, stable updates were designed for.
+    small_budget on every device and budget: it is the only recipe measured to learn (on CPU, a few hundred
+    thousand steps), while gpu_long's small annealed steps were measured to leave the policy where it started at
+    that scale and were never measured at their own (~100M steps on a GPU). Until they are, an accelerator run gets
+    the measured recipe scaled to its batch (`scaled_to_batch`); gpu_long stays available by name.
     """
     if total_timesteps < 1:
         raise ValueError(f"total_timesteps must be >= 1; got {total_timesteps}")
-    kind = str(device).split(":")[0]
-    # "auto" is the device the agent will pick (resolve_device): CUDA where there is one.
-    on_cpu = kind == "cpu" or (kind == "auto" and not torch.cuda.is_available())
-    return "small_budget" if on_cpu or total_timesteps < SMALL_BUDGET_MAX_STEPS else "gpu_long"
+    del device  # every device gets the measured recipe (see the docstring)
+    return "small_budget"
+
+
+def scaled_to_batch(preset: str, num_envs: int) -> dict[str, Any]:
+    """The overrides that fit `preset` to `num_envs` parallel envs: small_budget keeps the minibatch it was
+    measured with (MEASURED_NUM_ENVS / num_minibatches envs x num_steps) by raising num_minibatches in proportion
+    to the envs, so a GPU run of 4,096 envs takes the same size of gradient step, 64 times as many per update.
+    Nothing changes at or below the measured count, or for a count the scaled minibatches would not divide."""
+    if preset != "small_budget" or num_envs <= MEASURED_NUM_ENVS or num_envs % MEASURED_NUM_ENVS:
+        return {}
+    return {"num_minibatches": PRESETS[preset]["num_minibatches"] * num_envs // MEASURED_NUM_ENVS}

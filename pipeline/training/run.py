@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 import torch
 
-from pipeline.agents.ppo_config import PPOConfig, preset_for_budget
+from pipeline.agents.ppo_config import PPOConfig, preset_for_budget, scaled_to_batch
 from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
 from pipeline.registry import config_hash
 from pipeline.training.env_factories import NUM_ENVS, SELECTION_ENVS, intraday_env
@@ -122,7 +122,8 @@ class TrainingRun:
         """A run whose agent is `preset` (unset: the one for this budget and device, `preset_for_budget`) with
         `agent` hyperparameters on top; `fields` are the other TrainingRun fields."""
         name = preset or preset_for_budget(total_timesteps, device)
-        config = PPOConfig.preset(name, **{**(agent or {}), "seed": seed, "device": device})
+        scaled = {} if preset else scaled_to_batch(name, fields.get("num_envs", NUM_ENVS))
+        config = PPOConfig.preset(name, **{**scaled, **(agent or {}), "seed": seed, "device": device})
         return cls(data=data, agent=config, total_timesteps=total_timesteps, preset=name, **fields)
 
     def replace(self, **changes: Any) -> TrainingRun:
