@@ -1,9 +1,15 @@
 """`make demo`: the whole default graph, headless, on the embedded synthetic market; its runs show in `make dev`.
 
-1. One single-run backfill of ingest and features over a range of trading days.
+The market is the positive control: the synthetic market with a planted 10-minute momentum of alpha
+DEMO_ALPHA (unless PIPELINE_SYNTHETIC_ALPHA says otherwise), a market where a model can earn after costs; at
+PIPELINE_SYNTHETIC_ALPHA=0 (the negative control) nothing should be promoted.
+
+1. One single-run backfill of ingest and features over the trading days the model days' datasets need.
 2. Walk-forward: for each of the last `--model-days` trading days, in order, one run of training (and evaluation
    and deployment, where the code location has those groups) for that day's partition, with DEMO_RUN_CONFIG.
-3. Prints where the results are: the warehouse tables and their row counts, and the deployment artifacts.
+3. Prints each model day's candidate (its kind), the gate's verdict, its margin over the best baseline with the
+   interval and its share of the cost-aware oracle (`demo_report`), the promotions, the warehouse tables and their
+   row counts, and the deployment artifacts.
 
 Runs are launched in this process against the code location that workspace.yaml names, the one `make dev` loads,
 and carry its origin: the UI lists them under that location (Overview timeline, asset pages, run history).
@@ -35,8 +41,9 @@ from dagster._core.storage.tags import (
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._utils.hosted_user_process import recon_repository_from_origin
 from dagster_shared.cli import PythonPointerOpts
+from demo_report import print_model_days
 
-from pipeline.contract.calendar import trading_days
+from pipeline.contract.calendar import earlier_trading_days, trading_days
 from pipeline.lake import Warehouse, warehouse_path
 from pipeline.schedules import daily_selection
 
@@ -45,17 +52,19 @@ WORKSPACE = REPO_ROOT / "workspace.yaml"
 DATA_GROUPS = ("ingest", "features")
 # Run per trading day, in this order; groups the code location does not (yet) have are left out.
 MODEL_GROUPS = ("training", "evaluation", "deployment")
-# 9 sessions (2024-07-04 is a holiday): the 6-day training window of the first model day, plus 3 model days.
-DEFAULT_RANGE = ("2024-07-01", "2024-07-12")
-DEFAULT_MODEL_DAYS = 3
+DEFAULT_LAST = "2024-07-12"
+DEFAULT_MODEL_DAYS = 2
+DEMO_ALPHA = "0.25"
+"""The planted signal of the demo's market: the positive control of tests/trading_controls.py."""
+# Each model day's dataset: 5 train days, the default embargo (1), 2 selection days and 15 gate days, the fewest
+# the gate gives an interval and a share of the oracle over (the defaults, 41 sessions, take longer to ingest).
+DEMO_DATASET = {"window_days": 23, "embargo_days": 1, "selection_days": 2, "gate_days": 15}
 # Run config of every model-day run: small budgets so the whole demo takes minutes on a 2-core CPU.
 DEMO_RUN_CONFIG: dict[str, Any] = {
     "ops": {
-        # 3 train, 1 selection and 2 gate days: too few gate days for the gate's interval (10), so the demo's
-        # candidates are refused, saying so; the defaults (41-day windows) are sized for a gate with power.
-        "training_dataset": {"config": {"window_days": 6, "embargo_days": 0, "selection_days": 1, "gate_days": 2}},
-        "clstm_ppo_policy": {"config": {"total_timesteps": 20000}},
-        "sb3_baselines": {"config": {"ppo_timesteps": 4000, "sac_timesteps": 300}},
+        "training_dataset": {"config": DEMO_DATASET},
+        "clstm_ppo_policy": {"config": {"total_timesteps": 61440}},
+        "sb3_baselines": {"config": {"ppo_timesteps": 20000, "sac_timesteps": 300}},
     }
 }
 # Every demo run: step processes fork from a server that imported the code location once, instead of each step
@@ -173,6 +182,13 @@ def run_step(
     return run
 
 
+def first_day(last: str, model_days: int) -> str:
+    """The first trading day to ingest: the dataset window of the earliest of the `model_days` days ending at
+    `last` (at least `last` itself)."""
+    sessions = DEMO_DATASET["window_days"] + max(model_days, 1) - 2
+    return earlier_trading_days(last, sessions)[0].isoformat() if sessions > 0 else last
+
+
 def model_days(first: str, last: str, count: int) -> list[str]:
     """The last `count` trading days of the range, oldest first (walk-forward order)."""
     days = [day.isoformat() for day in trading_days(first, last)]
@@ -181,9 +197,11 @@ def model_days(first: str, last: str, count: int) -> list[str]:
     return days[len(days) - count:] if count else []
 
 
-def report(lake: Path) -> None:
+def report(lake: Path, days: Sequence[str]) -> None:
     path = warehouse_path().resolve()
     store = Warehouse(path)
+    if days:
+        print_model_days(store, days)
     schemas = ", ".join(f"'{schema}'" for schema in REPORT_SCHEMAS)
     tables = store.query(
         "SELECT table_schema || '.' || table_name AS name FROM information_schema.tables "
@@ -205,14 +223,22 @@ def report(lake: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--first", default=DEFAULT_RANGE[0], help="first trading day to ingest (partition key)")
-    parser.add_argument("--last", default=DEFAULT_RANGE[1], help="last trading day to ingest (partition key)")
+    parser.add_argument("--first", default=None, help="first trading day to ingest (partition key); unset: the "
+                        "first day of the earliest model day's dataset window")
+    parser.add_argument("--last", default=DEFAULT_LAST, help="last trading day to ingest (partition key)")
     parser.add_argument("--model-days", type=int, default=DEFAULT_MODEL_DAYS,
                         help="train (evaluate, deploy) on each of the last N trading days of the range, in order")
     args = parser.parse_args()
+    args.first = args.first or first_day(args.last, args.model_days)
     # Runs and report() share one lake: pin a relative default to the repo's folder.
     os.environ.setdefault("PIPELINE_DATA_LAKE", str(REPO_ROOT / "data_lake"))
     os.environ.setdefault("PIPELINE_SOURCE", "synthetic")
+    os.environ.setdefault("PIPELINE_SYNTHETIC_ALPHA", DEMO_ALPHA)
+    if os.environ["PIPELINE_SOURCE"] == "synthetic":
+        alpha = float(os.environ["PIPELINE_SYNTHETIC_ALPHA"])
+        label = ("the negative control: nothing can earn after costs, so nothing should be promoted" if alpha == 0
+                 else "the positive control: a planted 10-minute momentum a model can earn from after costs")
+        print(f"market: the embedded synthetic market, alpha {alpha:g} ({label})", flush=True)
     lake = Path(os.environ["PIPELINE_DATA_LAKE"])
     days = model_days(args.first, args.last, args.model_days)
     location = CodeLocation()
@@ -228,7 +254,7 @@ def main() -> None:
         sys.exit(str(failure))
     print(f"\ndemo runs took {time.monotonic() - started:.0f} s; run config of the model days: "
           f"{json.dumps(DEMO_RUN_CONFIG)}")
-    report(lake)
+    report(lake, days)
 
 
 if __name__ == "__main__":

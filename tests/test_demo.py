@@ -38,7 +38,8 @@ QUERY = """
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], dg.DagsterRun]:
     """`scripts/demo.py` on one trading day and one symbol, without model days: its ingest-and-features run."""
-    env = {**os.environ, **pipeline_env(tmp_path_factory.mktemp("demo")), "PIPELINE_SOURCE": "synthetic",
+    inherited = {k: v for k, v in os.environ.items() if k != "PIPELINE_SYNTHETIC_ALPHA"}
+    env = {**inherited, **pipeline_env(tmp_path_factory.mktemp("demo")), "PIPELINE_SOURCE": "synthetic",
            "PIPELINE_SYNTHETIC_SYMBOLS": "SPY", "PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES": "60"}
     done = subprocess.run(
         [sys.executable, str(DEMO), "--first", DAY, "--last", DAY, "--model-days", "0"], cwd=REPO_ROOT, env=env,
@@ -46,6 +47,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], 
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "raw.trades" in done.stdout and "warehouse:" in done.stdout
+    # The demo's market is labelled as the control it is (the planted signal a model can earn from).
+    assert "alpha 0.25 (the positive control" in done.stdout
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         (run,) = instance.get_runs()
     return env, run
