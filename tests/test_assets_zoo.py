@@ -99,6 +99,10 @@ def test_every_intraday_kind_is_scored_and_only_the_chosen_stays_a_candidate(zoo
     # The gate judged the chosen one (on a martingale it refuses it, with the gate's reasons, not the chooser's).
     assert rows[chosen["model_id"]]["gate"] in ("passed", "failed") and rows[chosen["model_id"]]["deploy_sha256"]
     assert [r["status"] for r in rows.values() if r["algo"] == "sb3_sac"] == ["candidate"]  # out of scope
+    # What the gate's training check reads: SB3 PPO's last update, and the ensemble's largest member KL.
+    last = {r["algo"]: json.loads(r["metrics"]).get("last", {}).get("losses/approx_kl") for r in rows.values()}
+    assert all(np.isfinite(last[k]) for k in KINDS)
+    assert last["ensemble"] == max(last["clstm_ppo"], last["sb3_ppo"])
 
 
 def test_the_backtest_runs_each_kind_of_the_day_before_with_per_kind_metrics(zoo) -> None:
