@@ -1,8 +1,9 @@
 """Deployment assets (group `deployment`), partitioned by trading day D.
 
-- `deployment_artifact`: packages the candidate chosen for D (`candidate_selection`) into
-  `<lake>/artifacts/deploy/<model_id>/` (ONNX with the normalization inside, torch.export program, config,
-  normalizer, lineage, model card) and records its sha256 in `models.registry`. Its blocking checks are the
+- `deployment_artifact`: packages the candidate chosen for D (`candidate_selection`), whatever its kind, into
+  `<lake>/artifacts/deploy/<model_id>/` (ONNX with the normalization inside: a CLSTM-PPO's normalizer, an SB3 PPO's
+  VecNormalize statistics, or an ensemble as one graph of its members with their normalizers and its weights;
+  torch.export program, config, normalizer, lineage, model card) and records its sha256 in `models.registry`. Its blocking checks are the
   promotion gate: the package must reproduce the model, the candidate's metrics must be finite, its training must
   not have diverged, and on the gate days (which nothing that chose it read) it must beat the production model and
   the best baseline by the configured margin with the confidence interval above 0. A refused candidate is marked
@@ -10,7 +11,7 @@
   report their figures as numbers (mean difference, interval ends, days, block length), so a check's Plots tab
   draws the margin day after day.
 - `production_model`: runs only when every gate check passed (blocking checks stop it otherwise) and makes the
-  candidate the production model by the decision of day D; the model it replaces becomes `retired`.
+  candidate chosen for D (only that one, and only once the gate passed it) the production model by the decision of day D; the model it replaces becomes `retired`.
 """
 
 from datetime import date
@@ -41,7 +42,7 @@ from pipeline.export.model_card import BaselineRow, MetricRow, ModelCard
 from pipeline.export.onnx_policy import run_onnx
 from pipeline.export.package import export_deployment, read_artifact
 from pipeline.lake import Warehouse
-from pipeline.registry import production_as_of, promote, read_registry, record_deployment, record_gate
+from pipeline.registry import production_as_of, promote, record_deployment, record_gate, selected_model
 from pipeline.training.dataset import load_manifest
 from pipeline.training.env_factories import SELECTION_ENVS
 from resources.warehouse import WarehouseResource
@@ -49,6 +50,8 @@ from resources.warehouse import WarehouseResource
 DEPLOYMENT_GROUP = "deployment"
 DEPLOY_KEY = dg.AssetKey("deployment_artifact")
 PRODUCTION_KEY = dg.AssetKey("production_model")
+TRAINED_BY = {"clstm_ppo": "clstm_ppo_policy", "sb3_ppo": "sb3_baselines", "ensemble": "ensemble_policy"}
+"""The training asset that registers each kind of model that can be chosen."""
 ARTIFACT_CHECK = "artifact_matches_model"
 # ONNX Runtime and torch must agree on raw observations to this (max abs difference of action probabilities).
 ARTIFACT_TOLERANCE = 1e-4
@@ -112,7 +115,8 @@ def _artifact_agreement(member: RegisteredPolicy, artifact_dir: Path) -> float:
         samples.append(obs.clone())
         obs, *_ = env.step(np.random.default_rng(len(samples)).integers(0, env.action_dim, env.num_envs))
     batch = np.concatenate([s.numpy() for s in samples]).astype(np.float32)
-    expected, _ = member.policy.action_probs(batch)
+    expected = member.policy.action_probs(batch)
+    expected = expected[0] if isinstance(expected, tuple) else expected  # SB3 baselines return no state
     return float(np.abs(run_onnx(artifact_dir, batch) - expected).max())
 
 
@@ -180,7 +184,7 @@ def build_deployment_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
         artifact = export_deployment(
             member.row["artifact_path"], out_dir, feature_names=load_manifest(member.dataset_dir)["feature_names"],
             lineage=_lineage(member, dataset_dir(warehouse, day), context),
-            card=_card(member, metrics, gate, oracle_share(rows, config.policy())))
+            card=_card(member, metrics, gate, oracle_share(rows, config.policy())), algo=member.row["algo"])
         record_deployment(store, member.model_id, str(out_dir), artifact.sha256)
         difference = _artifact_agreement(member, out_dir)
         agrees = GateResult(ARTIFACT_CHECK, difference <= ARTIFACT_TOLERANCE,
@@ -216,11 +220,11 @@ def build_deployment_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
     def production_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         day = one_day(context)
         store = warehouse.warehouse()
-        deployed = read_registry(store, day).filter(pl.col("gate") == "passed")
-        if deployed.is_empty():
-            raise ValueError(f"no candidate of {day} passed the promotion gate: materialize deployment_artifact for "
-                             f"{day}; its blocking checks say why a candidate was refused")
-        row = deployed.sort("registered_at").row(-1, named=True)
+        row = selected_model(store, day)
+        if row is None or row.get("gate") != "passed":
+            raise ValueError(f"the candidate chosen for {day} ({row and row['model_id']}) has not passed the promotion "
+                             f"gate: materialize deployment_artifact for {day}; its blocking checks say why a "
+                             "candidate was refused")
         found = read_artifact(row["deploy_path"]).sha256
         if found != row["deploy_sha256"]:
             raise ValueError(f"the deployment artifact of {row['model_id']} changed since the gate judged it (sha256 "
@@ -245,7 +249,8 @@ def _lineage(member: RegisteredPolicy, data_dir: Path, context: dg.AssetExecutio
         "data_version": row["data_version"], "training_window": [str(row["window_start"]), str(row["window_end"])],
         "days": {part: manifest[f"{part}_days"] for part in ("train", "embargo", "selection", "gate")},
         "symbols": manifest["symbols"],
-        "upstream_partitions": {"clstm_ppo_policy": context.partition_key, "training_dataset": context.partition_key,
+        "upstream_partitions": {TRAINED_BY[row["algo"]]: context.partition_key,
+                                "training_dataset": context.partition_key,
                                 "candidate_selection": context.partition_key, "features/market": manifest["window"]},
         "dagster_run_id": context.run.run_id,
     }

@@ -1,9 +1,11 @@
 """Evaluation assets (group `evaluation`), partitioned by trading day, out of sample by construction.
 
 - `backtest` (day E): the candidate chosen for the previous trading day (E-1, through a partition mapping, so a
-  backfill over a range is walk-forward), the model in production on E and every baseline, run on day E in the
-  envs' evaluation mode; rows to `evaluation.backtest_returns`, metrics with bootstrap intervals to
-  `evaluation.backtest_metrics` (the day, and the trailing days backtested so far), equity and drawdown plots.
+  backfill over a range is walk-forward), every intraday model that choice scored, by kind (strategies
+  `kind:clstm_ppo` (its seeds averaged per day into one book), `kind:sb3_ppo`, `kind:ensemble`), the model in
+  production on E and every baseline, run on day E in the envs' evaluation mode; rows to
+  `evaluation.backtest_returns`, metrics with bootstrap intervals to `evaluation.backtest_metrics` (per strategy,
+  so per kind: the day, and the trailing days backtested so far), equity and drawdown plots.
 - `shadow_evaluation` (day E): the production model's live record since it went live, against the baselines on
   the same days, to `evaluation.shadow_record`, with a plot of its cumulative net return.
 - `candidate_evaluation` (day D): the candidate chosen for D (`candidate_selection`), the production model and the
@@ -16,6 +18,7 @@ warehouse for the same days and symbols); if it cannot be run, that is logged an
 fails with the reason, never skipped.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -25,7 +28,7 @@ import polars as pl
 from pydantic import Field
 
 from assets.features import BARS_1M_KEY, MARKET_KEY
-from assets.selection import CANDIDATE_ALGOS, SELECTION_KEY, chosen_candidate
+from assets.selection import CANDIDATE_ALGOS, SELECTION_KEY, chosen_candidate, scored_models
 from assets.training import DATASET_KEY, one_day
 from pipeline.backtest.inputs import (
     RegisteredPolicy,
@@ -38,6 +41,7 @@ from pipeline.backtest.metrics import METRICS_SCHEMA, metrics_table
 from pipeline.backtest.promotion import CANDIDATE, PRODUCTION, daily_returns
 from pipeline.backtest.reports import drawdown_chart, equity_chart, metrics_markdown
 from pipeline.backtest.runner import RETURN_SCHEMA, run_intraday
+from pipeline.backtest.selection import KIND_PREFIX, kind_strategy
 from pipeline.backtest.strategies import COST_AWARE_ORACLE, MOMENTUM_BAND, run_baselines
 from pipeline.contract.calendar import previous_trading_day
 from pipeline.envs.tensors import MarketTensors
@@ -103,13 +107,17 @@ def _production_rows(store: Warehouse, live: RegisteredPolicy, market: MarketTen
 def run_strategies(
     store: Warehouse, market: MarketTensors, train_market: MarketTensors, candidate: RegisteredPolicy | None,
     day: date, config: EvaluationConfig, oracle: int | None, context: dg.AssetExecutionContext,
+    kinds: Sequence[RegisteredPolicy] = (),
 ) -> Evaluated:
-    """Rows of the candidate (if any), the model in production on `day` and every baseline on `market`; the
-    baselines' weights and bands come from `train_market` alone."""
+    """Rows of the candidate (if any), the models of `kinds` (each under its kind's strategy), the model in
+    production on `day` and every baseline on `market`; the baselines' weights and bands come from `train_market`
+    alone."""
     frames = []
     if candidate is not None:
         frames.append(run_intraday(market, candidate.policy, CANDIDATE, model_id=candidate.model_id,
                                    env_config=candidate.env_config))
+    frames += [run_intraday(market, m.policy, kind_strategy(m.row["algo"]), model_id=m.model_id,
+                            env_config=m.env_config) for m in kinds]
     live, problem = live_model(store, day)
     if live is not None:
         try:
@@ -144,8 +152,8 @@ def build_evaluation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
         kinds={"duckdb", "pytorch"},
         partitions_def=partitions_def,
         pool="duckdb",
-        description="Walk-forward backtest of day E: the candidate chosen for E-1, the production model and the "
-        "baselines on day E (evaluation mode: every symbol once, fills at the next bar across the spread, with "
+        description="Walk-forward backtest of day E: the candidate chosen for E-1, every intraday model of E-1 by "
+        "kind (kind:<algo>), the production model and the baselines on day E (evaluation mode: every symbol once, fills at the next bar across the spread, with "
         "costs).",
     )
     def backtest(
@@ -156,6 +164,9 @@ def build_evaluation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
         trained_on = previous_trading_day(day)
         store = warehouse.warehouse()
         candidate = _previous_candidate(store, warehouse, trained_on, context)
+        kinds, unloaded = scored_models(store, trained_on)
+        for problem in unloaded:
+            context.log.warning(f"a model of {trained_on} is left out of the per-kind backtest: {problem}")
         live, _ = live_model(store, day)
         reference = candidate or live
         if reference is None:
@@ -166,7 +177,7 @@ def build_evaluation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
             return dg.MaterializeResult(metadata={"note": note, "rows": 0})
         evaluated = run_strategies(
             store, market_for_days(store, [day], reference.dataset_dir), dataset_part(reference.dataset_dir, "train"),
-            candidate, day, config, oracle_minutes(store, day, market_data), context)
+            candidate, day, config, oracle_minutes(store, day, market_data), context, kinds)
         returns = evaluated.rows
         store.write_partition(RETURNS_TABLE, [day], returns)
         trailing = _trailing_returns(store, day, config.trailing_days)
@@ -216,7 +227,8 @@ def build_evaluation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
         model_id = production["model_id"]
         returns = store.query(
             f"SELECT * FROM {RETURNS_TABLE} WHERE trading_day <= ? AND trading_day IN (SELECT trading_day FROM "
-            f"{RETURNS_TABLE} WHERE strategy = '{PRODUCTION}' AND model_id = ?) AND strategy != '{CANDIDATE}'",
+            f"{RETURNS_TABLE} WHERE strategy = '{PRODUCTION}' AND model_id = ?) AND strategy != '{CANDIDATE}' "
+            f"AND NOT starts_with(strategy, '{KIND_PREFIX}')",
             [day, model_id])
         returns = returns.filter((pl.col("strategy") != PRODUCTION) | (pl.col("model_id") == model_id))
         record = _shadow_frame(daily_returns(returns), day, model_id)
@@ -288,10 +300,11 @@ def _trailing_returns(store: Warehouse, day: date, days: int) -> pl.DataFrame:
 
 
 def _headline(daily: pl.DataFrame) -> dict[str, Any]:
-    """Numbers the UI can plot across partitions: the day's net return of the candidate, the production model,
-    the banded momentum baseline and the cost-aware oracle."""
+    """Numbers the UI can plot across partitions: the day's net return of the candidate, each model kind, the
+    production model, the banded momentum baseline and the cost-aware oracle."""
     shown = (CANDIDATE, PRODUCTION, MOMENTUM_BAND, COST_AWARE_ORACLE)
-    return {f"{r['strategy']}/day_return": float(r["ret"]) for r in daily.to_dicts() if r["strategy"] in shown}
+    return {f"{r['strategy']}/day_return": float(r["ret"]) for r in daily.to_dicts()
+            if r["strategy"] in shown or r["strategy"].startswith(KIND_PREFIX)}
 
 
 def _shadow_frame(daily: pl.DataFrame, day: date, model_id: str | None) -> pl.DataFrame:

@@ -35,7 +35,13 @@ from pipeline.agents.sb3 import PPOParams, SACParams
 from pipeline.envs.portfolio import PortfolioConfig
 from pipeline.registry import ModelRecord, code_version, config_hash, file_sha256, register_model
 from pipeline.training.dataset import MANIFEST_FILE
-from pipeline.training.ensembles import INTRADAY_ALGOS, build_ensemble, common_env_config, registered_members
+from pipeline.training.ensembles import (
+    INTRADAY_ALGOS,
+    build_ensemble,
+    common_env_config,
+    members_convergence,
+    registered_members,
+)
 from pipeline.training.sb3 import BASELINES, torch_threads, train_dataset_baseline, validate
 from resources.compute import ComputeResource
 from resources.warehouse import WarehouseResource
@@ -127,7 +133,8 @@ def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> l
             policy, selection = train_dataset_baseline(algo, data_dir, model_dir, run["env"], run["total_timesteps"],
                                                         config.seed, run["hparams"], compute.torch_threads)
             metrics = {"selection": selection, "train": {"num_timesteps": policy.meta["num_timesteps"],
-                                                           "mean_episode_return": policy.meta["mean_episode_return"]}}
+                                                           "mean_episode_return": policy.meta["mean_episode_return"]},
+                       "last": policy.meta["last"]}
             record = _record(day, algo, f"seed{config.seed}", model_dir / "model.zip", manifest, run, metrics)
             model_id = register_model(warehouse.warehouse(), record)
             context.log.info(f"registered {model_id} (candidate): selection days {selection}")
@@ -157,7 +164,7 @@ def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> l
         run = {"members": model_ids, "weighting": config.weighting, "temperature": config.temperature,
                "score_metric": config.score_metric, "env": dataclasses.asdict(env_config)}
         metrics = {"selection": selection, "members": model_ids, "weights": weights,
-                   "scores": [m.score for m in members]}
+                   "scores": [m.score for m in members], "last": members_convergence(warehouse.warehouse(), members)}
         record = _record(day, "ensemble", f"k{len(members)}", out_dir / "ensemble.json", manifest, run, metrics)
         model_id = register_model(warehouse.warehouse(), record)
         context.log.info(f"registered {model_id} (candidate): {len(members)} members, weights {weights}")

@@ -244,11 +244,13 @@ def record_selection(store: Warehouse, trading_day: date, model_id: str, scores:
 
 
 def selected_model(store: Warehouse, trading_day: date) -> dict[str, Any] | None:
-    """The registry row of the model chosen for `trading_day` (None if no choice was recorded)."""
+    """The registry row of the model chosen for `trading_day` (None if no choice was recorded), with
+    `selection_scores`: every model the choice scored, and its score."""
     with store.transaction() as con:
         _ensure_tables(con)
-        row = con.execute(f"SELECT model_id FROM {SELECTIONS_TABLE} WHERE trading_day = ?", [trading_day]).fetchone()
-    return get_model(store, row[0]) if row else None
+        row = con.execute(f"SELECT model_id, scores FROM {SELECTIONS_TABLE} WHERE trading_day = ?",
+                          [trading_day]).fetchone()
+    return get_model(store, row[0]) | {"selection_scores": json.loads(row[1])} if row else None
 
 
 def pending_decision(store: Warehouse, trading_day: date, algos: tuple[str, ...]) -> str | None:

@@ -6,7 +6,8 @@ itself: the schedule's run request for the day, executed as the `daily_pipeline`
 SB3 baselines and ensemble included). Each dataset has 10 gate days, the fewest the gate judges. The backtest of
 the second day runs the first day's chosen candidate; the metrics in `evaluation.backtest_metrics` are recomputed
 here from `evaluation.backtest_returns` with plain numpy; the deployment artifact exists for every candidate and
-its blocking checks keep the candidate out of production.
+its blocking checks keep the candidate out of production. The second day's candidate is chosen among every
+intraday kind (CLSTM-PPO, SB3 PPO, the ensemble); every model not chosen is rejected with its score.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from conftest import assets_in_groups, ingest_history, materialized_metadata, pi
 from pipeline.backtest.metrics import daily_frame
 from pipeline.contract.calendar import trading_days
 from pipeline.lake import Warehouse
-from pipeline.registry import production_as_of, promote, read_registry, record_gate
+from pipeline.registry import production_as_of, promote, read_registry, record_gate, selected_model
 from resources.compute import ComputeResource
 from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
@@ -94,6 +95,11 @@ def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
 
 
+def _chosen(store: Warehouse) -> list[str]:
+    """The candidate chosen for each of the two model days."""
+    return [selected_model(store, date.fromisoformat(day))["model_id"] for day in (FIRST, SECOND)]
+
+
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events
             if e.event_type_value == "ASSET_CHECK_EVALUATION"}
@@ -132,15 +138,22 @@ def test_a_martingale_candidate_is_packaged_but_never_promoted(loop) -> None:
         assert {"mean_difference", "ci_low", "ci_high", "days", "block_length"} <= set(figures)
         assert figures["days"].value == 10 and isinstance(figures["ci_low"].value, float)
         assert checks["beats_best_baseline"].partition == day
-    rows = read_registry(store).filter(pl.col("algo") == "clstm_ppo")
+    chosen = _chosen(store)
+    rows = read_registry(store).filter(pl.col("model_id").is_in(chosen))
     assert set(rows["status"]) == {"rejected"} and set(rows["gate"]) == {"failed"} and rows.height == 2
     assert all("beats_best_baseline" in r or "beats_production" in r for r in rows["status_reason"])
+    # Every other intraday model of the two days (the second day's SB3 PPO and ensemble too) has its verdict.
+    others = read_registry(store).filter(pl.col("algo").is_in(["clstm_ppo", "sb3_ppo", "ensemble"])
+                                         & ~pl.col("model_id").is_in(chosen))
+    assert set(others["algo"]) >= {"sb3_ppo", "ensemble"} - set(rows["algo"])
+    assert set(others["status"]) == {"rejected"} and all(r.startswith("not chosen on the selection days")
+                                                         for r in others["status_reason"])
     assert store.query("SELECT count(*) AS n FROM models.promotions")["n"][0] == 0
 
 
 def test_every_candidate_has_a_deployment_artifact_with_its_hash_in_the_registry(loop) -> None:
     store, runs, _, _ = loop
-    for row in read_registry(store).filter(pl.col("algo") == "clstm_ppo").to_dicts():
+    for row in read_registry(store).filter(pl.col("model_id").is_in(_chosen(store))).to_dicts():
         folder = Path(row["deploy_path"])
         assert folder.name == row["model_id"] and folder.parent.name == "deploy"
         assert {"policy.onnx", "policy.pt2", "config.json", "normalizer.safetensors", "lineage.json",
@@ -161,7 +174,9 @@ def test_backtest_is_walk_forward_with_every_baseline(loop) -> None:
     assert candidate.startswith(f"clstm_ppo-seed0-{FIRST}")
     assert candidate == materialized_metadata(runs[FIRST], "candidate_selection")["candidate_model"]
     returns = store.read_partition("evaluation.backtest_returns", [SECOND])
-    assert set(returns["strategy"]) == {"candidate", *BASELINES}
+    # The first day trained CLSTM-PPO alone: its kind's book is that model.
+    assert set(returns["strategy"]) == {"candidate", "kind:clstm_ppo", *BASELINES}
+    assert returns.filter(pl.col("strategy") == "kind:clstm_ppo")["model_id"].unique().to_list() == [candidate]
     bars = returns.group_by("strategy").len()
     assert bars["len"].n_unique() == 1 and bars["len"][0] == 390  # every session minute, once per strategy
     assert returns.filter(pl.col("strategy") == "candidate")["model_id"].unique().to_list() == [candidate]

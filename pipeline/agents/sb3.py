@@ -208,6 +208,9 @@ def train_baseline(env_id: str, path: str | Path, config: BaselineConfig | None 
         "n_actions": int(venv.action_space.n) if isinstance(venv.action_space, gym.spaces.Discrete) else None,
         "action_dim": None if isinstance(venv.action_space, gym.spaces.Discrete) else int(venv.action_space.shape[0]),
         "num_timesteps": int(model.num_timesteps),
+        # The last update's diagnostics (SB3 keeps them until its next log dump), named as CLSTM-PPO's.
+        "last": {f"losses/{k.removeprefix('train/')}": float(v) for k, v in model.logger.name_to_value.items()
+                 if k.startswith("train/")},
         "mean_episode_return": float(np.mean(episode_returns)) if episode_returns else None,
         "sb3_version": stable_baselines3.__version__,
     }

@@ -18,6 +18,7 @@ import json
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -41,6 +42,8 @@ class DeployedPolicy(nn.Module):
     The same computation as `CLSTMAgent.action_probs` and `predict(deterministic=True)` on windowed obs.
     """
 
+    algo = "clstm_ppo"
+
     def __init__(self, agent: CLSTMAgent) -> None:
         if not agent.discrete:
             raise ValueError("the deployment export covers discrete-action policies (action probabilities); "
@@ -50,6 +53,7 @@ class DeployedPolicy(nn.Module):
                              "1-D observations would make the rolling window a recurrent state the graph lacks")
         super().__init__()
         self.obs_shape = tuple(agent.obs_shape)
+        self.n_actions = int(agent.action_dim)
         self.policy = copy.deepcopy(agent.policy).to("cpu", torch.float32).eval().requires_grad_(False)
         self.policy.amp = False  # deployment runs float32, whatever the training used
         source = agent.normalizer
@@ -60,8 +64,19 @@ class DeployedPolicy(nn.Module):
         logits = self.policy.actor_out(self.policy.shared(self.normalizer.normalize_obs(obs, update=False)))
         return torch.softmax(logits, dim=-1), logits.argmax(dim=-1)
 
+    def normalizer_state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The statistics (what `normalizer.safetensors` holds, as `RunningNormalizer.load` reads it back) and the
+        settings (its metadata); the per-env training return is no deployment state."""
+        state = {k: v for k, v in self.normalizer.state_dict().items() if k != "discounted_return"}
+        return state, {"normalize_obs": str(self.normalizer.norm_obs).lower()}
 
-def export_program(module: DeployedPolicy) -> torch.export.ExportedProgram:
+    def normalization(self) -> dict[str, Any]:
+        """How the graph normalizes (config.json's description)."""
+        return {"inside_graph": self.normalizer.norm_obs,
+                "formula": "clip((obs - obs_mean) / sqrt(obs_var + epsilon), -clip_obs, clip_obs), in float64"}
+
+
+def export_program(module: nn.Module) -> torch.export.ExportedProgram:
     """`module` as a torch.export program whose first (batch) dimension is dynamic, from 1 up."""
     example = torch.zeros((2, *module.obs_shape), dtype=torch.float32)
     with warnings.catch_warnings():

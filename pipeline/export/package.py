@@ -1,6 +1,8 @@
-"""The deployment artifact of one trained CLSTM model: a folder that serves the policy without this project.
+"""The deployment artifact of one trained model: a folder that serves the policy without this project.
 
-`export_deployment` writes `policy.onnx` and `policy.pt2` (raw observations in, normalization inside the graph),
+Any model kind that can win a day is packaged the same way (`model_kinds.deployable`): a CLSTM-PPO checkpoint, an
+SB3 PPO baseline (VecNormalize statistics inside the graph) or an ensemble (one graph: every member with its own
+normalization, and the weights). `export_deployment` writes `policy.onnx` and `policy.pt2` (raw observations in, normalization inside the graph),
 `normalizer.safetensors`, `config.json`, `lineage.json` and `MODEL_CARD.md`. The folder is built next to its
 destination and renamed into place, so a crash leaves the previous artifact (or none), never half of one. The
 artifact's `sha256` is the sha256 of its `sha256sum`-style listing (one "<sha256>  <file name>" line per file,
@@ -22,18 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import save_file
+from torch import nn
 
-from pipeline.agents import checkpoints as ckpt
-from pipeline.agents.clstm_agent import CLSTMAgent
 from pipeline.envs.intraday import AGENT_FEATURES, FLAT, HOLD, LONG, SHORT
 from pipeline.export.model_card import ModelCard, render_model_card
+from pipeline.export.model_kinds import deployable
 from pipeline.export.onnx_policy import (
     INPUT_NAME,
     ONNX_FILE,
     ONNX_OPSET,
     OUTPUT_NAMES,
     PROGRAM_FILE,
-    DeployedPolicy,
     export_program,
     load_onnx_session,
     load_program,
@@ -93,19 +94,16 @@ def _write_json(path: Path, value: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(value, indent=2, default=str) + "\n")
 
 
-def _config(module: DeployedPolicy, columns: Sequence[str], actions: Sequence[str],
+def _config(module: nn.Module, columns: Sequence[str], actions: Sequence[str],
             hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
     batch_shape = ["batch", *module.obs_shape]
     return {
         "format_version": FORMAT_VERSION,
-        "algo": "clstm_ppo",
+        "algo": module.algo,
         "observation": {
             "name": INPUT_NAME, "dtype": "float32", "shape": batch_shape, "window": module.obs_shape[0],
             "features": list(columns),
-            "normalization": {
-                "inside_graph": module.normalizer.norm_obs, "file": NORMALIZER_FILE,
-                "formula": "clip((obs - obs_mean) / sqrt(obs_var + epsilon), -clip_obs, clip_obs), in float64",
-            },
+            "normalization": {**module.normalization(), "file": NORMALIZER_FILE},
         },
         "action_space": {"type": "discrete", "n": len(actions), "meanings": list(actions)},
         "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": batch_shape}],
@@ -113,8 +111,8 @@ def _config(module: DeployedPolicy, columns: Sequence[str], actions: Sequence[st
             {"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch", len(actions)]},
             {"name": OUTPUT_NAMES[1], "dtype": "int64", "shape": ["batch"]},
         ],
-        "state": {"shapes": {}, "description": "none: each call reads a whole window of bars, and the LSTMs run "
-                                               "over that window inside the call; nothing is carried between calls"},
+        "state": {"shapes": {}, "description": "none: each call reads a whole window of bars (LSTMs run over that "
+                                               "window inside the call); nothing is carried between calls"},
         "hyperparameters": dict(hyperparameters),
         "files": {"onnx": ONNX_FILE, "torch_export": PROGRAM_FILE},
         "onnx_opset": ONNX_OPSET,
@@ -122,10 +120,9 @@ def _config(module: DeployedPolicy, columns: Sequence[str], actions: Sequence[st
     }
 
 
-def _normalizer_file(module: DeployedPolicy, path: Path) -> None:
-    # RunningNormalizer.load reads this file back; the per-env training return is no deployment state.
-    state = {k: v for k, v in module.normalizer.state_dict().items() if k != "discounted_return"}
-    save_file(state, str(path), metadata={"normalize_obs": str(module.normalizer.norm_obs).lower()})
+def _normalizer_file(module: nn.Module, path: Path) -> None:
+    state, settings = module.normalizer_state()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=settings)
 
 
 def _replace_folder(staging: Path, target: Path) -> None:
@@ -152,33 +149,32 @@ def export_deployment(
     card: ModelCard,
     agent_features: Sequence[str] = AGENT_FEATURES,
     action_meanings: Sequence[str] = INTRADAY_ACTIONS,
+    algo: str = "clstm_ppo",
 ) -> DeploymentArtifact:
-    """Write the deployment artifact of the CLSTM checkpoint `model_path` (file or checkpoint folder) to `out_dir`.
+    """Write the deployment artifact of the registered model of `algo` at `model_path` to `out_dir`: a CLSTM
+    checkpoint (file or checkpoint folder), an SB3 PPO `model.zip` (or its folder) or an `ensemble.json`.
 
     `feature_names`: the market feature columns of the observation, in order (the training dataset manifest's
     `feature_names`); the env's `agent_features` follow them in each row. `lineage` (code version, config hash,
     data version, training window, upstream partitions, ...) goes to lineage.json with the model file's sha256.
     """
-    model_file = ckpt.checkpoint_path(model_path)
-    _, meta = ckpt.read_checkpoint(model_file)
-    # Exported on CPU in float32, uncompiled: the graph must not depend on where or how the model was trained.
-    agent = CLSTMAgent.load(model_file, device="cpu", compile=False)
+    model = deployable(algo, model_path)
+    module, model_file = model.module, model.model_file
     columns = (*feature_names, *agent_features)
-    if len(columns) != agent.obs_shape[-1] or len(set(columns)) != len(columns):
+    if len(columns) != module.obs_shape[-1] or len(set(columns)) != len(columns):
         raise ValueError(
-            f"the model reads {agent.obs_shape[-1]} observation columns, but feature_names + agent_features name "
+            f"the model reads {module.obs_shape[-1]} observation columns, but feature_names + agent_features name "
             f"{len(columns)} (distinct: {len(set(columns))}): {list(columns)}; pass the market feature names of "
             "the dataset the model was trained on (its manifest's feature_names), without the agent features"
         )
-    if len(action_meanings) != agent.action_dim:
-        raise ValueError(f"the model has {agent.action_dim} actions, action_meanings names {len(action_meanings)}: "
+    if len(action_meanings) != module.n_actions:
+        raise ValueError(f"the model has {module.n_actions} actions, action_meanings names {len(action_meanings)}: "
                          f"{list(action_meanings)}")
     model_sha = file_sha256(model_file)
     if lineage.get("model_sha256", model_sha) != model_sha:
         raise ValueError(f"lineage says model_sha256={lineage['model_sha256']}, but {model_file} has {model_sha}")
 
-    module = DeployedPolicy(agent)
-    config = _config(module, columns, action_meanings, meta["config"])
+    config = _config(module, columns, action_meanings, model.hyperparameters)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

@@ -21,7 +21,7 @@ from pipeline.agents.ensemble import PolicyEnsemble
 from pipeline.agents.sb3 import META_FILE
 from pipeline.envs.intraday import IntradayConfig
 from pipeline.lake import Warehouse
-from pipeline.registry import file_sha256, read_registry
+from pipeline.registry import file_sha256, get_model, read_registry
 from pipeline.training.run import TrainingRun
 
 INTRADAY_ALGOS = ("clstm_ppo", "sb3_ppo")
@@ -61,6 +61,18 @@ def member_env_config(algo: str, artifact_path: str | Path) -> IntradayConfig:
     return IntradayConfig(**{f.name: kwargs[f.name] for f in dataclasses.fields(IntradayConfig) if f.name in kwargs})
 
 
+def current_registrations(store: Warehouse, trading_day: date, data_version: str,
+                          algos: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The registry rows (metrics as JSON text) of `trading_day` on `data_version` for `algos`: of the rows of one
+    (algo, member) the latest registered, and only while its artifact still has the registered sha256."""
+    rows = read_registry(store, trading_day)
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows.filter(rows["algo"].is_in(list(algos)) & (rows["data_version"] == data_version)).to_dicts():
+        latest[(row["algo"], row["member"])] = row  # oldest first: the last one wins
+    return [row for row in latest.values()  # a file overwritten or removed since it was registered is not the model
+            if Path(row["artifact_path"]).is_file() and file_sha256(row["artifact_path"]) == row["sha256"]]
+
+
 def registered_members(store: Warehouse, trading_day: date, data_version: str, score_metric: str = "sharpe",
                        algos: tuple[str, ...] = INTRADAY_ALGOS) -> list[Member]:
     """The current registered models of `trading_day` on `data_version` for `algos`, with their selection-day
@@ -68,15 +80,9 @@ def registered_members(store: Warehouse, trading_day: date, data_version: str, s
     unknown = sorted(set(algos) - set(MEMBER_KINDS))
     if unknown:
         raise ValueError(f"algorithms {unknown} cannot be ensembled here; use some of {sorted(MEMBER_KINDS)}")
-    rows = read_registry(store, trading_day)
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows.filter(rows["algo"].is_in(list(algos)) & (rows["data_version"] == data_version)).to_dicts():
-        latest[(row["algo"], row["member"])] = row  # oldest first: the last one wins
     members = []
-    for row in latest.values():
+    for row in current_registrations(store, trading_day, data_version, algos):
         artifact = Path(row["artifact_path"])
-        if not artifact.is_file() or file_sha256(artifact) != row["sha256"]:
-            continue  # overwritten or removed since it was registered
         selection = json.loads(row["metrics"]).get("selection", {})
         if score_metric not in selection:
             raise ValueError(f"{row['model_id']} has no selection-day {score_metric!r} in models.registry "
@@ -94,6 +100,13 @@ def common_env_config(members: list[Member]) -> IntradayConfig:
         raise ValueError(f"ensemble members were trained on different intraday env settings ({differ} differ from "
                          f"{members[0].model_id}); retrain them with the same env config, or ensemble fewer algos")
     return members[0].env_config
+
+
+def members_convergence(store: Warehouse, members: list[Member]) -> dict[str, float]:
+    """The ensemble's last-update diagnostics, which the gate's training check reads: its last approx KL is the
+    largest of its members' (it converged when every member did); empty when a member recorded none."""
+    kls = [get_model(store, m.model_id)["metrics"].get("last", {}).get("losses/approx_kl") for m in members]
+    return {} if any(kl is None for kl in kls) else {"losses/approx_kl": max(kls)}
 
 
 def build_ensemble(members: list[Member], directory: str | Path, weighting: str = "softmax",
