@@ -2,6 +2,11 @@
 and, where dagster is installed, the `clstm_ppo_policy` asset end to end (dataset asset, Pipes start-up, the
 trainer process, registration) against the bare trainer on the same dataset and budget.
 
+Both agents train on the intraday env's default training settings (`DEFAULT_INTRADAY`: 8-bar windows, whole-day
+episodes). CLSTM-PPO runs the preset a run of this device gets (`preset_for_budget`: small_budget on CPU) with its
+network; --hidden, --num-steps and --num-minibatches override the preset's values. SB3 PPO is MlpPolicy with
+its defaults except the rollout length, batch and one epoch.
+
 Prints ONE JSON object. Needs torch, numpy and polars (+ gymnasium): the market (`--market auto`) is the embedded
 SyntheticMarket, or with `--market numpy` its batched arrays (same planted signal, every day drawn at once), and
 the SB3 part is skipped with a note when stable-baselines3 is not installed (e.g. on the GPU machine).
@@ -29,8 +34,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
+from pipeline.agents.ppo_config import SMALL_BUDGET_MAX_STEPS, PPOConfig, preset_for_budget  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
 from pipeline.envs.tensors import embedded_market_available, synthetic_market_tensors  # noqa: E402
+from pipeline.training.run import DEFAULT_INTRADAY  # noqa: E402
 
 
 @contextmanager
@@ -47,13 +54,20 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def clstm_config(args: argparse.Namespace) -> PPOConfig:
+    """The preset of this device (or --preset) with the flags that override it."""
+    overrides = {name: getattr(args, name) for name in ("hidden", "num_steps", "num_minibatches")
+                 if getattr(args, name) is not None}
+    return PPOConfig.preset(args.preset, device=args.device, seed=0, critic_warmup_rollouts=1,
+                            critic_warmup_epochs=1, compile=args.compile, **overrides)
+
+
 def clstm_ppo_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any]:
     """Env-steps/s of CLSTMPPO.learn (rollout + PPO/critic epochs), after one untimed warm-up update."""
-    env = IntradayTradingEnv(market, num_envs=args.num_envs, device=args.device)
-    agent = CLSTMPPO(env, device=args.device, num_steps=args.num_steps, hidden=args.hidden, seed=0,
-                     critic_warmup_rollouts=1, critic_warmup_epochs=1, compile=args.compile,
-                     num_minibatches=args.num_minibatches)
-    per_update = args.num_steps * args.num_envs
+    env = IntradayTradingEnv(market, num_envs=args.num_envs, config=DEFAULT_INTRADAY, device=args.device)
+    config = clstm_config(args)
+    agent = CLSTMPPO(env, config)
+    per_update = config.num_steps * args.num_envs
     agent.learn(2 * per_update)  # warm-up rollout + one update: allocations, cuDNN plans, compile
     if agent.device.type == "cuda":
         torch.cuda.synchronize()
@@ -67,7 +81,12 @@ def clstm_ppo_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any
         "env_steps": args.updates * per_update,
         "seconds": seconds,
         "updates": args.updates,
-        "num_steps": args.num_steps,
+        "preset": args.preset,
+        "num_steps": config.num_steps,
+        "hidden": config.hidden,
+        "num_minibatches": config.num_minibatches,
+        "policy_epochs": config.policy_epochs,
+        "extra_critic_epochs": config.extra_critic_epochs,
         "parameters": sum(p.numel() for p in agent.policy.parameters()),
         "last_update_sps": agent.history[-1]["charts/SPS"],
     }
@@ -83,7 +102,7 @@ def sb3_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any]:
     from pipeline.envs.gym_adapter import make_intraday_gym
 
     cpu_market = market.to("cpu")
-    vec = DummyVecEnv([lambda: make_intraday_gym(cpu_market) for _ in range(args.sb3_envs)])
+    vec = DummyVecEnv([lambda: make_intraday_gym(cpu_market, DEFAULT_INTRADAY) for _ in range(args.sb3_envs)])
     n_steps = max(8, args.sb3_steps // args.sb3_envs // 2)
     model = PPO("MlpPolicy", vec, n_steps=n_steps, batch_size=n_steps * args.sb3_envs // 4, n_epochs=1,
                 device="cpu", seed=0, verbose=0)
@@ -159,9 +178,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-envs", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--num-steps", type=int, default=32, help="rollout length per env per update")
-    parser.add_argument("--num-minibatches", type=int, default=4)
+    parser.add_argument("--preset", default=None, help="CLSTM-PPO preset (default: the one a long run on "
+                        "--device gets: small_budget on CPU, gpu_long on an accelerator)")
+    parser.add_argument("--hidden", type=int, default=None, help="network width (default: the preset's)")
+    parser.add_argument("--num-steps", type=int, default=None,
+                        help="rollout length per env per update (default: the preset's)")
+    parser.add_argument("--num-minibatches", type=int, default=None, help="default: the preset's")
     parser.add_argument("--updates", type=int, default=3, help="timed updates")
     parser.add_argument("--days", type=int, default=4, help="days of the synthetic market")
     parser.add_argument("--market", choices=("auto", "numpy", "market"), default="auto",
@@ -177,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--asset-steps", type=int, default=65_536,
                         help="env steps of the training-asset vs bare-trainer comparison (0 skips it)")
     args = parser.parse_args(argv)
+    # The preset of a long run on this device: small_budget on CPU, gpu_long on an accelerator.
+    args.preset = args.preset or preset_for_budget(SMALL_BUDGET_MAX_STEPS, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     source = args.market if args.market != "auto" else ("market" if embedded_market_available() else "numpy")
@@ -191,8 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "num_envs": args.num_envs,
-        "hidden": args.hidden,
-        "obs_shape": list(IntradayTradingEnv(market, num_envs=1).obs_shape),
+        "obs_shape": list(IntradayTradingEnv(market, num_envs=1, config=DEFAULT_INTRADAY).obs_shape),
         "clstm_ppo": clstm_ppo_throughput(args, market),
     }
     result["sb3_ppo"] = {"skipped": "--skip-sb3"} if args.skip_sb3 else sb3_throughput(args, market)
