@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -54,6 +55,14 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its finished children (the trainer process of the asset).
+
+    Beside the wall-clock figures: on a shared machine other work stretches wall time, not CPU time."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def clstm_config(args: argparse.Namespace) -> PPOConfig:
     """The preset of this device (or --preset) with the flags that override it."""
     overrides = {name: getattr(args, name) for name in ("hidden", "num_steps", "num_minibatches")
@@ -71,15 +80,17 @@ def clstm_ppo_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any
     agent.learn(2 * per_update)  # warm-up rollout + one update: allocations, cuDNN plans, compile
     if agent.device.type == "cuda":
         torch.cuda.synchronize()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     agent.learn(args.updates * per_update, reset_num_timesteps=False)
     if agent.device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     return {
         "env_steps_per_s": args.updates * per_update / seconds,
         "env_steps": args.updates * per_update,
         "seconds": seconds,
+        "cpu_seconds": cpu,
+        "env_steps_per_cpu_s": args.updates * per_update / cpu,
         "updates": args.updates,
         "preset": args.preset,
         "num_steps": config.num_steps,
@@ -107,11 +118,12 @@ def sb3_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any]:
     model = PPO("MlpPolicy", vec, n_steps=n_steps, batch_size=n_steps * args.sb3_envs // 4, n_epochs=1,
                 device="cpu", seed=0, verbose=0)
     model.learn(n_steps * args.sb3_envs)  # warm-up
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     model.learn(args.sb3_steps, reset_num_timesteps=False)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     return {"env_steps_per_s": args.sb3_steps / seconds, "env_steps": args.sb3_steps, "seconds": seconds,
-            "num_envs": args.sb3_envs, "n_steps": n_steps, "device": "cpu"}
+            "cpu_seconds": cpu, "env_steps_per_cpu_s": args.sb3_steps / cpu, "num_envs": args.sb3_envs,
+            "n_steps": n_steps, "device": "cpu"}
 
 
 def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -150,19 +162,19 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
         compute = ComputeResource(total_timesteps=steps, torch_threads=args.threads or None)
         resources = {"warehouse": WarehouseResource(), "compute": compute,
                      "pipes_subprocess_client": dg.PipesSubprocessClient()}
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         clstm = [a for a in assets if a.key.path[-1] in ("training_dataset", "clstm_ppo_policy")]
         with stdout_to_stderr():  # the trainer process prints its RESULT line: stdout carries only this JSON
             run = dg.materialize(clstm, resources=resources, partition_key=day)
-        asset_seconds = time.perf_counter() - started
+        asset_seconds, asset_cpu = time.perf_counter() - started, cpu_seconds() - cpu
         assert run.success
         # The same run without Dagster, Pipes, the subprocess or the selection walk.
         bare = TrainingRun.build(DatasetData(f"{root}/lake/artifacts/datasets/{day}"), total_timesteps=steps,
                                  device=compute.resolved_device(), agent={"torch_threads": args.threads or None},
                                  selection_envs=0)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         CLSTMPPO(bare.train_env(), bare.agent_config()).learn(steps)
-        bare_seconds = time.perf_counter() - started
+        bare_seconds, bare_cpu = time.perf_counter() - started, cpu_seconds() - cpu
     return {
         "env_steps": steps,
         "preset": bare.preset,
@@ -171,6 +183,9 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
         "bare_trainer_env_steps_per_s": steps / bare_seconds,
         "bare_seconds": bare_seconds,
         "ratio_asset_over_bare": bare_seconds / asset_seconds,
+        "asset_cpu_seconds": asset_cpu,
+        "bare_cpu_seconds": bare_cpu,
+        "ratio_asset_over_bare_cpu": bare_cpu / asset_cpu,
     }
 
 
@@ -221,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["sb3_ppo"] = {"skipped": "--skip-sb3"} if args.skip_sb3 else sb3_throughput(args, market)
     sb3 = result["sb3_ppo"].get("env_steps_per_s")
     result["ratio_clstm_over_sb3"] = result["clstm_ppo"]["env_steps_per_s"] / sb3 if sb3 else None
+    sb3_cpu = result["sb3_ppo"].get("env_steps_per_cpu_s")
+    result["ratio_clstm_over_sb3_cpu"] = result["clstm_ppo"]["env_steps_per_cpu_s"] / sb3_cpu if sb3_cpu else None
     result["training_asset"] = asset_throughput(args) if args.asset_steps else {"skipped": "--asset-steps 0"}
     print(json.dumps(result))
     return result
