@@ -2,6 +2,11 @@
 and, where dagster is installed, the `clstm_ppo_policy` asset end to end (dataset asset, Pipes start-up, the
 trainer process, registration) against the bare trainer on the same dataset and budget.
 
+Both agents train on the intraday env's default training settings (`DEFAULT_INTRADAY`: 8-bar windows, whole-day
+episodes). CLSTM-PPO runs the preset a run of this device gets (`preset_for_budget`: small_budget on CPU) with its
+network; --hidden, --num-steps and --num-minibatches override the preset's values. SB3 PPO is MlpPolicy with
+its defaults except the rollout length, batch and one epoch.
+
 Prints ONE JSON object. Needs torch, numpy and polars (+ gymnasium): the market (`--market auto`) is the embedded
 SyntheticMarket, or with `--market numpy` its batched arrays (same planted signal, every day drawn at once), and
 the SB3 part is skipped with a note when stable-baselines3 is not installed (e.g. on the GPU machine).
@@ -16,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -29,8 +35,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
+from pipeline.agents.ppo_config import SMALL_BUDGET_MAX_STEPS, PPOConfig, preset_for_budget  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
 from pipeline.envs.tensors import embedded_market_available, synthetic_market_tensors  # noqa: E402
+from pipeline.training.run import DEFAULT_INTRADAY  # noqa: E402
 
 
 @contextmanager
@@ -47,27 +55,49 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its finished children (the trainer process of the asset).
+
+    Beside the wall-clock figures: on a shared machine other work stretches wall time, not CPU time."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def clstm_config(args: argparse.Namespace) -> PPOConfig:
+    """The preset of this device (or --preset) with the flags that override it."""
+    overrides = {name: getattr(args, name) for name in ("hidden", "num_steps", "num_minibatches")
+                 if getattr(args, name) is not None}
+    return PPOConfig.preset(args.preset, device=args.device, seed=0, critic_warmup_rollouts=1,
+                            critic_warmup_epochs=1, compile=args.compile, **overrides)
+
+
 def clstm_ppo_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any]:
     """Env-steps/s of CLSTMPPO.learn (rollout + PPO/critic epochs), after one untimed warm-up update."""
-    env = IntradayTradingEnv(market, num_envs=args.num_envs, device=args.device)
-    agent = CLSTMPPO(env, device=args.device, num_steps=args.num_steps, hidden=args.hidden, seed=0,
-                     critic_warmup_rollouts=1, critic_warmup_epochs=1, compile=args.compile,
-                     num_minibatches=args.num_minibatches)
-    per_update = args.num_steps * args.num_envs
+    env = IntradayTradingEnv(market, num_envs=args.num_envs, config=DEFAULT_INTRADAY, device=args.device)
+    config = clstm_config(args)
+    agent = CLSTMPPO(env, config)
+    per_update = config.num_steps * args.num_envs
     agent.learn(2 * per_update)  # warm-up rollout + one update: allocations, cuDNN plans, compile
     if agent.device.type == "cuda":
         torch.cuda.synchronize()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     agent.learn(args.updates * per_update, reset_num_timesteps=False)
     if agent.device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     return {
         "env_steps_per_s": args.updates * per_update / seconds,
         "env_steps": args.updates * per_update,
         "seconds": seconds,
+        "cpu_seconds": cpu,
+        "env_steps_per_cpu_s": args.updates * per_update / cpu,
         "updates": args.updates,
-        "num_steps": args.num_steps,
+        "preset": args.preset,
+        "num_steps": config.num_steps,
+        "hidden": config.hidden,
+        "num_minibatches": config.num_minibatches,
+        "policy_epochs": config.policy_epochs,
+        "extra_critic_epochs": config.extra_critic_epochs,
         "parameters": sum(p.numel() for p in agent.policy.parameters()),
         "last_update_sps": agent.history[-1]["charts/SPS"],
     }
@@ -83,16 +113,17 @@ def sb3_throughput(args: argparse.Namespace, market: Any) -> dict[str, Any]:
     from pipeline.envs.gym_adapter import make_intraday_gym
 
     cpu_market = market.to("cpu")
-    vec = DummyVecEnv([lambda: make_intraday_gym(cpu_market) for _ in range(args.sb3_envs)])
+    vec = DummyVecEnv([lambda: make_intraday_gym(cpu_market, DEFAULT_INTRADAY) for _ in range(args.sb3_envs)])
     n_steps = max(8, args.sb3_steps // args.sb3_envs // 2)
     model = PPO("MlpPolicy", vec, n_steps=n_steps, batch_size=n_steps * args.sb3_envs // 4, n_epochs=1,
                 device="cpu", seed=0, verbose=0)
     model.learn(n_steps * args.sb3_envs)  # warm-up
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     model.learn(args.sb3_steps, reset_num_timesteps=False)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     return {"env_steps_per_s": args.sb3_steps / seconds, "env_steps": args.sb3_steps, "seconds": seconds,
-            "num_envs": args.sb3_envs, "n_steps": n_steps, "device": "cpu"}
+            "cpu_seconds": cpu, "env_steps_per_cpu_s": args.sb3_steps / cpu, "num_envs": args.sb3_envs,
+            "n_steps": n_steps, "device": "cpu"}
 
 
 def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,19 +162,19 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
         compute = ComputeResource(total_timesteps=steps, torch_threads=args.threads or None)
         resources = {"warehouse": WarehouseResource(), "compute": compute,
                      "pipes_subprocess_client": dg.PipesSubprocessClient()}
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         clstm = [a for a in assets if a.key.path[-1] in ("training_dataset", "clstm_ppo_policy")]
         with stdout_to_stderr():  # the trainer process prints its RESULT line: stdout carries only this JSON
             run = dg.materialize(clstm, resources=resources, partition_key=day)
-        asset_seconds = time.perf_counter() - started
+        asset_seconds, asset_cpu = time.perf_counter() - started, cpu_seconds() - cpu
         assert run.success
         # The same run without Dagster, Pipes, the subprocess or the selection walk.
         bare = TrainingRun.build(DatasetData(f"{root}/lake/artifacts/datasets/{day}"), total_timesteps=steps,
                                  device=compute.resolved_device(), agent={"torch_threads": args.threads or None},
                                  selection_envs=0)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         CLSTMPPO(bare.train_env(), bare.agent_config()).learn(steps)
-        bare_seconds = time.perf_counter() - started
+        bare_seconds, bare_cpu = time.perf_counter() - started, cpu_seconds() - cpu
     return {
         "env_steps": steps,
         "preset": bare.preset,
@@ -152,6 +183,9 @@ def asset_throughput(args: argparse.Namespace) -> dict[str, Any]:
         "bare_trainer_env_steps_per_s": steps / bare_seconds,
         "bare_seconds": bare_seconds,
         "ratio_asset_over_bare": bare_seconds / asset_seconds,
+        "asset_cpu_seconds": asset_cpu,
+        "bare_cpu_seconds": bare_cpu,
+        "ratio_asset_over_bare_cpu": bare_cpu / asset_cpu,
     }
 
 
@@ -159,9 +193,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-envs", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--num-steps", type=int, default=32, help="rollout length per env per update")
-    parser.add_argument("--num-minibatches", type=int, default=4)
+    parser.add_argument("--preset", default=None, help="CLSTM-PPO preset (default: the one a long run on "
+                        "--device gets: small_budget on CPU, gpu_long on an accelerator)")
+    parser.add_argument("--hidden", type=int, default=None, help="network width (default: the preset's)")
+    parser.add_argument("--num-steps", type=int, default=None,
+                        help="rollout length per env per update (default: the preset's)")
+    parser.add_argument("--num-minibatches", type=int, default=None, help="default: the preset's")
     parser.add_argument("--updates", type=int, default=3, help="timed updates")
     parser.add_argument("--days", type=int, default=4, help="days of the synthetic market")
     parser.add_argument("--market", choices=("auto", "numpy", "market"), default="auto",
@@ -177,6 +214,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--asset-steps", type=int, default=65_536,
                         help="env steps of the training-asset vs bare-trainer comparison (0 skips it)")
     args = parser.parse_args(argv)
+    # The preset of a long run on this device: small_budget on CPU, gpu_long on an accelerator.
+    args.preset = args.preset or preset_for_budget(SMALL_BUDGET_MAX_STEPS, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     source = args.market if args.market != "auto" else ("market" if embedded_market_available() else "numpy")
@@ -191,13 +230,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "num_envs": args.num_envs,
-        "hidden": args.hidden,
-        "obs_shape": list(IntradayTradingEnv(market, num_envs=1).obs_shape),
+        "obs_shape": list(IntradayTradingEnv(market, num_envs=1, config=DEFAULT_INTRADAY).obs_shape),
         "clstm_ppo": clstm_ppo_throughput(args, market),
     }
     result["sb3_ppo"] = {"skipped": "--skip-sb3"} if args.skip_sb3 else sb3_throughput(args, market)
     sb3 = result["sb3_ppo"].get("env_steps_per_s")
     result["ratio_clstm_over_sb3"] = result["clstm_ppo"]["env_steps_per_s"] / sb3 if sb3 else None
+    sb3_cpu = result["sb3_ppo"].get("env_steps_per_cpu_s")
+    result["ratio_clstm_over_sb3_cpu"] = result["clstm_ppo"]["env_steps_per_cpu_s"] / sb3_cpu if sb3_cpu else None
     result["training_asset"] = asset_throughput(args) if args.asset_steps else {"skipped": "--asset-steps 0"}
     print(json.dumps(result))
     return result

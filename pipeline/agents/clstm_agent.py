@@ -94,9 +94,11 @@ class CLSTMAgent:
         if probs is not None:
             self.policy.set_initial_action_probs(probs)
         self.policy.amp = cfg.amp
+        # Fused Adam: the same update as the per-tensor loop (up to float rounding) in one kernel per parameter.
+        fused = device.type in ("cpu", "cuda")
         self.optimizers = Optimizers(
-            torch.optim.Adam(self.policy.actor_parameters(), lr=cfg.actor_lr, eps=1e-5),
-            torch.optim.Adam(self.policy.critic_parameters(), lr=cfg.critic_lr, eps=1e-5),
+            torch.optim.Adam(self.policy.actor_parameters(), lr=cfg.actor_lr, eps=1e-5, fused=fused),
+            torch.optim.Adam(self.policy.critic_parameters(), lr=cfg.critic_lr, eps=1e-5, fused=fused),
         )
         # Statistics per feature (the last obs dim): the T rows of a window share them.
         self.normalizer = RunningNormalizer(obs_shape[-1:], device=device, gamma=cfg.gamma, clip_obs=cfg.clip_obs,

@@ -30,7 +30,7 @@ from pipeline.agents.network import distribution_stats, sample_actions
 from pipeline.agents.normalize import RETURNS_KEY
 from pipeline.agents.policy_eval import check_validation_env, evaluate_policy
 from pipeline.agents.ppo_config import PPOConfig
-from pipeline.agents.ppo_update import Schedule, critic_epochs, flat_windows, ppo_epochs
+from pipeline.agents.ppo_update import Schedule, critic_epochs, flat_windows, ppo_epochs, shared_features
 from pipeline.agents.rollout import RolloutBuffer, RolloutState
 
 
@@ -183,7 +183,8 @@ class CLSTMPPO(CLSTMAgent):
         _, mc_returns = compute_gae(buf.rewards, buf.values, next_values, buf.terminated, buf.truncated,
                                     cfg.gamma, 1.0)
         if not self.critic_warmed_up and cfg.critic_warmup_rollouts > 0:
-            critic_epochs(self.policy, self.optimizers.critic, flat_windows(buf), mc_returns.reshape(-1), cfg,
+            features = shared_features(self.policy, flat_windows(buf), buf.rewards.numel() // cfg.num_minibatches)
+            critic_epochs(self.policy, self.optimizers.critic, features, mc_returns.reshape(-1), cfg,
                           cfg.critic_warmup_epochs, self.generator)
             # num_timesteps counts every rank's steps, and each rank collects one rollout per iteration.
             warmup_steps = cfg.critic_warmup_rollouts * buf.rewards.numel() * self.world_size

@@ -67,21 +67,30 @@ def minibatches(total: int, count: int, generator: torch.Generator) -> list[torc
     return list(perm.chunk(max(1, count)))
 
 
+def shared_features(policy: CLSTMActorCritic, windows: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The shared sequence features of every window, (B, T, H), detached, computed `chunk` windows at a time.
+
+    The critic reads the shared features detached and its epochs leave the shared layers alone, so the features
+    of a rollout are the same through all of them: computed once here instead of once per critic minibatch."""
+    with torch.no_grad():
+        return torch.cat([policy.shared(part) for part in windows.split(max(1, chunk))])
+
+
 def critic_epochs(
-    policy: CLSTMActorCritic, optimizer: torch.optim.Optimizer, windows: torch.Tensor, targets: torch.Tensor,
+    policy: CLSTMActorCritic, optimizer: torch.optim.Optimizer, features: torch.Tensor, targets: torch.Tensor,
     cfg: PPOConfig, epochs: int, generator: torch.Generator,
 ) -> list[torch.Tensor]:
-    """Regress the critic on `targets` for `epochs` epochs; returns each step's gradient norm."""
+    """Regress the critic on `targets` for `epochs` epochs from the shared `features` of each sample
+    (`shared_features`); returns each step's gradient norm."""
     norms = []
+    params = optimizer.param_groups[0]["params"]
     for _ in range(epochs):
         for mb in minibatches(targets.numel(), cfg.num_minibatches, generator):
-            with torch.no_grad():
-                seq = policy.shared(windows[mb])
-            loss = 0.5 * (policy.critic_out(seq) - targets[mb]).pow(2).mean()
+            loss = 0.5 * (policy.critic_out(features[mb]) - targets[mb]).pow(2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            average_gradients(policy.critic_parameters())
-            norm = torch.nn.utils.clip_grad_norm_(policy.critic_parameters(), cfg.max_grad_norm)
+            average_gradients(params)
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
             check_finite(torch.stack([loss, norm]), cfg.divergence_threshold, "critic loss/grad norm")
             optimizer.step()
             norms.append(norm)
@@ -103,6 +112,8 @@ def ppo_epochs(
     old_logp, adv, ret = buf.logprobs.reshape(-1), advantages.reshape(-1), returns.reshape(-1)
     sums: dict[str, list[torch.Tensor]] = {k: [] for k in
                                             ("kl", "clipfrac", "entropy", "pg", "vf", "pg_norm", "vf_norm")}
+    actor_params = optimizers.actor.param_groups[0]["params"]
+    critic_params = optimizers.critic.param_groups[0]["params"]
     for _ in range(cfg.policy_epochs):
         for mb in minibatches(ret.numel(), cfg.num_minibatches, generator):
             seq = policy.shared(windows[mb])
@@ -118,10 +129,10 @@ def ppo_epochs(
             optimizers.critic.zero_grad(set_to_none=True)
             # The critic reads detached features, so one backward gives each optimizer only its own gradients.
             (pg_loss - ent_coef * entropy.mean() + vf_loss).backward()
-            average_gradients(policy.actor_parameters())
-            average_gradients(policy.critic_parameters())
-            pg_norm = torch.nn.utils.clip_grad_norm_(policy.actor_parameters(), cfg.max_grad_norm)
-            vf_norm = torch.nn.utils.clip_grad_norm_(policy.critic_parameters(), cfg.max_grad_norm)
+            average_gradients(actor_params)
+            average_gradients(critic_params)
+            pg_norm = torch.nn.utils.clip_grad_norm_(actor_params, cfg.max_grad_norm, foreach=True)
+            vf_norm = torch.nn.utils.clip_grad_norm_(critic_params, cfg.max_grad_norm, foreach=True)
             check_finite(torch.stack([pg_loss, vf_loss, pg_norm, vf_norm]), cfg.divergence_threshold,
                          "policy/value loss or grad norm")
             optimizers.actor.step()
@@ -134,6 +145,8 @@ def ppo_epochs(
                 sums["vf"].append(vf_loss.detach())
                 sums["pg_norm"].append(pg_norm)
                 sums["vf_norm"].append(vf_norm)
-    sums["vf_norm"] += critic_epochs(policy, optimizers.critic, windows, ret, cfg, cfg.extra_critic_epochs,
-                                     generator)
+    if cfg.extra_critic_epochs:
+        features = shared_features(policy, windows, ret.numel() // max(1, cfg.num_minibatches))
+        sums["vf_norm"] += critic_epochs(policy, optimizers.critic, features, ret, cfg, cfg.extra_critic_epochs,
+                                         generator)
     return {k: float(torch.stack(v).float().mean()) for k, v in sums.items() if v}

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from pipeline.agents.checkpoints import checkpoint_path
+from pipeline.agents.checkpoints import checkpoint_path, read_checkpoint
 from pipeline.agents.clstm_ppo import CLSTMPPO
 from pipeline.agents.policy_eval import evaluate_policy
 from pipeline.agents.ppo_config import PPOConfig
@@ -74,8 +74,9 @@ def train(run: TrainingRun, on_update: Callable[[dict[str, Any]], None] | None =
 
 def _write_output(agent: CLSTMPPO, cfg: PPOConfig, validation_env: Any, output: str | Path) -> dict[str, Any]:
     """Save the chosen model to `output`: the best validation checkpoint if there is one (validation selection
-    needs a checkpoint_dir), else the last weights; with a validation env, its metrics on the validation days are
-    measured again on the saved model."""
+    needs a checkpoint_dir), else the last weights. With a validation env, its metrics on the validation days
+    are the ones the checkpoint was chosen on (recorded in it: the walk of the deterministic policy over the same
+    days gives them again, tests/test_assets_training.py), or for the last weights measured on the saved model."""
     best = Path(cfg.checkpoint_dir) / "best_composite.safetensors" if cfg.checkpoint_dir else None
     target = checkpoint_path(output)
     if validation_env is not None and best is not None and best.exists():
@@ -87,7 +88,11 @@ def _write_output(agent: CLSTMPPO, cfg: PPOConfig, validation_env: Any, output: 
         chosen = "last update"
     out: dict[str, Any] = {"output": str(target), "selected": chosen}
     if validation_env is not None:
-        out["validation"] = evaluate_policy(CLSTMPPO.load(target, device=cfg.device), validation_env)
+        meta = read_checkpoint(target)[1]
+        scored = meta["best_source"] == "validation" and chosen != "last update"
+        # The last weights, or a best_composite left by a run that scored training episodes, are measured here.
+        out["validation"] = meta["metrics"] if scored else evaluate_policy(CLSTMPPO.load(target, device=cfg.device),
+                                                                           validation_env)
     return out
 
 
