@@ -35,7 +35,8 @@ FLAT = action_index("flat")
 SHORT_STRADDLE = action_index("short_straddle_e0")
 LONG_STRADDLE = action_index("long_straddle_e0")
 BASELINE_ACTION_SET = 91
-OPTIONS_BASELINES = ("flat", "random", "short_straddle", "straddle_oracle")
+STRADDLE_ORACLE = "straddle_oracle"
+OPTIONS_BASELINES = ("flat", "random", "short_straddle", STRADDLE_ORACLE)
 
 Policy = Callable[[torch.Tensor, OptionsTradingEnv], Any]
 """(observation batch, env) -> one action per env."""
@@ -114,7 +115,7 @@ def baseline_policies(chain: OptionChainTensors, seed: int = 0,
         "flat": lambda obs, env: np.full(env.num_envs, FLAT),
         "random": lambda obs, env: rng.integers(0, env.action_dim, env.num_envs),
         "short_straddle": lambda obs, env: np.full(env.num_envs, SHORT_STRADDLE),
-        "straddle_oracle": lambda obs, env: oracle[env.day].numpy(),
+        STRADDLE_ORACLE: lambda obs, env: oracle[env.day].numpy(),
     }
 
 

@@ -186,7 +186,7 @@ class TrainingRun:
 
     @property
     def dataset_dir(self) -> Path:
-        if not isinstance(self.data, DatasetData):
+        if not isinstance(self.data, DatasetData | OptionsData):
             raise ValueError(f"this run trains on {self.data.kind} data, not on a saved dataset")
         return Path(self.data.dataset_dir)
 
