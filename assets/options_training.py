@@ -13,6 +13,7 @@ need not hold option chains of the window.
   actions by default (flat and single long options), 91 with `action_set: 91` (verticals, straddles, ...).
 """
 
+import json
 from datetime import date
 from pathlib import Path
 
@@ -138,7 +139,8 @@ def build_options_training_assets(partitions_def: dg.PartitionsDefinition) -> li
             sha256=file_sha256(run.output), config_hash=run.config_hash(), code_version=code_version(),
             data_version=manifest["data_version"], window_start=date.fromisoformat(manifest["window"][0]),
             window_end=date.fromisoformat(manifest["window"][-1]),
-            metrics={"underlying": manifest["underlying"], "action_set": run.options_env.action_set},
+            metrics={"underlying": manifest["underlying"], "action_set": run.options_env.action_set,
+                     "selection": json.loads(run.output.with_suffix(".json").read_text()).get("validation", {})},
         )
         model_id = register_model(warehouse.warehouse(), record)
         context.log.info(f"registered {model_id} (candidate, {run.options_env.action_set} actions)")

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.envs.options import MULTIPLIER, OptionsTradingConfig, OptionsTradingEnv
+from pipeline.envs.costs import fill_at_quote
+from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv
 from pipeline.envs.options_actions import action_index
 from pipeline.envs.options_chain import OptionChainTensors
 from pipeline.envs.options_features import first_alive_expiry
@@ -76,27 +77,28 @@ def walk(chain: OptionChainTensors, policy: Policy, config: OptionsTradingConfig
 
 def straddle_outcomes(chain: OptionChainTensors, config: OptionsTradingConfig | None = None) -> np.ndarray:
     """float [D, 2]: net dollars of the (short, long) ATM straddle of the nearest expiry, ordered at the first
-    snapshot and held to the close, as the env fills, charges and settles them."""
-    config = config or OptionsTradingConfig()
+    snapshot and held to the close, as the env fills (`costs.fill_at_quote`), charges and settles them."""
+    costs = (config or OptionsTradingConfig()).contract_costs
     d, s, _, _ = chain.shape
     days = torch.arange(d)
     front = first_alive_expiry(chain)[:, 1]  # the env resolves expiry offset 0 at the fill snapshot
     atm = (chain.strike[days, front] - chain.underlying[:, :1]).abs().argmin(-1)
-    legs = (days, front, atm)
 
-    def both(x: torch.Tensor, snap: int) -> torch.Tensor:
-        return x[days, snap, front, atm].double().sum(-1)  # call + put
+    def quotes(snap: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return chain.bid[days, snap, front, atm].double(), chain.ask[days, snap, front, atm].double()  # [D, 2]
 
-    fee = 2 * config.fee_per_contract
     settles = chain.expiry_days[days, s - 1, front] <= 0
-    strike = chain.strike[legs].double()
-    intrinsic = (chain.underlying[:, -1].double() - strike).abs()
-    short_exit = torch.where(settles, intrinsic, both(chain.ask, s - 1))
-    long_exit = torch.where(settles, intrinsic, both(chain.bid, s - 1))
-    exit_fee = torch.where(settles, 0.0, fee)
-    short = (both(chain.bid, 1) - short_exit) * MULTIPLIER - fee - exit_fee
-    long = (long_exit - both(chain.ask, 1)) * MULTIPLIER - fee - exit_fee
-    return torch.stack([short, long], -1).numpy()
+    intrinsic = (chain.underlying[:, -1].double() - chain.strike[days, front, atm].double()).abs()
+    outcomes = []
+    for side in (-1.0, 1.0):  # short, long: one contract of the call and one of the put
+        legs = torch.full((d, 2), side, dtype=torch.float64)
+        opened = fill_at_quote(legs, *quotes(1), costs)
+        closed = fill_at_quote(-legs, *quotes(s - 1), costs)
+        # Contracts expiring at the close settle at intrinsic value (the straddle's is |S - K|), without a fill.
+        settled = side * intrinsic * costs.multiplier
+        at_close = torch.where(settles, settled, closed.cash_delta.sum(-1))
+        outcomes.append(opened.cash_delta.sum(-1) + at_close)
+    return torch.stack(outcomes, -1).numpy()
 
 
 def straddle_oracle_actions(chain: OptionChainTensors, config: OptionsTradingConfig | None = None) -> np.ndarray:
