@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline.backtest.options_rules import (
     FLAT,
@@ -23,6 +24,7 @@ from pipeline.backtest.options_rules import (
 )
 from pipeline.envs.options import OptionsTradingConfig
 from pipeline.envs.options_chain import synthetic_chain_tensors
+from pipeline.sources.settings import synthetic_config_from_env
 from pipeline.synthetic.config import DEFAULT_SYMBOLS, SyntheticMarketConfig
 
 DAYS = 120
@@ -79,3 +81,17 @@ def test_the_premium_pays_the_short_straddle_and_its_absence_does_not() -> None:
     for outcomes in (premium, fair):
         oracle = np.maximum(outcomes.max(-1), 0.0)
         assert t_statistic(oracle - outcomes[:, 0]) > 2.0 and oracle.mean() > 0
+
+
+def test_the_premium_is_a_knob_of_the_market_and_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_SYNTHETIC_IV_PREMIUM", "0")
+    assert synthetic_config_from_env().iv_premium == 0.0
+    with pytest.raises(ValueError, match="iv_premium=1.5 must be in"):
+        SyntheticMarketConfig(iv_premium=1.5)
+    # A premium lifts the at-the-money implied vol of every expiry at every snapshot of the same market (same
+    # paths); far from the money the smile's standardized moneyness shrinks with it, so not every strike gains.
+    fair, rich = (synthetic_chain_tensors(days=1, symbol="SYMD", iv_premium=p) for p in (0.0, 0.04))
+    assert torch.equal(fair.underlying, rich.underlying)
+    atm = (rich.strike[:, None] - rich.underlying[..., None, None]).abs().argmin(-1, keepdim=True)[..., None]
+    at_the_money = [chain.iv.gather(3, atm.expand(-1, -1, -1, -1, 2)) for chain in (fair, rich)]
+    assert (at_the_money[1] > at_the_money[0]).all()
