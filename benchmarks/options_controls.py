@@ -1,10 +1,20 @@
-"""Options controls: is CLSTM-PPO on OptionsTrading better than flat, random and the synthetic oracle expressed in
-options, out of sample, with the env's default costs?
+"""Options controls: is CLSTM-PPO on OptionsTrading better than simple policies out of sample, with the env's
+default costs, on markets with and without an edge options can trade?
 
-For alpha 0 (a martingale: nothing to learn) and the synthetic market's planted alpha, one symbol's option chain
-is built for `--train-days + --test-days` trading days. CLSTM-PPO (`small_budget` preset) trains on the first
-days; then every policy walks each test day once in evaluation mode and its net PnL per day (dollars, after
-crossing the option spreads and paying fees) is recorded:
+Two sets of controls (`--controls alpha|premium|both`):
+
+**Volatility premium** (`premium`; docs/SYNTHETIC_MARKET.md): one symbol's chain at the default `iv_premium`
+(positive control) and at 0 (negative control), `--premium-train-days` to train CLSTM-PPO (`small_budget`, action
+set 91: it can sell straddles) and `--premium-test-days` after them to judge it. Every policy walks each test day
+once (`options_rules.walk`): the agent, flat, random, the always-short ATM straddle and the straddle oracle.
+Positive control: the agent beats flat and the straddle rule, paired t > 2 each. Negative control: at premium 0 the
+options gate (`options_runner.options_gate`: beats flat and the straddle, bootstrap interval of the daily
+difference above 0) does not promote it.
+
+**Planted alpha** (`alpha`): for alpha 0 (a martingale: nothing to learn) and the synthetic market's planted alpha,
+one symbol's option chain is built for `--train-days + --test-days` trading days. CLSTM-PPO (`small_budget`
+preset, action set 31) trains on the first days; then every policy walks each test day once in evaluation mode and
+its net PnL per day (dollars, after crossing the option spreads and paying fees) is recorded:
 
 - flat: always action 0;
 - random: uniform over the action set (a seeded numpy Generator);
@@ -15,10 +25,12 @@ crossing the option spreads and paying fees) is recorded:
 - agent: the trained agent's deterministic policy;
 - oracle_at_mid_no_fees: the oracle on the same chain quoted at its mid, without fees: its edge before costs.
 
-Prints ONE JSON object: per alpha and policy the per-day PnL, mean and t statistic, the agent's and the oracle's
+Prints ONE JSON object: per premium and policy the per-day PnL, mean and t statistic, the paired margins, the gate
+and the two controls' verdicts (`premium`); per alpha and policy the per-day PnL, mean and t statistic, the agent's and the oracle's
 paired margins over flat and random, the env's default costs and the measured ATM option half-spread.
 
     python benchmarks/options_controls.py                     # the default budget (docs/OPTIONS_CONTROLS.md)
+    python benchmarks/options_controls.py --controls premium  # the volatility-premium controls alone
     python benchmarks/options_controls.py --steps 4096 --train-days 1 --test-days 2   # a smoke run
 """
 
@@ -30,22 +42,27 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
 from pipeline.agents.ppo_config import PPOConfig  # noqa: E402
+from pipeline.backtest.options_rules import BASELINE_ACTION_SET, walk_baselines  # noqa: E402
+from pipeline.backtest.options_rules import walk as walk_days  # noqa: E402
+from pipeline.backtest.options_runner import day_rows, options_gate  # noqa: E402
+from pipeline.backtest.promotion import PromotionPolicy  # noqa: E402
 from pipeline.contract.calendar import trading_days, trading_session  # noqa: E402
 from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv  # noqa: E402
 from pipeline.envs.options_actions import action_index  # noqa: E402
-from pipeline.envs.options_chain import OptionChainTensors, synthetic_chain_tensors  # noqa: E402
+from pipeline.envs.options_chain import OptionChainTensors, chain_days, synthetic_chain_tensors  # noqa: E402
 from pipeline.envs.options_features import first_alive_expiry  # noqa: E402
 from pipeline.synthetic.source import SyntheticMarket, SyntheticMarketConfig  # noqa: E402
 from pipeline.training.env_factories import NUM_ENVS  # noqa: E402
@@ -57,13 +74,7 @@ SYMBOL = "SYMA"
 # Minute bars and chains come from one market per alpha; everything else is its default (seed 7).
 PLANTED_ALPHA = SyntheticMarketConfig().alpha
 
-Policy = Callable[[torch.Tensor, OptionsTradingEnv], np.ndarray]
-
-
-def chain_days(chain: OptionChainTensors, days: range) -> OptionChainTensors:
-    """The chain restricted to `days` (every tensor is indexed by day first)."""
-    sliced = {f.name: getattr(chain, f.name)[days.start:days.stop] for f in fields(chain) if f.name != "feature_names"}
-    return OptionChainTensors(**sliced, feature_names=chain.feature_names)
+Policy = Callable[[torch.Tensor, OptionsTradingEnv], Any]
 
 
 def underlying_minute_mids(market: SyntheticMarket, start: str, days: int) -> np.ndarray:
@@ -118,28 +129,10 @@ def signal_edge(direction: np.ndarray, chain: OptionChainTensors) -> dict[str, f
 
 
 def walk(chain: OptionChainTensors, policy: Policy, config: OptionsTradingConfig) -> dict[str, Any]:
-    """Every day of `chain` walked once under `policy` (evaluation mode): net PnL and fees per day, in day order,
-    and the share of decisions that were flat."""
-    env = OptionsTradingEnv(chain, num_envs=chain.shape[0], config=replace(config, evaluation=True))
-    obs, _ = env.reset(seed=123)
-    pnl: dict[int, float] = {}
-    fees = np.zeros(chain.shape[0])
-    decisions = flat = 0
-    while not bool(env.eval_finished):
-        active = ~env.episodes.idle
-        episode = env.episodes.episode_id.clone()
-        actions = torch.as_tensor(policy(obs, env)).long()
-        decisions += int(active.sum())
-        flat += int(((actions == FLAT) & active).sum())
-        obs, _, terminated, _, info = env.step(actions)
-        for i in torch.nonzero(active).flatten().tolist():
-            fees[int(episode[i])] += float(info["fees"][i])
-            if bool(terminated[i]):
-                pnl[int(episode[i])] = float(info["equity"][i])  # the book is liquidated: equity = net PnL
-    if sorted(pnl) != list(range(chain.shape[0])):
-        raise AssertionError(f"the walk played episodes {sorted(pnl)}, expected each of {chain.shape[0]} days once")
-    per_day = np.array([pnl[i] for i in range(chain.shape[0])])
-    return {**summary(per_day), "fees_per_day": fees.round(2).tolist(), "flat_decisions": flat / decisions}
+    """Every day of `chain` walked once under `policy` (`options_rules.walk`): net PnL and fees per day, in day
+    order, and the share of decisions that were flat."""
+    walked = walk_days(chain, policy, config)
+    return {**summary(walked.pnl), "fees_per_day": walked.fees.round(2).tolist(), "flat_decisions": walked.flat_share}
 
 
 def t_statistic(values: np.ndarray) -> float | None:
@@ -221,6 +214,51 @@ def run_alpha(alpha: float, args: argparse.Namespace, costs: OptionsTradingConfi
             "train_seconds": train_seconds, "seconds": time.perf_counter() - started}
 
 
+def session_dates(start: str, days: int) -> list[str]:
+    """The ISO dates of the first `days` trading days from `start` (the days `synthetic_chain_tensors` builds)."""
+    first = date.fromisoformat(start)
+    return [d.isoformat() for d in trading_days(first, first + timedelta(days=7 * days + 7))[:days]]
+
+
+def run_premium(iv_premium: float, args: argparse.Namespace) -> dict[str, Any]:
+    """The volatility-premium controls on one market: CLSTM-PPO (action set 91) trained on the first days, then it
+    and the options baselines (`options_rules`) walk the test days; the gate of `options_runner.options_gate`
+    (beats flat and the short straddle, each interval above 0) on them."""
+    started = time.perf_counter()
+    days = args.premium_train_days + args.premium_test_days
+    costs = OptionsTradingConfig(action_set=BASELINE_ACTION_SET)
+    chain = synthetic_chain_tensors(days=days, symbol=SYMBOL, start=args.premium_start, iv_premium=iv_premium)
+    test = chain_days(chain, range(args.premium_train_days, days))
+    dates = session_dates(args.premium_start, days)[args.premium_train_days:]
+    walks = walk_baselines(test, args.seed, costs)
+    train_env = OptionsTradingEnv(chain_days(chain, range(args.premium_train_days)), num_envs=args.num_envs,
+                                  config=costs)
+    agent = CLSTMPPO(train_env, PPOConfig.preset("small_budget", torch_threads=args.threads, seed=args.seed))
+    agent.learn(args.steps)
+    walks["agent"] = walk_days(test, agent_policy(agent), costs)
+    policies = {name: {**summary(w.pnl), "fees_per_day": w.fees.round(2).tolist(), "flat_decisions": w.flat_share}
+                for name, w in walks.items()}
+    returns = pl.concat([day_rows(test, dates, "candidate" if name == "agent" else name, w)
+                         for name, w in walks.items()])
+    promoted, comparisons = options_gate(returns, PromotionPolicy(n_boot=args.n_boot, seed=args.seed))
+    margins = {f"{name}_vs_{base}": margin(policies[name], policies[base])
+               for name in ("agent", "straddle_oracle") for base in ("flat", "short_straddle")}
+    return {"iv_premium": iv_premium, "test_days": dates, "policies": policies, "margins": margins,
+            "gate": {"promoted": promoted, "comparisons": [asdict(c) for c in comparisons]},
+            "seconds": time.perf_counter() - started}
+
+
+def premium_controls(args: argparse.Namespace) -> dict[str, Any]:
+    """Positive: at the default premium the agent beats flat and the straddle rule (paired t > 2 each); negative:
+    at iv_premium 0 the gate does not promote it."""
+    default, fair = (run_premium(p, args) for p in (SyntheticMarketConfig().iv_premium, 0.0))
+    t_flat, t_straddle = (default["margins"][f"agent_vs_{b}"]["t"] or 0.0 for b in ("flat", "short_straddle"))
+    return {"markets": [default, fair],
+            "positive_control": {"agent_vs_flat_t": t_flat, "agent_vs_short_straddle_t": t_straddle,
+                                 "passed": t_flat > 2 and t_straddle > 2},
+            "negative_control": {"promoted": fair["gate"]["promoted"], "passed": not fair["gate"]["promoted"]}}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-days", type=int, default=6)
@@ -231,6 +269,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-envs", type=int, default=NUM_ENVS, help="training envs")
     parser.add_argument("--seed", type=int, default=0, help="agent seed and the random policy's seed")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--controls", choices=("alpha", "premium", "both"), default="both",
+                        help="the planted-alpha controls, the volatility-premium controls, or both")
+    parser.add_argument("--premium-train-days", type=int, default=40)
+    parser.add_argument("--premium-test-days", type=int, default=20, help="days the premium controls are judged on")
+    parser.add_argument("--premium-start", default="2024-01-02", help="first day of the premium controls")
+    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the premium gate")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     costs = OptionsTradingConfig()
@@ -246,8 +290,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device_name": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
-        "alphas": [run_alpha(alpha, args, costs) for alpha in (0.0, PLANTED_ALPHA)],
     }
+    if args.controls in ("alpha", "both"):
+        result["alphas"] = [run_alpha(alpha, args, costs) for alpha in (0.0, PLANTED_ALPHA)]
+    if args.controls in ("premium", "both"):
+        result["premium"] = premium_controls(args)
     result["seconds"] = time.perf_counter() - started
     print(json.dumps(result))
     return result

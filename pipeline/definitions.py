@@ -15,6 +15,8 @@ from assets.evaluation import build_evaluation_assets
 from assets.feature_checks import build_feature_checks
 from assets.features import FEATURES_GROUP, build_feature_assets
 from assets.ingest import INGEST_GROUP, build_ingest_assets
+from assets.options_evaluation import build_options_evaluation_assets
+from assets.options_training import build_options_training_assets
 from assets.search import build_search_assets
 from assets.selection import build_selection_assets
 from assets.training import build_training_assets
@@ -40,6 +42,9 @@ def build_definitions() -> dg.Definitions:
         *build_search_assets(partitions_def),
         *build_evaluation_assets(partitions_def),
         *build_deployment_assets(partitions_def),
+        # The options agent: its own product (dataset, policy, backtest and gate, deployment).
+        *build_options_training_assets(partitions_def),
+        *build_options_evaluation_assets(partitions_def),
     ]
     daily_job = build_daily_job()
     return dg.Definitions(

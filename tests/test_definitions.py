@@ -20,7 +20,8 @@ EVALUATION_KEYS = [dg.AssetKey(k) for k in ("backtest", "shadow_evaluation", "ca
 DEPLOYMENT_KEYS = [dg.AssetKey(k) for k in ("deployment_artifact", "production_model")]
 SEARCH_KEY = dg.AssetKey("hyperparameter_search")
 DAILY_KEYS = set(RAW_KEYS + FEATURE_KEYS + TRAINING_KEYS + EVALUATION_KEYS + DEPLOYMENT_KEYS)
-ALL_KEYS = DAILY_KEYS | {SEARCH_KEY}  # the search is on demand: not in the daily job
+OPTIONS_KEYS = {dg.AssetKey(k) for k in ("options_dataset", "options_policy", "options_backtest", "options_deployment")}
+ALL_KEYS = DAILY_KEYS | {SEARCH_KEY} | OPTIONS_KEYS  # the search and the options product are not in the daily job
 GATE_CHECKS = {"artifact_matches_model", "metrics_finite", "training_converged", "beats_production",
                "beats_best_baseline"}
 

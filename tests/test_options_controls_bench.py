@@ -19,7 +19,32 @@ def load_benchmark():
 
 @pytest.fixture(scope="module")
 def result() -> dict:
-    return load_benchmark().main(["--train-days", "1", "--test-days", "2", "--steps", "1024", "--num-envs", "16"])
+    return load_benchmark().main(["--train-days", "1", "--test-days", "2", "--steps", "1024", "--num-envs", "16",
+                                  "--controls", "alpha"])
+
+
+@pytest.fixture(scope="module")
+def premium() -> dict:
+    return load_benchmark().main(["--controls", "premium", "--premium-train-days", "1", "--premium-test-days", "3",
+                                  "--steps", "512", "--num-envs", "8", "--n-boot", "50"])["premium"]
+
+
+def test_premium_controls_report_every_policy_and_both_verdicts(premium: dict) -> None:
+    fair = premium["markets"][1]
+    assert [m["iv_premium"] for m in premium["markets"]] == [0.04, 0.0]
+    for market in premium["markets"]:
+        policies = market["policies"]
+        assert set(policies) == {"agent", "flat", "random", "short_straddle", "straddle_oracle"}
+        assert policies["flat"]["per_day"] == [0.0, 0.0, 0.0]
+        # The oracle knows each day's close: it never does worse than the straddle rule or than flat.
+        oracle, straddle = np.array(policies["straddle_oracle"]["per_day"]), np.array(policies["short_straddle"]["per_day"])
+        assert (oracle >= straddle - 0.01).all() and (oracle >= 0).all()
+        assert [c["against"] for c in market["gate"]["comparisons"]] == ["flat", "short_straddle"]
+        # Three test days give no bootstrap interval: nothing is promoted on them.
+        assert market["gate"]["promoted"] is False
+    assert premium["negative_control"] == {"promoted": fair["gate"]["promoted"], "passed": True}
+    assert premium["positive_control"]["passed"] == (premium["positive_control"]["agent_vs_flat_t"] > 2
+                                                     and premium["positive_control"]["agent_vs_short_straddle_t"] > 2)
 
 
 def test_every_policy_at_both_alphas(result: dict) -> None:

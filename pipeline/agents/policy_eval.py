@@ -43,15 +43,17 @@ def check_validation_env(env: Any, obs_shape: tuple[int, ...], action_dim: int, 
 
 
 def evaluate_policy(
-    agent: Any, env: Any, seed: int = 0, outcome: Callable[[dict[str, Any]], torch.Tensor] = final_pnl,
+    agent: Any, env: Any, seed: int = 0, outcome: Callable[[dict[str, Any]], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Walk `env` (evaluation mode) with `agent`'s deterministic policy until `env.eval_finished`.
 
-    Each finished episode (info["episode_id"] >= 0) counts once, with `outcome(info)` at its last step.
+    Each finished episode (info["episode_id"] >= 0) counts once, with `outcome(info)` at its last step (unset:
+    the env's own `episode_outcome` where it has one, e.g. the options env's liquidated equity, else `final_pnl`).
     Returns `episode_metrics` of those outcomes (ordered by episode id) plus mean_pnl and episodes; {} if no
     episode finished.
     """
     check_validation_env(env, agent.obs_shape, agent.action_dim, agent.discrete)
+    outcome = outcome or getattr(env, "episode_outcome", final_pnl)
     rng_tensors, rng_meta = ckpt.rng_to_flat()
     agent_rng = agent.generator.get_state()
     try:

@@ -197,6 +197,12 @@ class OptionsTradingEnv(ScheduledEnv):
         info["final_obs"] = self._window.final_obs
         return self._window.obs, reward, terminated, torch.zeros_like(terminated), info
 
+    @staticmethod
+    def episode_outcome(info: dict[str, Any]) -> torch.Tensor:
+        """An episode's net PnL at its last step (the book is liquidated there, so it is the equity): what a
+        selection walk scores (`policy_eval.evaluate_policy`); info["pnl"] is only the last step's."""
+        return info["equity"]
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Every mutable tensor of the env (copies), the episode generator's state as uint8: enough to resume."""
         book = {name: getattr(self, name).clone() for name in _BOOK}

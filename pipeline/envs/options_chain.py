@@ -86,6 +86,12 @@ class OptionChainTensors:
         return OptionChainTensors(**moved, feature_names=self.feature_names)
 
 
+def chain_days(chain: OptionChainTensors, days: range) -> OptionChainTensors:
+    """The chain restricted to `days` (every tensor is indexed by day first)."""
+    sliced = {f.name: getattr(chain, f.name)[days.start:days.stop] for f in fields(chain) if f.name != "feature_names"}
+    return OptionChainTensors(**sliced, feature_names=chain.feature_names)
+
+
 TORCH_MATH = ArrayMath(exp=torch.exp, log=torch.log, sqrt=torch.sqrt, ndtr=torch.special.ndtr)
 """The functions of `pipeline.contract.black_scholes`' formulas in torch, so chains are priced on the device."""
 
@@ -187,13 +193,13 @@ def _day_chain(rows: pl.DataFrame, day: date, expiries: int, strikes: int,
     t_index = {t: i for i, t in enumerate(times)}
     e_index = {x: i for i, x in enumerate(exps)}
     sub = rows.filter(pl.col("expiry").is_in(exps))
-    for r in sub.select("ts", "expiry", "strike", "right", *QUOTE_FIELDS).iter_rows():
-        k = np.flatnonzero(np.isclose(grid[e_index[r[1]]], r[2]))
-        if len(k):
-            for name, value in zip(QUOTE_FIELDS, r[4:], strict=True):
-                quote[name][t_index[r[0]], e_index[r[1]], k[0], 0 if r[3] == "C" else 1] = (
-                    np.nan if value is None else value
-                )
+    ti = np.array([t_index[t] for t in sub["ts"].to_list()], dtype=np.int64)
+    ei = np.array([e_index[x] for x in sub["expiry"].to_list()], dtype=np.int64)
+    on_grid = np.isclose(grid[ei], sub["strike"].to_numpy()[:, None]) if len(sub) else np.zeros((0, strikes), bool)
+    listed = on_grid.any(axis=1)  # a strike off the day's grid is not one of its contracts
+    at = (ti[listed], ei[listed], on_grid.argmax(axis=1)[listed], (sub["right"] != "C").to_numpy()[listed].astype(int))
+    for name in QUOTE_FIELDS:
+        quote[name][at] = sub[name].cast(pl.Float64).fill_null(np.nan).to_numpy()[listed]
     spots = dict(rows.group_by("ts").agg(pl.col("underlying_price").first()).iter_rows())
     spot = fill_forward(np.array([[spots.get(t, np.nan) for t in times]], dtype=np.float64))[0][0]
     settle = [expiry_close(x) for x in exps]
@@ -262,9 +268,10 @@ def chain_tensors_from_snapshots(frame: pl.DataFrame, expiries: int = 3, strikes
 
 def synthetic_chain_tensors(days: int = 2, seed: int | None = None, symbol: str = "SYMA", expiries: int = 3,
                             strikes: int = 9, start: str = "2024-07-01",
-                            alpha: float | None = None) -> OptionChainTensors:
+                            alpha: float | None = None, iv_premium: float | None = None) -> OptionChainTensors:
     """Tensors from the embedded synthetic market's option snapshots for the first `days` trading days from
-    `start` (seed None: the market's default seed; alpha None: its default planted signal, 0 a martingale)."""
+    `start` (seed None: the market's default seed; alpha None: its default planted signal, 0 a martingale;
+    iv_premium None: its default volatility risk premium, 0 fair option prices)."""
     from datetime import timedelta
 
     import polars as pl
@@ -275,7 +282,7 @@ def synthetic_chain_tensors(days: int = 2, seed: int | None = None, symbol: str 
 
     first = date.fromisoformat(start)
     sessions = [trading_session(d) for d in trading_days(first, first + timedelta(days=7 * days + 7))][:days]
-    chosen = {"seed": seed, "alpha": alpha}
+    chosen = {"seed": seed, "alpha": alpha, "iv_premium": iv_premium}
     config = SyntheticMarketConfig(**{name: value for name, value in chosen.items() if value is not None})
     market = build_market_source(SourceSettings(synthetic=config))
     frame = pl.concat([market.fetch("option_snapshots", s, [symbol]) for s in sessions])

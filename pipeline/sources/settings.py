@@ -41,7 +41,8 @@ def synthetic_config_from_env(
 ) -> SyntheticMarketConfig:
     """The synthetic market's config from PIPELINE_SYNTHETIC_*, with `overrides` (config fields) on top."""
     env = os.environ if environ is None else environ
-    parsers = {"SEED": ("seed", int), "ALPHA": ("alpha", float), "SNAPSHOT_MINUTES": ("snapshot_minutes", int)}
+    parsers = {"SEED": ("seed", int), "ALPHA": ("alpha", float), "SNAPSHOT_MINUTES": ("snapshot_minutes", int),
+               "IV_PREMIUM": ("iv_premium", float)}
     values: dict[str, Any] = {}
     for suffix, (name, parse) in parsers.items():
         raw = env.get(SYNTHETIC_PREFIX + suffix)

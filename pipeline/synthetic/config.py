@@ -50,10 +50,14 @@ class SyntheticMarketConfig:
     """Average trades per symbol-minute over a regular session (each symbol scales it by 0.6-1.4)."""
     order_flow_sensitivity: float = 1.0
     """How strongly the buy/sell sign of trades follows the minute's return: P(buy) = logistic(this * z)."""
-    option_expiry_days: tuple[int, ...] = (7, 14, 30, 60, 90)
-    """Target calendar days to expiry of the listed chains (each rolled to the next Friday)."""
+    option_expiry_days: tuple[int, ...] = (0, 7, 14, 30, 60, 90)
+    """Target calendar days to expiry of the listed chains (each rolled to the next Friday; 0 = a same-day expiry,
+    as the daily options of index ETFs)."""
     strikes_per_expiry: int = 15
     """Strikes per expiry, centred on spot, spaced by a price-dependent increment."""
+    iv_premium: float = 0.04
+    """Volatility risk premium: vol points (0.04 = 4) that the ATM implied vol of every expiry carries above the
+    volatility that follows (annualized on trading time). 0 prices options fairly (the options negative control)."""
     risk_free_rate: float = 0.04
     """Continuously compounded annual rate for Black-Scholes."""
 
@@ -69,6 +73,8 @@ class SyntheticMarketConfig:
                 f"alpha={self.alpha} is outside [0, {limit:.3f}): with signal_minutes={self.signal_minutes} a "
                 "larger alpha makes prices explode; lower alpha or signal_minutes"
             )
+        if not 0.0 <= self.iv_premium < 1.0:
+            raise ValueError(f"iv_premium={self.iv_premium} must be in [0, 1): vol points as a fraction (0.04 = 4)")
         if self.snapshot_minutes < 1:
             raise ValueError(f"snapshot_minutes={self.snapshot_minutes} must be a positive number of minutes")
 

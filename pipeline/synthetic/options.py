@@ -1,9 +1,14 @@
-"""Option-chain snapshots of the synthetic market, priced by Black-Scholes on a skewed, term-structured IV surface.
+"""Option-chain snapshots of the synthetic market, priced by Black-Scholes on a skewed IV surface whose ATM level is
+the variance that follows plus a volatility risk premium.
 
-Chains are listed once per day (strikes centred on the opening price, expiries rolled to Fridays that trade) and
-snapshotted every `snapshot_minutes`. The surface follows the symbol's current volatility: ATM IV starts at the
-annualized spot vol (times a variance premium) and mean-reverts towards the long-run vol with expiry; a put skew
-and a smile in standardized moneyness sit on top.
+Chains are listed once per day (strikes centred on the opening price; a same-day expiry and Fridays that trade)
+and snapshotted every `snapshot_minutes`. The ATM implied variance of an expiry is the market's own expectation
+of the log-price variance from the snapshot to that expiry's close (`forward_variance`: the rest of today's
+session at the current log-vol mean-reverting to the day's level, then each session to expiry at the long-run
+level, jumps and momentum included), with `iv_premium` vol points added on the trading-time clock. Black-Scholes
+runs on calendar time (as quotes are read), so the quoted IV is that variance over the calendar years left. A put
+skew and a smile in standardized moneyness sit on top. With `iv_premium = 0` option prices are fair (a short
+straddle earns nothing before costs); above 0 selling volatility earns the premium (docs/SYNTHETIC_MARKET.md).
 """
 
 from __future__ import annotations
@@ -15,19 +20,21 @@ import numpy as np
 import polars as pl
 
 from pipeline.contract.black_scholes import bs_greeks, bs_price
-from pipeline.contract.calendar import is_trading_day, trading_session
+from pipeline.contract.calendar import REGULAR_SESSION_MINUTES, is_trading_day, trading_days, trading_session
 from pipeline.contract.occ import occ_symbol
 from pipeline.synthetic.config import MINUTES_PER_YEAR, SyntheticMarketConfig, stream, symbol_profile
-from pipeline.synthetic.paths import US_PER_MINUTE, SymbolDay, vol_profile
+from pipeline.synthetic.paths import (
+    US_PER_MINUTE,
+    VOL_HALF_LIFE_MINUTES,
+    SymbolDay,
+    market_day,
+    vol_profile,
+)
 
 SECONDS_PER_YEAR = 365.0 * 86400
-VARIANCE_PREMIUM = 1.10  # implied vol trades above realized
-VOL_MEAN_REVERSION = 6.0  # per year: how fast the term structure returns to the long-run vol
 SKEW = -0.12  # IV change per unit of standardized log-moneyness (puts richer)
 SMILE = 0.03
 MIN_IV = 0.05
-
-
 def strike_increment(price: float) -> float:
     """Listed strike spacing for an underlying at `price`."""
     for limit, step in ((25.0, 0.5), (100.0, 1.0), (200.0, 2.5)):
@@ -37,9 +44,13 @@ def strike_increment(price: float) -> float:
 
 
 def expiries(trading_day: date, target_days: tuple[int, ...]) -> list[date]:
-    """For each target, the Friday on or after day + target (the Thursday before if that Friday is a holiday)."""
+    """For each target, the Friday on or after day + target (the Thursday before if that Friday is a holiday);
+    a target of 0 is the day itself (a same-day expiry)."""
     chosen: set[date] = set()
     for days in target_days:
+        if days == 0:  # a daily expiry, settling at this session's close
+            chosen.add(trading_day)
+            continue
         target = trading_day + timedelta(days=days)
         friday = target + timedelta(days=(4 - target.weekday()) % 7)
         while not is_trading_day(friday) and friday > trading_day:
@@ -48,14 +59,46 @@ def expiries(trading_day: date, target_days: tuple[int, ...]) -> list[date]:
     return sorted(chosen)
 
 
-def implied_vol_surface(
-    atm_now: float, long_run: float, t: np.ndarray, log_moneyness: np.ndarray
-) -> np.ndarray:
-    """IV by time to expiry (years) and log(K/F): mean-reverting ATM term structure plus skew and smile."""
-    decay = (1.0 - np.exp(-VOL_MEAN_REVERSION * t)) / (VOL_MEAN_REVERSION * t)
-    atm = np.sqrt(long_run**2 + (atm_now**2 - long_run**2) * decay)
+def smile(atm: np.ndarray, t: np.ndarray, log_moneyness: np.ndarray) -> np.ndarray:
+    """IV by strike from the ATM IV (calendar years `t`, log(K/F)): put skew and smile in standardized moneyness."""
     x = log_moneyness / (atm * np.sqrt(t))
     return np.maximum(MIN_IV, atm * (1.0 + SKEW * x + SMILE * x * x))
+
+
+def forward_variance(config: SyntheticMarketConfig, sd: SymbolDay, bar: np.ndarray,
+                     expiry_list: list[date]) -> tuple[np.ndarray, np.ndarray]:
+    """(expected log-price variance from each snapshot bar to each expiry's close, the same span in trading years).
+
+    Today: sum over the session's minutes after `bar` of E[sigma(m)^2 | now] u(m)^2 c^2 / (1 - a k)^2, where the
+    log-vol h is an OU (E[e^{2h(m)} | h] = exp(2 phi^d h + 2 s^2 (1 - phi^2d))), c^2 = 1 + jump variance and
+    1 / (1 - a k)^2 the momentum's amplification of multi-minute moves (which cancels the (1 - a k) in sigma). Each later session to expiry: a regular
+    session at the long-run level (the day's regime and log-vol drawn afresh). Floored at one minute of today's
+    variance, so a contract at its close keeps a finite IV. Shapes [snapshots, expiries].
+    """
+    profile = symbol_profile(config.seed, sd.symbol, config.trades_per_minute)
+    minutes = sd.session.minutes
+    day = market_day(config, sd.session.trading_day, minutes)
+    s_h, s_d = config.vol_of_vol, config.vol_regime_dispersion
+    c2 = 1.0 + config.jump_probability * config.jump_scale**2
+    u = vol_profile(minutes)
+    base = profile.annual_vol * day.regime / math.sqrt(MINUTES_PER_YEAR)  # sigma / ((1 - a k) u e^{h - s^2/2})
+    persistence = 1.0 - config.ar_coefficient * config.signal_minutes
+    # The log-vol state at each snapshot bar, read back from the minute's sigma.
+    h_now = np.log(sd.sigma[bar] / (base * persistence * u[bar])) + s_h**2 / 2
+    phi = 0.5 ** (1.0 / VOL_HALF_LIFE_MINUTES)
+    ahead = np.arange(minutes)[None, :] - bar[:, None]  # minutes after each snapshot bar
+    decay = phi ** np.maximum(ahead, 0)
+    per_minute = base**2 * np.exp(2 * decay * h_now[:, None] + 2 * s_h**2 * (1 - decay**2) - s_h**2) * u[None, :] ** 2
+    today = np.where(ahead > 0, per_minute, 0.0).sum(axis=1) * c2
+    floor = base**2 * np.exp(2 * h_now - s_h**2) * u[bar] ** 2 * c2
+    long_run_session = (profile.annual_vol**2 * math.exp(s_d**2 + s_h**2) * c2 / MINUTES_PER_YEAR
+                        * REGULAR_SESSION_MINUTES)
+    later = np.array([len(trading_days(sd.session.trading_day + timedelta(days=1), e)) if e > sd.session.trading_day
+                      else 0 for e in expiry_list], dtype=float)
+    variance = np.maximum(today, floor)[:, None] + later[None, :] * long_run_session
+    remaining = (minutes - 1 - bar).astype(float)
+    years = (np.maximum(remaining, 1.0)[:, None] + later[None, :] * REGULAR_SESSION_MINUTES) / MINUTES_PER_YEAR
+    return variance, years
 
 
 def _tick_round(price: np.ndarray, up: bool) -> np.ndarray:
@@ -68,7 +111,6 @@ def _tick_round(price: np.ndarray, up: bool) -> np.ndarray:
 def option_snapshots(config: SyntheticMarketConfig, sd: SymbolDay) -> pl.DataFrame:
     """One row per contract per snapshot (raw.option_snapshots columns, without source/trading_day)."""
     session = sd.session
-    profile = symbol_profile(config.seed, sd.symbol, config.trades_per_minute)
     rng = stream(config.seed, "options", sd.symbol, session.trading_day.isoformat())
 
     increment = strike_increment(sd.open_mid)
@@ -94,9 +136,6 @@ def option_snapshots(config: SyntheticMarketConfig, sd: SymbolDay) -> pl.DataFra
     n_snaps = len(snap_minutes)
     bar = snap_minutes - 1
     spot = (sd.bid_cents[bar] + sd.ask_cents[bar]) / 200.0
-    # The current annualized vol without the intraday U-shape and without the momentum scaling.
-    persistence = 1.0 - config.ar_coefficient * config.signal_minutes
-    spot_vol = sd.sigma[bar] / vol_profile(session.minutes)[bar] / persistence * math.sqrt(MINUTES_PER_YEAR)
     open_us = int(session.open.timestamp() * 1_000_000)
     snap_us = open_us + US_PER_MINUTE * snap_minutes
 
@@ -106,11 +145,16 @@ def option_snapshots(config: SyntheticMarketConfig, sd: SymbolDay) -> pl.DataFra
     spot_2d = np.repeat(spot[:, None], n_contracts, axis=1)
     forward = spot_2d * np.exp(config.risk_free_rate * t)
     # A session shorter than the snapshot interval (an early close) has no snapshot: an empty chain.
-    iv = np.vstack([
-        implied_vol_surface(VARIANCE_PREMIUM * spot_vol[i], VARIANCE_PREMIUM * profile.annual_vol, t[i],
-                            np.log(strike_col / forward[i]))
-        for i in range(n_snaps)
-    ]) if n_snaps else np.empty((0, n_contracts))
+    if n_snaps:
+        variance, trading_years = forward_variance(config, sd, bar, expiry_list)
+        # The premium in vol points on the trading-time clock, then Black-Scholes' calendar clock.
+        priced = (np.sqrt(variance / trading_years) + config.iv_premium) ** 2 * trading_years
+        expiry_index = {e: i for i, e in enumerate(expiry_list)}
+        per_contract = priced[:, [expiry_index[e] for e in expiry_col]]
+        atm = np.sqrt(per_contract / t)
+        iv = smile(atm, t, np.log(strike_col[None, :] / forward))
+    else:
+        iv = np.empty((0, n_contracts))
     calls = np.broadcast_to(is_call, t.shape)
     strikes_2d = np.broadcast_to(strike_col, t.shape)
     price = bs_price(spot_2d, strikes_2d, t, config.risk_free_rate, iv, calls)

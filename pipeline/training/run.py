@@ -1,7 +1,8 @@
 """One CLSTM-PPO training run as one typed record: `TrainingRun`.
 
-Everything that decides what a run learns is a field: the data it trains on (a saved dataset, a synthetic market
-or a gymnasium id), the intraday env's settings, every agent hyperparameter (`PPOConfig`, the preset's values
+Everything that decides what a run learns is a field: the data it trains on (a saved dataset, a synthetic market,
+a gymnasium id, or option chains: a saved options dataset or the synthetic market's), the intraday or the
+options env's settings, every agent hyperparameter (`PPOConfig`, the preset's values
 already in it), the number of envs of training and of the selection walk, and the budget. The training asset
 builds it from its Dagster config (which mirrors these fields, so the launchpad shows and checks them), the
 hyperparameter search builds one per trial, the trainer process loads it (`python -m pipeline.training.trainer
@@ -25,8 +26,11 @@ import torch
 
 from pipeline.agents.ppo_config import PPOConfig, preset_for_budget, scaled_to_batch
 from pipeline.envs.intraday import IntradayConfig, IntradayTradingEnv
+from pipeline.envs.options import OptionsTradingConfig, OptionsTradingEnv
+from pipeline.envs.options_chain import chain_days, synthetic_chain_tensors
 from pipeline.registry import config_hash
-from pipeline.training.env_factories import NUM_ENVS, SELECTION_ENVS, intraday_env
+from pipeline.synthetic.config import SyntheticMarketConfig
+from pipeline.training.env_factories import NUM_ENVS, SELECTION_ENVS, intraday_env, options_env
 
 DEFAULT_INTRADAY = IntradayConfig(window=8, loss_cut=None, profit_lock=None)
 """Whole-day episodes (no loss-cut or profit-lock) over 8-bar windows: the intraday settings the small_budget
@@ -79,7 +83,39 @@ class GymData:
     kind: Literal["gym"] = "gym"
 
 
-RunData = Annotated[DatasetData | SyntheticData | GymData, pydantic.Field(discriminator="kind")]
+@pydantic.with_config(_FORBID)
+@dataclass(frozen=True)
+class OptionsData:
+    """An options dataset saved by `build_options_dataset`: training on its train part's chains, checkpoints
+    chosen on its selection part (the gate's days are never loaded)."""
+
+    dataset_dir: str
+    kind: Literal["options"] = "options"
+
+
+_MARKET = SyntheticMarketConfig()
+
+
+@pydantic.with_config(_FORBID)
+@dataclass(frozen=True)
+class SyntheticOptionsData:
+    """One symbol's chain of the embedded synthetic market over the `days` sessions from `start` (all regular
+    ones), days [first_day, last_day): for controls, benchmarks and tests; no selection walk."""
+
+    days: int = 6
+    start: str = "2024-07-08"
+    symbol: str = "SYMA"
+    seed: int = _MARKET.seed
+    alpha: float = _MARKET.alpha
+    iv_premium: float = _MARKET.iv_premium
+    first_day: int = 0
+    last_day: int | None = None
+    kind: Literal["synthetic_options"] = "synthetic_options"
+
+
+RunData = Annotated[DatasetData | SyntheticData | GymData | OptionsData | SyntheticOptionsData,
+                    pydantic.Field(discriminator="kind")]
+OPTIONS_DATA = (OptionsData, SyntheticOptionsData)
 
 
 @pydantic.with_config(_FORBID)
@@ -96,7 +132,10 @@ class TrainingRun:
     preset: str | None = None
     """The preset `agent` started from (a record: the values themselves are in `agent`)."""
     env: IntradayConfig = DEFAULT_INTRADAY
-    """The intraday env's settings (costs, window, stops, reward scale); unused for a gymnasium id."""
+    """The intraday env's settings (costs, window, stops, reward scale); unused for a gymnasium id and options."""
+    options_env: OptionsTradingConfig | None = None
+    """The options env's settings (action set, window, costs, reward scale): set exactly when the data are option
+    chains."""
     num_envs: int = NUM_ENVS
     """Parallel training episodes per process."""
     selection_envs: int = SELECTION_ENVS
@@ -112,11 +151,14 @@ class TrainingRun:
                              f"got {self.total_timesteps}, {self.num_envs}, {self.selection_envs}")
         if self.agent.num_envs is not None:
             raise ValueError("the run's num_envs is the one count of envs; leave agent.num_envs unset")
-        if self.env.evaluation:
+        if self.env.evaluation or (self.options_env is not None and self.options_env.evaluation):
             raise ValueError("the training env samples episodes; the selection walk sets evaluation itself")
+        if isinstance(self.data, OPTIONS_DATA) != (self.options_env is not None):
+            raise ValueError(f"options_env is set exactly when the data are option chains; got {self.data.kind} data "
+                             f"with options_env={self.options_env}")
 
     @classmethod
-    def build(cls, data: DatasetData | SyntheticData | GymData, *, total_timesteps: int, seed: int = 0,
+    def build(cls, data: RunData, *, total_timesteps: int, seed: int = 0,
               device: str = "cpu", preset: str | None = None, agent: dict[str, Any] | None = None,
               **fields: Any) -> TrainingRun:
         """A run whose agent is `preset` (unset: the one for this budget and device, `preset_for_budget`) with
@@ -124,6 +166,8 @@ class TrainingRun:
         name = preset or preset_for_budget(total_timesteps, device)
         scaled = {} if preset else scaled_to_batch(name, fields.get("num_envs", NUM_ENVS))
         config = PPOConfig.preset(name, **{**scaled, **(agent or {}), "seed": seed, "device": device})
+        if isinstance(data, OPTIONS_DATA):
+            fields.setdefault("options_env", OptionsTradingConfig())
         return cls(data=data, agent=config, total_timesteps=total_timesteps, preset=name, **fields)
 
     def replace(self, **changes: Any) -> TrainingRun:
@@ -143,7 +187,7 @@ class TrainingRun:
 
     @property
     def dataset_dir(self) -> Path:
-        if not isinstance(self.data, DatasetData):
+        if not isinstance(self.data, DatasetData | OptionsData):
             raise ValueError(f"this run trains on {self.data.kind} data, not on a saved dataset")
         return Path(self.data.dataset_dir)
 
@@ -172,6 +216,8 @@ class TrainingRun:
         values = self.to_dict()
         values.pop("output_dir")
         values.pop("resume")
+        if values["options_env"] is None:
+            values.pop("options_env")  # an intraday run hashes as it did before options runs existed
         for name in _PATHS:
             values["agent"].pop(name)
         return config_hash(values)
@@ -183,14 +229,22 @@ class TrainingRun:
             return self.data.env_id
         if isinstance(self.data, DatasetData):
             return intraday_env(self.data.dataset_dir, "train", self.num_envs, device, self.env)
+        if isinstance(self.data, OptionsData):
+            return options_env(self.data.dataset_dir, "train", self.num_envs, device, self.options_env)
+        if isinstance(self.data, SyntheticOptionsData):
+            return synthetic_options_env(self.data, self.num_envs, self.options_env, device)
         return synthetic_env(self.data, self.num_envs, self.env, device)
 
-    def selection_env(self, device: torch.device | str | None = None) -> IntradayTradingEnv | None:
+    def selection_env(self, device: torch.device | str | None = None) -> IntradayTradingEnv | OptionsTradingEnv | None:
         """The selection walk that chooses checkpoints and drives early stopping (None without one)."""
-        if not isinstance(self.data, DatasetData) or self.selection_envs == 0:
+        device = device or self.agent.device
+        if self.selection_envs == 0:
             return None
-        return intraday_env(self.data.dataset_dir, "selection", self.selection_envs, device or self.agent.device,
-                            self.env)
+        if isinstance(self.data, DatasetData):
+            return intraday_env(self.data.dataset_dir, "selection", self.selection_envs, device, self.env)
+        if isinstance(self.data, OptionsData):
+            return options_env(self.data.dataset_dir, "selection", self.selection_envs, device, self.options_env)
+        return None
 
     def agent_config(self) -> PPOConfig:
         """The agent's config as the trainer builds it: a gymnasium id takes the run's count of copies."""
@@ -206,6 +260,15 @@ def synthetic_env(data: SyntheticData, num_envs: int, config: IntradayConfig,
                                       source=data.source, device=device)
     market = market.subset(days=range(data.first_day, data.days if data.last_day is None else data.last_day))
     return IntradayTradingEnv(market, num_envs=num_envs, config=config, device=device)
+
+
+def synthetic_options_env(data: SyntheticOptionsData, num_envs: int, config: OptionsTradingConfig | None,
+                          device: torch.device | str = "cpu") -> OptionsTradingEnv:
+    """OptionsTrading on the synthetic market's chain of days [first_day, last_day)."""
+    chain = synthetic_chain_tensors(days=data.days, seed=data.seed, symbol=data.symbol, start=data.start,
+                                    alpha=data.alpha, iv_premium=data.iv_premium)
+    chain = chain_days(chain, range(data.first_day, data.days if data.last_day is None else data.last_day))
+    return OptionsTradingEnv(chain, num_envs=num_envs, config=config, device=device)
 
 
 @cache
