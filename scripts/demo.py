@@ -56,9 +56,9 @@ DEFAULT_LAST = "2024-07-12"
 DEFAULT_MODEL_DAYS = 2
 DEMO_ALPHA = "0.25"
 """The planted signal of the demo's market: the positive control of tests/trading_controls.py."""
-# Each model day's dataset: 5 train days, the default embargo (1), 2 selection days and 15 gate days, the fewest
+# Each model day's dataset: 10 train days, the default embargo (1), 2 selection days and 15 gate days, the fewest
 # the gate gives an interval and a share of the oracle over (the defaults, 41 sessions, take longer to ingest).
-DEMO_DATASET = {"window_days": 23, "embargo_days": 1, "selection_days": 2, "gate_days": 15}
+DEMO_DATASET = {"window_days": 28, "embargo_days": 1, "selection_days": 2, "gate_days": 15}
 # Run config of every model-day run: small budgets so the whole demo takes minutes on a 2-core CPU.
 DEMO_RUN_CONFIG: dict[str, Any] = {
     "ops": {

@@ -64,5 +64,7 @@ def print_model_days(store: Warehouse, days: Sequence[str]) -> int:
     promotions = read_promotions(store)
     print(f"\nmodels.promotions: {promotions.height} row(s)")
     for row in promotions.to_dicts():
-        print(f"  {row}")
+        print(f"  {row['decided_on']}: {row['model_id']} into production, replacing {row['previous_model_id'] or 'none'}")
+    if not promotions.height:
+        print("  none: no candidate passed the gate (its checks above say why)")
     return promotions.height
