@@ -28,6 +28,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,7 @@ def judge(store: Warehouse, row: dict[str, Any], signal_minutes: int) -> dict[st
     daily = daily_frame(rows).pivot(on="strategy", index="trading_day", values="ret").sort("trading_day")
     ours, oracle, band = (daily[name].to_numpy() for name in (CANDIDATE, COST_AWARE_ORACLE, MOMENTUM_BAND))
     share = share_interval(ours, oracle, n_boot=1000, level=0.9, seed=0)
-    fills = rows.filter(pl.col("strategy") == CANDIDATE)["turnover"].sum()
+    exposure = rows.filter(pl.col("strategy") == CANDIDATE)["position"].abs().sum()
     return {
         "gate_days": int(daily.height),
         "share_of_cost_aware_oracle": share.mean,
@@ -88,8 +90,23 @@ def judge(store: Warehouse, row: dict[str, Any], signal_minutes: int) -> dict[st
         "t_vs_banded_momentum": paired_t(ours - band),
         "t_vs_flat": paired_t(ours - daily[FLAT].to_numpy()),
         "mean_daily_return": {name: float(daily[name].mean()) for name in daily.columns if name != "trading_day"},
-        "traded": bool(fills > 0),
+        "traded": bool(exposure > 0),
     }
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """File descriptor 1 onto 2 while the assets run: the trainer process prints its RESULT line to the stdout it
+    inherits, and this script's stdout is for its JSON alone."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def run_market(root: Path, market_seed: int, train_seeds: list[int], alpha: float, steps: int | None,
@@ -152,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for market_seed in seeds:
         root = (args.keep / f"market{market_seed}") if args.keep else Path(tempfile.mkdtemp(prefix="learning-"))
         try:
-            runs.extend(run_market(root, market_seed, seeds, alpha, args.steps, log))
+            with stdout_to_stderr():
+                runs.extend(run_market(root, market_seed, seeds, alpha, args.steps, log))
         finally:
             if args.keep is None:
                 shutil.rmtree(root, ignore_errors=True)
