@@ -28,8 +28,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dagster as dg  # noqa: E402
 
+from benchmarks._shared import stdout_to_stderr  # noqa: E402
 from pipeline.backtest.inputs import dataset_part, load_registered  # noqa: E402
 from pipeline.backtest.metrics import daily_frame, share_interval  # noqa: E402
 from pipeline.backtest.promotion import CANDIDATE  # noqa: E402
@@ -93,20 +92,6 @@ def judge(store: Warehouse, row: dict[str, Any], signal_minutes: int) -> dict[st
         "traded": bool(exposure > 0),
     }
 
-
-@contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """File descriptor 1 onto 2 while the assets run: the trainer process prints its RESULT line to the stdout it
-    inherits, and this script's stdout is for its JSON alone."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def run_market(root: Path, market_seed: int, train_seeds: list[int], alpha: float, steps: int | None,

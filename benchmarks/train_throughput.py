@@ -3,7 +3,7 @@ and, where dagster is installed, the `clstm_ppo_policy` asset end to end (datase
 trainer process, registration) against the bare trainer on the same dataset and budget.
 
 Both agents train on the intraday env's default training settings (`DEFAULT_INTRADAY`: 8-bar windows, whole-day
-episodes). CLSTM-PPO runs the preset a run of this device gets (`preset_for_budget`: small_budget on CPU) with its
+episodes). CLSTM-PPO runs the preset a run of this device gets (`preset_for_budget`: small_budget, scaled to the env count as a training run scales it) with its
 network; --hidden, --num-steps and --num-minibatches override the preset's values. SB3 PPO is MlpPolicy with
 its defaults except the rollout length, batch and one epoch.
 
@@ -24,8 +24,6 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -34,25 +32,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._shared import stdout_to_stderr  # noqa: E402
 from pipeline.agents.clstm_ppo import CLSTMPPO  # noqa: E402
-from pipeline.agents.ppo_config import SMALL_BUDGET_MAX_STEPS, PPOConfig, preset_for_budget  # noqa: E402
+from pipeline.agents.ppo_config import PPOConfig, preset_for_budget, scaled_to_batch  # noqa: E402
 from pipeline.envs.intraday import IntradayTradingEnv  # noqa: E402
 from pipeline.envs.tensors import embedded_market_available, synthetic_market_tensors  # noqa: E402
 from pipeline.training.run import DEFAULT_INTRADAY  # noqa: E402
-
-
-@contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Send file descriptor 1 (this process's and its children's stdout) to stderr for the block."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def cpu_seconds() -> float:
@@ -65,8 +50,10 @@ def cpu_seconds() -> float:
 
 def clstm_config(args: argparse.Namespace) -> PPOConfig:
     """The preset of this device (or --preset) with the flags that override it."""
-    overrides = {name: getattr(args, name) for name in ("hidden", "num_steps", "num_minibatches")
-                 if getattr(args, name) is not None}
+    # As a training run gets it: the preset scaled to the env count (TrainingRun.build), then the flags.
+    overrides = scaled_to_batch(args.preset, args.num_envs)
+    overrides.update({name: getattr(args, name) for name in ("hidden", "num_steps", "num_minibatches")
+                      if getattr(args, name) is not None})
     return PPOConfig.preset(args.preset, device=args.device, seed=0, critic_warmup_rollouts=1,
                             critic_warmup_epochs=1, compile=args.compile, **overrides)
 
@@ -193,8 +180,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-envs", type=int, default=64)
-    parser.add_argument("--preset", default=None, help="CLSTM-PPO preset (default: the one a long run on "
-                        "--device gets: small_budget on CPU, gpu_long on an accelerator)")
+    parser.add_argument("--preset", default=None, help="CLSTM-PPO preset (default: the one a training "
+                        "run on --device gets, scaled to --num-envs)")
     parser.add_argument("--hidden", type=int, default=None, help="network width (default: the preset's)")
     parser.add_argument("--num-steps", type=int, default=None,
                         help="rollout length per env per update (default: the preset's)")
@@ -214,8 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--asset-steps", type=int, default=65_536,
                         help="env steps of the training-asset vs bare-trainer comparison (0 skips it)")
     args = parser.parse_args(argv)
-    # The preset of a long run on this device: small_budget on CPU, gpu_long on an accelerator.
-    args.preset = args.preset or preset_for_budget(SMALL_BUDGET_MAX_STEPS, args.device)
+    # The preset a run of this device gets (small_budget on every device until gpu_long is measured to learn).
+    args.preset = args.preset or preset_for_budget(args.asset_steps or 1, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     source = args.market if args.market != "auto" else ("market" if embedded_market_available() else "numpy")

@@ -135,6 +135,8 @@ def load_script(relative_path: str):
     import importlib.util
 
     path = REPO_ROOT / relative_path
+    if str(path.parent) not in sys.path:  # its siblings import as they do when it runs as a script (last, so
+        sys.path.append(str(path.parent))  # nothing of the project's is shadowed)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses (and pickling for worker processes) look the module up there
