@@ -8,6 +8,9 @@ No landed row is lost for its date: a row dated on a weekend or exchange holiday
 folder) is filed under the last trading day before it (`filing_day`), whose ingest quarantines it with the reason
 "not an XNYS trading day". That session's partition exists whenever the row lands, and only it reads the row.
 
+A file's rows are `source` "files" unless it has a `source` column of its own (the collector's files name the broker
+they came from).
+
 Values are parsed non-strictly (see `pipeline.contract.parsing`): a bad value keeps its row, with nulls and a `_parse_error`
 reason, so validation quarantines it. The returned frames therefore carry the raw table's columns plus the Utf8
 column `_parse_error` (null when the row parsed cleanly).
@@ -44,16 +47,19 @@ _OPTIONAL: dict[str, frozenset[str]] = {
     "bars": frozenset(),
     "option_snapshots": frozenset(
         {"underlying_price", "last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega",
-         "reconstructed", "null_reason"}
+         "reconstructed", "null_reason", "delayed"}
     ),
 }
 # Set by the source, never read from the file.
-_SET_BY_SOURCE = frozenset({"source", "trading_day"})
+_SET_BY_SOURCE = frozenset({"trading_day"})
+# A file may say where its rows came from (the collector writes the broker's name); rows that do not are `files`.
+_NAMED_SOURCE = "source"
 
 
 def required_columns(table: str) -> list[str]:
     """Columns a landed file of `table` must have."""
-    return [c for c in RAW_COLUMNS[table] if c not in _OPTIONAL[table] and c not in _SET_BY_SOURCE]
+    optional = _OPTIONAL[table] | _SET_BY_SOURCE | {_NAMED_SOURCE}
+    return [c for c in RAW_COLUMNS[table] if c not in optional]
 
 
 def _check_table(table: str) -> None:
@@ -195,7 +201,9 @@ class FileSource:
                 f"landed file {path}: no row has a parseable ts (e.g. {raw['ts'][0]!r}), so none can be filed "
                 "under a trading day. Write ts as ISO-8601 with an offset (2024-07-05T09:30:00-04:00) or epoch ns."
             )
-        return _with_trading_day(parsed).with_columns(pl.lit(self.name).alias("source"))
+        named = pl.col(_NAMED_SOURCE).str.strip_chars()
+        source = pl.when(named != "").then(named).otherwise(pl.lit(self.name))
+        return _with_trading_day(parsed).with_columns(source.alias(_NAMED_SOURCE))
 
     def fetch(self, table: str, session: TradingSession, symbols: Sequence[str]) -> pl.DataFrame:
         """Rows of every landed file of `table` whose New York date is `session.trading_day`, and those dated on
