@@ -224,7 +224,7 @@ class FileSource:
                 if folder_day != day:
                     rows = _reject_with(rows, pl.lit(True), pl.lit(f"in day folder {not_a_trading_day(folder_day)}"))
                 parts.append(rows)
-        frame = pl.concat(parts) if len(parts) > 1 else parts[0]
+        frame = pl.concat(parts)
         if symbols:
             key = "underlying" if table == "option_snapshots" else "symbol"
             frame = frame.filter(pl.col(key).is_null() | pl.col(key).is_in(list(symbols)))
