@@ -2,8 +2,9 @@
 and nothing else; not in the daily job): an Optuna study over the CLSTM-PPO
 hyperparameters on the `training_dataset` of trading day D, scored by the selection Sharpe after costs.
 
-The study lives in an Optuna RDB storage (`<lake>/optuna/studies.db` unless a URL is given), named per day, so a
-re-run adds trials to it and `optuna-dashboard` can watch it while it runs. The best trial's `TrainingRun` is written to
+The study lives in an Optuna RDB storage (`<lake>/optuna/studies.db` unless a URL is given: in the run config
+without a password, or in PIPELINE_OPTUNA_STORAGE), named per day, so a re-run adds trials to it and
+`optuna-dashboard` can watch it while it runs. The best trial's `TrainingRun` is written to
 `artifacts/search/<D>/best_run.json` (with a summary in `best_params.json`), which `clstm_ppo_policy` takes
 through its `searched_run` config.
 """
@@ -26,6 +27,7 @@ from pipeline.training.search import (
     run_study,
     shown_url,
     space_markdown,
+    study_storage,
     trials_markdown,
 )
 from resources.compute import ComputeResource
@@ -41,7 +43,8 @@ class HyperparameterSearchConfig(dg.Config):
     workers: int = Field(default=1, description="Processes running trials of the study at once.")
     study_name: str | None = Field(default=None, description="Optuna study; unset: clstm_ppo-<D>.")
     storage: str | None = Field(
-        default=None, description="Optuna storage URL (sqlite:///... or postgresql://...); unset: "
+        default=None, description="Optuna storage URL without a password (sqlite:///... or postgresql://user@host/db)"
+        "; unset: PIPELINE_OPTUNA_STORAGE (the place for a URL with a password), else "
         "sqlite:///<lake>/optuna/studies.db.")
     seed: int = Field(default=0, description="Training seed of every trial and base seed of the sampler.")
     preset: str | None = Field(default=None, description="PPOConfig preset under the searched fields; unset: the "
@@ -83,7 +86,7 @@ def build_search_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.Asse
         spec = SearchSpec(
             dataset_dir=str(dataset_dir(warehouse, trading_day)),
             study_name=config.study_name or f"clstm_ppo-{day}",
-            storage=config.storage or default_storage(warehouse),
+            storage=study_storage(config.storage, default_storage(warehouse)),
             steps_per_trial=config.steps_per_trial, preset=config.preset, env=IntradayConfig(**config.env.model_dump()),
             num_envs=config.num_envs, report_every=config.report_every, seed=config.seed,
             device=compute.resolved_device(), pruner_startup_trials=config.pruner_startup_trials,

@@ -4,7 +4,8 @@ Landing: new or changed files in <lake>/landing/<table>/ (and its <YYYY-MM-DD>/ 
 (source=files). The cursor is the
 JSON map {relative path: [mtime_ns, size]} of the files already seen. For every new or changed file the sensor
 reads its `ts` column, and requests one run per trading day it covers, selecting only the raw tables that have new
-files that day (so a day of trades never blanks that day's quotes) plus the features they feed.
+files that day (so a day of trades never blanks that day's quotes) plus the features they feed. Rows dated on a
+weekend or holiday count for the session before it, whose ingest quarantines them (`file_source.filing_day`).
 
 Run failures: every failed run of the location gets one line (which run, job and partitions, which steps failed
 with the first line of their error, where to look) in the sensor's log and in <lake>/logs/run_failures.log.
@@ -21,10 +22,15 @@ import dagster as dg
 from dagster_shared.error import SerializableErrorInfo
 
 from assets.features import BARS_1M_KEY, FEATURE_KEYS, MARKET_KEY, OPTIONS_KEY
-from pipeline.contract.calendar import is_trading_day
 from pipeline.contract.schemas import RAW_TABLES
 from pipeline.sources.base import SourceError
-from pipeline.sources.file_source import day_folder_date, day_folder_files, file_trading_days, top_level_files
+from pipeline.sources.file_source import (
+    day_folder_date,
+    day_folder_files,
+    file_trading_days,
+    filing_day,
+    top_level_files,
+)
 from resources.sources import MarketDataResource
 from resources.warehouse import WarehouseResource
 
@@ -62,11 +68,11 @@ def scan_landing(landing_dir: Path) -> FileState:
 
 
 def _covered_days(landing: Path, name: str) -> set[date]:
-    """The trading days one changed landing file covers: its day folder's, else those of its rows' ts."""
+    """The trading days whose ingests read one changed landing file: its day folder's, else those of its rows' ts,
+    a day without a session counting for the session before it (whose ingest quarantines its rows)."""
     table, *folders, _ = name.split("/")
-    if folders:
-        return {date.fromisoformat(folders[0])}
-    return file_trading_days(table, landing / name)
+    days = {date.fromisoformat(folders[0])} if folders else file_trading_days(table, landing / name)
+    return {filing_day(day) for day in days}
 
 
 def changed_files(previous: FileState, current: FileState) -> list[str]:
@@ -99,7 +105,7 @@ def build_landing_sensor(
         for name in changed:
             table = name.split("/", 1)[0]
             try:
-                days = {day for day in _covered_days(landing, name) if is_trading_day(day)}
+                days = _covered_days(landing, name)
             except SourceError as exc:
                 context.log.warning(f"skipping landing file {name}: {exc}")
                 continue

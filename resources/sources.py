@@ -49,8 +49,13 @@ class MarketDataResource(dg.ConfigurableResource):
     landing_dir: str | None = Field(
         default=None, description="Folder of landing/<table>/ files; unset: <data lake>/landing."
     )
-    alpaca_api_key: str | None = Field(default=None, description="Alpaca key id; unset: ALPACA_API_KEY.")
-    alpaca_secret_key: str | None = Field(default=None, description="Alpaca secret; unset: ALPACA_SECRET_KEY.")
+    # Credentials are kept out of repr and str; wire them with dg.EnvVar so the UI shows the variable, not the value.
+    alpaca_api_key: str | None = Field(
+        default=None, repr=False, description="Alpaca key id (dg.EnvVar); unset: ALPACA_API_KEY."
+    )
+    alpaca_secret_key: str | None = Field(
+        default=None, repr=False, description="Alpaca secret (dg.EnvVar); unset: ALPACA_SECRET_KEY."
+    )
     alpaca_url_override: str | None = Field(
         default=None,
         description="Base URL the Alpaca SDK calls instead of Alpaca's data API (a proxy, or a local test server).",

@@ -164,9 +164,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
+# Values of CI that mean "this is CI" (CI services set "true"; "false" or "0" must not count).
+CI_TRUE_VALUES = ("true", "1", "yes")
+
+
+def running_in_ci() -> bool:
+    """Whether the CI env var holds a truthy value."""
+    return os.environ.get("CI", "").strip().lower() in CI_TRUE_VALUES
+
+
 def require_system_package(missing: str) -> None:
     """A test needs a Debian package that is not here: fail under CI (`.ci/run` installs it, so its absence is a
     broken CI, not a reason to pass), skip on a developer machine that lacks it."""
-    if os.environ.get("CI"):
+    if running_in_ci():
         pytest.fail(f"{missing} (CI=true: .ci/run was to install it)")
     pytest.skip(missing)

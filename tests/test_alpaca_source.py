@@ -344,10 +344,12 @@ def test_a_delayed_live_chain_is_called_out(
 ) -> None:
     state.chains = {"SPY": {"SPY240719C00550000": _snapshot(5.0)}}  # quoted at 18:59 UTC
     state.latest_trades = {"SPY": _trade("2024-07-05T18:59:59Z", 551.25, 9)}
-    warned = []
+    warned, delayed = [], []
     for fetched in (datetime(2024, 7, 5, 19, 0, tzinfo=UTC), datetime(2024, 7, 5, 19, 15, tzinfo=UTC)):
         caplog.clear()
         with caplog.at_level(logging.WARNING):
-            _source(url, sleeps, clock=lambda t=fetched: t).current_chain(["SPY"])
+            chain = _source(url, sleeps, clock=lambda t=fetched: t).current_chain(["SPY"])
         warned.append(any("delayed feed" in r.getMessage() for r in caplog.records))
+        delayed.append(chain["delayed"].to_list())
     assert warned == [False, True]  # a minute old is live; 16 minutes old is the free plans' delayed feed
+    assert delayed == [[False], [True]]  # and the rows say so, not only the log

@@ -80,3 +80,26 @@ def test_files_source_ingests_every_symbol_of_its_files(lake_env: dict[str, str]
     (materialization,) = result.asset_materializations_for_node("raw__bars")
     assert materialization.metadata["rows_read"].value == 390 + BAD_ROWS
     assert Warehouse(lake / "warehouse.duckdb").row_count("raw.bars") == 390
+
+
+def test_a_landed_row_on_a_saturday_is_quarantined_once_by_fridays_ingest(lake_env: dict[str, str]) -> None:
+    lake = Path(lake_env["PIPELINE_DATA_LAKE"])
+    landed = lake / "landing" / "trades" / "week.csv"
+    landed.parent.mkdir(parents=True)
+    landed.write_text("symbol,ts,price,size,exchange,conditions\n"
+                      "SPY,2024-07-05T13:31:00Z,540.1,100,XNYS,\n"
+                      "SPY,2024-07-05T13:32:00Z,540.2,100,XNYS,\n"
+                      "SPY,2024-07-06T13:31:00Z,541.0,100,XNYS,\n")
+    resources = {"warehouse": WarehouseResource(), "market_data": MarketDataResource(source="files")}
+    (raw_trades,) = [a for a in build_definitions().assets if a.key == dg.AssetKey(["raw", "trades"])]
+    store = Warehouse(lake / "warehouse.duckdb")
+    for _ in range(2):  # a re-run quarantines the row again in place of the first time, not beside it
+        result = dg.materialize([raw_trades], resources=resources, partition_key=DAY, raise_on_error=False)
+        (materialization,) = result.asset_materializations_for_node("raw__trades")
+        counts = {k: materialization.metadata[k].value for k in ("rows_read", "rows_accepted", "rows_rejected")}
+        assert counts == {"rows_read": 3, "rows_accepted": 2, "rows_rejected": 1}
+        quarantined = store.query("SELECT trading_day, reason, payload FROM quarantine.rejected_rows")
+        assert quarantined.height == 1 and str(quarantined["trading_day"][0]) == DAY
+        assert quarantined["reason"][0].startswith("2024-07-06 is not an XNYS trading day")
+        assert "2024-07-06" in quarantined["payload"][0]
+    assert store.row_count("raw.trades") == 2

@@ -128,3 +128,7 @@ def test_collected_snapshots_reach_raw_option_snapshots_through_the_landing_sens
     assert counts.rows() == [("QQQ", 2, 120), ("SPY", 1, 60)]  # SPY's missed slot stays a gap
     assert store.row_count("quarantine.rejected_rows") == 0
     assert store.query("SELECT count(DISTINCT ts) AS n FROM features.options")["n"][0] == 2
+    # The broker stays in `source`, and the rows say whether its quotes were live: the fake's chain is quoted at
+    # 14:00 UTC, so at the second slot (14:15) they were 15 minutes old, Alpaca's free delayed feed.
+    flags = store.query("SELECT DISTINCT source, ts, delayed FROM raw.option_snapshots ORDER BY ts")
+    assert flags.rows() == [("alpaca", now[0], False), ("alpaca", now[1], True)]

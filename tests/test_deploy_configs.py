@@ -93,7 +93,7 @@ def helm_instance(values: dict[str, Any]) -> dict[str, Any]:
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     launcher_config = {
         "load_incluster_config": True, "job_namespace": "dagster", "service_account_name": "dagster",
-        "instance_config_map": "dagster-instance", "postgres_password_secret": "dagster-postgresql-secret",
+        "instance_config_map": "dagster-instance", "postgres_password_secret": values["global"]["postgresqlSecretName"],
         "image_pull_policy": launcher["imagePullPolicy"], "env_vars": launcher["envVars"],
         "volume_mounts": launcher["volumeMounts"], "volumes": launcher["volumes"],
         "run_k8s_config": {snake(k): v for k, v in launcher["runK8sConfig"].items()},
@@ -128,6 +128,28 @@ def test_helm_values_deploy_this_code_location_with_postgres_the_run_queue_and_t
     local = yaml.safe_load((REPO_ROOT / "dagster_home" / "dagster.yaml").read_text())
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert config["concurrency"]["pools"] == local["concurrency"]["pools"] == load("dagster.yaml")["concurrency"]["pools"]
+
+
+def password_values(node: Any, path: str = "") -> list[str]:
+    """Paths of the values under keys that name a password and hold one (a Secret's name is not a password)."""
+    if isinstance(node, dict):
+        found = [p for k, v in node.items() for p in password_values(v, f"{path}.{k}")]
+        return found + [f"{path}.{k}" for k, v in node.items() if "password" in k.lower() and isinstance(v, str | int)
+                        and v != "" and "secret" not in k.lower()]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in password_values(v, f"{path}[{i}]")]
+    return []
+
+
+def test_helm_values_carry_no_password_and_name_the_secret_that_does() -> None:
+    values = load("helm/values.yaml")
+    assert password_values(values) == []
+    assert password_values({"postgresql": {"postgresqlPassword": "change-me"}}) == [".postgresql.postgresqlPassword"]
+    # The chart writes no Secret of its own (it would hold a password from these values); the database and
+    # Dagster's pods read one Secret made before install.
+    assert values["generatePostgresqlPasswordSecret"] is False
+    assert values["postgresql"]["existingSecret"] == values["global"]["postgresqlSecretName"]
+    assert "--set postgresql.postgresqlPassword" not in (DEPLOY / "README.md").read_text()
 
 
 def test_helm_values_mount_the_lake_where_the_trainer_pod_does() -> None:

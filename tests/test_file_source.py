@@ -47,7 +47,8 @@ def test_trades_csv_rows_of_the_trading_day_with_utc_ts(tmp_path: Path) -> None:
     frame = source.fetch("trades", SESSION, [])
     assert frame.columns == [*RAW_COLUMNS["trades"], "_parse_error"]
     assert frame.schema["ts"] == pl.Datetime("us", "UTC")
-    # 2024-07-05T00:30Z is 2024-07-04 in New York, and the 07-08 row is another day: both excluded.
+    # 2024-07-05T00:30Z is 2024-07-04 in New York (filed under 07-03), and the 07-08 row is another day: both
+    # excluded.
     assert frame.height == 4
     assert frame["ts"].to_list() == [
         datetime(2024, 7, 5, 13, 30, tzinfo=UTC),
@@ -156,10 +157,11 @@ def test_parquet_with_native_types(tmp_path: Path) -> None:
     epoch.write_parquet(tmp_path / "trades" / "epoch.parquet")
     _land(tmp_path, "trades", "empty.parquet", b"")
     out = FileSource(tmp_path).fetch("trades", SESSION, ["AAPL", "MSFT"])
-    assert out["symbol"].to_list() == ["MSFT", "AAPL"]  # files in name order: epoch.parquet, t.parquet
-    assert out["ts"].to_list() == [datetime(2024, 7, 5, 14, 0, tzinfo=UTC)] * 2
-    assert out["price"].to_list() == [100.0, 100.0]
-    assert out["_parse_error"].to_list() == [None, None]
+    # Files in name order (epoch.parquet, t.parquet); each one's Saturday row is Friday's to quarantine.
+    assert out["symbol"].to_list() == ["MSFT", "MSFT", "AAPL", "AAPL"]
+    assert out["ts"].to_list() == [datetime(2024, 7, 5, 14, 0, tzinfo=UTC), datetime(2024, 7, 6, 14, 0, tzinfo=UTC)] * 2
+    assert out["price"].to_list() == [100.0, 101.0] * 2
+    assert out["_parse_error"].to_list() == [None, "2024-07-06 is not an XNYS trading day"] * 2
 
 
 def test_missing_required_columns_name_file_and_columns(tmp_path: Path) -> None:
@@ -203,7 +205,7 @@ def test_landing_files_and_partitions(tmp_path: Path) -> None:
     source = FileSource(tmp_path)
     assert [p.name for p in source.landing_files("trades")] == ["t.csv"]
     assert landing_partitions(tmp_path) == {
-        "trades": {date(2024, 7, 4), DAY, date(2024, 7, 8)},
+        "trades": {date(2024, 7, 3), DAY, date(2024, 7, 8)},  # the July 4th row is the 3rd's ingest's to quarantine
         "quotes": {date(2024, 7, 8)},
         "bars": {date(2024, 7, 9)},
         "option_snapshots": set(),
@@ -258,3 +260,22 @@ def test_a_day_folder_is_read_for_its_day_only_and_loses_no_row(tmp_path: Path, 
     assert "trading_day is not 2024-07-05" in result.rejected["reason"][0]
     # The folder names the day: listing partitions reads none of its files.
     assert landing_partitions(tmp_path)["trades"] == {DAY, date(2024, 7, 8)}
+
+
+def test_rows_dated_without_a_session_are_quarantined_by_the_session_before(tmp_path: Path) -> None:
+    header = "symbol,ts,price,size,exchange,conditions\n"
+    _land(tmp_path, "trades", "week.csv", header + "SPY,2024-07-05T13:31:00Z,540.1,100,XNYS,\n"
+          + "SPY,2024-07-05T13:32:00Z,540.2,100,XNYS,\n"
+          + "SPY,2024-07-06T13:31:00Z,541.0,100,XNYS,\n")  # a Saturday
+    # A Sunday folder: its rows are quarantined whatever their ts says (this one's is Friday's).
+    _land(tmp_path, "trades", "2024-07-07/sunday.csv", header + "SPY,2024-07-05T13:33:00Z,540.3,100,XNYS,\n")
+    source = FileSource(tmp_path)
+    result = validate("trades", source.fetch("trades", SESSION, []), SESSION)
+    assert (result.rows_read, result.rows_accepted, result.rows_rejected) == (4, 2, 2)
+    reasons = result.rejected["reason"].to_list()
+    assert reasons[0].startswith("2024-07-06 is not an XNYS trading day")
+    assert reasons[1].startswith("in day folder 2024-07-07 is not an XNYS trading day")
+    assert result.rejected["trading_day"].to_list() == [DAY, DAY]
+    # Read by Friday's ingest only: Monday's neither takes nor quarantines them again.
+    assert source.fetch("trades", trading_session(date(2024, 7, 8)), []).height == 0
+    assert landing_partitions(tmp_path)["trades"] == {DAY}

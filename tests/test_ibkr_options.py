@@ -47,6 +47,8 @@ def test_chain_of_one_underlying_around_spot_validates_in_the_session() -> None:
     assert set(frame["ts"]) == {NOW} and set(frame["trading_day"]) == {DAY}
     assert set(frame["source"]) == {"ibkr"} and set(frame["underlying_price"]) == {SPOT}
     assert not frame["reconstructed"].any() and frame["null_reason"].is_null().all()
+    assert frame["delayed"].all()  # market data type 3: delayed quotes, older than ts
+    assert not _chains(_ib()).current_chain(["SPY"])["delayed"].any()  # the default, live
     row = frame.filter((pl.col("expiry") == date(2024, 7, 12)) & (pl.col("strike") == 550.0)
                        & (pl.col("right") == "P")).row(0, named=True)
     assert row["contract"] == "SPY   240712P00550000"

@@ -83,19 +83,19 @@ def test_contract_tables_have_contract_types(warehouse: Warehouse) -> None:
     assert {"raw", "quarantine", "features", "models", "evaluation"} <= schemas
 
 
-def test_a_warehouse_from_before_the_reconstruction_columns_gains_them(tmp_path: Path) -> None:
+def test_a_warehouse_from_before_the_reconstruction_and_delay_columns_gains_them(tmp_path: Path) -> None:
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
     con.execute("CREATE SCHEMA raw")
     con.execute(raw_table_ddl("option_snapshots"))
-    con.execute("ALTER TABLE raw.option_snapshots DROP COLUMN reconstructed")
-    con.execute("ALTER TABLE raw.option_snapshots DROP COLUMN null_reason")
+    for column in ("reconstructed", "null_reason", "delayed"):
+        con.execute(f"ALTER TABLE raw.option_snapshots DROP COLUMN {column}")
     con.execute("INSERT INTO raw.option_snapshots (underlying, trading_day) VALUES ('SPY', DATE '2024-07-05')")
     con.close()
     warehouse = Warehouse(path)
-    rows = warehouse.query("SELECT underlying, reconstructed, null_reason FROM raw.option_snapshots")
-    # Rows written before the column existed were observed chains.
-    assert rows.rows() == [("SPY", False, None)]
+    rows = warehouse.query("SELECT underlying, reconstructed, null_reason, delayed FROM raw.option_snapshots")
+    # Rows written before the columns existed were observed chains; whether their quotes were live is not known.
+    assert rows.rows() == [("SPY", False, None, None)]
     names = warehouse.query(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'option_snapshots'")["column_name"]
     assert set(names) == set(RAW_COLUMNS["option_snapshots"])

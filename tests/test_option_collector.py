@@ -100,6 +100,7 @@ def test_each_underlying_becomes_one_file_stamped_with_its_fetch_time(tmp_path: 
     result = validate("option_snapshots", rows, trading_session(DAY))
     assert result.rows_accepted == 8 and result.rows_rejected == 0
     assert result.accepted["reconstructed"].to_list() == [False] * 8
+    assert set(result.accepted["source"]) == {"scripted"}  # the broker's name, not "files"
 
 
 def test_a_missed_snapshot_is_logged_and_left_as_a_gap(tmp_path: Path) -> None:

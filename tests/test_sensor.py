@@ -47,13 +47,18 @@ def test_new_files_request_runs_per_covered_day(defs: dg.Definitions, tmp_path: 
         TRADES_HEADER
         + "SPY,2024-07-05T13:31:00+00:00,540.1,100,XNYS,\n"
         + "SPY,2024-07-08T13:31:00+00:00,541.2,100,XNYS,\n"
-        # 2024-07-06 is a Saturday: not a partition, no run.
+        # 2024-07-06 is a Saturday: not a partition; Friday's run quarantines it.
         + "SPY,2024-07-06T13:31:00+00:00,541.2,100,XNYS,\n",
     )
     _drop(lake, "quotes", "q.csv", "symbol,ts,bid,ask,bid_size,ask_size\nSPY,2024-07-05T13:31:00Z,540,540.2,1,1\n")
     result = _tick(defs, lake, None)
     requests = {r.partition_key: r for r in result.run_requests}
     assert set(requests) == {"2024-07-05", "2024-07-08"}
+    _drop(lake, "bars", "sunday.csv", "symbol,ts,interval,open,high,low,close,volume\n"
+          "SPY,2024-07-07T14:00:00+00:00,1m,1,1,1,1,1\n")
+    sunday = {r.partition_key: r for r in _tick(defs, lake, result.cursor).run_requests}
+    assert set(sunday) == {"2024-07-05"} and dg.AssetKey(["raw", "bars"]) in sunday["2024-07-05"].asset_selection
+    (lake / "landing" / "bars" / "sunday.csv").unlink()
     # Trades and quotes feed the minute bars and the market features, not the option features.
     features = {dg.AssetKey(["features", n]) for n in ("bars_1m", "market")}
     assert set(requests["2024-07-05"].asset_selection) == {

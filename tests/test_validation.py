@@ -48,8 +48,8 @@ def option(**overrides: object) -> dict:
     row = {"underlying": "SPY", "underlying_price": 500.0, "contract": "SPY240719C00500000",
            "expiry": date(2024, 7, 19), "strike": 500.0, "right": "C", "ts": T0, "bid": 5.0, "ask": 5.2,
            "last": 5.1, "volume": 10.0, "open_interest": 100.0, "iv": 0.15, "delta": 0.5, "gamma": 0.02,
-           "theta": -0.1, "vega": 0.3, "reconstructed": False, "null_reason": None, "source": "test",
-           "trading_day": DAY}
+           "theta": -0.1, "vega": 0.3, "reconstructed": False, "null_reason": None, "delayed": False,
+           "source": "test", "trading_day": DAY}
     return row | overrides
 
 

@@ -58,6 +58,8 @@ RAW_COLUMN_DOCS: dict[str, dict[str, str]] = {
         "vega": "option vega ($ per vol point)",
         "reconstructed": "true when the row was rebuilt from historical bars, not observed (e.g. Alpaca history)",
         "null_reason": "why columns of the row are null, e.g. 'bid, ask: Alpaca keeps no historical option quotes'",
+        "delayed": "true when the broker served delayed or frozen quotes, older than the fetch time in ts; false "
+        "when live; null when the source did not say",
     },
 }
 

@@ -67,6 +67,7 @@ RAW_COLUMNS: dict[str, dict[str, pl.DataType]] = {
         "vega": pl.Float64,
         "reconstructed": pl.Boolean,
         "null_reason": pl.Utf8,
+        "delayed": pl.Boolean,
         "source": pl.Utf8,
         "trading_day": pl.Date,
     },
@@ -84,8 +85,10 @@ RAW_TABLES: tuple[str, ...] = tuple(RAW_COLUMNS)
 
 # Columns a source may leave out: they take these values. A live chain is observed, not reconstructed; a
 # reconstruction (pipeline.sources.alpaca_history) sets `reconstructed` and says in `null_reason` what it could not know.
+# `delayed` stays null where the source does not say whether its quotes were live (a file landed by hand, rows
+# written before the column existed).
 RAW_DEFAULTS: dict[str, dict[str, object]] = {
-    "option_snapshots": {"reconstructed": False, "null_reason": None},
+    "option_snapshots": {"reconstructed": False, "null_reason": None, "delayed": None},
 }
 
 # quarantine.rejected_rows: one input row that failed validation, with the reason and the row as JSON.

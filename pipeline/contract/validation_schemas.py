@@ -24,7 +24,8 @@ NULLABLE: dict[str, frozenset[str]] = {
     "bars": frozenset(),
     # bid and ask may be null only on a reconstructed row (a row check below holds that).
     "option_snapshots": frozenset(
-        {"bid", "ask", "last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega", "null_reason"}
+        {"bid", "ask", "last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega", "null_reason",
+         "delayed"}
     ),
 }
 

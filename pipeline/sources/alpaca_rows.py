@@ -76,10 +76,12 @@ def underlying_price(trade: Trade | None, quote: Quote | None) -> float | None:
 
 
 def option_rows(
-    underlying: str, spot: float | None, chain: dict[str, OptionsSnapshot], snapshot_ts: datetime
+    underlying: str, spot: float | None, chain: dict[str, OptionsSnapshot], snapshot_ts: datetime,
+    delayed: bool | None = None,
 ) -> list[dict[str, Any]]:
     """One observed row per contract; volume and open interest are not in Alpaca's option snapshot, so they stay
-    null (an observed chain's nulls need no reason: `null_reason` is for reconstructed rows)."""
+    null (an observed chain's nulls need no reason: `null_reason` is for reconstructed rows). `delayed`: whether
+    the chain came from a delayed feed."""
     rows = []
     for contract, snap in chain.items():
         occ = parse_occ(contract)
@@ -95,7 +97,7 @@ def option_rows(
                 "iv": snap.implied_volatility,
                 "delta": greeks.delta if greeks else None, "gamma": greeks.gamma if greeks else None,
                 "theta": greeks.theta if greeks else None, "vega": greeks.vega if greeks else None,
-                "reconstructed": False, "null_reason": None,
+                "reconstructed": False, "null_reason": None, "delayed": delayed,
             }
         )
     return rows

@@ -112,15 +112,20 @@ def is_transient(exc: BaseException) -> bool:
 DELAYED_CHAIN_AGE = timedelta(minutes=10)
 
 
-def _warn_if_delayed(underlying: str, chain: dict[str, Any], fetched: datetime) -> None:
-    """Quotes older than the fetch time they are stamped with are fine to try the collector on, not to train on."""
+def chain_is_delayed(underlying: str, chain: dict[str, Any], fetched: datetime) -> bool | None:
+    """Whether the chain's quotes came from a delayed feed (None: no quote to tell by). Quotes older than the fetch
+    time they are stamped with are fine to try the collector on, not to train on: the rows say so in `delayed`."""
     times = [s.latest_quote.timestamp for s in chain.values() if s.latest_quote is not None]
-    if times and fetched - max(times) > DELAYED_CHAIN_AGE:
-        logger.warning(
-            "alpaca: the freshest quote of %s's option chain is %s old at %s: a delayed feed (the free plans' "
-            "'indicative' one)? Its rows are stamped with the fetch time; do not train on them as live chains.",
-            underlying, fetched - max(times), fetched.isoformat(timespec="seconds"),
-        )
+    if not times:
+        return None
+    if fetched - max(times) <= DELAYED_CHAIN_AGE:
+        return False
+    logger.warning(
+        "alpaca: the freshest quote of %s's option chain is %s old at %s: a delayed feed (the free plans' "
+        "'indicative' one)? Its rows are stamped with the fetch time and marked delayed; do not train on them as "
+        "live chains.", underlying, fetched - max(times), fetched.isoformat(timespec="seconds"),
+    )
+    return True
 
 
 class AlpacaSource:
@@ -340,8 +345,8 @@ class AlpacaSource:
             )
             spot = alpaca_rows.underlying_price(latest_trades.get(underlying), latest_quotes.get(underlying))
             fetched = self._clock().astimezone(UTC)
-            _warn_if_delayed(underlying, chain, fetched)
-            rows.extend(alpaca_rows.option_rows(underlying, spot, chain, fetched))
+            delayed = chain_is_delayed(underlying, chain, fetched)
+            rows.extend(alpaca_rows.option_rows(underlying, spot, chain, fetched, delayed))
         return self._frame("option_snapshots", rows, pl.col("ts").dt.convert_time_zone(NY_TZ).dt.date())
 
     def _reconstructed_chain(self, underlying: str, session: TradingSession) -> list[dict[str, Any]]:

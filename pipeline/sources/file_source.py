@@ -4,6 +4,13 @@ A file may also sit in a day folder, `<landing_dir>/<table>/<YYYY-MM-DD>/`: it i
 so a folder that grows every day (the live option-chain collector's) costs a day's ingest that day's files, not all
 of them. Its rows on another day are not dropped: validation quarantines them ("trading_day is not ...").
 
+No landed row is lost for its date: a row dated on a weekend or exchange holiday (and every row of such a day's
+folder) is filed under the last trading day before it (`filing_day`), whose ingest quarantines it with the reason
+"not an XNYS trading day". That session's partition exists whenever the row lands, and only it reads the row.
+
+A file's rows are `source` "files" unless it has a `source` column of its own (the collector's files name the broker
+they came from).
+
 Values are parsed non-strictly (see `pipeline.contract.parsing`): a bad value keeps its row, with nulls and a `_parse_error`
 reason, so validation quarantines it. The returned frames therefore carry the raw table's columns plus the Utf8
 column `_parse_error` (null when the row parsed cleanly).
@@ -18,7 +25,14 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.contract.calendar import NY_TZ, TradingSession
+from pipeline.contract.calendar import (
+    CALENDAR_END,
+    CALENDAR_START,
+    NY_TZ,
+    TradingSession,
+    is_trading_day,
+    previous_trading_day,
+)
 from pipeline.contract.parsing import PARSE_ERROR, parse_landed, ts_expr
 from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES, empty_frame
 from pipeline.sources.base import SourceError
@@ -33,16 +47,19 @@ _OPTIONAL: dict[str, frozenset[str]] = {
     "bars": frozenset(),
     "option_snapshots": frozenset(
         {"underlying_price", "last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega",
-         "reconstructed", "null_reason"}
+         "reconstructed", "null_reason", "delayed"}
     ),
 }
 # Set by the source, never read from the file.
-_SET_BY_SOURCE = frozenset({"source", "trading_day"})
+_SET_BY_SOURCE = frozenset({"trading_day"})
+# A file may say where its rows came from (the collector writes the broker's name); rows that do not are `files`.
+_NAMED_SOURCE = "source"
 
 
 def required_columns(table: str) -> list[str]:
     """Columns a landed file of `table` must have."""
-    return [c for c in RAW_COLUMNS[table] if c not in _OPTIONAL[table] and c not in _SET_BY_SOURCE]
+    optional = _OPTIONAL[table] | _SET_BY_SOURCE | {_NAMED_SOURCE}
+    return [c for c in RAW_COLUMNS[table] if c not in optional]
 
 
 def _check_table(table: str) -> None:
@@ -52,6 +69,25 @@ def _check_table(table: str) -> None:
 
 def _is_landed(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in LANDING_SUFFIXES and not path.name.startswith(".")
+
+
+def filing_day(day: date) -> date:
+    """The trading day whose ingest reads a landed row dated `day`: `day` itself when XNYS trades then, else the
+    session before it (days outside the calendar's span are their own: no partition reads them)."""
+    if is_trading_day(day) or not CALENDAR_START < day <= CALENDAR_END:
+        return day
+    return previous_trading_day(day)
+
+
+def not_a_trading_day(day: date | str) -> str:
+    """The quarantine reason of a landed row dated on a day XNYS does not trade."""
+    return f"{day} is not an XNYS trading day"
+
+
+def _reject_with(frame: pl.DataFrame, when: pl.Expr, reason: pl.Expr) -> pl.DataFrame:
+    """Add `reason` to the parse error of the rows where `when` holds (validation quarantines them with it)."""
+    joined = pl.concat_str([pl.col(PARSE_ERROR), reason], separator="; ", ignore_nulls=True)
+    return frame.with_columns(pl.when(when).then(joined).otherwise(pl.col(PARSE_ERROR)).alias(PARSE_ERROR))
 
 
 def top_level_files(landing_dir: Path, table: str) -> list[Path]:
@@ -115,13 +151,17 @@ def _trading_day(columns: Sequence[str]) -> pl.Expr:
 
 
 def _with_trading_day(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add the trading day of each row; rows whose ts failed get the file's first day.
+    """Add the trading day of each row; rows whose ts failed get the file's first day. Rows dated on a day XNYS
+    does not trade get that as their reason.
 
     Assigning unparseable rows to one covered day sends each of them to quarantine exactly once.
     """
     frame = frame.with_columns(_trading_day(frame.columns).alias("trading_day"))
     first_day = frame["trading_day"].min()
-    return frame.with_columns(pl.col("trading_day").fill_null(first_day))
+    frame = frame.with_columns(pl.col("trading_day").fill_null(first_day))
+    off_days = [day for day in frame["trading_day"].unique().to_list() if not is_trading_day(day)]
+    reason = pl.format(not_a_trading_day("{}"), pl.col("trading_day"))
+    return _reject_with(frame, pl.col("trading_day").is_in(off_days), reason)
 
 
 class FileSource:
@@ -161,24 +201,40 @@ class FileSource:
                 f"landed file {path}: no row has a parseable ts (e.g. {raw['ts'][0]!r}), so none can be filed "
                 "under a trading day. Write ts as ISO-8601 with an offset (2024-07-05T09:30:00-04:00) or epoch ns."
             )
-        return _with_trading_day(parsed).with_columns(pl.lit(self.name).alias("source"))
+        named = pl.col(_NAMED_SOURCE).str.strip_chars()
+        source = pl.when(named != "").then(named).otherwise(pl.lit(self.name))
+        return _with_trading_day(parsed).with_columns(source.alias(_NAMED_SOURCE))
 
     def fetch(self, table: str, session: TradingSession, symbols: Sequence[str]) -> pl.DataFrame:
-        """Rows of every landed file of `table` whose New York date is `session.trading_day`.
+        """Rows of every landed file of `table` whose New York date is `session.trading_day`, and those dated on
+        the days without a session after it (each with its reason, for quarantine).
 
         `symbols` filters by symbol (by underlying for option_snapshots); an empty sequence keeps all symbols.
         Rows with a null symbol are kept so validation can quarantine them.
         """
-        frame = self._landed_rows(table).filter(pl.col("trading_day") == session.trading_day)
-        day_files = day_folder_files(self.landing_dir, table, session.trading_day)
-        if day_files:
-            columns = [*RAW_COLUMNS[table], PARSE_ERROR]
+        day = session.trading_day
+        landed = self._landed_rows(table)
+        filed_here = [d for d in landed["trading_day"].unique().to_list() if filing_day(d) == day]
+        parts = [landed.filter(pl.col("trading_day").is_in(filed_here))]
+        columns = [*RAW_COLUMNS[table], PARSE_ERROR]
+        for folder_day in self._day_folders_filed_under(table, day):
             # Every row of the day folder, whatever its ts says: validation quarantines those of another day.
-            frame = pl.concat([frame, *(self.read_file(table, p).select(columns) for p in day_files)])
+            for path in day_folder_files(self.landing_dir, table, folder_day):
+                rows = self.read_file(table, path).select(columns)
+                if folder_day != day:
+                    rows = _reject_with(rows, pl.lit(True), pl.lit(f"in day folder {not_a_trading_day(folder_day)}"))
+                parts.append(rows)
+        frame = pl.concat(parts)
         if symbols:
             key = "underlying" if table == "option_snapshots" else "symbol"
             frame = frame.filter(pl.col(key).is_null() | pl.col(key).is_in(list(symbols)))
         return frame
+
+    def _day_folders_filed_under(self, table: str, day: date) -> list[date]:
+        """`day`'s own folder and the folders of the days without a session that follow it."""
+        folder = self.landing_dir / table
+        others = (day_folder_date(sub) for sub in folder.iterdir()) if folder.is_dir() else iter(())
+        return [day, *sorted(d for d in others if d is not None and d != day and filing_day(d) == day)]
 
     def _landed_rows(self, table: str) -> pl.DataFrame:
         """Every landed file of `table` parsed and concatenated; reused while no file was added, changed or removed."""
@@ -205,7 +261,7 @@ def _header(path: Path) -> list[str]:
 
 
 def file_trading_days(table: str, path: Path) -> set[date]:
-    """The trading days of one landed file's rows (by the rule of `_trading_day`).
+    """The days of one landed file's rows (by the rule of `_trading_day`; `filing_day` says which ingest reads them).
 
     Raises SourceError when the file cannot be read or no row has a parseable ts (it would cover no day).
     """
@@ -224,8 +280,8 @@ def file_trading_days(table: str, path: Path) -> set[date]:
 
 
 def landing_partitions(landing_dir: str | Path) -> dict[str, set[date]]:
-    """Which trading days the landed files cover, per table (every table a key; reads only the ts column, and
-    nothing of a day folder's files: their folder names the day).
+    """Which trading days' ingests read the landed files, per table (every table a key; reads only the ts column,
+    and nothing of a day folder's files: their folder names the day). A weekend's rows count for the Friday before.
 
     Files that cannot be read, or lack a parseable ts, are skipped with a warning: `fetch` reports them in full.
     """
@@ -234,12 +290,12 @@ def landing_partitions(landing_dir: str | Path) -> dict[str, set[date]]:
         days: set[date] = set()
         for path in top_level_files(Path(landing_dir), table):
             try:
-                days.update(file_trading_days(table, path))
+                days.update(filing_day(day) for day in file_trading_days(table, path))
             except SourceError as exc:
                 logger.warning("skipping %s when listing landed partitions: %s", path, exc)
         folder = Path(landing_dir) / table
         for sub in folder.iterdir() if folder.is_dir() else []:
             if (day := day_folder_date(sub)) is not None and day_folder_files(Path(landing_dir), table, day):
-                days.add(day)
+                days.add(filing_day(day))
         covered[table] = days
     return covered

@@ -114,6 +114,8 @@ def _row(symbol: str, spot: float, ticker: Ticker, ts: datetime) -> dict[str, An
         "volume": _tick_value(ticker.volume), "open_interest": _tick_value(open_interest),
         "iv": _greek(greeks, "impliedVol"), "delta": _greek(greeks, "delta"), "gamma": _greek(greeks, "gamma"),
         "theta": _greek(greeks, "theta"), "vega": _greek(greeks, "vega"),
+        # What IB says it sent for this contract (1 live; 2 frozen, 3 delayed, 4 delayed frozen: older than ts).
+        "delayed": ticker.marketDataType != 1,
     }
 
 
@@ -174,8 +176,8 @@ class IBKROptionChains:
         if self.market_data_type != 1:
             # Delayed or frozen quotes are older than the fetch time they are stamped with: fine for trying the
             # collector out, wrong to train on as if they were the market at ts.
-            logger.warning("ibkr: market_data_type %d gives delayed or frozen quotes, stamped with the fetch time; "
-                           "do not train on them as live chains", self.market_data_type)
+            logger.warning("ibkr: market_data_type %d gives delayed or frozen quotes, stamped with the fetch time "
+                           "(rows marked delayed); do not train on them as live chains", self.market_data_type)
         ib = self._ib_factory()
         try:
             self._connect(ib)

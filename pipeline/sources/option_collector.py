@@ -105,8 +105,9 @@ def _write_atomically(frame: pl.DataFrame, path: Path) -> None:
 
 
 def _landed_columns(frame: pl.DataFrame) -> pl.DataFrame:
-    """The columns a landed file carries: the contract's, less the two the ingest sets (source, trading day)."""
-    return frame.select(c for c in RAW_COLUMNS[TABLE] if c not in ("source", "trading_day"))
+    """The columns a landed file carries: the contract's (the broker's name in `source` included), less the trading
+    day, which the ingest sets."""
+    return frame.select(c for c in RAW_COLUMNS[TABLE] if c != "trading_day")
 
 
 def log_gap(lake_dir: Path, outcome: SnapshotOutcome, broker: str) -> Path:

@@ -180,4 +180,5 @@ def option_snapshots(config: SyntheticMarketConfig, sd: SymbolDay) -> pl.DataFra
         "bid": bid.ravel(), "ask": ask.ravel(), "last": last.ravel(),
         "volume": volume.ravel(), "open_interest": np.tile(open_interest, n_snaps),
         "iv": iv.ravel(), **{name: values.ravel() for name, values in greeks.items()},
+        "delayed": pl.Series([False] * rows, dtype=pl.Boolean),  # priced at ts: live by construction
     })

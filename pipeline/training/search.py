@@ -93,6 +93,10 @@ SEARCH_SPACE: dict[str, Dimension] = {
 ENV_PARAMS. Everything else comes from the spec's preset and env config."""
 
 
+STORAGE_VAR = "PIPELINE_OPTUNA_STORAGE"
+"""Environment variable holding the storage URL of runs that do not set one (the place for a password)."""
+
+
 @dataclass(frozen=True)
 class SearchSpec:
     """One study: where its data and storage are, and what each trial trains with (JSON-able, for the workers)."""
@@ -100,8 +104,9 @@ class SearchSpec:
     dataset_dir: str
     """A folder written by `save_dataset`: trials train on its train part and are scored on its selection part."""
     study_name: str
-    storage: str
-    """SQLAlchemy URL of the Optuna storage: sqlite:///path/studies.db or postgresql://user:pass@host/db."""
+    storage: str = dataclasses.field(repr=False)
+    """SQLAlchemy URL of the Optuna storage: sqlite:///path/studies.db or postgresql://user:pass@host/db (kept
+    out of the repr: it may hold a password)."""
     steps_per_trial: int = 65_536
     """Env steps each trial trains for (pruned trials stop earlier)."""
     preset: str | None = None
@@ -144,6 +149,23 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def study_storage(configured: str | None, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """The study's storage URL: the run config's, else PIPELINE_OPTUNA_STORAGE, else `default`.
+
+    Dagster keeps run configs in plain text in the run history, so a URL given there may not carry a password.
+    """
+    if configured:
+        if sqlalchemy.engine.make_url(configured).password is not None:
+            raise ValueError(
+                f"the Optuna storage URL in the run config ({shown_url(configured)}) carries a password, and run "
+                f"configs are kept in plain text in Dagster's run history: leave `storage` unset and export "
+                f"{STORAGE_VAR}=<url> where the run executes"
+            )
+        return configured
+    env = os.environ if environ is None else environ
+    return env.get(STORAGE_VAR) or default
 
 
 def shown_url(url: str) -> str:

@@ -120,5 +120,7 @@ class FakeChainIB(FakeIB):
         ticker.bidSize, ticker.askSize, ticker.last, ticker.volume = 10, 12, round(price, 2), 250.0
         ticker.modelGreeks = OptionComputation(0, vol, greeks["delta"], price, 0.0, greeks["gamma"], greeks["vega"],
                                                greeks["theta"], spot)
+        # IB answers with the data type it sent (an account without the OPRA subscription gets what it asked for).
+        ticker.marketDataType = self.market_data_type or 1
         self.edit_ticker(ticker)
         return ticker
