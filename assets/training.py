@@ -24,6 +24,7 @@ from pipeline.agents.ppo_config import PRESETS, PPOConfig
 from pipeline.envs.intraday import IntradayConfig
 from pipeline.envs.warehouse_loader import MarketLoaderConfig
 from pipeline.features.catalog import DEFAULT_FEATURES
+from pipeline.features.quality import CONSTANT
 from pipeline.registry import ModelRecord, code_version, file_sha256, register_model
 from pipeline.training.dataset import DatasetConfig, build_dataset, load_manifest, save_dataset
 from pipeline.training.run import (
@@ -146,6 +147,7 @@ def _dataset_metadata(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
            for part in ("train", "embargo", "selection", "gate")},
         "symbols": dg.MetadataValue.json(manifest["symbols"]),
         "feature_names": dg.MetadataValue.json(manifest["feature_names"]),
+        "feature_fill": dg.MetadataValue.json(manifest["feature_fill"]),
         "manifest": dg.MetadataValue.json(manifest),
     }
 
@@ -170,6 +172,10 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         context.log.info(f"dataset of {day}: {len(manifest['train_days'])} train, "
                          f"{len(manifest['selection_days'])} selection and {len(manifest['gate_days'])} gate days, "
                          f"data version {manifest['data_version'][:12]}")
+        constant = [name for name, state in manifest["feature_fill"].items() if state == CONSTANT]
+        if constant:
+            context.log.warning(f"features {constant} hold one value per symbol on every row of the dataset: "
+                                "they tell the agent nothing here (e.g. session_return on daily bars)")
         return dg.MaterializeResult(metadata=_dataset_metadata(manifest, path),
                                     data_version=dg.DataVersion(manifest["data_version"]))
 

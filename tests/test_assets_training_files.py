@@ -82,6 +82,7 @@ def test_the_dataset_is_the_landed_sessions_ending_at_d(trained) -> None:
     assert meta["gate_days"] == window[-GATE_DAYS:]
     assert meta["symbols"] == sorted(SYMBOLS)
     assert set(FEATURES) <= set(meta["feature_names"])
+    assert meta["feature_fill"] == dict.fromkeys(FEATURES, "filled")
     dataset = load_dataset(meta["path"])
     assert meta["path"] == str(lake / "artifacts" / "datasets" / DAY.isoformat())
     assert dataset.data_version == meta["data_version"]

@@ -23,7 +23,14 @@ from assets.features import BARS_1M_KEY, FEATURE_KEYS, MARKET_KEY, OPTIONS_KEY, 
 from assets.ingest import build_ingest_assets
 from pipeline.contract.calendar import trading_days
 from pipeline.features.catalog import MARKET, features_of
-from pipeline.features.quality import consecutive_earlier_sessions, null_allowance
+from pipeline.features.quality import (
+    CONSTANT,
+    EMPTY,
+    FILLED,
+    column_fill,
+    consecutive_earlier_sessions,
+    null_allowance,
+)
 from pipeline.lake import Warehouse
 from pipeline.partitions import trading_day_partitions
 from resources.sources import MarketDataResource
@@ -162,3 +169,19 @@ def test_earlier_sessions_count_back_to_the_first_gap() -> None:
     held = pl.DataFrame({"symbol": ["SPY", "SPY", "QQQ"], "trading_day": [days[0], days[2], days[0]]})
     counts = consecutive_earlier_sessions([date(2024, 7, 5)], {date(2024, 7, 5): days}, held)
     assert counts == {(date(2024, 7, 5), "SPY"): 1, (date(2024, 7, 5), "QQQ"): 0}
+
+
+def test_a_column_that_never_changes_within_a_symbol_is_constant_not_filled() -> None:
+    # Two daily-bar symbols: session_return is 0.0 on every row (a session is one bar), a flag is 1 for one symbol
+    # and 0 for the other, a minute window is null, a daily return changes.
+    frame = pl.DataFrame({
+        "symbol": ["IDX", "IDX", "IDX", "STK", "STK", "STK"],
+        "session_return": [0.0] * 6,
+        "listed": [1, 1, None, 0, 0, 0],
+        "log_return_1m": pl.Series([None] * 6, dtype=pl.Float64),
+        "log_return_1d": [None, 0.01, -0.02, None, 0.03, 0.03],
+    })
+    columns = ["session_return", "listed", "log_return_1m", "log_return_1d"]
+    assert column_fill(frame, columns) == {"session_return": CONSTANT, "listed": CONSTANT, "log_return_1m": EMPTY,
+                                           "log_return_1d": FILLED}
+    assert column_fill(frame.clear(), columns) == dict.fromkeys(columns, EMPTY)

@@ -151,7 +151,9 @@ def test_every_market_window_has_a_unit_and_the_lookback_covers_the_longest() ->
                                "distance_from_session_low"}
     daily = max(f.window.warmup for f in features_of(MARKET) if f.window.unit == TRADING_DAYS)
     assert LOOKBACK_TRADING_DAYS == daily == 253  # FinRL's 252-day turbulence window and the close before it
-    assert row_lookback_sessions(1) == 1 and row_lookback_sessions(24 * 60) == 33  # MACD 26 + 9 daily bars
+    # Daily bars reach back as far as RSI 30 and DX 30 take to settle (their seed weighs under 0.1%), which still
+    # fits in one session of minutes.
+    assert row_lookback_sessions(1) == 1 and row_lookback_sessions(24 * 60) == 204
 
 
 def test_a_history_must_be_earlier_than_the_day(market: dict) -> None:

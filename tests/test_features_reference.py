@@ -3,7 +3,7 @@ formula on a small hand-made day of one-minute bars (built from a list of trades
 answer is known in closed form (Roll recovers a bid-ask bounce's spread, Parkinson a constant range, ...).
 
 RSI and MACD are checked in test_features_market.py, the turbulence indices and the daily columns in
-test_features_market.py and test_features_daily.py.
+test_features_market.py and test_features_daily.py, FinRL's indicators against stockstats in test_features_finrl.py.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ MINUTES = 120
 EMPTY_MINUTES = (3, 40, 41, 77)  # minutes without trades: the bar repeats the last close with volume 0
 # The early close before the 4th of July: the session before SESSION.
 PREVIOUS = TradingSession(date(2024, 7, 3), datetime(2024, 7, 3, 13, 30, tzinfo=UTC), datetime(2024, 7, 3, 17, tzinfo=UTC))
-CHECKED_ELSEWHERE = {"rsi_14", "macd", "macd_signal", "macd_hist"}
+CHECKED_ELSEWHERE = {"rsi_14", "macd", "macd_signal", "macd_hist", *(f.name for f in features_of(MARKET, "finrl"))}
 INT_COLUMNS = {"trade_count", "quote_count"}
 # Every features.market column but the turbulence indices and the daily ones (from daily closes, not minute bars).
 INTRADAY = sorted(

@@ -5,6 +5,7 @@ trainer builds from the saved folder (never on the gate's days)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import date
 from pathlib import Path
@@ -17,6 +18,7 @@ from test_env_loader import _scramble, copy_of
 
 from pipeline.contract.calendar import trading_days
 from pipeline.envs.frames import synthetic_market_frames
+from pipeline.envs.warehouse_loader import MarketLoaderConfig
 from pipeline.lake import Warehouse
 from pipeline.training.dataset import (
     DatasetConfig,
@@ -113,6 +115,29 @@ def test_a_window_before_the_warehouse_names_the_missing_days_and_the_knob(lake:
     with pytest.raises(ValueError, match=r"no rows for \['2024-06-27', '2024-06-28'\].*DatasetConfig.window_days"):
         build_dataset(Warehouse(lake), D, DatasetConfig(window_days=9, embargo_days=0, selection_days=1,
                                                         gate_days=1))
+
+
+def test_a_chosen_feature_null_on_every_row_is_refused_with_its_name(lake: Path, tmp_path: Path) -> None:
+    # What a minute window is on daily bars: null on every row of every symbol.
+    store = copy_of(lake, tmp_path)
+    store.execute("UPDATE features.market SET log_return_5m = NULL")
+    config = dataclasses.replace(CONFIG, loader=MarketLoaderConfig(features=("log_return_1m", "log_return_5m")))
+    with pytest.raises(ValueError, match=r"\['log_return_5m'\] are null on every features.market row of "
+                       r"\['QQQ', 'SPY'\] on 2024-07-01..2024-07-10.*'log_return_1m'"):
+        build_dataset(store, D, config)
+
+
+def test_the_manifest_reports_a_constant_feature_as_constant_not_filled(
+    lake: Path, dataset: TrainingDataset, tmp_path: Path
+) -> None:
+    assert dataset.manifest["feature_fill"] == dict.fromkeys(dataset.manifest["config"]["loader"]["features"],
+                                                             "filled")
+    # session_return as on daily bars, where a session is one bar: 0.0 on every row.
+    store = copy_of(lake, tmp_path)
+    store.execute("UPDATE features.market SET session_return = 0.0")
+    config = dataclasses.replace(CONFIG, loader=MarketLoaderConfig(features=("log_return_1m", "session_return")))
+    assert build_dataset(store, D, config).manifest["feature_fill"] == {"log_return_1m": "filled",
+                                                                        "session_return": "constant"}
 
 
 def test_later_parts_and_later_days_change_nothing_of_the_earlier_parts(

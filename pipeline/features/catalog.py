@@ -17,6 +17,13 @@ from pipeline.features.daily import (
     DAILY_VOL_WINDOW,
     DRAWDOWN_WINDOWS,
 )
+from pipeline.features.finrl_indicators import (
+    BOLL_STD_TIMES,
+    BOLL_WINDOW,
+    CCI_CONSTANT,
+    FINRL_PERIOD,
+    SMA_WINDOWS,
+)
 from pipeline.features.microstructure import KYLE_WINDOW_MIN, REALIZED_SPREAD_LAG_MIN
 from pipeline.features.momentum import (
     MACD_FAST,
@@ -29,7 +36,17 @@ from pipeline.features.momentum import (
 from pipeline.features.regime import ADX_PERIOD, EFFICIENCY_WINDOW_MIN
 from pipeline.features.turbulence import DAILY_TURBULENCE_WINDOW_DAYS, TURBULENCE_WINDOW_MIN
 from pipeline.features.volatility import RANGE_WINDOWS_MIN, REALIZED_WINDOWS_MIN
-from pipeline.features.windows import AT_TS, NONE, ONE_BAR, OPEN_TO_TS, Window, bars, days, minutes
+from pipeline.features.windows import (
+    AT_TS,
+    NONE,
+    ONE_BAR,
+    OPEN_TO_TS,
+    Window,
+    bars,
+    days,
+    ewm_settle,
+    minutes,
+)
 
 BARS = "features.bars_1m"
 MARKET = "features.market"
@@ -122,18 +139,23 @@ _MICRO_ROWS = [
 
 _MACD_WARMUP = MACD_SLOW - 1
 _SIGNAL_WARMUP = _MACD_WARMUP + MACD_SIGNAL - 1
+_MACD_SETTLE = ewm_settle(2 / (MACD_SLOW + 1))
+_SIGNAL_SETTLE = ewm_settle(2 / (MACD_SLOW + 1), 2 / (MACD_SIGNAL + 1))
+_SIGNAL_TEXT = f"{MACD_SLOW} + {MACD_SIGNAL}"
 _MOMENTUM_ROWS = [
     *[(f"log_return_{h}m", f"sum of the last {h} one-bar log returns: log(close_t / close_t-{h}) within a session; "
        "a session's first bar counts from its open, so the overnight gap is left out", minutes(h, warmup=h),
        "log return")
       for h in RETURN_HORIZONS_MIN],
     ("rsi_14", "100 * G / (G + L), G and L Wilder means (alpha 1/14) of gains and losses; flat: 50",
-     bars(RSI_PERIOD, warmup=RSI_PERIOD), "[0, 100]"),
-    ("macd", "EMA12(close) - EMA26(close), recursive EMAs seeded at the first close of the lookback",
-     bars(MACD_FAST, MACD_SLOW, warmup=_MACD_WARMUP), "$"),
-    ("macd_signal", "EMA9(macd)", bars(MACD_SIGNAL, warmup=_SIGNAL_WARMUP, text=f"{MACD_SLOW} + {MACD_SIGNAL}"), "$"),
-    ("macd_hist", "macd - macd_signal", bars(MACD_SIGNAL, warmup=_SIGNAL_WARMUP, text=f"{MACD_SLOW} + {MACD_SIGNAL}"),
-     "$"),
+     bars(RSI_PERIOD, warmup=RSI_PERIOD, settle=ewm_settle(1 / RSI_PERIOD)), "[0, 100]"),
+    ("macd", "EMA12(close) - EMA26(close), recursive EMAs seeded at the first close of the lookback; FinRL's macd "
+     "(stockstats), whose pandas EMAs start at a symbol's first bar: the same once that start weighs under 0.1%",
+     bars(MACD_FAST, MACD_SLOW, warmup=_MACD_WARMUP, settle=_MACD_SETTLE), "$"),
+    ("macd_signal", "EMA9(macd) (stockstats' macds)",
+     bars(MACD_SIGNAL, warmup=_SIGNAL_WARMUP, text=_SIGNAL_TEXT, settle=_SIGNAL_SETTLE), "$"),
+    ("macd_hist", "macd - macd_signal (stockstats' macdh)",
+     bars(MACD_SIGNAL, warmup=_SIGNAL_WARMUP, text=_SIGNAL_TEXT, settle=_SIGNAL_SETTLE), "$"),
     ("price_vs_sma_15m", "close / SMA15(close) - 1", minutes(15, warmup=14), "ratio"),
     ("price_vs_sma_60m", "close / SMA60(close) - 1", minutes(60, warmup=59), "ratio"),
     ("stochastic_k_14", "(close - min low) / (max high - min low)", bars(STOCH_PERIOD, warmup=STOCH_PERIOD - 1),
@@ -161,7 +183,8 @@ _REGIME_ROWS = [
     ("efficiency_ratio_30m", "|close_t - close_t-30| / sum |dclose| (Kaufman)", minutes(_ER, warmup=_ER),
      "ratio [0, 1]"),
     ("adx_14", "Wilder ADX: mean of 100 |+DI - -DI| / (+DI + -DI), DI from Wilder-smoothed DM / TR",
-     bars(ADX_PERIOD, warmup=2 * ADX_PERIOD - 1, text=f"{ADX_PERIOD} + {ADX_PERIOD}"), "[0, 100]"),
+     bars(ADX_PERIOD, warmup=2 * ADX_PERIOD - 1, text=f"{ADX_PERIOD} + {ADX_PERIOD}",
+          settle=ewm_settle(1 / ADX_PERIOD, 1 / ADX_PERIOD)), "[0, 100]"),
     ("trend_strength_30m", "log_return_30m / realized_vol_30m", minutes(30, warmup=30), "z"),
     ("regime_trend_score", "(efficiency_ratio_30m + adx_14 / 100) / 2", minutes(_ER, warmup=_ER, text=f"{_ER} (+ adx_14)"),
      "ratio [0, 1]"),
@@ -194,6 +217,21 @@ _DAILY_REGIME_ROWS = [
     (f"regime_trend_score_{_R}d", f"|close_t - close {_R} sessions before| / sum |daily dclose| (Kaufman)",
      days(_R, warmup=_R), "ratio [0, 1]"),
     (f"regime_trending_{_R}d", f"1 if regime_trend_score_{_R}d >= 0.3 else 0", days(_R, warmup=_R), "flag"),
+]
+
+_N = FINRL_PERIOD
+_BAND = f"SMA{BOLL_WINDOW}(close) {{}} {BOLL_STD_TIMES:g} x the sample std (ddof 1) of the last {BOLL_WINDOW} closes"
+_FINRL_ROWS = [
+    (f"rsi_{_N}", f"as rsi_14 over {_N} bars (stockstats' rsi_{_N})",
+     bars(_N, warmup=_N, settle=ewm_settle(1 / _N)), "[0, 100]"),
+    (f"cci_{_N}", f"(TP - SMA{_N}(TP)) / ({CCI_CONSTANT:g} x mean |TP - SMA{_N}(TP)| over the {_N} bars), TP = "
+     "(high + low + close) / 3; no deviation: 0", bars(_N, warmup=_N - 1), "CCI points"),
+    (f"dx_{_N}", f"100 |+DI - -DI| / (+DI + -DI), the DI of adx_14 over {_N} bars and not smoothed again; no "
+     "directional movement: null (stockstats: 0)", bars(_N, warmup=_N, settle=ewm_settle(1 / _N)), "[0, 100]"),
+    ("boll_ub", _BAND.format("+") + " (stockstats; Bollinger's own bands take the population std)",
+     bars(BOLL_WINDOW, warmup=BOLL_WINDOW - 1), "$"),
+    ("boll_lb", _BAND.format("-"), bars(BOLL_WINDOW, warmup=BOLL_WINDOW - 1), "$"),
+    *[(f"close_{n}_sma", f"mean of the last {n} closes", bars(n, warmup=n - 1), "$") for n in SMA_WINDOWS],
 ]
 
 _OPTIONS_ROWS = [
@@ -229,6 +267,7 @@ FEATURE_CATALOG: tuple[Feature, ...] = tuple(
     + _f(MARKET, "momentum", _DAILY_MOMENTUM_ROWS)
     + _f(MARKET, "volatility", _DAILY_VOL_ROWS)
     + _f(MARKET, "regime", _DAILY_REGIME_ROWS)
+    + _f(MARKET, "finrl", _FINRL_ROWS)
     + _f(OPTIONS, "options", _OPTIONS_ROWS)
 )
 
@@ -272,7 +311,10 @@ def render_markdown() -> str:
         "  minutes window on daily bars). One-bar returns (`log_return_*m`, realized volatility, Kyle's lambda,",
         "  Amihud) leave the overnight gap out: a session's first bar counts from its own open, and the gap is in",
         "  the daily features.",
-        "- **bars**: a bar count (RSI 14, MACD 12/26/9, stochastic 14, ADX 14) on any interval, daily bars included.",
+        "- **bars**: a bar count (RSI 14, MACD 12/26/9, stochastic 14, ADX 14, the `finrl` group) on any interval,",
+        "  daily bars included. A recursive average (RSI, MACD, ADX, DX) starts at the first bar of the lookback,",
+        "  which reaches back until that start weighs under 0.1%, so the value no longer depends on where the data",
+        "  begins.",
         "- **trading days**: computed from daily closes (a tick-derived symbol's daily close is its last minute",
         "  close of the session). On an intraday row the current price is that row's close and the history is the",
         "  earlier sessions' closes, so the value is point in time during the day and the daily one at the close.",
@@ -291,6 +333,9 @@ def render_markdown() -> str:
         "  seen at its end; pass `bar_ts=\"end\"` for end-stamped bars. A daily bar is one row at the close.",
         "- `turbulence_index` is computed over the symbols with one-minute rows and copied to every row at that",
         "  minute (bar-only rows included); `turbulence_index_daily` covers every symbol with bars.",
+        "- The `finrl` group and `macd` are FinRL's default indicators (`config.INDICATORS`) under FinRL's names,",
+        "  with stockstats' formulas: on daily bars they are the columns a FinRL model observes. stockstats",
+        "  averages partial windows at the start of a series; here a window is null until it is full.",
     ]
     for table in (BARS, MARKET, OPTIONS):
         lines += ["", f"## {table}", "", "| name | group | formula | window | window unit | unit |",

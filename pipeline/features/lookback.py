@@ -22,9 +22,10 @@ from pipeline.features.windows import BAR_COUNT, DAY_MINUTES, MINUTES, TRADING_D
 
 
 def row_lookback_sessions(interval_minutes: int) -> int:
-    """Earlier sessions whose bars the fitting minute and bar windows of this interval reach into."""
+    """Earlier sessions whose bars the fitting minute and bar windows of this interval reach into (recursive
+    averages as far as they settle: `Window.settle`)."""
     rows = max(
-        (f.window.rows(interval_minutes) for f in features_of(MARKET)
+        (f.window.lookback_rows(interval_minutes) for f in features_of(MARKET)
          if f.window.unit in (MINUTES, BAR_COUNT) and f.window.fits(interval_minutes)),
         default=0,
     )

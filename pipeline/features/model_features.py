@@ -18,6 +18,7 @@ from pipeline.contract.calendar import TradingSession
 from pipeline.features.bars import session_grid
 from pipeline.features.catalog import MARKET, features_of, market_feature_names
 from pipeline.features.daily import add_daily
+from pipeline.features.finrl_indicators import add_finrl_indicators
 from pipeline.features.lookback import (
     LOOKBACK_TRADING_DAYS,
     MarketHistory,
@@ -55,6 +56,7 @@ def _features(rows_frame: pl.DataFrame, minutes_per_row: int) -> pl.LazyFrame:
     frame = add_momentum(frame, rows)
     frame = add_volatility(frame, rows)
     frame = add_regime(frame, rows)
+    frame = add_finrl_indicators(frame)
     frame = add_microstructure(frame, rows)
     # The minute turbulence is not computed here: bar rows get the value of their minute (see market_features).
     computed = set(frame.collect_schema().names())

@@ -1,5 +1,5 @@
-"""Data-quality rules for the feature tables: the session's minutes are all there, nothing is infinite, and each
-feature is null no more often than its warm-up explains.
+"""Data-quality rules for the feature tables: the session's minutes are all there, nothing is infinite, each
+feature is null no more often than its warm-up explains, and which columns carry data at all (`column_fill`).
 
 The null allowance comes from the catalog's windows (`Window.warmup`, in its unit), per symbol-day of one-minute
 rows, given how many sessions right before the day the warehouse holds for that symbol:
@@ -28,6 +28,8 @@ from pipeline.features.catalog import MARKET, Feature, features_of
 from pipeline.features.lookback import row_lookback_sessions
 from pipeline.features.windows import BAR_COUNT, MINUTES, TRADING_DAYS
 
+FILLED, CONSTANT, EMPTY = "filled", "constant", "empty"
+"""What a column holds over some rows: values that change, one value per symbol, or nothing (`column_fill`)."""
 # The one-minute rows of features.market; bar-only symbols carry their raw.bars interval instead.
 MINUTE_INTERVAL = "1m"
 # Minute features whose window restarts at each open (the catalog's formula says so), so they warm up daily.
@@ -141,3 +143,14 @@ def consecutive_earlier_sessions(
                 run += 1
             counts[(day, symbol)] = run
     return counts
+
+
+def column_fill(frame: pl.DataFrame, columns: Sequence[str]) -> dict[str, str]:
+    """Whether each column of `frame` (one row per symbol and bar) carries data: EMPTY where it is null on every
+    row, CONSTANT where each symbol has one value on all its non-null rows (nothing changes over time: e.g.
+    session_return, 0.0 on every daily bar, whose session is one bar), else FILLED."""
+    if frame.is_empty():
+        return dict.fromkeys(columns, EMPTY)
+    distinct = frame.group_by("symbol").agg(pl.col(c).drop_nulls().n_unique() for c in columns)
+    most = distinct.select(pl.col(c).max() for c in columns).row(0, named=True)
+    return {c: EMPTY if most[c] == 0 else CONSTANT if most[c] == 1 else FILLED for c in columns}

@@ -10,6 +10,10 @@ what chooses a model never sees the days that judge it:
   model kinds, ensemble weights, the hyperparameter search's score);
 - `gate_days`: the window's last sessions, read by the promotion gate alone.
 
+A chosen feature that is null on every row of the window's days and symbols (a minute window on daily bars) is
+refused with its name; the manifest's `feature_fill` says of each chosen feature whether it is filled, constant
+(one value per symbol: it tells the agent nothing) or empty (`pipeline.features.quality.column_fill`).
+
 The manifest records the four lists (ISO dates). Everything is read through the one bridge
 (`pipeline.envs.warehouse_loader.load_market_tensors`), each part on its own days only, and nothing after D is
 read. The normalization statistics are those of the train part alone, in `RunningMeanStd`'s layout so that a
@@ -42,7 +46,8 @@ from pipeline.agents.normalize import RunningMeanStd
 from pipeline.contract.calendar import earlier_trading_days, is_trading_day
 from pipeline.envs.tensors import MarketTensors
 from pipeline.envs.warehouse_loader import MarketLoaderConfig, load_market_tensors
-from pipeline.features.catalog import BARS, MARKET
+from pipeline.features.catalog import BARS, MARKET, market_feature_names
+from pipeline.features.quality import EMPTY, FILLED, column_fill
 from pipeline.lake import Warehouse
 
 PARTS = ("train", "selection", "gate")
@@ -138,7 +143,7 @@ class TrainingDataset:
     the features (RunningMeanStd's mean/var/count)."""
     manifest: dict[str, Any]
     """JSON-ready: data_version, data_version_covers, end_day, window [first, last], train_days, embargo_days,
-    selection_days, gate_days (ISO dates), symbols, feature_names, config."""
+    selection_days, gate_days (ISO dates), symbols, feature_names, feature_fill, config."""
 
     @property
     def data_version(self) -> str:
@@ -180,6 +185,34 @@ def _train_symbols(store: Warehouse, train_days: Sequence[date]) -> tuple[str, .
         [list(train_days)],
     )
     return tuple(rows["symbol"].to_list())
+
+
+def _feature_fill(store: Warehouse, days: Sequence[date], symbols: Sequence[str],
+                  features: Sequence[str]) -> dict[str, str]:
+    """`column_fill` of `features` over the features.market rows of `days` and `symbols`."""
+    columns = ", ".join(f'"{c}"' for c in features)
+    rows = store.query(
+        f"SELECT symbol, {columns} FROM {MARKET} WHERE list_contains(?::DATE[], trading_day) "
+        "AND list_contains(?::VARCHAR[], symbol)", [list(days), list(symbols)],
+    )
+    return column_fill(rows, features)
+
+
+def _refuse_empty_features(store: Warehouse, days: Sequence[date], symbols: Sequence[str],
+                           fill: dict[str, str]) -> None:
+    empty = [name for name, state in fill.items() if state == EMPTY]
+    if not empty:
+        return
+    # What to choose instead: every catalog feature the table holds that changes here.
+    held = set(store.query(f"SELECT * FROM {MARKET} LIMIT 0").columns)
+    every = _feature_fill(store, days, symbols, [c for c in market_feature_names() if c in held])
+    filled = [name for name, state in every.items() if state == FILLED]
+    raise ValueError(
+        f"the chosen feature(s) {empty} are null on every {MARKET} row of {list(symbols)} on {days[0]}..{days[-1]}: "
+        "their windows do not fit these bars (e.g. minute windows on daily bars) or the source lacks their "
+        f"inputs (ticks, quotes). Choose features that carry data here, by name in the dataset's `features`: "
+        f"{filled}"
+    )
 
 
 def _column_bytes(series: pl.Series) -> tuple[str, bytes]:
@@ -245,6 +278,8 @@ def build_dataset(store: Warehouse, end_day: date, config: DatasetConfig | None 
     read_days = [*split.train, *split.selection, *split.gate]
     _require_days(store, read_days, end_day, cfg)
     symbols = cfg.symbols if cfg.symbols is not None else _train_symbols(store, split.train)
+    fill = _feature_fill(store, read_days, symbols, cfg.loader.features)
+    _refuse_empty_features(store, read_days, symbols, fill)
     parts = {part: load_market_tensors(store, getattr(split, part), symbols, cfg.loader) for part in PARTS}
     train = parts["train"]
     manifest = {
@@ -258,6 +293,7 @@ def build_dataset(store: Warehouse, end_day: date, config: DatasetConfig | None 
         **split.manifest_days(),
         "symbols": list(train.symbols),
         "feature_names": list(train.feature_names),
+        "feature_fill": fill,
         "config": dataclasses.asdict(cfg),
     }
     # Through JSON once, so the manifest in memory is the one `load_dataset` reads back (lists, not tuples).
