@@ -65,6 +65,12 @@ class MarketDataResource(dg.ConfigurableResource):
         gt=0,
         description="Backoff cap before the first retry of a 429/5xx/network error; doubles per attempt (max 30 s).",
     )
+    alpaca_rate_limit_budget_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds one Alpaca request may spend waiting out rate limits (HTTP 429), as long as the server's "
+        "Retry-After or X-RateLimit-Reset asks, before the run fails; 429s do not use up the retry attempts.",
+    )
     ibkr_host: str = Field(default="127.0.0.1", description="TWS / IB Gateway host.")
     ibkr_port: int = Field(default=7497, description="TWS / IB Gateway port (7497 paper TWS, 4002 paper gateway).")
     ibkr_client_id: int = Field(default=17, description="API client id, unique per connection to TWS.")
@@ -94,6 +100,7 @@ class MarketDataResource(dg.ConfigurableResource):
             alpaca_secret_key=self.alpaca_secret_key,
             alpaca_url_override=self.alpaca_url_override,
             alpaca_retry_base_delay_s=self.alpaca_retry_base_delay_s,
+            alpaca_rate_limit_budget_s=self.alpaca_rate_limit_budget_s,
             ibkr_host=self.ibkr_host,
             ibkr_port=self.ibkr_port,
             ibkr_client_id=self.ibkr_client_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -69,8 +70,26 @@ def lake_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+# Variables that say where a test's lake and instance live, not what goes into them: every test has its own.
+_PLACE_VARS = frozenset({"PIPELINE_DATA_LAKE", "DAGSTER_HOME"})
+
+
+def lake_cache_key(name: str, **data: object) -> str:
+    """The `build_once` key of a lake: `name` and a digest of everything that changes what the build writes.
+
+    That is `data` (the days, the market resource, the landed files' seed: whatever the build takes) and every
+    PIPELINE_* variable set now (the synthetic market's seed, alpha, symbols and snapshot minutes, the source, ...),
+    read when the key is made, inside the environment the build runs in. Where the lake and the Dagster home live
+    is not part of it.
+    """
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith("PIPELINE_") and k not in _PLACE_VARS)
+    material = repr((sorted(data.items()), env)).encode()
+    return f"{name}-{hashlib.sha256(material).hexdigest()[:16]}"
+
+
 def build_once(cache: Path, key: str, lake: Path, build: Callable[[], None]) -> None:
-    """Fill the empty `lake` with what `build()` writes into it, built once per test session under `key`.
+    """Fill the empty `lake` with what `build()` writes into it, built once per test session under `key` (made by
+    `lake_cache_key`, so two builds that would write different data never share a key).
 
     Modules that ingest the same days of the same market share one build: the first builds in its own lake and
     keeps a copy; the others (on any worker) wait for it and copy it. A lake is files only (DuckDB, landing), so

@@ -22,11 +22,13 @@ from pipeline.sources.base import (
     MarketSource,
     SourceAuthError,
     SourceError,
+    SourceSubscriptionError,
     SourceUnavailableError,
     TradingSession,
 )
 from pipeline.sources.retry import RetryPolicy
-from tests.fakes.alpaca_server import DROP, HANG, FakeAlpacaState, fake_alpaca, option_day
+from pipeline.sources.settings import SourceSettings, build_market_source
+from tests.fakes.alpaca_server import DROP, HANG, PASS, FakeAlpacaState, Reply, fake_alpaca, option_day
 
 KEY, SECRET = "PKTESTKEY123", "s3cr3t-VALUE-never-printed"
 DAY = date(2024, 7, 5)
@@ -75,8 +77,9 @@ def sleeps() -> SleepRecorder:
 
 
 def _source(url: str, sleeps: SleepRecorder, secret: str = SECRET, timeout_s: float = ANSWERED_TIMEOUT_S,
-            **kwargs: object) -> AlpacaSource:
-    retry = RetryPolicy(max_attempts=5, base_delay_s=1.0, sleep=sleeps, rng=random.Random(0))
+            rate_limit_budget_s: float | None = None, **kwargs: object) -> AlpacaSource:
+    budget = {} if rate_limit_budget_s is None else {"rate_limit_budget_s": rate_limit_budget_s}
+    retry = RetryPolicy(max_attempts=5, base_delay_s=1.0, sleep=sleeps, rng=random.Random(0), **budget)
     return AlpacaSource(KEY, secret, url_override=url, retry=retry, request_timeout_s=timeout_s, **kwargs)
 
 
@@ -284,6 +287,82 @@ def test_transient_failures_are_retried_with_backoff(state: FakeAlpacaState, url
     assert len(state.requests) == 5 and len(sleeps.calls) == 4  # one retry per injected failure, no more
     # Full jitter: each delay lies under its doubling cap.
     assert all(0 <= s <= cap for s, cap in zip(sleeps.calls, [1, 2, 4, 8], strict=True))
+
+
+def test_a_failed_page_is_asked_for_again_not_page_one(
+    state: FakeAlpacaState, url: str, sleeps: SleepRecorder
+) -> None:
+    state.failures = [PASS, 503, PASS, DROP]  # the second page fails, then the third
+    frame = _source(url, sleeps).fetch("trades", SESSION, ["AAPL", "MSFT"])
+    pages = [params.get("page_token") for path, params in state.requests if path == "/v2/stocks/trades"]
+    assert pages == [None, "2", "2", "4", "4"]  # each failed page asked again where paging stood, never page 1
+    assert frame["price"].to_list() == [100.0, 101.0, 102.0, 400.0]  # every row once
+    assert len(sleeps.calls) == 2
+
+
+def test_the_servers_retry_after_is_the_wait(state: FakeAlpacaState, url: str, sleeps: SleepRecorder) -> None:
+    now = datetime(2024, 7, 5, 19, 0, tzinfo=UTC)
+    state.failures = [
+        Reply(429, headers={"Retry-After": "7"}),
+        Reply(429, headers={"Retry-After": "Fri, 05 Jul 2024 19:00:30 GMT"}),  # the HTTP-date form
+        Reply(429, headers={"X-RateLimit-Reset": str(int((now + timedelta(seconds=12)).timestamp()))}),  # Alpaca's
+        Reply(503, headers={"Retry-After": "3"}),
+    ]
+    frame = _source(url, sleeps, clock=lambda: now).fetch("quotes", SESSION, ["AAPL"])
+    assert frame.height == 2
+    assert sleeps.calls == [7.0, 30.0, 12.0, 3.0]
+
+
+def test_rate_limits_are_waited_out_past_the_attempt_count(
+    state: FakeAlpacaState, url: str, sleeps: SleepRecorder
+) -> None:
+    state.failures = [429] * 8  # more than the 5 attempts other failures get
+    frame = _source(url, sleeps).fetch("bars", SESSION, ["SPY"])
+    assert frame.height == 1 and len(state.requests) == 9 and len(sleeps.calls) == 8
+    assert sum(sleeps.calls) <= 300.0  # within the default budget
+
+
+def test_rate_limits_past_the_budget_fail_naming_the_setting(
+    state: FakeAlpacaState, url: str, sleeps: SleepRecorder
+) -> None:
+    state.failures = [Reply(429, headers={"Retry-After": "15"})] * 3
+    with pytest.raises(SourceUnavailableError, match="HTTP 429") as err:
+        _source(url, sleeps, rate_limit_budget_s=20.0).fetch("bars", SESSION, ["SPY"])
+    assert "alpaca_rate_limit_budget_s" in str(err.value) and "20 s" in str(err.value)
+    assert sleeps.calls == [15.0] and len(state.requests) == 2  # a second 15 s wait would pass the 20 s budget
+
+
+def test_the_rate_limit_budget_is_a_source_setting() -> None:
+    settings = SourceSettings(source="alpaca", alpaca_api_key=KEY, alpaca_secret_key=SECRET,
+                              alpaca_rate_limit_budget_s=42.0)
+    source = build_market_source(settings)
+    assert isinstance(source, AlpacaSource) and source.retry.rate_limit_budget_s == 42.0
+    assert SourceSettings().alpaca_rate_limit_budget_s == RetryPolicy().rate_limit_budget_s == 300.0
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (Reply(403, "subscription does not permit querying recent SIP data"), SourceSubscriptionError),
+        (Reply(403, "OPRA agreement is not signed"), SourceSubscriptionError),
+        (Reply(403, "forbidden."), SourceAuthError),
+        (Reply(401, "unauthorized."), SourceAuthError),
+    ],
+)
+def test_a_plan_limit_is_told_from_a_rejected_key(
+    state: FakeAlpacaState, url: str, sleeps: SleepRecorder, reply: Reply, error: type[SourceError]
+) -> None:
+    state.failures = [reply]
+    with pytest.raises(SourceError) as err:
+        _source(url, sleeps).fetch("trades", SESSION, ["AAPL"])
+    text = str(err.value)
+    assert type(err.value) is error and reply.message in text and f"HTTP {reply.status}" in text
+    if error is SourceSubscriptionError:
+        assert "accepted the API keys" in text and "plan does not cover stock trades" in text
+        assert "rejected" not in text and "ALPACA_SECRET_KEY" not in text
+    else:
+        assert "rejected the API keys" in text and "ALPACA_API_KEY" in text and "ALPACA_SECRET_KEY" in text
+    assert len(state.requests) == 1 and sleeps.calls == []  # neither is retried
 
 
 def test_retries_are_bounded_then_unavailable(state: FakeAlpacaState, url: str, sleeps: SleepRecorder) -> None:

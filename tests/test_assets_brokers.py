@@ -21,7 +21,7 @@ from pipeline.lake import Warehouse
 from pipeline.partitions import trading_day_partitions
 from resources.sources import MarketDataResource, alpaca_key_fields
 from resources.warehouse import WarehouseResource
-from tests.fakes.alpaca_server import FakeAlpacaState, fake_alpaca
+from tests.fakes.alpaca_server import FakeAlpacaState, Reply, fake_alpaca
 
 DAY = "2024-07-05"
 SYMBOLS = ["SPY", "QQQ"]
@@ -83,11 +83,11 @@ def alpaca_url(alpaca_state: FakeAlpacaState) -> Iterator[str]:
         yield url
 
 
-def _alpaca_resources(url: str) -> dict[str, object]:
+def _alpaca_resources(url: str, **fields: object) -> dict[str, object]:
     # Keys as dg.EnvVar, exactly as pipeline.definitions wires them: resolved inside the run, never in run config.
     market_data = MarketDataResource(
         source="alpaca", symbols=SYMBOLS, alpaca_url_override=url, alpaca_retry_base_delay_s=0.001,
-        **alpaca_key_fields(),
+        **alpaca_key_fields(), **fields,
     )
     return {"warehouse": WarehouseResource(), "market_data": market_data}
 
@@ -214,6 +214,19 @@ def test_rate_limited_request_is_retried_then_succeeds(
     assert Warehouse(Path(lake_env["PIPELINE_DATA_LAKE"]) / "warehouse.duckdb").row_count("raw.bars") == 6
     assert any("retrying in" in r.getMessage() and "APIError" in r.getMessage() for r in python_logs.records)
     assert_secret_nowhere(result, instance, python_logs, lake_env)
+
+
+def test_the_resources_rate_limit_budget_ends_a_run_it_would_not_cover(
+    raw_assets: list[dg.AssetsDefinition], alpaca_state: FakeAlpacaState, alpaca_url: str,
+    instance: dg.DagsterInstance,
+) -> None:
+    alpaca_state.failures = [Reply(429, headers={"Retry-After": "60"})]
+    resources = _alpaca_resources(alpaca_url, alpaca_rate_limit_budget_s=30.0)
+    result = _materialize(raw_assets, resources, instance, tables=("bars",))
+    assert not result.success
+    cls_name, message = _failures(result)["raw__bars"]
+    assert cls_name == "SourceUnavailableError" and "HTTP 429" in message and "alpaca_rate_limit_budget_s" in message
+    assert len(alpaca_state.requests) == 1  # a 60 s wait does not fit a 30 s budget: not waited, not retried
 
 
 def test_unreachable_tws_fails_the_run_naming_host_and_port(

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import build_once
+from conftest import build_once, lake_cache_key
 
 from pipeline.contract.calendar import trading_days
 from pipeline.definitions import build_definitions
@@ -25,6 +25,7 @@ from resources.warehouse import WarehouseResource
 
 SYMBOLS = ("IDXA", "IDXB", "IDXC", "STK")
 DAYS = trading_days("2024-03-01", "2024-06-28")  # 84 sessions: about four months of daily bars
+LANDED_SEED = 2024  # of the landed random walks
 RANGE_TAGS = {"dagster/asset_partition_range_start": DAYS[0].isoformat(),
               "dagster/asset_partition_range_end": DAYS[-1].isoformat()}
 
@@ -54,7 +55,7 @@ CANNOT_FIT: dict[str, str] = {
 
 def _land_daily_bars(landing: Path) -> None:
     """Seeded correlated random walks, one bar per symbol and session, ts as a bare date (how daily files come)."""
-    rng = np.random.default_rng(2024)
+    rng = np.random.default_rng(LANDED_SEED)
     steps = 0.01 * (0.6 * rng.standard_normal((len(DAYS), 1)) + 0.8 * rng.standard_normal((len(DAYS), len(SYMBOLS))))
     closes = 100.0 * np.exp(np.cumsum(steps, axis=0))
     lines = ["symbol,ts,interval,open,high,low,close,volume"]
@@ -79,7 +80,9 @@ def daily_bar_lake(lake: Path, lake_cache: Path) -> tuple[list[dg.AssetsDefiniti
         _land_daily_bars(lake / "landing" / "bars")
         assert dg.materialize(assets, resources=resources, tags=RANGE_TAGS).success
 
-    build_once(lake_cache, "landed-daily-bars", lake, build)
+    key = lake_cache_key("landed-daily-bars", days=DAYS, symbols=SYMBOLS, seed=LANDED_SEED,
+                         market=resources["market_data"])
+    build_once(lake_cache, key, lake, build)
     return assets, resources
 
 

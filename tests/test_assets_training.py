@@ -21,6 +21,7 @@ from conftest import (
     assets_in_groups,
     build_once,
     ingest_history,
+    lake_cache_key,
     materialized_metadata,
     pipeline_env,
 )
@@ -40,8 +41,8 @@ from resources.warehouse import WarehouseResource
 DAY = "2024-07-05"
 HISTORY = trading_days("2024-05-01", DAY)  # the default 41-day window ending at DAY and a few days before it
 # The synthetic market (SPY, QQQ; one option chain a day) over HISTORY: test_assets_training_baselines.py ingests
-# the same, so the session builds it once.
-HISTORY_LAKE = "synthetic-2024-05-01-2024-07-05-snapshots-390"
+# the same, so the session builds it once (the key, made in the build's environment, holds the rest).
+HISTORY_LAKE = "synthetic-history"
 WINDOW = [d.isoformat() for d in HISTORY[-41:]]
 STEPS = 8192
 TRAINING = {"training_dataset", "clstm_ppo_policy"}
@@ -55,7 +56,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory, lake_cache: Path):
         for name, value in env.items():
             mp.setenv(name, value)
         mp.setenv("PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES", "390")
-        build_once(lake_cache, HISTORY_LAKE, Path(env["PIPELINE_DATA_LAKE"]), lambda: ingest_history(HISTORY))
+        build_once(lake_cache, lake_cache_key(HISTORY_LAKE, days=HISTORY), Path(env["PIPELINE_DATA_LAKE"]),
+                   lambda: ingest_history(HISTORY))
         instance = dg.DagsterInstance.ephemeral()
         resources = {"warehouse": WarehouseResource(), "pipes_subprocess_client": dg.PipesSubprocessClient(),
                      "compute": ComputeResource(total_timesteps=STEPS, torch_threads=1)}

@@ -14,7 +14,14 @@ import dagster as dg
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_GROUPS, assets_in_groups, build_once, ingest_history, materialized_metadata
+from conftest import (
+    DATA_GROUPS,
+    assets_in_groups,
+    build_once,
+    ingest_history,
+    lake_cache_key,
+    materialized_metadata,
+)
 from test_assets_training import HISTORY, HISTORY_LAKE
 
 from assets.training import build_training_assets
@@ -41,7 +48,7 @@ INTRADAY = {"window": 8, "loss_cut": None, "profit_lock": None}  # what the CLST
 def lake(module_lake_env: dict[str, str], lake_cache: Path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES", "390")  # one option chain a day: options are not used here
-        build_once(lake_cache, HISTORY_LAKE, Path(module_lake_env["PIPELINE_DATA_LAKE"]),
+        build_once(lake_cache, lake_cache_key(HISTORY_LAKE, days=HISTORY), Path(module_lake_env["PIPELINE_DATA_LAKE"]),
                    lambda: ingest_history(HISTORY))
         days = assets_in_groups(*DATA_GROUPS)[0].partitions_def
         training = [*build_training_assets(days), *build_training_baseline_assets(days)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, date, datetime
 
 import polars as pl
@@ -13,7 +14,8 @@ from pipeline.contract.black_scholes import bs_greeks
 from pipeline.contract.calendar import trading_session
 from pipeline.contract.schemas import RAW_COLUMNS
 from pipeline.contract.validation import validate
-from pipeline.sources.base import SourceError, SourceUnavailableError
+from pipeline.sources.base import SourceError, SourceSubscriptionError, SourceUnavailableError
+from pipeline.sources.ibkr_connection import retry_policy
 from pipeline.sources.ibkr_options import IBKROptionChains, chain_pacer
 from tests.fakes.ib import FakeClock
 from tests.fakes.ib_options import FakeChainIB, weekly_chain
@@ -33,7 +35,10 @@ def _chains(ib: FakeChainIB, clock: FakeClock | None = None, **settings: object)
     ib.clock = clock
     pacer = chain_pacer()
     pacer.clock, pacer.sleep = clock, clock.sleep
-    return IBKROptionChains("127.0.0.1", 7497, 18, ib_factory=lambda: ib, clock=lambda: NOW, pacer=pacer, **settings)
+    retry = retry_policy()
+    retry.sleep, retry.rng = clock.sleep, random.Random(0)
+    return IBKROptionChains("127.0.0.1", 7497, 18, ib_factory=lambda: ib, clock=lambda: NOW, pacer=pacer,
+                            retry=retry, **settings)
 
 
 def test_chain_of_one_underlying_around_spot_validates_in_the_session() -> None:
@@ -146,6 +151,15 @@ def test_lost_connection_mid_chain_is_unavailable() -> None:
     with pytest.raises(SourceUnavailableError, match="lost or timed out"):
         _chains(ib).current_chain(["SPY"])
     assert ib.disconnect_calls == 1
+    assert [r["call"] for r in ib.requests].count("reqTickers") == 1 + retry_policy().max_attempts  # stock + tries
+
+
+def test_a_batch_that_timed_out_is_asked_again() -> None:
+    ib = _ib(snapshot_failures=[TimeoutError(), RequestError(9, 1102, "Connectivity ... restored - data lost.")])
+    frame = _chains(ib).current_chain(["SPY"])
+    assert frame.height == 66  # the whole chain, as without the failures
+    snapshots = [r["n"] for r in ib.requests if r["call"] == "reqTickers"]
+    assert snapshots == [1, 40, 40, 40, 26]  # the stock, then the first batch three times, then the second
 
 
 @pytest.mark.parametrize(
@@ -158,9 +172,11 @@ def test_lost_connection_mid_chain_is_unavailable() -> None:
 )
 def test_snapshot_refusals_are_explained(code: int, message: str, expected: str) -> None:
     ib = _ib(snapshot_error=RequestError(9, code, message))
-    with pytest.raises(SourceError, match=expected):
+    with pytest.raises(SourceError, match=expected) as err:
         _chains(ib).current_chain(["SPY"])
     assert ib.disconnect_calls == 1
+    assert isinstance(err.value, SourceSubscriptionError) == (code == 354)
+    assert [r["call"] for r in ib.requests].count("reqTickers") == 2  # the stock, one batch: refusals are final
 
 
 def test_unknown_symbol_names_it() -> None:

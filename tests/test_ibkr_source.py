@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -11,9 +13,11 @@ from ib_async.objects import BarData
 
 from pipeline.contract.calendar import TradingSession
 from pipeline.contract.schemas import RAW_COLUMNS
-from pipeline.sources.base import MarketSource, SourceError, SourceUnavailableError
-from pipeline.sources.ibkr_source import IBKRSource
+from pipeline.sources.base import MarketSource, SourceError, SourceSubscriptionError, SourceUnavailableError
+from pipeline.sources.ibkr_connection import retry_policy
+from pipeline.sources.ibkr_source import MAX_TICKS_PER_REQUEST, IBKRSource
 from pipeline.sources.pacing import Pacer
+from pipeline.sources.retry import RetryPolicy
 from tests.fakes.ib import FakeClock, FakeIB, make_quotes, make_trades
 
 DAY = date(2024, 7, 5)
@@ -22,10 +26,17 @@ CLOSE = datetime(2024, 7, 5, 20, 0, tzinfo=UTC)
 SESSION = TradingSession(DAY, OPEN, CLOSE)
 
 
+def _retry(clock: FakeClock) -> RetryPolicy:
+    """The source's default retries, sleeping on the fake clock."""
+    policy = retry_policy()
+    policy.sleep, policy.rng = clock.sleep, random.Random(0)
+    return policy
+
+
 def _source(ib: FakeIB, clock: FakeClock, **pacing: float) -> IBKRSource:
     pacer = Pacer(clock=clock, sleep=clock.sleep, **pacing)
     ib.clock = clock
-    return IBKRSource("127.0.0.1", 7497, 17, ib_factory=lambda: ib, pacer=pacer)
+    return IBKRSource("127.0.0.1", 7497, 17, ib_factory=lambda: ib, pacer=pacer, retry=_retry(clock))
 
 
 @pytest.mark.parametrize("complete_last_second", [True, False], ids=["tws-completes-second", "cut-at-count"])
@@ -154,3 +165,66 @@ def test_no_data_answer_is_an_empty_day() -> None:
                                                    "no data: AAPL@SMART Trades"))
     frame = _source(ib, FakeClock()).fetch("trades", SESSION, ["AAPL"])
     assert frame.height == 0 and frame.columns == list(RAW_COLUMNS["trades"])
+    assert len(ib.requests) == 1  # an answer, not a failure: not asked again
+
+
+CANCELLED = "Historical Market Data Service error message:API historical data query cancelled: 7"
+RESTORED = "Connectivity between IB and Trader Workstation has been restored - data lost."
+
+
+def test_transient_tws_errors_are_asked_again_where_paging_stood() -> None:
+    ticks = make_trades(OPEN, 2500, per_second=3)
+    ib = FakeIB(ticks={("AAPL", "TRADES"): ticks},
+                failures=[None, RequestError(8, 162, CANCELLED), TimeoutError(), RequestError(8, 1102, RESTORED)])
+    clock = FakeClock()
+    frame = _source(ib, clock).fetch("trades", SESSION, ["AAPL"])
+    assert frame["price"].to_list() == [t.price for t in ticks]  # every tick once, in order
+    starts = [r["start"] for r in ib.requests]
+    assert len(starts) == 6 and starts[0] == OPEN and starts[1] == starts[2] == starts[3] == starts[4] != starts[5]
+    # The second page was asked again three times, never the first; and each repeat kept IBKR's 15 s gap between
+    # identical requests (a quicker repeat would be a pacing violation itself).
+    repeats = [r["at"] for r in ib.requests[1:5]]
+    assert all(b - a >= 15.0 for a, b in zip(repeats, repeats[1:], strict=False))
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "requests"),
+    [
+        (TimeoutError(), "lost or timed out", 4),
+        (RequestError(8, 1100, "Connectivity between IB and Trader Workstation has been lost."),
+         r"kept failing TRADES for AAPL \(error 1100\) through the retries", 4),
+        (RequestError(8, 200, "No security definition has been found for the request"), "no security definition", 1),
+    ],
+)
+def test_retries_are_bounded_and_only_for_transient_errors(error: BaseException, expected: str,
+                                                           requests: int) -> None:
+    ib = FakeIB(ticks={("AAPL", "TRADES"): make_trades(OPEN, 10)}, request_error=error, RaiseRequestErrors=True)
+    with pytest.raises(SourceError, match=expected):
+        _source(ib, FakeClock()).fetch("trades", SESSION, ["AAPL"])
+    assert len(ib.requests) == requests and requests <= retry_policy().max_attempts
+
+
+def test_a_pacing_violation_is_waited_out_within_ibkrs_pacing_window() -> None:
+    message = "Historical Market Data Service error message:Historical data request pacing violation"
+    ib = FakeIB(ticks={("AAPL", "TRADES"): make_trades(OPEN, 10)}, RaiseRequestErrors=True,
+                failures=[RequestError(8, 162, message)] * 6)
+    clock = FakeClock()
+    frame = _source(ib, clock).fetch("trades", SESSION, ["AAPL"])
+    assert frame.height == 10 and len(ib.requests) == 7  # more than the 4 attempts: pacing is waited out
+    assert clock.now - 1000.0 <= 600.0 + 15.0 * 7
+
+
+def test_a_missing_permission_is_a_subscription_error() -> None:
+    message = "Historical Market Data Service error message:No market data permissions for NYSE STK"
+    ib = FakeIB(request_error=RequestError(8, 162, message), RaiseRequestErrors=True)
+    with pytest.raises(SourceSubscriptionError, match="no market data subscription"):
+        _source(ib, FakeClock()).fetch("trades", SESSION, ["AAPL"])
+    assert len(ib.requests) == 1
+
+
+def test_the_readme_states_the_tick_throughput_the_pacer_allows() -> None:
+    pacer = Pacer()
+    per_minute = MAX_TICKS_PER_REQUEST * pacer.max_requests / (pacer.window_s / 60.0)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    ibkr = " ".join(readme[readme.index("- **Interactive Brokers.**") : readme.index("### Collecting option")].split())
+    assert f"about {per_minute:,.0f} ticks a minute" in ibkr and "hours" in ibkr

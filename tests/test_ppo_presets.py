@@ -4,6 +4,7 @@ for an unknown name, and small_budget stays the recipe the trading controls meas
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from trading_controls import CONTROL_CONFIG
@@ -25,6 +26,42 @@ def test_each_preset_builds_a_config_with_its_values(name: str) -> None:
     # Fields a preset does not name keep the defaults.
     untouched = {f.name for f in dataclasses.fields(PPOConfig)} - set(PRESETS[name])
     assert {k: getattr(cfg, k) for k in untouched} == {k: getattr(PPOConfig(), k) for k in untouched}
+
+
+def _readme_preset_table() -> dict[str, dict[str, str]]:
+    """The README's preset table: preset name -> column -> cell."""
+    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| preset | policy epochs |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        rows[cells.pop("preset").strip("`")] = cells
+    return rows
+
+
+def test_presets_hold_the_values_the_readme_states() -> None:
+    # Pinned to what users read, not to the config itself: changing a preset without its README row fails here.
+    table = _readme_preset_table()
+    assert set(table) == {"small_budget", "gpu_long"}
+    for name, row in table.items():
+        cfg = PPOConfig.preset(name)
+        stated = {
+            "policy_epochs": int(row["policy epochs"]), "actor_lr": float(row["actor LR"]),
+            "critic_lr": float(row["critic LR"]), "anneal_lr": {"constant": False, "annealed": True}[row["LR schedule"]],
+            "ent_coef_start": float(row["entropy coef. start"]), "ent_coef_end": float(row["entropy coef. end"]),
+            "num_steps": int(row["steps per env per update"]), "num_minibatches": int(row["minibatches"]),
+        }
+        assert {key: getattr(cfg, key) for key in stated} == stated, name
+    # And the values themselves, as the README's prose gives them (4 policy epochs, entropy 0.03, constant LRs).
+    small = PPOConfig.preset("small_budget")
+    assert (small.policy_epochs, small.ent_coef_start, small.ent_coef_end, small.anneal_lr) == (4, 0.03, 0.03, False)
+    assert (small.actor_lr, small.critic_lr) == (1e-3, 3e-3)
+    long = PPOConfig.preset("gpu_long")
+    assert (long.policy_epochs, long.actor_lr, long.critic_lr, long.anneal_lr) == (1, 1e-4, 4e-4, True)
+    assert (long.ent_coef_start, long.ent_coef_end) == (0.02, 0.005)
 
 
 def test_presets_name_the_same_fields_and_differ() -> None:

@@ -104,6 +104,16 @@ def test_a_production_model_that_cannot_be_run_fails_beats_production() -> None:
 
 
 def test_the_comparison_figures_are_numbers_for_the_ui() -> None:
-    (*_, baseline) = evaluate_gate(_market(0.005), HEALTHY, False, PromotionPolicy())
-    assert {"mean_difference", "ci_low", "ci_high", "days", "block_length"} <= set(baseline.details)
-    assert all(isinstance(baseline.details[k], int | float) for k in ("mean_difference", "ci_low", "ci_high"))
+    market = _market(0.005)
+    (*_, baseline) = evaluate_gate(market, HEALTHY, False, PromotionPolicy())
+    figures = baseline.details
+    assert {"mean_difference", "ci_low", "ci_high", "days", "block_length"} <= set(figures)
+    assert all(isinstance(figures[k], int | float) for k in ("mean_difference", "ci_low", "ci_high"))
+    # The figures are the comparison itself: the mean of the paired daily differences with the best baseline
+    # (momentum here), inside its interval.
+    daily = daily_returns(market)
+    by_strategy = {s: daily.filter(pl.col("strategy") == s).sort("trading_day")["ret"].to_numpy()
+                   for s in ("candidate", "momentum")}
+    difference = by_strategy["candidate"] - by_strategy["momentum"]
+    assert figures["mean_difference"] == pytest.approx(difference.mean()) and figures["days"] == len(DAYS)
+    assert figures["ci_low"] < figures["mean_difference"] < figures["ci_high"]

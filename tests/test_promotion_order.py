@@ -19,7 +19,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 import pytest
-from conftest import assets_in_groups, build_once, ingest_history, pipeline_env
+from conftest import assets_in_groups, build_once, ingest_history, lake_cache_key, pipeline_env
 
 import assets.deployment
 from pipeline.backtest.promotion import CANDIDATE, GateResult
@@ -83,8 +83,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, lake_cache: Path) -> Path:
             mp.setenv(name, value)
         mp.setenv("PIPELINE_SYNTHETIC_SNAPSHOT_MINUTES", "390")
         lake = Path(env["PIPELINE_DATA_LAKE"])
-        build_once(lake_cache, "synthetic-martingale-2024-06-24-2024-07-03", lake,
-                   lambda: ingest_history(HISTORY, MarketDataResource(alpha=0.0)))
+        market = MarketDataResource(alpha=0.0)
+        build_once(lake_cache, lake_cache_key("synthetic-martingale", days=HISTORY, market=market), lake,
+                   lambda: ingest_history(HISTORY, market))
         for day in DAYS:
             dataset = DATASET | ({"features": FEATURES[day]} if day in FEATURES else {})
             run_config = {"ops": {"training_dataset": {"config": dataset},

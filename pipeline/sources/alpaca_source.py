@@ -4,10 +4,12 @@ Option chains: today's is Alpaca's live chain (`current_chain`); a past day's, f
 from the contract list (trading API) and 1-minute bars by `pipeline.sources.alpaca_history`.
 
 alpaca-py pages through `next_page_token` itself (limit=None consumes every page) but retries only 429/504 with a
-fixed 3 s sleep. Its own retry is switched off and every call is wrapped in `RetryPolicy` instead: exponential
-backoff with jitter on 429, 5xx, timeouts and connection errors, bounded, then `SourceUnavailableError`.
-The secret key never leaves this object: it is held in a redacting wrapper, and error texts are built here
-without chaining the SDK's exceptions (their request objects carry the auth headers).
+fixed 3 s sleep. Its own retry is switched off and each HTTP request it sends goes through `RetryPolicy` instead, so
+a failed page is asked for again where the SDK's paging loop stands, never from page 1: exponential backoff with
+jitter on 5xx, timeouts and connection errors, bounded, then `SourceUnavailableError`; a 429 is waited out as the
+server asks (`Retry-After`, `X-RateLimit-Reset`) within the policy's time budget. What each error means is
+`pipeline.sources.alpaca_errors`. The secret key never leaves this object: it is held in a redacting wrapper, and
+error texts are built without chaining the SDK's exceptions (their request objects carry the auth headers).
 """
 
 from __future__ import annotations
@@ -45,15 +47,14 @@ from requests.adapters import HTTPAdapter
 
 from pipeline.contract.calendar import NY_TZ, TradingSession
 from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES, conform, empty_frame
-from pipeline.sources import alpaca_history, alpaca_rows
+from pipeline.sources import alpaca_errors, alpaca_history, alpaca_rows
+from pipeline.sources.alpaca_errors import API_KEY_ENV, SECRET_KEY_ENV
 from pipeline.sources.alpaca_history import OPTION_HISTORY_START, ChainSettings
-from pipeline.sources.base import SourceAuthError, SourceError, SourceUnavailableError
-from pipeline.sources.retry import RetryPolicy
+from pipeline.sources.base import SourceAuthError, SourceError
+from pipeline.sources.retry import RetryPolicy, Transient
 
 logger = logging.getLogger(__name__)
 
-API_KEY_ENV = "ALPACA_API_KEY"
-SECRET_KEY_ENV = "ALPACA_SECRET_KEY"
 # Option symbols per bars request: keeps each request's URL short whatever the chain's size.
 OPTION_BARS_BATCH = 100
 # Contracts per page of the trading API's contract list (its maximum; it defaults to 100).
@@ -93,18 +94,6 @@ class _TimeoutAdapter(HTTPAdapter):
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout_s
         return super().send(request, **kwargs)
-
-
-def _status(exc: BaseException) -> int | None:
-    return exc.status_code if isinstance(exc, APIError) else None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """429, 5xx, timeouts, connection errors and bodies cut short are worth retrying; anything else is not."""
-    if isinstance(exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError):
-        return True
-    status = _status(exc)
-    return status is not None and (status == 429 or status >= 500)
 
 
 # A chain whose freshest quote is older than this was not live: the free plans' "indicative" option feed is delayed
@@ -204,7 +193,19 @@ class AlpacaSource:
             adapter = _TimeoutAdapter(self.request_timeout_s)
             client._session.mount("https://", adapter)
             client._session.mount("http://", adapter)
+            # One HTTP request is what gets retried: the SDK's paging loop calls _request once per page, so a
+            # retry asks again for the page that failed and the pages already read are kept.
+            send = client._request
+
+            def request_with_retries(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+                return self.retry.call(lambda: send(method, path, *args, **kwargs), self._classify,
+                                       f"alpaca {method} {path}")
+
+            client._request = request_with_retries
         return client
+
+    def _classify(self, exc: BaseException) -> Transient | None:
+        return alpaca_errors.classify(exc, self._clock())
 
     def _stock_client(self) -> StockHistoricalDataClient:
         if self._stock is None:
@@ -223,44 +224,12 @@ class AlpacaSource:
         return self._trading
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        """Run one SDK call under the retry policy and turn its failures into actionable SourceErrors.
-
-        A retry repeats the whole paged call from its first page: the SDK keeps no page state between calls.
-        """
+        """Run one SDK call (its requests retried one by one, see `_client`) and turn its failure into an actionable
+        SourceError."""
         try:
-            return self.retry.call(fn, is_transient, f"alpaca {what}")
+            return fn()
         except (APIError, requests.RequestException) as exc:
-            raise self._translate(exc, what) from None
-
-    def _translate(self, exc: BaseException, what: str) -> SourceError:
-        status = _status(exc)
-        if status in (401, 403):
-            return SourceAuthError(
-                f"Alpaca rejected the API keys (HTTP {status}) for {what}: check {API_KEY_ENV} and "
-                f"{SECRET_KEY_ENV} (a paper-trading key pair works for market data; regenerate them if revoked)."
-            )
-        attempts = self.retry.max_attempts
-        if isinstance(exc, requests.RequestException):
-            return SourceUnavailableError(
-                f"could not reach Alpaca for {what} after {attempts} attempts ({type(exc).__name__}); "
-                "check the network connection and https://status.alpaca.markets, then retry the run."
-            )
-        detail = self._safe_detail(exc)
-        if is_transient(exc):
-            return SourceUnavailableError(
-                f"Alpaca kept failing for {what}: HTTP {status} after {attempts} attempts ({detail}); "
-                "retry later or lower the request rate."
-            )
-        return SourceError(f"Alpaca refused {what}: HTTP {status} ({detail}); check the symbols and the feed.")
-
-    def _safe_detail(self, exc: BaseException) -> str:
-        """The API's error message, shortened, with the secret blanked out should a server ever echo it."""
-        try:
-            text = str(exc.message) if isinstance(exc, APIError) else str(exc)
-        except ValueError:  # the body was not JSON
-            text = str(exc)
-        secret = self._secret.reveal()
-        return (text.replace(secret, "***") if secret else text)[:200]
+            raise alpaca_errors.translate(exc, what, self.retry, self._secret.reveal()) from None
 
     def fetch(self, table: str, session: TradingSession, symbols: Sequence[str]) -> pl.DataFrame:
         """One trading day of `table` for `symbols` (all pages), ts in UTC, rows inside the session.

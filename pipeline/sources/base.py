@@ -32,5 +32,9 @@ class SourceAuthError(SourceError):
     """Credentials are missing or were rejected; the message names the environment variable."""
 
 
+class SourceSubscriptionError(SourceError):
+    """The credentials work, but the account's market data plan or agreements do not cover the request."""
+
+
 class SourceUnavailableError(SourceError):
     """The service could not be reached (TWS/Gateway down, network error after retries)."""

@@ -32,16 +32,19 @@ from ib_async.objects import OptionComputation
 from pipeline.contract.calendar import NY_TZ
 from pipeline.contract.occ import occ_symbol
 from pipeline.contract.schemas import RAW_COLUMNS, conform, empty_frame
-from pipeline.sources.base import SourceError, SourceUnavailableError
+from pipeline.sources.base import SourceError, SourceSubscriptionError, SourceUnavailableError
 from pipeline.sources.ibkr_connection import (
     NO_SUBSCRIPTION,
     UNREACHABLE,
     as_utc,
     connect_readonly,
+    paced_request,
     request_failure,
+    retry_policy,
     where,
 )
 from pipeline.sources.pacing import Pacer
+from pipeline.sources.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +136,7 @@ class IBKROptionChains:
         ib_factory: Callable[[], IB] = IB,
         clock: Callable[[], datetime] = _now,
         pacer: Pacer | None = None,
+        retry: RetryPolicy | None = None,
         batch_size: int = DEFAULT_BATCH,
         expiries: int = 3,
         max_expiry_days: int = 45,
@@ -143,7 +147,8 @@ class IBKROptionChains:
     ) -> None:
         """`expiries` nearest expiries within `max_expiry_days` calendar days, `strikes` strikes nearest spot in
         each, calls and puts. `market_data_type`: 1 live, 2 frozen, 3 delayed, 4 delayed frozen (reqMarketDataType).
-        `client_id` differs from IBKRSource's so both can be connected at once."""
+        `client_id` differs from IBKRSource's so both can be connected at once. `retry`: how transient TWS errors
+        are retried (default `ibkr_connection.retry_policy()`)."""
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be in 1..{MAX_BATCH} (TWS takes 50 messages/s), got {batch_size}")
         if expiries < 1 or strikes < 1 or max_expiry_days < 0:
@@ -154,6 +159,7 @@ class IBKROptionChains:
         self._ib_factory = ib_factory
         self.clock = clock
         self.pacer = pacer or chain_pacer()
+        self.retry = retry or retry_policy()
         self.batch_size = batch_size
         self.expiries, self.max_expiry_days, self.strikes = expiries, max_expiry_days, strikes
         self.market_data_type = market_data_type
@@ -212,7 +218,7 @@ class IBKROptionChains:
                 f"batch_size (now {self.batch_size}) or close TWS watchlists; TWS said: {exc.message}"
             )
         if exc.code in NO_SUBSCRIPTION:
-            return SourceError(
+            return SourceSubscriptionError(
                 f"the IBKR account has no market data subscription for {what} of {symbol} (error {exc.code}): "
                 f"subscribe to it (US options need OPRA) in Client Portal, or use delayed data (market_data_type=3: "
                 f"the market_data resource's ibkr_market_data_type); TWS said: {exc.message}"
@@ -222,11 +228,12 @@ class IBKROptionChains:
         )
 
     def _paced(self, symbol: str, what: str, request: Callable[..., Any], *args: Any) -> Any:
-        """One request (at most one batch of messages), after the pacer allows it; TWS errors explained."""
+        """One request (at most one batch of messages), after the pacer allows it, asked again after a transient
+        error; TWS errors explained."""
         # Contracts are not hashable before qualification, so the pacer keys the request by what it asks.
-        self.pacer.wait((symbol, what), group="ibkr option chains")
         try:
-            return request(*args)
+            return paced_request(lambda: request(*args), self.pacer, self.retry, (symbol, what),
+                                 "ibkr option chains", f"ibkr {what} of {symbol}")
         except RequestError as exc:
             raise self._failure(exc, symbol, what) from exc
 

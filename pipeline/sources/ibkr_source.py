@@ -3,7 +3,9 @@
 `reqHistoricalTicks` returns at most 1000 ticks per call, so a session is read in pages: each page starts at the
 last tick time already seen and the ticks of that second which were already collected are dropped (IBKR completes
 the last second of a page, so they come again). Every request goes through a `Pacer` that honours IBKR's
-historical-data limits. Option snapshots of past days are not provided: TWS has no historical option-chain snapshot
+historical-data limits (60 requests in 10 minutes: about 6,000 ticks a minute), and a request that fails for a
+passing reason (a timeout, a pacing violation, a dropped query, lost connectivity) is asked again, paced, with
+backoff, a bounded number of times: the pages already read are kept. Option snapshots of past days are not provided: TWS has no historical option-chain snapshot
 endpoint, so `fetch("option_snapshots", ...)` returns an empty frame; IBKR chains are recorded live instead, by the
 option collector through `pipeline.sources.ibkr_options.IBKROptionChains`.
 """
@@ -22,9 +24,11 @@ from ib_async.objects import HistoricalTickBidAsk, HistoricalTickLast
 
 from pipeline.contract.calendar import TradingSession
 from pipeline.contract.schemas import RAW_COLUMNS, RAW_TABLES, conform, empty_frame
+from pipeline.sources import ibkr_connection
 from pipeline.sources.base import SourceError, SourceUnavailableError
 from pipeline.sources.ibkr_connection import UNREACHABLE, as_utc, connect_readonly, request_failure, where
 from pipeline.sources.pacing import Pacer
+from pipeline.sources.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +72,18 @@ class IBKRSource:
         *,
         ib_factory: Callable[[], IB] = IB,
         pacer: Pacer | None = None,
+        retry: RetryPolicy | None = None,
         connect_timeout_s: float = 10.0,
         request_timeout_s: float = 120.0,
         ticks_per_request: int = MAX_TICKS_PER_REQUEST,
     ) -> None:
+        """`retry`: how transient TWS errors are retried (default `ibkr_connection.retry_policy()`)."""
         if not 1 <= ticks_per_request <= MAX_TICKS_PER_REQUEST:
             raise ValueError(f"ticks_per_request must be in 1..{MAX_TICKS_PER_REQUEST}, got {ticks_per_request}")
         self.host, self.port, self.client_id = host, port, client_id
         self._ib_factory = ib_factory
         self.pacer = pacer or Pacer()
+        self.retry = retry or ibkr_connection.retry_policy()
         self.connect_timeout_s = connect_timeout_s
         self.request_timeout_s = request_timeout_s
         self.ticks_per_request = ticks_per_request
@@ -136,12 +143,14 @@ class IBKRSource:
         edge: Counter[tuple] = Counter()  # ticks already collected at the latest second (the next page repeats that second)
         start = session.open
         while True:
-            request = (contract.symbol, what, start)
-            self.pacer.wait(request, group=(contract.symbol, what))
             try:
-                page = ib.reqHistoricalTicks(
-                    contract, startDateTime=start, endDateTime="", numberOfTicks=self.ticks_per_request,
-                    whatToShow=what, useRth=True,
+                page = ibkr_connection.paced_request(
+                    lambda start=start: ib.reqHistoricalTicks(
+                        contract, startDateTime=start, endDateTime="", numberOfTicks=self.ticks_per_request,
+                        whatToShow=what, useRth=True,
+                    ),
+                    self.pacer, self.retry, (contract.symbol, what, start), (contract.symbol, what),
+                    f"ibkr {what} ticks of {contract.symbol}",
                 )
             except RequestError as exc:
                 if (failure := request_failure(exc, contract.symbol, what)) is not None:
@@ -170,12 +179,14 @@ class IBKRSource:
 
     def _bars(self, ib: IB, symbol: str, contract: Stock, session: TradingSession) -> list[dict[str, Any]]:
         seconds = int((session.close - session.open).total_seconds())
-        request = (symbol, "bars", session.close)
-        self.pacer.wait(request, group=(symbol, "TRADES bars"))
         try:
-            bars = ib.reqHistoricalData(
-                contract, endDateTime=session.close, durationStr=f"{seconds} S", barSizeSetting="1 min",
-                whatToShow="TRADES", useRTH=True, formatDate=2,
+            bars = ibkr_connection.paced_request(
+                lambda: ib.reqHistoricalData(
+                    contract, endDateTime=session.close, durationStr=f"{seconds} S", barSizeSetting="1 min",
+                    whatToShow="TRADES", useRTH=True, formatDate=2,
+                ),
+                self.pacer, self.retry, (symbol, "bars", session.close), (symbol, "TRADES bars"),
+                f"ibkr 1-minute bars of {symbol}",
             )
         except RequestError as exc:
             if (failure := request_failure(exc, symbol, "1-minute bars")) is not None:

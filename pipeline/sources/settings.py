@@ -79,6 +79,8 @@ class SourceSettings:
     alpaca_secret_key: str | None = field(default=None, repr=False)
     alpaca_url_override: str | None = None
     alpaca_retry_base_delay_s: float = 1.0
+    alpaca_rate_limit_budget_s: float = 300.0
+    """Seconds one Alpaca request may spend waiting out rate limits (HTTP 429) before the run fails."""
     ibkr_host: str = "127.0.0.1"
     ibkr_port: int = 7497
     ibkr_client_id: int = 17
@@ -210,7 +212,8 @@ def _alpaca_source(settings: SourceSettings) -> AlpacaSource:
         api_key=api_key,
         secret_key=secret_key,
         url_override=settings.alpaca_url_override,
-        retry=RetryPolicy(base_delay_s=settings.alpaca_retry_base_delay_s),
+        retry=RetryPolicy(base_delay_s=settings.alpaca_retry_base_delay_s,
+                          rate_limit_budget_s=settings.alpaca_rate_limit_budget_s),
         snapshot_minutes=settings.option_snapshot_minutes,
     )
 

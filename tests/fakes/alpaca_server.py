@@ -28,6 +28,16 @@ from pipeline.contract.calendar import TradingSession, expiry_close
 
 HANG = "hang"  # failure script entry: never answer; hold the connection until the client gives up
 DROP = "drop"  # failure script entry: close the connection without an answer
+PASS = "pass"  # failure script entry: answer this request normally (to fail a later page, not the first)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Failure script entry: an error answer with Alpaca's JSON body and the given headers."""
+
+    status: int
+    message: str = "injected failure"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,8 +56,8 @@ class FakeAlpacaState:
     """The trading API's contract listings (JSON as Alpaca sends them), filtered by the request's query."""
     contract_page_size: int | None = None
     """Contracts per page (None: page_size), so contract paging can be tested without paging thousands of bars."""
-    failures: list[int | str] = field(default_factory=list)
-    """Consumed one per request before answering normally: an HTTP status, HANG or DROP."""
+    failures: list[int | str | Reply] = field(default_factory=list)
+    """Consumed one per request before answering: an HTTP status, a Reply, HANG, DROP or PASS."""
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
 
@@ -87,11 +97,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         """Silence the stdlib's per-request stderr line."""
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
+    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -100,16 +112,17 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         params = {k: v[0] for k, v in parse_qs(url.query).items()}
         state.requests.append((url.path, params))
-        if state.failures:
-            failure = state.failures.pop(0)
-            if failure == DROP:
-                self.close_connection = True
-                self.connection.shutdown(2)
-                return
-            if failure == HANG:
-                self._hang()
-            else:
-                self._send(int(failure), {"code": int(failure) * 100000, "message": "injected failure"})
+        failure = state.failures.pop(0) if state.failures else PASS
+        if failure == DROP:
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if failure == HANG:
+            self._hang()
+            return
+        if failure != PASS:
+            reply = failure if isinstance(failure, Reply) else Reply(int(failure))
+            self._send(reply.status, {"code": reply.status * 100000, "message": reply.message}, reply.headers)
             return
         key = self.headers.get("APCA-API-KEY-ID")
         secret = self.headers.get("APCA-API-SECRET-KEY")

@@ -64,6 +64,9 @@ class FakeIB:
     complete_last_second: bool = True
     connect_error: BaseException | None = None
     request_error: BaseException | None = None
+    """Raised by every historical request."""
+    failures: list[BaseException | None] = field(default_factory=list)
+    """Consumed one per historical request before answering: an error to raise, or None to answer normally."""
     clock: Callable[[], float] = lambda: 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     connected: bool = False
@@ -87,9 +90,7 @@ class FakeIB:
         assert self.connected and useRth and endDateTime == ""
         self.requests.append({"symbol": contract.symbol, "what": whatToShow, "start": startDateTime,
                               "at": self.clock()})
-        if self.request_error is not None:
-            assert self.RaiseRequestErrors or not isinstance(self.request_error, RequestError)
-            raise self.request_error
+        self._fail()
         # TWS resolves to whole seconds.
         start = startDateTime.astimezone(UTC).replace(microsecond=0)
         pending = [t for t in self.ticks.get((contract.symbol, whatToShow), []) if t.time >= start]
@@ -104,7 +105,15 @@ class FakeIB:
     ) -> list[BarData]:
         assert self.connected and useRTH and barSizeSetting == "1 min" and formatDate == 2
         self.requests.append({"symbol": contract.symbol, "what": "bars", "duration": durationStr, "at": self.clock()})
+        self._fail()
         return self.bars.get(contract.symbol, [])
+
+
+    def _fail(self) -> None:
+        error = self.failures.pop(0) if self.failures else self.request_error
+        if error is not None:
+            assert self.RaiseRequestErrors or not isinstance(error, RequestError)
+            raise error
 
 
 class FakeClock:

@@ -47,8 +47,10 @@ class FakeChainIB(FakeIB):
     """Contracts of the chain's expiry x strike grid that TWS does not list."""
     edit_ticker: Callable[[Ticker], None] = lambda ticker: None
     """Changes an option's snapshot before it is returned (missing quotes, IB sentinels)."""
-    snapshot_error: RequestError | None = None
+    snapshot_error: BaseException | None = None
     """Raised by reqTickers for option contracts (a stock snapshot still answers)."""
+    snapshot_failures: list[BaseException] = field(default_factory=list)
+    """Raised one each by the first option reqTickers calls, before `snapshot_error` applies."""
     market_data_type: int | None = None
     _con_ids: dict[Any, int] = field(default_factory=dict)
 
@@ -99,8 +101,10 @@ class FakeChainIB(FakeIB):
     def reqTickers(self, *contracts: Contract, regulatorySnapshot: bool = False) -> list[Ticker]:  # noqa: N802
         assert all(c.conId for c in contracts), "snapshots need qualified contracts"
         self._log("reqTickers", contracts)
-        if self.snapshot_error is not None and any(c.secType == "OPT" for c in contracts):
-            raise self.snapshot_error
+        if any(c.secType == "OPT" for c in contracts):
+            error = self.snapshot_failures.pop(0) if self.snapshot_failures else self.snapshot_error
+            if error is not None:
+                raise error
         return [self._ticker(c) for c in contracts]
 
     def _ticker(self, c: Contract) -> Ticker:
