@@ -2,7 +2,8 @@
 `features.bars_1m`, `features.market` and `features.options` (one transaction per day, like the raw tables).
 
 A run over a range computes and writes one day at a time, as a single-day run of that day would, so it holds one
-day's rows whatever the range and a range backfill equals day-by-day runs. `features.market` of day D also reads
+day's rows whatever the range and a range backfill equals day-by-day runs. If a day fails, the days written
+before it are recorded as materialized (`commit_days`). `features.market` of day D also reads
 the LOOKBACK_TRADING_DAYS sessions before D from the warehouse (its windows reach back; the partition mapping says
 so), and writes only D's rows.
 """
@@ -15,12 +16,13 @@ import polars as pl
 
 from assets.ingest import raw_asset_key
 from assets.metadata import (
+    Metadata,
     RunColumns,
+    commit_days,
     feature_column_descriptions,
     feature_table_schema,
     partition_days,
     partition_metadata,
-    report_partitions,
     run_metadata,
 )
 from pipeline.contract.calendar import earlier_trading_days, trading_session
@@ -96,19 +98,18 @@ def _build_feature_asset(
         store = warehouse.warehouse()
         columns = RunColumns()
 
-        def write(day: date) -> tuple[int, int]:
+        def write(day: date) -> tuple[tuple[int, int], Metadata]:
             """Build and write one day (one transaction); its rows are freed on return."""
             frame, rows_read = build_day(store, day)
             store.write_partition(table, [day], frame)
             columns.see(frame)
-            report_partitions(context, {day: {
+            return (frame.height, _symbol_count(frame)), {
                 **partition_metadata(day, frame, store.row_count(table, [day])),
                 "symbols": _symbol_count(frame),
                 "rows_read": rows_read,
-            }})
-            return frame.height, _symbol_count(frame)
+            }
 
-        written = [write(day) for day in days]
+        written = commit_days(context, days, write)
         rows, symbols = sum(n for n, _ in written), max(s for _, s in written)
         context.log.info(f"{table}: {rows} rows for up to {symbols} symbol(s) a day over {len(days)} trading day(s)")
         return dg.MaterializeResult(

@@ -3,7 +3,8 @@
 One asset per raw table (`raw/trades`, `raw/quotes`, `raw/bars`, `raw/option_snapshots`). A single-run range
 backfill fetches, validates and writes one day at a time, each day in its own transaction, so a partition is
 always either its old or its new content and the run holds one day's rows whatever the range (a backfill of years
-fits in memory); each day's partition reports its own rows read, accepted and rejected.
+fits in memory); each day's partition reports its own rows read, accepted and rejected. A day that fails stops
+the run; the days written before it are recorded as materialized (`commit_days`).
 """
 
 from datetime import date
@@ -14,12 +15,13 @@ from pydantic import Field
 
 from assets.checks import DEFAULT_MAX_REJECTED_SHARE, rejected_share_result, rejected_share_spec
 from assets.metadata import (
+    Metadata,
     RunColumns,
+    commit_days,
     partition_days,
     partition_metadata,
     raw_column_descriptions,
     raw_table_schema,
-    report_partitions,
     run_metadata,
 )
 from pipeline.contract.calendar import trading_session
@@ -84,23 +86,22 @@ def build_raw_asset(table: str, partitions_def: dg.PartitionsDefinition) -> dg.A
         store = warehouse.warehouse()
         columns = RunColumns()
 
-        def ingest(day: date) -> tuple[int, int, int]:
+        def ingest(day: date) -> tuple[tuple[int, int, int], Metadata]:
             """Fetch, validate and write one day (one transaction); its rows are freed on return."""
             session = trading_session(day)
             result = validate(table, source.fetch(table, session, symbols), session)
             store.write_partition(f"raw.{table}", [day], result.accepted, result.rejected)
             columns.see(result.accepted)
-            report_partitions(context, {day: {
+            return (result.rows_read, result.accepted.height, result.rejected.height), {
                 **partition_metadata(day, result.accepted, store.row_count(f"raw.{table}", [day])),
                 "rows_read": result.rows_read,
                 "rows_accepted": result.accepted.height,
                 "rows_rejected": result.rejected.height,
                 "rejected_by_reason": dg.MetadataValue.json(reason_counts(result.rejected)),
                 **option_snapshot_counts(table, result.accepted),
-            }})
-            return result.rows_read, result.accepted.height, result.rejected.height
+            }
 
-        counts = [ingest(day) for day in days]
+        counts = commit_days(context, days, ingest)
         rows_read, accepted, rejected = (sum(column) for column in zip(*counts, strict=True))
         context.log.info(
             f"raw.{table}: {accepted} rows accepted, {rejected} quarantined "

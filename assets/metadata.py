@@ -2,14 +2,15 @@
 
 Column descriptions come from their one home, the feature catalog and the raw-table docs, so the UI shows them on
 the asset (definition metadata, before any run) and on every materialization. A run over a range of trading days
-reports each day's figures on that day's partition (`report_partitions`), and what the run as a whole did once.
+reports each day's figures on that day's partition (`report_partitions`), and what the run as a whole did once;
+if a day fails, the days written before it are recorded as materialized all the same (`commit_days`).
 Such a run writes and reports one day at a time and keeps no day's rows (`RunColumns` keeps the written columns),
 so its memory is bounded by one day whatever the range.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import polars as pl
@@ -21,6 +22,7 @@ from pipeline.features.catalog import Feature, features_of
 PREVIEW_ROWS = 5
 # Metadata as assets pass it to Dagster (dagster exports no name for its raw metadata value type).
 Metadata = dict[str, Any]
+T = TypeVar("T")
 
 
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:
@@ -147,3 +149,34 @@ def report_partitions(
     """
     for day, metadata in metadata_by_day.items():
         context.add_asset_metadata(dict(metadata), partition_key=day.isoformat())
+
+
+def commit_days(
+    context: dg.AssetExecutionContext, days: Sequence[date], commit: Callable[[date], tuple[T, Metadata]]
+) -> list[T]:
+    """`commit(day)` for each day in order, each writing its own partition in its own transaction and returning
+    (its result, its metadata); each day's metadata goes on that day's materialization (`report_partitions`).
+
+    Dagster records a ranged run's materializations when the run's step succeeds, so a day that fails would leave
+    the days already written unrecorded: the UI would show nothing of what is in the lake. So when a day fails,
+    each day committed before it is recorded as materialized, with its metadata, before the error goes on.
+    """
+    committed: dict[date, Metadata] = {}
+    results = []
+    try:
+        for day in days:
+            result, metadata = commit(day)
+            report_partitions(context, {day: metadata})
+            committed[day] = metadata
+            results.append(result)
+    except BaseException as error:  # a run terminated from the UI raises an interrupt, not an Exception
+        failed = days[len(committed)].isoformat()
+        for day, metadata in committed.items():
+            context.log_event(dg.AssetMaterialization(
+                asset_key=context.asset_key, partition=day.isoformat(),
+                metadata={**metadata, "committed_before_failure_on": failed}))
+        if committed:
+            context.log.error(f"{failed} failed ({type(error).__name__}); the {len(committed)} day(s) before it "
+                              "were written and are recorded as materialized")
+        raise
+    return results

@@ -23,10 +23,11 @@ from pydantic import Field
 from assets.features import OPTIONS_KEY
 from assets.ingest import raw_asset_key
 from assets.run_config import mirror, set_fields
-from assets.training import CLSTMHyperparameters, artifacts_dir, one_day
+from assets.training import CLSTMHyperparameters, artifacts_dir, kept_model, one_day
 from pipeline.envs.options import OptionsTradingConfig
 from pipeline.envs.warehouse_loader import OptionLoaderConfig
-from pipeline.registry import ModelRecord, code_version, file_sha256, register_model
+from pipeline.model_store import fresh_model_dir
+from pipeline.registry import ModelRecord, code_version, file_sha256, model_id_for, register_model
 from pipeline.training.dataset import DatasetConfig
 from pipeline.training.options_dataset import (
     OptionsDatasetConfig,
@@ -129,8 +130,12 @@ def build_options_training_assets(partitions_def: dg.PartitionsDefinition) -> li
         day = one_day(context)
         data_dir = options_dataset_dir(warehouse, day)
         manifest = load_options_manifest(data_dir)
-        model_dir = artifacts_dir(warehouse) / "models" / day.isoformat() / f"{OPTIONS_ALGO}-seed{config.seed}"
-        run = config.training_run(compute, data_dir).with_output(model_dir)
+        run = config.training_run(compute, data_dir)
+        model_id = model_id_for(OPTIONS_ALGO, f"seed{config.seed}", day, run.config_hash(), manifest["data_version"])
+        if (kept := kept_model(context, warehouse, model_id)) is not None:
+            return dg.MaterializeResult(metadata=kept)
+        model_dir = fresh_model_dir(artifacts_dir(warehouse), model_id)
+        run = run.with_output(model_dir)
         run_path = run.save(model_dir / RUN_FILE)
         reported = compute.pipes_client(pipes_subprocess_client).run(
             context=context, **compute.pipes_run_args(str(run_path))).get_materialize_result()

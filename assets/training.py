@@ -25,7 +25,8 @@ from pipeline.envs.intraday import IntradayConfig
 from pipeline.envs.warehouse_loader import MarketLoaderConfig
 from pipeline.features.catalog import DEFAULT_FEATURES
 from pipeline.features.quality import CONSTANT
-from pipeline.registry import ModelRecord, code_version, file_sha256, register_model
+from pipeline.model_store import fresh_model_dir, registered_artifact
+from pipeline.registry import ModelRecord, code_version, file_sha256, model_id_for, register_model
 from pipeline.training.dataset import DatasetConfig, build_dataset, load_manifest, save_dataset
 from pipeline.training.run import (
     DEFAULT_INTRADAY,
@@ -124,6 +125,21 @@ def dataset_dir(warehouse: WarehouseResource, day: date) -> Path:
     return artifacts_dir(warehouse) / "datasets" / day.isoformat()
 
 
+def kept_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_id: str,
+               prefix: str = "") -> dict[str, Any] | None:
+    """The metadata of `model_id` if it is already registered with its artifact intact (this run's algo, member,
+    day, config and data trained it before): it is kept as it is, never trained over, since a production row or an
+    ensemble may point at its file. None: train it."""
+    row = registered_artifact(warehouse.warehouse(), model_id)
+    if row is None:
+        return None
+    context.log.info(f"{model_id} (the same algo, member, day, config and data) is registered with its artifact "
+                     f"intact: kept, not retrained (artifacts are never rewritten; change the config or seed to "
+                     f"train another model)")
+    return {f"{prefix}model_id": model_id, f"{prefix}artifact": dg.MetadataValue.path(row["artifact_path"]),
+            f"{prefix}sha256": row["sha256"], f"{prefix}kept": True, f"{prefix}code_version": row["code_version"]}
+
+
 def one_day(context: dg.AssetExecutionContext) -> date:
     days = partition_days(context)
     if len(days) != 1:
@@ -198,8 +214,12 @@ def build_training_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         day = one_day(context)
         data_dir = dataset_dir(warehouse, day)
         manifest = load_manifest(data_dir)
-        model_dir = artifacts_dir(warehouse) / "models" / day.isoformat() / f"clstm_ppo-seed{config.seed}"
-        run = config.training_run(compute, data_dir).with_output(model_dir)
+        run = config.training_run(compute, data_dir)
+        model_id = model_id_for("clstm_ppo", f"seed{config.seed}", day, run.config_hash(), manifest["data_version"])
+        if (kept := kept_model(context, warehouse, model_id)) is not None:
+            return dg.MaterializeResult(metadata=kept)
+        model_dir = fresh_model_dir(artifacts_dir(warehouse), model_id)
+        run = run.with_output(model_dir)
         run_path = run.save(model_dir / RUN_FILE)
         command = compute.trainer_command(str(run_path))
         context.log.info(f"training: {' '.join(command)} ({run.preset}, {run.total_timesteps} steps, actor_lr "

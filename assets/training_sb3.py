@@ -28,12 +28,21 @@ from assets.training import (
     IntradayEnvSettings,
     artifacts_dir,
     dataset_dir,
+    kept_model,
     one_day,
 )
 from pipeline.agents.ensemble import WEIGHTINGS
 from pipeline.agents.sb3 import PPOParams, SACParams
 from pipeline.envs.portfolio import PortfolioConfig
-from pipeline.registry import ModelRecord, code_version, config_hash, file_sha256, register_model
+from pipeline.model_store import fresh_model_dir
+from pipeline.registry import (
+    ModelRecord,
+    code_version,
+    config_hash,
+    file_sha256,
+    model_id_for,
+    register_model,
+)
 from pipeline.training.dataset import MANIFEST_FILE
 from pipeline.training.ensembles import (
     INTRADAY_ALGOS,
@@ -128,7 +137,11 @@ def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> l
         day, data_dir, manifest = _partition_dataset(context, warehouse)
         metadata: dict[str, Any] = {"data_version": manifest["data_version"]}
         for algo, run in config.runs().items():
-            model_dir = artifacts_dir(warehouse) / "models" / day.isoformat() / f"{algo}-seed{config.seed}"
+            model_id = model_id_for(algo, f"seed{config.seed}", day, config_hash(run), manifest["data_version"])
+            if (kept := kept_model(context, warehouse, model_id, prefix=f"{algo}/")) is not None:
+                metadata |= kept
+                continue
+            model_dir = fresh_model_dir(artifacts_dir(warehouse), model_id)
             context.log.info(f"training {algo} ({BASELINES[algo].gym_id}, {run['total_timesteps']} steps)")
             policy, selection = train_dataset_baseline(algo, data_dir, model_dir, run["env"], run["total_timesteps"],
                                                         config.seed, run["hparams"], compute.torch_threads)
@@ -149,20 +162,24 @@ def build_training_baseline_assets(partitions_def: dg.PartitionsDefinition) -> l
         compute: ComputeResource,
     ) -> dg.MaterializeResult:
         """The intraday models registered for D (CLSTM-PPO and SB3 PPO, every seed) weighted by their scores on the
-        selection days; ensemble.json under artifacts/models/<D>/ensemble/, scored on the selection days and
+        selection days; ensemble.json under artifacts/models/<model_id>/, scored on the selection days and
         registered as a candidate."""
         day, data_dir, manifest = _partition_dataset(context, warehouse)
         members = registered_members(warehouse.warehouse(), day, manifest["data_version"], config.score_metric,
                                      INTRADAY_ALGOS)
-        out_dir = artifacts_dir(warehouse) / "models" / day.isoformat() / "ensemble"
         env_config = common_env_config(members)
+        model_ids = [m.model_id for m in members]
+        run = {"members": model_ids, "weighting": config.weighting, "temperature": config.temperature,
+               "score_metric": config.score_metric, "env": dataclasses.asdict(env_config)}
+        model_id = model_id_for("ensemble", f"k{len(members)}", day, config_hash(run), manifest["data_version"])
+        if (kept := kept_model(context, warehouse, model_id)) is not None:
+            return dg.MaterializeResult(metadata=kept)
+        out_dir = fresh_model_dir(artifacts_dir(warehouse), model_id)
         # Loading a CLSTM-PPO member sets torch's threads to its training run's; this process keeps its own.
         with torch_threads(compute.torch_threads):
             ensemble = build_ensemble(members, out_dir, config.weighting, config.temperature)
             selection = validate(ensemble, "sb3_ppo", data_dir, env_config)
-        model_ids, weights = [m.model_id for m in members], [float(w) for w in ensemble.weights]
-        run = {"members": model_ids, "weighting": config.weighting, "temperature": config.temperature,
-               "score_metric": config.score_metric, "env": dataclasses.asdict(env_config)}
+        weights = [float(w) for w in ensemble.weights]
         metrics = {"selection": selection, "members": model_ids, "weights": weights,
                    "scores": [m.score for m in members], "last": members_convergence(warehouse.warehouse(), members)}
         record = _record(day, "ensemble", f"k{len(members)}", out_dir / "ensemble.json", manifest, run, metrics)

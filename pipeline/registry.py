@@ -78,8 +78,14 @@ class ModelRecord:
 
     @property
     def model_id(self) -> str:
-        key = "|".join([self.algo, self.member, self.trading_day.isoformat(), self.config_hash, self.data_version])
-        return f"{self.algo}-{self.member}-{self.trading_day.isoformat()}-{sha256_text(key)[:10]}"
+        return model_id_for(self.algo, self.member, self.trading_day, self.config_hash, self.data_version)
+
+
+def model_id_for(algo: str, member: str, trading_day: date, config_hash: str, data_version: str) -> str:
+    """The id of the model `algo`/`member` trained for `trading_day` with this config on this data: known before
+    training, so the model's folder is named by it (`pipeline.model_store`)."""
+    key = "|".join([algo, member, trading_day.isoformat(), config_hash, data_version])
+    return f"{algo}-{member}-{trading_day.isoformat()}-{sha256_text(key)[:10]}"
 
 
 def sha256_text(text: str) -> str:

@@ -169,7 +169,7 @@ def test_model_is_registered_as_a_candidate_with_its_lineage(lake) -> None:
     assert json.loads(row["metrics"])["selection"]["episodes"] == 10
 
 
-def test_readme_cli_command_trains_and_a_rerun_replaces_its_registry_row(lake) -> None:
+def test_readme_cli_command_trains_and_a_rerun_keeps_its_models(lake) -> None:
     env, _, _ = lake
     run_config = {"execution": {"config": {"in_process": {}}},
                   "resources": {"compute": {"config": {"total_timesteps": 2048, "torch_threads": 1}}},
@@ -178,15 +178,18 @@ def test_readme_cli_command_trains_and_a_rerun_replaces_its_registry_row(lake) -
     command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "pipeline.definitions",
                "--select", "group:training", "--partition", DAY, "--config-json", json.dumps(run_config)]
     store = Warehouse(Path(env["PIPELINE_DATA_LAKE"]) / "warehouse.duckdb")
+    registered = []
     for _ in range(2):
         done = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-4000:]
         rows = read_registry(store)
         # The whole group: CLSTM-PPO seed1 beside the fixture's seed0, both SB3 baselines and their ensemble; the
-        # second run (same seeds, config and data) replaces its rows instead of adding to them.
+        # second run (same seeds, config and data) keeps its models and rows instead of training over them.
         assert sorted(zip(rows["algo"], rows["member"], strict=True)) == [
             ("clstm_ppo", "seed0"), ("clstm_ppo", "seed1"), ("ensemble", "k3"), ("sb3_ppo", "seed1"),
             ("sb3_sac", "seed1")]
+        registered.append(rows.select("model_id", "artifact_path", "sha256", "registered_at").sort("model_id"))
+    assert registered[0].equals(registered[1])
 
 
 def test_compute_with_two_processes_trains_under_torchrun(lake) -> None:

@@ -80,7 +80,7 @@ def test_baselines_are_registered_candidates_with_their_lineage(lake) -> None:
     assert set(rows) == {"clstm_ppo", "sb3_ppo", "sb3_sac", "ensemble"}
     for algo in ("sb3_ppo", "sb3_sac"):
         row = rows[algo]
-        folder = root / "artifacts" / "models" / DAY / f"{algo}-seed0"
+        folder = root / "artifacts" / "models" / row["model_id"]  # one folder per model, named by its id
         assert (row["member"], row["status"], row["artifact_path"]) == ("seed0", "candidate", str(folder / "model.zip"))
         assert row["model_id"] == meta[f"{algo}/model_id"] and meta[f"{algo}/artifact"] == str(folder)
         assert row["sha256"] == file_sha256(folder / "model.zip") == meta[f"{algo}/sha256"]
@@ -124,7 +124,7 @@ def test_ensemble_weights_its_members_by_selection_score(lake) -> None:
     ranked_by_weight = sorted(members, key=lambda m: weights[m])
     assert ranked_by_score == ranked_by_weight
     assert meta["scores"] == [scores[m] for m in meta["members"]]
-    manifest = json.loads((root / "artifacts" / "models" / DAY / "ensemble" / "ensemble.json").read_text())
+    manifest = json.loads((root / "artifacts" / "models" / meta["model_id"] / "ensemble.json").read_text())
     assert [m["weight"] for m in manifest["members"]] == meta["weights"]
     assert {m["kind"] for m in manifest["members"]} == {"clstm_ppo", "sb3"}
 
@@ -132,7 +132,7 @@ def test_ensemble_weights_its_members_by_selection_score(lake) -> None:
 def test_ensemble_is_registered_and_its_metrics_are_the_saved_ensembles(lake) -> None:
     root, result, store = lake
     meta, row = materialized_metadata(result, "ensemble_policy"), _rows(store, result)["ensemble"]
-    folder = root / "artifacts" / "models" / DAY / "ensemble"
+    folder = root / "artifacts" / "models" / row["model_id"]
     assert (row["model_id"], row["status"], row["member"]) == (meta["model_id"], "candidate", "k2")
     assert row["sha256"] == file_sha256(folder / "ensemble.json") == meta["sha256"]
     assert row["data_version"] == materialized_metadata(result, "training_dataset")["data_version"] == meta["data_version"]

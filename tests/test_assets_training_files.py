@@ -99,7 +99,7 @@ def test_the_sac_model_is_registered_with_the_datasets_lineage(trained) -> None:
     rows = {row["algo"]: row for row in read_registry(store, DAY).to_dicts()}
     assert set(rows) == {"sb3_ppo", "sb3_sac"}
     row = rows["sb3_sac"]
-    folder = lake / "artifacts" / "models" / DAY.isoformat() / "sb3_sac-seed0"
+    folder = lake / "artifacts" / "models" / row["model_id"]
     assert (row["member"], row["status"], row["model_id"]) == ("seed0", "candidate", meta["sb3_sac/model_id"])
     assert row["data_version"] == dataset["data_version"] == meta["data_version"]
     assert (row["window_start"], row["window_end"]) == (DAYS[-WINDOW_DAYS], DAY)

@@ -21,7 +21,7 @@ from resources.compute import GPU_RESOURCE, TRAINER_MODULE, ComputeResource
 from tests.conftest import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
-CONFIG_PATH = "/opt/dagster/data_lake/artifacts/models/2024-07-05/clstm_ppo-seed0/training_run.json"
+CONFIG_PATH = "/opt/dagster/data_lake/artifacts/models/clstm_ppo-seed0-2024-07-05-0123456789/training_run.json"
 
 
 def load(relative: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ normalization is inside the graph, and the folder is complete, atomic, reproduci
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -148,7 +149,9 @@ def test_re_export_replaces_the_folder_atomically_with_the_same_files(exported, 
     again = package.export_deployment(model, artifact.path, feature_names=MARKET.feature_names, lineage=LINEAGE,
                                       card=CARD)
     assert again.files == artifact.files and again.sha256 == artifact.sha256
-    assert sorted(p.name for p in artifact.path.parent.iterdir()) == [artifact.path.name]  # no temp folders
+    versions = f".{artifact.path.name}.versions"
+    assert sorted(p.name for p in artifact.path.parent.iterdir()) == [versions, artifact.path.name]  # no temp folders
+    assert len(list((artifact.path.parent / versions).iterdir())) == 2  # the new version, and the one before it
 
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -158,7 +161,35 @@ def test_re_export_replaces_the_folder_atomically_with_the_same_files(exported, 
         package.export_deployment(model, artifact.path, feature_names=MARKET.feature_names, lineage=LINEAGE,
                                   card=CARD)
     assert package.read_artifact(artifact.path) == artifact  # the previous artifact, whole
-    assert sorted(p.name for p in artifact.path.parent.iterdir()) == [artifact.path.name]
+    assert sorted(p.name for p in artifact.path.parent.iterdir()) == [versions, artifact.path.name]
+    assert [p.resolve() for p in (artifact.path.parent / versions).iterdir()] == [artifact.path.resolve()]
+
+
+def test_a_re_export_never_leaves_the_folder_missing_and_removes_a_crashs_leftovers(tmp_path, monkeypatch) -> None:
+    model = _agent().save(tmp_path / "model")
+    out = tmp_path / "deploy" / "m1"
+    old = package.export_deployment(model, out, feature_names=MARKET.feature_names, lineage=LINEAGE, card=CARD)
+    # What an export killed midway left: its staging folder, and the folder a replace had moved aside.
+    for leftover in (".m1.k3j2h1g0.tmp", f".m1.{'0' * 32}.old"):
+        (out.parent / leftover).mkdir()
+        (out.parent / leftover / package.ONNX_FILE).write_bytes(b"half a graph")
+    seen = []  # the folder's content after each rename the export makes
+
+    def checked(move):
+        def moved(*args, **kwargs):
+            move(*args, **kwargs)
+            seen.append(package.read_artifact(out).sha256)  # raises if the folder is missing or half-written
+        return moved
+
+    monkeypatch.setattr(os, "replace", checked(os.replace))
+    monkeypatch.setattr(os, "rename", checked(os.rename))
+    new = package.export_deployment(model, out, feature_names=MARKET.feature_names, card=CARD,
+                                    lineage={**LINEAGE, "code_version": "def456"})
+    monkeypatch.undo()
+    assert new.sha256 != old.sha256
+    # The old content until the new one is in place, then the new one: never none, never a mix.
+    assert seen[0] == old.sha256 and seen[-1] == new.sha256 and seen == sorted(seen, key=[old.sha256, new.sha256].index)
+    assert sorted(p.name for p in out.parent.iterdir()) == [".m1.versions", "m1"]
 
 
 def test_nothing_in_the_folder_is_a_pickle(exported, tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -158,3 +159,24 @@ def test_a_broker_source_reads_collected_chains_and_the_collector_its_own_client
     assert isinstance(chains, ChainSource) and (chains.client_id, chains.market_data_type) == (31, 3)
     with pytest.raises(ValueError, match="collector reads a broker's live chain"):
         build_chain_source(SourceSettings(source="synthetic"))
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_a_crashs_is_removed_later(tmp_path: Path, monkeypatch) -> None:
+    landing, slot = tmp_path / "landing", ny(DAY, 10, 0)
+    folder = landing / "option_snapshots" / "2024-07-05"
+    folder.mkdir(parents=True)
+    # A collector killed mid-write an hour and more ago left its temporary file; a running one's is seconds old.
+    crashed, running = folder / ".SPY_scripted_20240705T134500000000Z.parquet.tmp", folder / ".QQQ_x.parquet.tmp"
+    for path in (crashed, running):
+        path.write_bytes(b"half a parquet file")
+    hours_ago = datetime.now(UTC).timestamp() - 2 * 3600
+    os.utime(crashed, (hours_ago, hours_ago))
+
+    def disk_full(self, file, *args, **kwargs):
+        Path(file).write_bytes(b"half")
+        raise OSError("No space left on device (test)")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        collect_snapshot(ScriptedChains([slot + timedelta(seconds=1)]), ["SPY"], slot, MINUTES, landing, tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == [running.name]  # the crash's leftover and this write's: gone

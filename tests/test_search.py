@@ -171,7 +171,8 @@ def test_asset_reruns_continue_the_study_and_training_takes_the_best_params(lake
     assert trained["clip_eps"] == 0.2
     assert {k: trained[k] for k in best["hparams"] if k != "clip_eps"} == {
         k: v for k, v in best["hparams"].items() if k != "clip_eps"}
-    run = TrainingRun.load(lake_dir / "artifacts" / "models" / DAY / "clstm_ppo-seed0")
+    model_id = materialized_metadata(result, "clstm_ppo_policy")["model_id"]
+    run = TrainingRun.load(lake_dir / "artifacts" / "models" / model_id)
     assert {k: getattr(run.env, k) for k in ENV_PARAMS} == best["env"]
 
 

@@ -4,7 +4,9 @@ Any model kind that can win a day is packaged the same way (`model_kinds.deploya
 SB3 PPO baseline (VecNormalize statistics inside the graph) or an ensemble (one graph: every member with its own
 normalization, and the weights). `export_deployment` writes `policy.onnx` and `policy.pt2` (raw observations in, normalization inside the graph),
 `normalizer.safetensors`, `config.json`, `lineage.json` and `MODEL_CARD.md`. The folder is built next to its
-destination and renamed into place, so a crash leaves the previous artifact (or none), never half of one. The
+destination and swapped in with one rename (`pipeline.versioned_folder`: the folder is a link to its current
+version), so a reader finds the previous artifact or the new one, never none or half of one, and a crash's
+leftovers are removed by the next export. The
 artifact's `sha256` is the sha256 of its `sha256sum`-style listing (one "<sha256>  <file name>" line per file,
 sorted by name), so it changes when any file does; an export of the same model with the same inputs is
 byte-identical, so it also has the same sha256.
@@ -13,10 +15,6 @@ byte-identical, so it also has the same sha256.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -44,6 +42,7 @@ from pipeline.export.onnx_policy import (
     save_program,
 )
 from pipeline.registry import file_sha256, sha256_text
+from pipeline.versioned_folder import replacing
 
 __all__ = ["ARTIFACT_FILES", "DeploymentArtifact", "export_deployment", "load_onnx_session", "load_program",
            "read_artifact", "run_exported", "run_onnx"]
@@ -80,11 +79,12 @@ class DeploymentArtifact:
 def read_artifact(path: str | Path) -> DeploymentArtifact:
     """Hash the files of a deployment folder (to record it, or to check that it is what was recorded)."""
     folder = Path(path)
-    missing = [name for name in ARTIFACT_FILES if not (folder / name).is_file()]
+    version = folder.resolve()  # once: a replace during the hashing cannot mix two versions' files
+    missing = [name for name in ARTIFACT_FILES if not (version / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a deployment artifact: it lacks {missing}; "
                                 "write one with pipeline.export.package.export_deployment")
-    hashes = {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    hashes = {p.name: file_sha256(p) for p in sorted(version.iterdir()) if p.is_file()}
     listing = "".join(f"{sha}  {name}\n" for name, sha in sorted(hashes.items()))
     return DeploymentArtifact(folder, hashes, sha256_text(listing))
 
@@ -125,21 +125,6 @@ def _normalizer_file(module: nn.Module, path: Path) -> None:
     save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=settings)
 
 
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Move `staging` to `target`, replacing a previous artifact there (moved aside first, deleted last)."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    previous = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-    os.replace(target, previous)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        os.replace(previous, target)
-        raise
-    shutil.rmtree(previous)
-
-
 def export_deployment(
     model_path: str | Path,
     out_dir: str | Path,
@@ -176,10 +161,7 @@ def export_deployment(
 
     config = _config(module, columns, action_meanings, model.hyperparameters)
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp's folder is private to this user; the artifact is meant to be read
-    try:
+    with replacing(out) as staging:
         program = export_program(module)
         save_program(program, staging / PROGRAM_FILE)
         save_onnx(program, staging / ONNX_FILE)
@@ -189,8 +171,4 @@ def export_deployment(
         (staging / CARD_FILE).write_text(render_model_card(card, config))
         for written in staging.iterdir():
             written.chmod(0o644)  # safetensors writes its file private to this user; the artifact is for readers
-        _replace_folder(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return read_artifact(out)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -29,12 +30,16 @@ from pipeline.contract.parsing import PARSE_ERROR
 from pipeline.contract.schemas import RAW_COLUMNS
 from pipeline.sources.base import MarketSource, SourceError
 from pipeline.sources.file_source import FileSource
+from pipeline.versioned_folder import clean_stale_files
 
 logger = logging.getLogger(__name__)
 
 TABLE = "option_snapshots"
 GAPS_LOG = Path("logs") / "option_snapshot_gaps.log"
 _STAMP = "%Y%m%dT%H%M%S%fZ"
+TMP_SUFFIX = ".tmp"
+STALE_TMP_S = 3600.0
+"""A snapshot file takes seconds to write: a temporary one an hour old belongs to no running collection."""
 
 
 @runtime_checkable
@@ -97,11 +102,22 @@ def snapshot_path(landing_dir: Path, underlying: str, broker: str, fetched_at: d
 
 
 def _write_atomically(frame: pl.DataFrame, path: Path) -> None:
-    """Write to a hidden temporary file, then rename: the landing sensor never sees half a file."""
+    """Write to a hidden temporary file, then rename: the landing sensor never sees half a file. A failed write
+    removes its temporary file; one a killed process left is removed by a later collection (`clean_stale_tmp`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def clean_stale_tmp(landing_dir: Path) -> list[Path]:
+    """Remove the temporary snapshot files of writers that died (older than STALE_TMP_S, so no running
+    collection's own file); returns them."""
+    return clean_stale_files(Path(landing_dir) / TABLE, f".*{TMP_SUFFIX}", STALE_TMP_S)
 
 
 def _landed_columns(frame: pl.DataFrame) -> pl.DataFrame:
@@ -135,6 +151,8 @@ def collect_snapshot(
     slot (before it, or once the next slot had begun) is a gap too: filed under this slot it would stand for the
     wrong time.
     """
+    for stale in clean_stale_tmp(landing_dir):
+        logger.info("removed %s, the temporary file of a snapshot write that did not finish", stale)
     outcomes = []
     for underlying in underlyings:
         outcome = _collect_one(source, underlying, slot, timedelta(minutes=minutes), landing_dir)
