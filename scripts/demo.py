@@ -20,6 +20,7 @@ runs without one.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -64,16 +65,25 @@ DEMO_RUN_CONFIG: dict[str, Any] = {
     "ops": {
         "training_dataset": {"config": DEMO_DATASET},
         "clstm_ppo_policy": {"config": {"total_timesteps": 61440}},
-        "sb3_baselines": {"config": {"ppo_timesteps": 20000, "sac_timesteps": 300}},
+        "sb3_baselines": {"config": {"ppo_timesteps": 8192, "sac_timesteps": 300}},
     }
 }
-# Every demo run: step processes fork from a server that imported the code location once, instead of each step
-# importing torch and the definitions anew (seconds per step on a small machine).
+# Every model-day run: step processes fork from a server that imported the code location once, instead of each
+# step importing torch and the definitions anew (seconds per step on a small machine). The server also imports
+# what torch loads on first use: torch._dynamo, which the first Adam optimizer of a process imports (1.7 s
+# measured, in every step that loads a CLSTM-PPO or SB3 model), and the ONNX exporter of `deployment_artifact`.
+PRELOAD_MODULES = ("pipeline.definitions", "torch._dynamo", "torch.onnx._internal.exporter._core")
 EXECUTION_CONFIG: dict[str, Any] = {
     "execution": {"config": {"multiprocess": {
-        "start_method": {"forkserver": {"preload_modules": ["pipeline.definitions"]}},
+        # A module this torch does not have (the exporter's is private) is left out rather than failing the run.
+        "start_method": {"forkserver": {"preload_modules": [
+            name for name in PRELOAD_MODULES if importlib.util.find_spec(name) is not None]}},
     }}}
 }
+# The ingest and features run in this process: its steps write the warehouse one at a time anyway (the duckdb
+# pool), so separate processes bought nothing but their start-up, and in one process the synthetic market's days
+# are generated once for the trades, quotes and option chains instead of once in each step's process.
+DATA_EXECUTION_CONFIG: dict[str, Any] = {"execution": {"config": {"in_process": {}}}}
 REPORT_SCHEMAS = ("raw", "quarantine", "features", "models", "evaluation")
 
 
@@ -247,7 +257,7 @@ def main() -> None:
     try:
         with dg.DagsterInstance.get() as instance:
             run_step(location, instance, "ingest and features", DATA_GROUPS, (args.first, args.last),
-                     EXECUTION_CONFIG)
+                     DATA_EXECUTION_CONFIG)
             for day in days:
                 run_step(location, instance, f"model day {day}", groups, day, {**DEMO_RUN_CONFIG, **EXECUTION_CONFIG})
     except DemoRunFailed as failure:
